@@ -1,0 +1,151 @@
+//! JSON as PHP's `json_encode` (default flags) writes it, for the JSON inside inner packets.
+//!
+//! Decoding uses serde_json, which accepts any spelling; encoding must match PHP byte for byte
+//! (`/` as `\/`, non-ASCII as lower-case `\uXXXX`) so that packets built here equal the golden
+//! vectors and PHP peers see exactly what a PHP peer would send (spec §16.4).
+
+use std::fmt::Write as _;
+
+/// A uid or group name as it travels in JSON: PHP keeps ints as numbers and strings as strings,
+/// and both must survive a decode/encode round trip unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Id {
+    Int(i64),
+    Str(String),
+}
+
+impl Id {
+    /// The PHP array key this id lands on: `"1"` and `1` are the same key.
+    pub fn key(&self) -> String {
+        match self {
+            Id::Int(i) => i.to_string(),
+            Id::Str(s) => match super::php::canonical_int(s.as_bytes()) {
+                Some(i) => i.to_string(),
+                None => s.clone(),
+            },
+        }
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Option<Id> {
+        match v {
+            serde_json::Value::String(s) => Some(Id::Str(s.clone())),
+            serde_json::Value::Number(n) => n.as_i64().map(Id::Int),
+            _ => None,
+        }
+    }
+
+    pub fn write(&self, out: &mut String) {
+        match self {
+            Id::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Id::Str(s) => write_str(out, s),
+        }
+    }
+}
+
+impl From<&str> for Id {
+    fn from(s: &str) -> Id {
+        Id::Str(s.to_string())
+    }
+}
+
+impl From<String> for Id {
+    fn from(s: String) -> Id {
+        Id::Str(s)
+    }
+}
+
+impl From<i64> for Id {
+    fn from(i: i64) -> Id {
+        Id::Int(i)
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Int(i) => write!(f, "{i}"),
+            Id::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Writes a JSON string literal with PHP's escaping.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// `[a,b,...]` of ids.
+pub fn write_id_list(out: &mut String, ids: &[Id]) {
+    out.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        id.write(out);
+    }
+    out.push(']');
+}
+
+/// `{"<id>":id,...}`: how PHP writes both exclude maps and connection lists.
+pub fn write_conn_map(out: &mut String, ids: &[u32]) {
+    out.push('{');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{id}\":{id}");
+    }
+    out.push('}');
+}
+
+/// Reads a connection-id map or list. `by_key` picks the keys (exclude maps) instead of the
+/// values (connection lists), as PHP does (spec §15.4); a plain list is accepted either way.
+pub fn read_conn_ids(v: &serde_json::Value, by_key: bool) -> Option<Vec<u32>> {
+    let as_u32 = |v: &serde_json::Value| -> Option<u32> {
+        match v {
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    };
+    match v {
+        serde_json::Value::Object(m) if by_key => m.keys().map(|k| k.parse().ok()).collect(),
+        serde_json::Value::Object(m) => m.values().map(as_u32).collect(),
+        serde_json::Value::Array(a) => a.iter().map(as_u32).collect(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn php_escaping() {
+        let mut s = String::new();
+        write_str(&mut s, "p/é\"q😀");
+        assert_eq!(s, r#""p\/\u00e9\"q\ud83d\ude00""#);
+    }
+}

@@ -1,0 +1,382 @@
+//! The subset of PHP's `serialize()`/`unserialize()` that GatewayWorker puts on the wire.
+//!
+//! Sessions, query replies and the `onWebSocketConnect` body are PHP-serialized. A PHP array is an
+//! *ordered* map whose keys are integers or byte strings, and PHP normalises integer-like string
+//! keys (`"1"` becomes `1`); [`Key::from_bytes`] reproduces that rule because group and uid tables
+//! and the session merge depend on it (spec §3.2, §16.3).
+
+use indexmap::IndexMap;
+use std::fmt::Write as _;
+
+/// A PHP array key after PHP's normalisation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Int(i64),
+    Str(Vec<u8>),
+}
+
+impl Key {
+    /// Normalises like a PHP array write: a canonical decimal integer string becomes an int key.
+    pub fn from_bytes(b: &[u8]) -> Key {
+        match canonical_int(b) {
+            Some(i) => Key::Int(i),
+            None => Key::Str(b.to_vec()),
+        }
+    }
+
+    /// The key's text, as PHP would print it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Key::Int(i) => i.to_string().into_bytes(),
+            Key::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// `Some(i)` when PHP would turn the string key into the integer key `i`.
+pub fn canonical_int(b: &[u8]) -> Option<i64> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() > 1 && digits[0] == b'0' {
+        return None;
+    }
+    if b == b"-0" {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse::<i64>().ok()
+}
+
+/// An ordered PHP array.
+pub type Array = IndexMap<Key, Value>;
+
+/// A PHP value as far as GatewayWorker uses them (no objects).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Vec<u8>),
+    Array(Array),
+}
+
+impl Value {
+    pub fn str(s: impl Into<Vec<u8>>) -> Value {
+        Value::Str(s.into())
+    }
+
+    pub fn as_array(&self) -> Option<&Array> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// PHP `serialize()`.
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.extend_from_slice(b"N;"),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"b:1;" } else { b"b:0;" }),
+            Value::Int(i) => {
+                out.extend_from_slice(format!("i:{i};").as_bytes());
+            }
+            Value::Float(f) => {
+                out.extend_from_slice(b"d:");
+                out.extend_from_slice(format_float(*f).as_bytes());
+                out.push(b';');
+            }
+            Value::Str(s) => write_str(out, s),
+            Value::Array(a) => {
+                out.extend_from_slice(format!("a:{}:{{", a.len()).as_bytes());
+                for (k, v) in a {
+                    match k {
+                        Key::Int(i) => out.extend_from_slice(format!("i:{i};").as_bytes()),
+                        Key::Str(s) => write_str(out, s),
+                    }
+                    v.write(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    /// PHP `unserialize()` of a whole buffer; trailing bytes are an error.
+    pub fn unserialize(input: &[u8]) -> Result<Value, UnserializeError> {
+        let mut p = Parser { input, pos: 0, depth: 0 };
+        let v = p.value()?;
+        if p.pos != input.len() {
+            return Err(UnserializeError(p.pos));
+        }
+        Ok(v)
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(format!("s:{}:\"", s.len()).as_bytes());
+    out.extend_from_slice(s);
+    out.extend_from_slice(b"\";");
+}
+
+/// Formats a double as PHP 8 does with `serialize_precision = -1` (spec §16.1): the shortest
+/// round-trip digits, plain notation for exponents in (-5, 17), else `d.dddE+x`.
+pub fn format_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NAN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "INF".into() } else { "-INF".into() };
+    }
+    let mut out = String::new();
+    if f.is_sign_negative() {
+        out.push('-');
+    }
+    if f == 0.0 {
+        out.push('0');
+        return out;
+    }
+    // Rust's `{:e}` prints the shortest digits that round-trip, e.g. "1.2345e17".
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if exp > -5 && exp < 17 {
+        if exp >= 0 {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        } else {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        out.push('.');
+        out.push_str(if digits.len() > 1 { &digits[1..] } else { "0" });
+        let _ = write!(out, "E{}{}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+    out
+}
+
+/// Where unserialize gave up (a byte offset).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not PHP-serialized data (stopped at byte {0})")]
+pub struct UnserializeError(pub usize);
+
+/// Nesting beyond this is refused so hostile input cannot exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
+struct Parser<'a> {
+    input: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser<'_> {
+    fn err<T>(&self) -> Result<T, UnserializeError> {
+        Err(UnserializeError(self.pos))
+    }
+
+    fn expect(&mut self, b: u8) -> Result<(), UnserializeError> {
+        if self.input.get(self.pos) == Some(&b) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            self.err()
+        }
+    }
+
+    /// Reads up to (not including) `end` and consumes `end`.
+    fn until(&mut self, end: u8) -> Result<&[u8], UnserializeError> {
+        let rest = &self.input[self.pos..];
+        match rest.iter().position(|c| *c == end) {
+            Some(i) => {
+                self.pos += i + 1;
+                Ok(&rest[..i])
+            }
+            None => self.err(),
+        }
+    }
+
+    fn int_until(&mut self, end: u8) -> Result<i64, UnserializeError> {
+        let start = self.pos;
+        let raw = self.until(end)?;
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.strip_prefix('+').unwrap_or(s).parse::<i64>().ok())
+            .ok_or(UnserializeError(start))
+    }
+
+    fn string_body(&mut self) -> Result<Vec<u8>, UnserializeError> {
+        let len = self.int_until(b':')?;
+        let len = usize::try_from(len).map_err(|_| UnserializeError(self.pos))?;
+        self.expect(b'"')?;
+        let end = self.pos.checked_add(len).filter(|e| *e <= self.input.len());
+        let Some(end) = end else { return self.err() };
+        let s = self.input[self.pos..end].to_vec();
+        self.pos = end;
+        self.expect(b'"')?;
+        self.expect(b';')?;
+        Ok(s)
+    }
+
+    fn value(&mut self) -> Result<Value, UnserializeError> {
+        let tag = *self.input.get(self.pos).ok_or(UnserializeError(self.pos))?;
+        self.pos += 1;
+        if tag == b'N' {
+            self.expect(b';')?;
+            return Ok(Value::Null);
+        }
+        self.expect(b':')?;
+        match tag {
+            b'b' => match self.until(b';')? {
+                b"0" => Ok(Value::Bool(false)),
+                b"1" => Ok(Value::Bool(true)),
+                _ => self.err(),
+            },
+            b'i' => Ok(Value::Int(self.int_until(b';')?)),
+            b'd' => {
+                let start = self.pos;
+                let raw = self.until(b';')?;
+                parse_php_float(raw).map(Value::Float).ok_or(UnserializeError(start))
+            }
+            b's' => Ok(Value::Str(self.string_body()?)),
+            b'a' => {
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
+                    return self.err();
+                }
+                let n = self.int_until(b':')?;
+                if n < 0 {
+                    return self.err();
+                }
+                self.expect(b'{')?;
+                // Each element needs at least 4 bytes, so a huge count cannot pre-allocate much.
+                let cap = (n as usize).min(self.input.len() / 4);
+                let mut arr = Array::with_capacity(cap);
+                for _ in 0..n {
+                    let key = match self.value()? {
+                        Value::Int(i) => Key::Int(i),
+                        Value::Str(s) => Key::from_bytes(&s),
+                        _ => return self.err(),
+                    };
+                    let v = self.value()?;
+                    arr.insert(key, v);
+                }
+                self.expect(b'}')?;
+                self.depth -= 1;
+                Ok(Value::Array(arr))
+            }
+            _ => self.err(),
+        }
+    }
+}
+
+fn parse_php_float(raw: &[u8]) -> Option<f64> {
+    match raw {
+        b"NAN" => Some(f64::NAN),
+        b"INF" => Some(f64::INFINITY),
+        b"-INF" => Some(f64::NEG_INFINITY),
+        _ => std::str::from_utf8(raw).ok()?.parse::<f64>().ok(),
+    }
+}
+
+/// PHP `array_replace_recursive($old, $new)`: keys of `new` override, nested arrays merge.
+pub fn array_replace_recursive(old: &mut Array, new: &Array) {
+    for (k, v) in new {
+        match (old.get_mut(k), v) {
+            (Some(Value::Array(o)), Value::Array(n)) => array_replace_recursive(o, n),
+            (Some(slot), _) => *slot = v.clone(),
+            (None, _) => {
+                old.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Why a session merge was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("the stored session is not a serialized array")]
+    StoredNotArray,
+    #[error("the update is not a serialized array")]
+    UpdateNotArray,
+}
+
+/// CMD_UPDATE_SESSION (spec §7, §16.6): an empty stored session takes the update verbatim;
+/// otherwise both sides must be arrays, which are merged and re-serialized. PHP crashes the whole
+/// gateway process on a non-array; we refuse the update and keep the old session instead.
+pub fn merge_session(stored: &[u8], update: &[u8]) -> Result<Vec<u8>, MergeError> {
+    if stored.is_empty() {
+        return Ok(update.to_vec());
+    }
+    let Ok(Value::Array(mut old)) = Value::unserialize(stored) else {
+        return Err(MergeError::StoredNotArray);
+    };
+    let Ok(Value::Array(new)) = Value::unserialize(update) else {
+        return Err(MergeError::UpdateNotArray);
+    };
+    array_replace_recursive(&mut old, &new);
+    Ok(Value::Array(old).serialize())
+}
+
+/// Builds a PHP list (keys 0..n-1).
+pub fn list(items: impl IntoIterator<Item = Value>) -> Value {
+    Value::Array(items.into_iter().enumerate().map(|(i, v)| (Key::Int(i as i64), v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_forms() {
+        for (f, s) in [
+            (1e14, "100000000000000"),
+            (1e17, "1.0E+17"),
+            (1e-4, "0.0001"),
+            (1e-5, "1.0E-5"),
+            (1.5e-7, "1.5E-7"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (-0.0, "-0"),
+            (100.0, "100"),
+            (1.5, "1.5"),
+            (1e25, "1.0E+25"),
+            (5e-324, "5.0E-324"),
+            (f64::MAX, "1.7976931348623157E+308"),
+        ] {
+            assert_eq!(format_float(f), s, "{f}");
+        }
+    }
+
+    #[test]
+    fn key_normalisation() {
+        assert_eq!(Key::from_bytes(b"1"), Key::Int(1));
+        assert_eq!(Key::from_bytes(b"-5"), Key::Int(-5));
+        for s in ["01", "-0", "9223372036854775808", "1.5", " 1", "", "+1"] {
+            assert_eq!(Key::from_bytes(s.as_bytes()), Key::Str(s.as_bytes().to_vec()));
+        }
+    }
+
+    #[test]
+    fn rejects_deep_nesting_and_lies() {
+        let deep = "a:1:{i:0;".repeat(100);
+        assert!(Value::unserialize(deep.as_bytes()).is_err());
+        assert!(Value::unserialize(b"s:99:\"x\";").is_err());
+        assert!(Value::unserialize(b"a:999999999:{}").is_err());
+    }
+}
