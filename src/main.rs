@@ -1,1 +1,183 @@
-fn main(){}
+//! `switchboard`: one binary, every role. Each subcommand runs one role in the foreground.
+
+mod config;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A GatewayWorker-compatible real-time gateway")]
+struct Cli {
+    /// TOML config file; flags override it, built-in defaults fill the rest.
+    #[arg(long, short, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Shared secret for the inner ports and the register ('' = no check).
+    #[arg(long, global = true, env = "SWITCHBOARD_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Register addresses (repeat or comma-separate), for gateways and workers.
+    #[arg(long = "register", global = true, value_delimiter = ',')]
+    registers: Vec<String>,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Run a register: tracks gateways and tells workers where they are.
+    Register(RegisterArgs),
+    /// Run a gateway: holds client WebSocket connections.
+    Gateway(GatewayArgs),
+    /// Run a business worker: runs the application's event callbacks.
+    Business(BusinessArgs),
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    /// Address to listen on (default 127.0.0.1:1236).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// Client WebSocket listener (default 0.0.0.0:7272).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// LAN IPv4 address workers reach this gateway on; it is encoded in every client_id (default 127.0.0.1).
+    #[arg(long)]
+    lan_ip: Option<Ipv4Addr>,
+    /// Inner port for workers and API clients (default 2300); distinct per gateway process.
+    #[arg(long)]
+    inner_port: Option<u16>,
+    /// Listen address for the inner port when it differs from --lan-ip (Docker/NAT).
+    #[arg(long)]
+    inner_listen: Option<IpAddr>,
+    /// Client heartbeat period in seconds; 0 disables (default 25).
+    #[arg(long)]
+    ping_interval: Option<f64>,
+    /// Silent heartbeat periods before a client is closed; 0 = never (default 2).
+    #[arg(long)]
+    ping_not_response_limit: Option<u32>,
+    /// Text sent to idle clients at each heartbeat (default: nothing).
+    #[arg(long)]
+    ping_data: Option<String>,
+    /// Largest client message in bytes; larger ones are refused with close code 1009 (default 1 MiB).
+    #[arg(long)]
+    max_message_size: Option<usize>,
+    /// Messages queued per client before it counts as a slow reader and is closed (default 1024).
+    #[arg(long)]
+    client_queue: Option<usize>,
+}
+
+#[derive(Args)]
+struct BusinessArgs {
+    /// Worker name, part of the key gateways know it by (default BusinessWorker).
+    #[arg(long)]
+    name: Option<String>,
+    /// Worker index within its name (default: the process id, unique per host).
+    #[arg(long)]
+    index: Option<u32>,
+    /// The application to run: `probe` exposes the raw Gateway API to clients (tests and diagnostics only).
+    #[arg(long)]
+    app: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let file = config::File::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run(cli, file))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+fn stop_signal() -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "stopping");
+            let _ = tx.send(());
+        }
+    });
+    Ok(rx)
+}
+
+async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
+    let shared_secret = cli.secret_key.clone().or(file.secret_key.clone());
+    let shared_registers = if cli.registers.is_empty() { file.registers.clone() } else { Some(cli.registers.clone()) };
+    let stop = stop_signal()?;
+    match cli.role {
+        Role::Register(args) => {
+            let section = file.register;
+            let listen = args.listen.unwrap_or(section.listen);
+            let config = register::Config {
+                listen: listen.parse().with_context(|| format!("register listen address {listen:?}"))?,
+                secret_key: cli.secret_key.or(section.secret_key).or(file.secret_key).unwrap_or_default(),
+                auth_timeout: Duration::from_secs_f64(section.auth_timeout),
+                peer_timeout: Duration::from_secs_f64(section.peer_timeout),
+            };
+            let listener = gateway::server::bind(config.listen, false)?;
+            tokio::select! {
+                r = register::serve(listener, config) => r.context("register")?,
+                _ = stop => {}
+            }
+        }
+        Role::Gateway(args) => {
+            let mut c = file.gateway.unwrap_or_default();
+            if let Some(s) = shared_secret {
+                c.secret_key = s;
+            }
+            if let Some(r) = shared_registers {
+                c.registers = r;
+            }
+            macro_rules! set { ($($f:ident),*) => { $(if let Some(v) = args.$f { c.$f = v; })* } }
+            set!(listen, lan_ip, inner_port, ping_interval, ping_not_response_limit, ping_data, max_message_size, client_queue);
+            if args.inner_listen.is_some() {
+                c.inner_listen = args.inner_listen;
+            }
+            tokio::select! {
+                r = gateway::run(c) => r?,
+                _ = stop => {}
+            }
+        }
+        Role::Business(args) => {
+            let section = file.business;
+            let mut c = business::WorkerConfig {
+                name: args.name.unwrap_or(section.name),
+                registers: cli.registers.clone(),
+                secret_key: cli.secret_key.or(section.secret_key).or(file.secret_key).unwrap_or_default(),
+                ..Default::default()
+            };
+            if let Some(i) = args.index.or(section.index) {
+                c.index = i;
+            }
+            if c.registers.is_empty() {
+                c.registers = section.registers.or(file.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
+            }
+            let app = args.app.unwrap_or(section.app);
+            let stop = async {
+                let _ = stop.await;
+            };
+            match app.as_str() {
+                "probe" => {
+                    tracing::warn!("running the probe application: every client can drive the whole Gateway API; use it for tests and diagnostics only");
+                    let probe = business::probe::Probe { worker: format!("{}:{}", c.name, c.index) };
+                    business::run(c, Arc::new(probe), stop).await;
+                }
+                other => anyhow::bail!("unknown application {other:?} (known: probe)"),
+            }
+        }
+    }
+    Ok(())
+}

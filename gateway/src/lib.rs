@@ -1,1 +1,18 @@
+//! The gateway: holds client connections and executes the Gateway API for business workers.
+//!
+//! Clients connect on the WebSocket listener (`listen`); workers and API clients connect on the
+//! inner port (`inner`) and speak GatewayWorker 3.x (`protocol`). One actor, the `hub`, owns all
+//! connection state (`tables`) and decides which worker gets each client event (`router`), so
+//! nothing on the message path takes a lock. `server` starts it all from a `Config`.
+
+pub mod config;
+pub mod hub;
+pub mod inner;
+pub mod listen;
 pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod tables;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,531 @@
+//! The Gateway API: everything application code can ask of the gateways, typed and async.
+//!
+//! Inside a worker, commands travel on the worker's persistent links; outside one
+//! ([`Api::remote`]) the gateway list comes from the register, as in PHP's GatewayClient.
+//! Queries always use pooled query connections (see `query`). Each method says which inner
+//! command it sends; semantics follow spec §12.
+
+use crate::query::{Pool, QueryError};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use gateway::protocol::php::{self, Key, Value};
+use gateway::protocol::{AllTarget, ClientId, Command, Id, InvalidClientId, Message, SelectWhere};
+use register::client::{fetch_gateways, ClientConfig, LookupError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The persistent links of a worker, by gateway inner address.
+pub type Links = ArcSwap<HashMap<String, mpsc::Sender<Bytes>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    ClientId(#[from] InvalidClientId),
+    #[error("not connected to gateway {0}")]
+    NoGateway(String),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("gateway {0} sent a reply that is not PHP-serialized data")]
+    BadReply(String),
+    #[error("a {0} must not be empty (or \"0\")")]
+    Empty(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+enum Mode {
+    Worker(Arc<Links>),
+    Remote { register: ClientConfig, cache: Mutex<Option<(Instant, Vec<String>)>> },
+}
+
+struct Inner {
+    mode: Mode,
+    pool: Pool,
+}
+
+/// A cheap, clonable handle on the Gateway API.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+/// How long a remote API trusts a gateway list from the register (PHP caches ~1 s).
+const ADDRESS_CACHE: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Id> {
+    names.into_iter().map(Id::from).collect()
+}
+
+fn not_empty(name: &str, what: &'static str) -> Result<()> {
+    if name.is_empty() || name == "0" {
+        Err(ApiError::Empty(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse(addr: &str, payload: &[u8]) -> Result<Value> {
+    Value::unserialize(payload).map_err(|_| ApiError::BadReply(addr.to_string()))
+}
+
+fn int_of(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::Bool(b) => *b as i64,
+        Value::Str(s) => std::str::from_utf8(s).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn key_text(k: &Key) -> String {
+    String::from_utf8_lossy(&k.to_bytes()).into_owned()
+}
+
+/// Reads one gateway's reply keyed by connection id into client ids.
+fn by_conn(gateway: &str, v: &Value) -> Vec<(ClientId, Value)> {
+    let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| match k {
+            Key::Int(c) => u32::try_from(*c).ok().map(|c| (ClientId::new(addr, c), v.clone())),
+            Key::Str(_) => None,
+        })
+        .collect()
+}
+
+impl Api {
+    pub(crate) fn for_worker(links: Arc<Links>, secret_key: String) -> Api {
+        Api { inner: Arc::new(Inner { mode: Mode::Worker(links), pool: Pool::new(secret_key, TIMEOUT) }) }
+    }
+
+    /// The API from outside a worker: gateways are looked up in the registers.
+    pub fn remote(registers: Vec<String>, secret_key: String) -> Api {
+        let register = ClientConfig::new(registers, secret_key.clone());
+        Api {
+            inner: Arc::new(Inner {
+                mode: Mode::Remote { register, cache: Mutex::new(None) },
+                pool: Pool::new(secret_key, TIMEOUT),
+            }),
+        }
+    }
+
+    /// The gateway inner addresses this API talks to.
+    pub async fn gateways(&self) -> Result<Vec<String>> {
+        match &self.inner.mode {
+            Mode::Worker(links) => Ok(links.load().keys().cloned().collect()),
+            Mode::Remote { register, cache } => {
+                if let Some((at, list)) = cache.lock().ok().and_then(|c| c.clone()) {
+                    if at.elapsed() < ADDRESS_CACHE {
+                        return Ok(list);
+                    }
+                }
+                let list = fetch_gateways(register, Duration::from_secs(3)).await?;
+                if let Ok(mut c) = cache.lock() {
+                    *c = Some((Instant::now(), list.clone()));
+                }
+                Ok(list)
+            }
+        }
+    }
+
+    /// Inside a worker, a client on a gateway the worker has no link to is offline (as in PHP);
+    /// outside one, every gateway is worth asking.
+    fn linked(&self, gateway: &str) -> bool {
+        match &self.inner.mode {
+            Mode::Worker(links) => links.load().contains_key(gateway),
+            Mode::Remote { .. } => true,
+        }
+    }
+
+    async fn send(&self, gateway: &str, cmd: Command) -> Result<()> {
+        let packet = cmd.into_packet().to_bytes();
+        self.send_bytes(gateway, packet).await
+    }
+
+    async fn send_bytes(&self, gateway: &str, packet: Bytes) -> Result<()> {
+        match &self.inner.mode {
+            Mode::Worker(links) => {
+                let tx = links.load().get(gateway).cloned().ok_or_else(|| ApiError::NoGateway(gateway.to_string()))?;
+                tx.send(packet).await.map_err(|_| ApiError::NoGateway(gateway.to_string()))
+            }
+            Mode::Remote { .. } => Ok(self.inner.pool.command(gateway, packet).await?),
+        }
+    }
+
+    /// The same packet to every gateway, encoded once.
+    async fn broadcast(&self, cmd: Command) -> Result<()> {
+        let packet = cmd.into_packet().to_bytes();
+        let gateways = self.gateways().await?;
+        let results = join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await;
+        results.into_iter().collect()
+    }
+
+    async fn query(&self, gateway: &str, cmd: Command) -> Result<Value> {
+        let payload = self.inner.pool.query(gateway, cmd.into_packet().to_bytes()).await?;
+        parse(gateway, &payload)
+    }
+
+    /// Asks every gateway at once and collects `(gateway, reply)`.
+    async fn query_all(&self, cmd: Command) -> Result<Vec<(String, Value)>> {
+        let packet = cmd.into_packet().to_bytes();
+        let gateways = self.gateways().await?;
+        let replies = join_all(gateways.iter().map(|g| async {
+            let payload = self.inner.pool.query(g, packet.clone()).await?;
+            Ok::<_, ApiError>((g.clone(), parse(g, &payload)?))
+        }))
+        .await;
+        replies.into_iter().collect()
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    /// CMD_SEND_TO_ONE.
+    pub async fn send_to_client(&self, client_id: &str, msg: impl Into<Bytes>) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::SendToOne { conn: id.conn, msg: Message::text(msg) }).await
+    }
+
+    /// CMD_SEND_TO_ALL to every client.
+    pub async fn send_to_all(&self, msg: impl Into<Bytes>) -> Result<()> {
+        self.broadcast(Command::SendToAll { target: AllTarget::Everyone, msg: Message::text(msg) }).await
+    }
+
+    /// CMD_SEND_TO_ALL to the listed clients only, one packet per gateway.
+    pub async fn send_to_clients(&self, client_ids: &[&str], msg: impl Into<Bytes>) -> Result<()> {
+        let msg = Message::text(msg);
+        let mut per_gateway: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for c in client_ids {
+            let id: ClientId = c.parse()?;
+            per_gateway.entry(id.gateway().to_string()).or_default().push(id.conn);
+        }
+        for (g, conns) in per_gateway {
+            self.send(&g, Command::SendToAll { target: AllTarget::Only(conns), msg: msg.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    /// CMD_SEND_TO_ALL to everyone except the listed clients.
+    pub async fn send_to_all_except(&self, exclude: &[&str], msg: impl Into<Bytes>) -> Result<()> {
+        let msg = Message::text(msg);
+        let mut per_gateway: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for c in exclude {
+            let id: ClientId = c.parse()?;
+            per_gateway.entry(id.gateway().to_string()).or_default().push(id.conn);
+        }
+        for g in self.gateways().await? {
+            let target = match per_gateway.remove(&g) {
+                Some(conns) => AllTarget::Except(conns),
+                None => AllTarget::Everyone,
+            };
+            self.send(&g, Command::SendToAll { target, msg: msg.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    /// CMD_SEND_TO_UID to every gateway: every connection bound to any of the uids.
+    pub async fn send_to_uid(&self, uids: &[&str], msg: impl Into<Bytes>) -> Result<()> {
+        self.broadcast(Command::SendToUid { uids: ids(uids.iter().copied()), msg: Message::text(msg) }).await
+    }
+
+    /// CMD_SEND_TO_GROUP to every gateway, optionally excluding some clients.
+    pub async fn send_to_group(&self, groups: &[&str], msg: impl Into<Bytes>, exclude: &[&str]) -> Result<()> {
+        if groups.is_empty() {
+            return Err(ApiError::Empty("group list"));
+        }
+        let msg = Message::text(msg);
+        let groups = ids(groups.iter().copied());
+        if exclude.is_empty() {
+            return self.broadcast(Command::SendToGroup { groups, exclude: None, msg }).await;
+        }
+        let mut per_gateway: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for c in exclude {
+            let id: ClientId = c.parse()?;
+            per_gateway.entry(id.gateway().to_string()).or_default().push(id.conn);
+        }
+        for g in self.gateways().await? {
+            let exclude = per_gateway.remove(&g);
+            self.send(&g, Command::SendToGroup { groups: groups.clone(), exclude, msg: msg.clone() }).await?;
+        }
+        Ok(())
+    }
+
+    /// CMD_KICK: sends `msg` if given, then closes the client.
+    pub async fn close_client(&self, client_id: &str, msg: Option<Bytes>) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::Kick { conn: id.conn, message: msg }).await
+    }
+
+    /// CMD_DESTROY: closes the client at once, dropping anything still queued for it.
+    pub async fn destroy_client(&self, client_id: &str) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::Destroy { conn: id.conn }).await
+    }
+
+    // ---------------------------------------------------------------- uids and groups
+
+    /// CMD_BIND_UID.
+    pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
+        not_empty(uid, "uid")?;
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
+    }
+
+    /// CMD_UNBIND_UID.
+    pub async fn unbind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::UnbindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
+    }
+
+    /// CMD_JOIN_GROUP.
+    pub async fn join_group(&self, client_id: &str, group: &str) -> Result<()> {
+        not_empty(group, "group")?;
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
+    }
+
+    /// CMD_LEAVE_GROUP.
+    pub async fn leave_group(&self, client_id: &str, group: &str) -> Result<()> {
+        not_empty(group, "group")?;
+        let id: ClientId = client_id.parse()?;
+        self.send(&id.gateway().to_string(), Command::LeaveGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
+    }
+
+    /// CMD_UNGROUP on every gateway: the group is dissolved, members stay connected.
+    pub async fn ungroup(&self, group: &str) -> Result<()> {
+        not_empty(group, "group")?;
+        self.broadcast(Command::Ungroup { group: Bytes::copy_from_slice(group.as_bytes()) }).await
+    }
+
+    // ---------------------------------------------------------------- queries
+
+    /// CMD_IS_ONLINE on the client's gateway. A gateway that cannot be reached counts as offline.
+    pub async fn is_online(&self, client_id: &str) -> Result<bool> {
+        let id: ClientId = client_id.parse()?;
+        let g = id.gateway().to_string();
+        if !self.linked(&g) {
+            return Ok(false);
+        }
+        match self.query(&g, Command::IsOnline { conn: id.conn }).await {
+            Ok(v) => Ok(int_of(&v) == 1),
+            Err(ApiError::Query(QueryError::Connect(..))) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// CMD_GET_CLIENT_ID_BY_UID on every gateway.
+    pub async fn get_client_id_by_uid(&self, uid: &str) -> Result<Vec<ClientId>> {
+        let replies = self.query_all(Command::GetClientIdByUid { uid: Bytes::copy_from_slice(uid.as_bytes()) }).await?;
+        let mut out = Vec::new();
+        for (g, v) in replies {
+            let Ok(addr) = g.parse() else { continue };
+            for (_, c) in v.as_array().into_iter().flatten() {
+                if let Ok(conn) = u32::try_from(int_of(c)) {
+                    out.push(ClientId::new(addr, conn));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn is_uid_online(&self, uid: &str) -> Result<bool> {
+        Ok(!self.get_client_id_by_uid(uid).await?.is_empty())
+    }
+
+    /// CMD_SELECT with `where connection_id`, asked of the client's gateway only.
+    pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>> {
+        let id: ClientId = client_id.parse()?;
+        let filter = SelectWhere { connection_ids: Some(vec![id.conn]), ..SelectWhere::default() };
+        let v = self.query(&id.gateway().to_string(), Command::Select { fields: vec!["uid".into()], filter }).await?;
+        Ok(v.as_array()
+            .and_then(|rows| rows.get(&Key::Int(id.conn as i64)))
+            .and_then(|row| row.as_array())
+            .and_then(|row| row.get(&Key::Str(b"uid".to_vec())))
+            .and_then(text_of))
+    }
+
+    /// CMD_GET_CLIENT_COUNT_BY_GROUP summed over gateways; `""` counts every client.
+    pub async fn get_client_count_by_group(&self, group: &str) -> Result<usize> {
+        let replies = self.query_all(Command::GetClientCountByGroup { group: Bytes::copy_from_slice(group.as_bytes()) }).await?;
+        Ok(replies.iter().map(|(_, v)| int_of(v).max(0) as usize).sum())
+    }
+
+    pub async fn get_all_client_count(&self) -> Result<usize> {
+        self.get_client_count_by_group("").await
+    }
+
+    async fn select(&self, fields: &[&str], filter: SelectWhere) -> Result<Vec<(ClientId, php::Array)>> {
+        let cmd = Command::Select { fields: fields.iter().map(|f| f.to_string()).collect(), filter };
+        let mut out = Vec::new();
+        for (g, v) in self.query_all(cmd).await? {
+            for (id, row) in by_conn(&g, &v) {
+                if let Value::Array(a) = row {
+                    out.push((id, a));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn group_filter(group: &str) -> SelectWhere {
+        SelectWhere { groups: Some(vec![Id::from(group)]), ..SelectWhere::default() }
+    }
+
+    /// Client ids in a group (CMD_SELECT `where groups`).
+    pub async fn get_client_id_list_by_group(&self, group: &str) -> Result<Vec<ClientId>> {
+        Ok(self.select(&["uid"], Self::group_filter(group)).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    pub async fn get_all_client_id_list(&self) -> Result<Vec<ClientId>> {
+        Ok(self.select(&["uid"], SelectWhere::default()).await?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn uids_of(rows: Vec<(ClientId, php::Array)>) -> Vec<String> {
+        let mut uids: Vec<String> = rows
+            .into_iter()
+            .filter_map(|(_, row)| row.get(&Key::Str(b"uid".to_vec())).and_then(text_of))
+            .collect();
+        uids.sort();
+        uids.dedup();
+        uids
+    }
+
+    /// Distinct uids bound in a group.
+    pub async fn get_uid_list_by_group(&self, group: &str) -> Result<Vec<String>> {
+        Ok(Self::uids_of(self.select(&["uid"], Self::group_filter(group)).await?))
+    }
+
+    pub async fn get_uid_count_by_group(&self, group: &str) -> Result<usize> {
+        Ok(self.get_uid_list_by_group(group).await?.len())
+    }
+
+    pub async fn get_all_uid_list(&self) -> Result<Vec<String>> {
+        Ok(Self::uids_of(self.select(&["uid"], SelectWhere::default()).await?))
+    }
+
+    pub async fn get_all_uid_count(&self) -> Result<usize> {
+        Ok(self.get_all_uid_list().await?.len())
+    }
+
+    /// CMD_GET_GROUP_ID_LIST on every gateway, merged.
+    pub async fn get_all_group_id_list(&self) -> Result<Vec<String>> {
+        let mut groups: Vec<String> = self
+            .query_all(Command::GetGroupIdList)
+            .await?
+            .iter()
+            .flat_map(|(_, v)| v.as_array().into_iter().flatten().filter_map(|(_, g)| text_of(g)).collect::<Vec<_>>())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
+    }
+
+    fn sessions_of(replies: Vec<(String, Value)>) -> BTreeMap<ClientId, Option<php::Array>> {
+        let mut out = BTreeMap::new();
+        for (g, v) in replies {
+            for (id, s) in by_conn(&g, &v) {
+                let session = match s {
+                    Value::Str(bytes) => match Value::unserialize(&bytes) {
+                        Ok(Value::Array(a)) => Some(a),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                out.insert(id, session);
+            }
+        }
+        out
+    }
+
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway.
+    pub async fn get_client_sessions_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Option<php::Array>>> {
+        let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
+        Ok(Self::sessions_of(self.query_all(cmd).await?))
+    }
+
+    /// CMD_GET_ALL_CLIENT_SESSIONS on every gateway.
+    pub async fn get_all_client_sessions(&self) -> Result<BTreeMap<ClientId, Option<php::Array>>> {
+        Ok(Self::sessions_of(self.query_all(Command::GetAllClientSessions).await?))
+    }
+
+    /// CMD_GET_SESSION_BY_CLIENT_ID: `None` for an unknown client, an empty array for a client
+    /// without a session.
+    pub async fn get_session(&self, client_id: &str) -> Result<Option<php::Array>> {
+        let id: ClientId = client_id.parse()?;
+        let payload = self.raw_session(&id).await?;
+        Ok(match Value::unserialize(&payload) {
+            Ok(Value::Array(a)) => Some(a),
+            _ => None,
+        })
+    }
+
+    /// The session bytes as the gateway stores them.
+    pub(crate) async fn raw_session(&self, id: &ClientId) -> Result<Bytes> {
+        let g = id.gateway().to_string();
+        if !self.linked(&g) {
+            return Ok(Bytes::from_static(b"N;"));
+        }
+        Ok(self.inner.pool.query(&g, Command::GetSession { conn: id.conn }.into_packet().to_bytes()).await?)
+    }
+
+    /// CMD_SET_SESSION: replaces the session.
+    pub async fn set_session(&self, client_id: &str, session: &php::Array) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        self.set_raw_session(&id, Bytes::from(Value::Array(session.clone()).serialize())).await
+    }
+
+    pub(crate) async fn set_raw_session(&self, id: &ClientId, bytes: Bytes) -> Result<()> {
+        self.send(&id.gateway().to_string(), Command::SetSession { conn: id.conn, session: bytes }).await
+    }
+
+    /// CMD_UPDATE_SESSION: merges into the session (PHP's `array_replace_recursive`).
+    pub async fn update_session(&self, client_id: &str, update: &php::Array) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        let bytes = Bytes::from(Value::Array(update.clone()).serialize());
+        self.send(&id.gateway().to_string(), Command::UpdateSession { conn: id.conn, session: bytes }).await
+    }
+
+    /// Every uid's client ids in one round (CMD_BATCH_GET_CLIENT_ID_BY_UID).
+    pub async fn batch_get_client_id_by_uid(&self, uids: &[&str]) -> Result<BTreeMap<String, Vec<ClientId>>> {
+        let replies = self.query_all(Command::BatchGetClientIdByUid { uids: ids(uids.iter().copied()) }).await?;
+        let mut out: BTreeMap<String, Vec<ClientId>> = uids.iter().map(|u| (u.to_string(), Vec::new())).collect();
+        for (g, v) in replies {
+            let Ok(addr) = g.parse() else { continue };
+            for (k, list) in v.as_array().into_iter().flatten() {
+                let entry = out.entry(key_text(k)).or_default();
+                for (_, c) in list.as_array().into_iter().flatten() {
+                    if let Ok(conn) = u32::try_from(int_of(c)) {
+                        entry.push(ClientId::new(addr, conn));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts for several groups in one round (CMD_BATCH_GET_CLIENT_COUNT_BY_GROUP).
+    pub async fn batch_get_client_count_by_group(&self, groups: &[&str]) -> Result<BTreeMap<String, usize>> {
+        let replies = self.query_all(Command::BatchGetClientCountByGroup { groups: ids(groups.iter().copied()) }).await?;
+        let mut out: BTreeMap<String, usize> = groups.iter().map(|g| (g.to_string(), 0)).collect();
+        for (_, v) in replies {
+            for (k, n) in v.as_array().into_iter().flatten() {
+                *out.entry(key_text(k)).or_default() += int_of(n).max(0) as usize;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,102 @@
+//! Keeping a worker's view of a client's session in step with the gateway's (spec §7).
+//!
+//! Every event carries the session bytes as the gateway had them when it queued the event. The
+//! worker remembers a checksum of what it last saw or wrote; when an event arrives with other
+//! bytes, someone else changed the session since, so the current value is fetched before the
+//! callback runs. After the callback a changed session is written back with SET_SESSION and its
+//! checksum becomes the new baseline. This is GatewayWorker's algorithm, so PHP and Rust workers
+//! can serve the same clients.
+
+use crate::api::Api;
+use bytes::Bytes;
+use gateway::protocol::php::{self, Key, Value};
+use gateway::protocol::{ClientId, EventKind};
+use tracing::warn;
+
+#[derive(Debug, Default)]
+pub struct SessionSync {
+    version: Option<u32>,
+}
+
+fn decode(bytes: &[u8]) -> Option<php::Array> {
+    match Value::unserialize(bytes) {
+        Ok(Value::Array(a)) => Some(a),
+        _ => None,
+    }
+}
+
+impl SessionSync {
+    /// The session the callback should see for an event carrying `ext`.
+    pub async fn load(&mut self, api: &Api, id: &ClientId, kind: EventKind, ext: &Bytes) -> Option<php::Array> {
+        let crc = crc32fast::hash(ext);
+        match self.version {
+            Some(v) if v != crc && kind != EventKind::Close => {
+                self.version = Some(crc);
+                match api.raw_session(id).await {
+                    Ok(current) => decode(&current),
+                    Err(e) => {
+                        warn!(client = %id, "cannot fetch the current session, using the event's: {e}");
+                        decode(ext)
+                    }
+                }
+            }
+            Some(_) => decode(ext),
+            None => {
+                self.version = Some(crc);
+                decode(ext)
+            }
+        }
+    }
+
+    /// Writes the session back when the callback changed it.
+    pub async fn store(&mut self, api: &Api, id: &ClientId, kind: EventKind, before: &Option<php::Array>, after: &Option<php::Array>) {
+        if kind == EventKind::Close || before == after {
+            return;
+        }
+        let bytes = match after {
+            Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
+            None => Bytes::new(),
+        };
+        self.version = Some(crc32fast::hash(&bytes));
+        if let Err(e) = api.set_raw_session(id, bytes).await {
+            warn!(client = %id, "session not written back: {e}");
+        }
+    }
+}
+
+/// A PHP value as JSON (arrays with keys 0..n-1 become lists), for applications that speak
+/// JSON to their clients.
+pub fn to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+        Value::Str(s) => String::from_utf8_lossy(s).into_owned().into(),
+        Value::Array(a) => {
+            let is_list = a.keys().enumerate().all(|(i, k)| *k == Key::Int(i as i64));
+            if is_list {
+                a.values().map(to_json).collect::<Vec<_>>().into()
+            } else {
+                a.iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(&k.to_bytes()).into_owned(), to_json(v)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            }
+        }
+    }
+}
+
+/// JSON as a PHP value (objects become arrays with PHP's key normalisation).
+pub fn from_json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
+        serde_json::Value::String(s) => Value::Str(s.as_bytes().to_vec()),
+        serde_json::Value::Array(a) => php::list(a.iter().map(from_json)),
+        serde_json::Value::Object(o) => {
+            Value::Array(o.iter().map(|(k, v)| (Key::from_bytes(k.as_bytes()), from_json(v))).collect())
+        }
+    }
+}

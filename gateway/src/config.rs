@@ -1,0 +1,81 @@
+//! Everything a gateway process can be told, with GatewayWorker's defaults where they exist.
+
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing WebSocket listener.
+    pub listen: SocketAddr,
+    /// This gateway's LAN address: it goes into every client_id and into the register, so it
+    /// must be an IPv4 literal that workers on other servers can reach.
+    pub lan_ip: Ipv4Addr,
+    /// Inner port for workers and API clients (PHP: startPort + process index).
+    pub inner_port: u16,
+    /// Listen address for the inner port when it differs from `lan_ip` (Docker/NAT).
+    pub inner_listen: Option<IpAddr>,
+    /// Register addresses; the gateway registers with every one.
+    pub registers: Vec<String>,
+    /// Shared secret for the inner port and the register ('' = no check).
+    pub secret_key: String,
+    /// Heartbeat period in seconds (0 = off).
+    pub ping_interval: f64,
+    /// Silent intervals before a client is closed (0 = never close, only send `ping_data`).
+    pub ping_not_response_limit: u32,
+    /// Text sent to idle clients on each heartbeat ('' = send nothing).
+    pub ping_data: String,
+    /// Largest client message in bytes; bigger frames are refused with close code 1009.
+    pub max_message_size: usize,
+    /// Largest inner packet in bytes (PHP: 10 MiB).
+    pub max_packet_size: usize,
+    /// Messages queued for one client before it is treated as a slow reader and closed.
+    pub client_queue: usize,
+    /// Packets queued for one worker or API connection before new ones are refused.
+    pub worker_queue: usize,
+    /// Seconds a new connection may take to finish its WebSocket handshake.
+    pub handshake_timeout: f64,
+    /// Let several gateway processes share the client port (SO_REUSEPORT).
+    pub reuse_port: bool,
+    /// Seconds between CMD_PING packets to workers.
+    pub worker_ping_interval: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7272)),
+            lan_ip: Ipv4Addr::LOCALHOST,
+            inner_port: 2300,
+            inner_listen: None,
+            registers: vec!["127.0.0.1:1236".into()],
+            secret_key: String::new(),
+            ping_interval: 25.0,
+            ping_not_response_limit: 2,
+            ping_data: String::new(),
+            max_message_size: 1024 * 1024,
+            max_packet_size: crate::protocol::DEFAULT_MAX_PACKET,
+            client_queue: 1024,
+            worker_queue: 100_000,
+            handshake_timeout: 10.0,
+            reuse_port: true,
+            worker_ping_interval: 25.0,
+        }
+    }
+}
+
+impl Config {
+    /// The address registered with the register and encoded in client ids.
+    pub fn inner_address(&self) -> std::net::SocketAddrV4 {
+        std::net::SocketAddrV4::new(self.lan_ip, self.inner_port)
+    }
+
+    pub fn inner_bind(&self) -> SocketAddr {
+        SocketAddr::new(self.inner_listen.unwrap_or(IpAddr::V4(self.lan_ip)), self.inner_port)
+    }
+}
+
+pub(crate) fn secs(s: f64) -> Option<Duration> {
+    (s > 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s))
+}

@@ -1,0 +1,408 @@
+//! The hub: the one actor that owns a gateway's state.
+//!
+//! Client connections and inner links are tasks of their own; they report to the hub over one
+//! channel and the hub answers through each one's outbound queue. Keeping every table in a
+//! single task means a command sees a consistent picture (a `send_to_group` after a
+//! `join_group` on the same link always reaches the new member) without a lock anywhere.
+
+use crate::config::{secs, Config};
+use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
+use crate::router::{LinkId, Router};
+use crate::tables::{id_key, ConnId, Tables};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message as WsMessage, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// What the hub asks a client's writer to do.
+#[derive(Debug, Clone)]
+pub enum Out {
+    Send(WsMessage),
+    /// CMD_KICK: send the message if any, then close cleanly.
+    Kick(Option<WsMessage>),
+    /// Close with a WebSocket close code and reason.
+    Close(CloseFrame),
+}
+
+/// The hub's handle on one client connection.
+#[derive(Debug)]
+pub struct ClientHandle {
+    pub out: mpsc::Sender<Out>,
+    /// Cancelled to drop the connection at once (CMD_DESTROY, slow reader, dead heartbeat).
+    pub kill: CancellationToken,
+    pub addr: SocketAddr,
+    /// The worker this client's events go to (sticky).
+    pub worker: Option<LinkId>,
+    /// Heartbeat counter (spec §10): -1 after any data from the client.
+    pub silent_ticks: i64,
+}
+
+/// The hub's handle on one inner connection (a worker or an API client).
+#[derive(Debug)]
+struct LinkHandle {
+    out: mpsc::Sender<Bytes>,
+    kill: CancellationToken,
+    peer: SocketAddr,
+    worker_key: Option<String>,
+}
+
+/// Everything that reaches the hub.
+#[derive(Debug)]
+pub enum HubMsg {
+    /// A client TCP connection was accepted; the reply is its connection id, or `None` when no
+    /// worker is connected to take its events.
+    Accept { addr: SocketAddr, out: mpsc::Sender<Out>, kill: CancellationToken, reply: oneshot::Sender<Option<ConnId>> },
+    /// The WebSocket handshake finished; `body` is the serialized `{get, server, cookie}`.
+    Handshake { conn: ConnId, body: Bytes },
+    /// A data frame from a client.
+    Data { conn: ConnId, data: Bytes },
+    /// A client connection ended.
+    Gone { conn: ConnId },
+    LinkUp { link: LinkId, peer: SocketAddr, out: mpsc::Sender<Bytes>, kill: CancellationToken },
+    /// An authorized command from an inner link.
+    Command { link: LinkId, cmd: Command },
+    LinkGone { link: LinkId },
+}
+
+pub struct Hub {
+    tables: Tables<ClientHandle>,
+    links: HashMap<LinkId, LinkHandle>,
+    workers_by_key: HashMap<String, LinkId>,
+    router: Router,
+    local_ip: u32,
+    local_port: u16,
+    public_port: u16,
+    ping_limit: u32,
+    ping_data: Option<WsMessage>,
+}
+
+impl Hub {
+    pub fn new(config: &Config, public_port: u16) -> Hub {
+        Hub {
+            tables: Tables::default(),
+            links: HashMap::new(),
+            workers_by_key: HashMap::new(),
+            router: Router::default(),
+            local_ip: u32::from(config.lan_ip),
+            local_port: config.inner_port,
+            public_port,
+            ping_limit: config.ping_not_response_limit,
+            ping_data: (!config.ping_data.is_empty()).then(|| WsMessage::Text(config.ping_data.clone().into())),
+        }
+    }
+
+    /// Runs the actor until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<HubMsg>, config: Config) {
+        let period = secs(config.ping_interval).map(|i| if self.ping_limit > 0 { i / 2 } else { i });
+        let mut heartbeat = period.map(tokio::time::interval);
+        let mut worker_ping = tokio::time::interval(secs(config.worker_ping_interval).unwrap_or(std::time::Duration::from_secs(25)));
+        let ping_packet = Command::Ping.into_packet().to_bytes();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m),
+                    None => return,
+                },
+                _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => self.heartbeat(),
+                _ = worker_ping.tick() => {
+                    for link in self.router.workers() {
+                        if let Some(l) = self.links.get(&link) {
+                            let _ = l.out.try_send(ping_packet.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: HubMsg) {
+        match msg {
+            HubMsg::Accept { addr, out, kill, reply } => {
+                if !self.router.has_workers() {
+                    let _ = reply.send(None);
+                    return;
+                }
+                let conn = self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1 });
+                if reply.send(Some(conn)).is_ok() {
+                    self.to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
+                } else {
+                    self.tables.remove(conn);
+                }
+            }
+            HubMsg::Handshake { conn, body } => {
+                self.to_worker(conn, EventKind::WebSocketConnect, Body { data: body, serialized: true });
+            }
+            HubMsg::Data { conn, data } => {
+                if let Some(c) = self.tables.get_mut(conn) {
+                    c.handle.silent_ticks = -1;
+                }
+                self.to_worker(conn, EventKind::Message, Body::text(data));
+            }
+            HubMsg::Gone { conn } => {
+                // ON_CLOSE carries the last session, so it is built before the client goes.
+                self.to_worker(conn, EventKind::Close, Body::text(Bytes::new()));
+                if let Some(c) = self.tables.remove(conn) {
+                    if let Some(w) = c.handle.worker {
+                        self.router.release(w);
+                    }
+                }
+            }
+            HubMsg::LinkUp { link, peer, out, kill } => {
+                self.links.insert(link, LinkHandle { out, kill, peer, worker_key: None });
+            }
+            HubMsg::Command { link, cmd } => self.execute(link, cmd),
+            HubMsg::LinkGone { link } => {
+                if let Some(l) = self.links.remove(&link) {
+                    if let Some(key) = l.worker_key {
+                        info!(worker = %key, "business worker disconnected");
+                        if self.workers_by_key.get(&key) == Some(&link) {
+                            self.workers_by_key.remove(&key);
+                        }
+                    }
+                }
+                self.router.remove_worker(link);
+            }
+        }
+    }
+
+    /// Sends a client event to the client's worker, choosing one if needed.
+    fn to_worker(&mut self, conn: ConnId, kind: EventKind, body: Body) {
+        let Some(client) = self.tables.get_mut(conn) else { return };
+        let Some(link) = self.router.route(client.handle.worker) else {
+            if kind != EventKind::Close {
+                warn!(conn, "no business worker connected: closing the client (1013)");
+                let _ = client.handle.out.try_send(Out::Close(close(1013, "no business worker available")));
+            }
+            return;
+        };
+        client.handle.worker = Some(link);
+        let (ip, port) = match client.handle.addr {
+            SocketAddr::V4(a) => (u32::from(*a.ip()), a.port()),
+            // PHP's ip2long() fails on IPv6 and sends 0.
+            SocketAddr::V6(a) => (0, a.port()),
+        };
+        let packet = Command::Event {
+            kind,
+            origin: Origin {
+                local_ip: self.local_ip,
+                local_port: self.local_port,
+                client_ip: ip,
+                client_port: port,
+                conn,
+                gateway_port: self.public_port,
+            },
+            session: client.session.clone(),
+            body,
+        }
+        .into_packet()
+        .to_bytes();
+        if let Some(l) = self.links.get(&link) {
+            if let Err(e) = l.out.try_send(packet) {
+                warn!(conn, worker = ?l.worker_key, "event for the worker dropped: its queue is {}", full_or_closed(&e));
+            }
+        }
+    }
+
+    fn reply(&self, link: LinkId, payload: Vec<u8>) {
+        if let Some(l) = self.links.get(&link) {
+            if let Err(e) = l.out.try_send(encode_reply(&payload)) {
+                warn!(peer = %l.peer, "query reply dropped: the link's queue is {}", full_or_closed(&e));
+            }
+        }
+    }
+
+    /// Queues a message for one client; a client whose queue is full is a slow reader and is
+    /// dropped rather than letting its backlog grow without bound.
+    fn push(&self, conn: ConnId, msg: &WsMessage) {
+        let Some(c) = self.tables.get(conn) else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) = c.handle.out.try_send(Out::Send(msg.clone())) {
+            if !c.handle.kill.is_cancelled() {
+                warn!(conn, addr = %c.handle.addr, "slow client: outbound queue full, closing it");
+                c.handle.kill.cancel();
+            }
+        }
+    }
+
+    fn execute(&mut self, link: LinkId, cmd: Command) {
+        match cmd {
+            Command::WorkerConnect { worker_key, .. } => {
+                let Some(l) = self.links.get_mut(&link) else { return };
+                let key = format!("{}:{}", l.peer.ip(), worker_key);
+                l.worker_key = Some(key.clone());
+                if let Some(old) = self.workers_by_key.insert(key.clone(), link) {
+                    if old != link {
+                        warn!(worker = %key, "Worker->name conflict: replacing the older connection");
+                        if let Some(o) = self.links.get(&old) {
+                            o.kill.cancel();
+                        }
+                        self.router.remove_worker(old);
+                    }
+                }
+                info!(worker = %key, "business worker connected");
+                self.router.add_worker(link);
+            }
+            Command::GatewayClientConnect { .. } | Command::Ping => {}
+            Command::SendToOne { conn, msg } => {
+                if let Some(m) = ws_message(&msg) {
+                    self.push(conn, &m);
+                }
+            }
+            Command::SendToAll { target, msg } => {
+                let Some(m) = ws_message(&msg) else { return };
+                match target {
+                    AllTarget::Everyone => self.tables.clients.keys().for_each(|c| self.push(*c, &m)),
+                    AllTarget::Only(ids) => ids.iter().for_each(|c| self.push(*c, &m)),
+                    AllTarget::Except(ex) => {
+                        for c in self.tables.clients.keys() {
+                            if !ex.contains(c) {
+                                self.push(*c, &m);
+                            }
+                        }
+                    }
+                }
+            }
+            Command::Kick { conn, message } => {
+                if let Some(c) = self.tables.get(conn) {
+                    let m = message.and_then(|b| ws_message(&Message::text(b)));
+                    if c.handle.out.try_send(Out::Kick(m)).is_err() {
+                        c.handle.kill.cancel();
+                    }
+                }
+            }
+            Command::Destroy { conn } => {
+                if let Some(c) = self.tables.get(conn) {
+                    c.handle.kill.cancel();
+                }
+            }
+            Command::UpdateSession { conn, session } => {
+                if let Err(e) = self.tables.update_session(conn, &session) {
+                    warn!(conn, "UPDATE_SESSION refused, session kept as it was: {e}");
+                }
+            }
+            Command::SetSession { conn, session } => {
+                if let Some(c) = self.tables.get_mut(conn) {
+                    c.session = session;
+                }
+            }
+            Command::BindUid { conn, uid } => {
+                if self.tables.get(conn).is_some() && !self.tables.bind_uid(conn, uid.clone()) {
+                    warn!(conn, uid = %String::from_utf8_lossy(&uid), "bind_uid with an empty uid ignored");
+                }
+            }
+            Command::UnbindUid { conn, .. } => self.tables.unbind_uid(conn),
+            Command::SendToUid { uids, msg } => {
+                let Some(m) = ws_message(&msg) else { return };
+                for uid in &uids {
+                    for c in self.tables.uid_members(&id_key(uid)) {
+                        self.push(c, &m);
+                    }
+                }
+            }
+            Command::JoinGroup { conn, group } => {
+                if self.tables.get(conn).is_some() && !self.tables.join_group(conn, group) {
+                    debug!(conn, "join_group with an empty group ignored");
+                }
+            }
+            Command::LeaveGroup { conn, group } => self.tables.leave_group(conn, &group),
+            Command::Ungroup { group } => self.tables.ungroup(&group),
+            Command::SendToGroup { groups, exclude, msg } => {
+                let Some(m) = ws_message(&msg) else { return };
+                let ex = exclude.unwrap_or_default();
+                // A member of several listed groups gets the message once per group, as in PHP.
+                for g in &groups {
+                    for c in self.tables.group_members(&id_key(g)) {
+                        if !ex.contains(&c) {
+                            self.push(c, &m);
+                        }
+                    }
+                }
+            }
+            Command::IsOnline { conn } => self.reply(link, self.tables.reply_is_online(conn)),
+            Command::GetSession { conn } => self.reply(link, self.tables.reply_session(conn)),
+            Command::GetAllClientSessions => self.reply(link, self.tables.reply_all_sessions()),
+            Command::GetClientSessionsByGroup { group } => self.reply(link, self.tables.reply_group_sessions(&group)),
+            Command::GetClientCountByGroup { group } => self.reply(link, self.tables.reply_count(&group)),
+            Command::GetClientIdByUid { uid } => self.reply(link, self.tables.reply_client_ids_by_uid(&uid)),
+            Command::BatchGetClientIdByUid { uids } => self.reply(link, self.tables.reply_batch_client_ids(&uids)),
+            Command::BatchGetClientCountByGroup { groups } => self.reply(link, self.tables.reply_batch_counts(&groups)),
+            Command::GetGroupIdList => self.reply(link, self.tables.reply_group_list()),
+            Command::Select { fields, filter } => self.reply(link, self.tables.reply_select(&fields, &filter)),
+            Command::Event { .. } | Command::Unknown(_) => {
+                // The link task refuses these before they get here.
+                warn!(link, "unexpected command reached the hub");
+            }
+        }
+    }
+
+    /// One heartbeat tick (spec §10).
+    fn heartbeat(&mut self) {
+        let limit = self.ping_limit as i64;
+        for c in self.tables.clients.values_mut() {
+            if limit > 0 && c.handle.silent_ticks >= 2 * limit {
+                if !c.handle.kill.is_cancelled() {
+                    info!(addr = %c.handle.addr, "client heartbeat timed out, closing it");
+                    c.handle.kill.cancel();
+                }
+                continue;
+            }
+            c.handle.silent_ticks += 1;
+            if let Some(ping) = &self.ping_data {
+                if c.handle.silent_ticks != 0 && !(limit > 0 && c.handle.silent_ticks % 2 == 1) {
+                    let _ = c.handle.out.try_send(Out::Send(ping.clone()));
+                }
+            }
+        }
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.tables.len()
+    }
+}
+
+fn full_or_closed<T>(e: &mpsc::error::TrySendError<T>) -> &'static str {
+    match e {
+        mpsc::error::TrySendError::Full(_) => "full",
+        mpsc::error::TrySendError::Closed(_) => "closed",
+    }
+}
+
+pub fn close(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame { code: code.into(), reason: Utf8Bytes::from(reason) }
+}
+
+/// Turns a worker's message into the WebSocket message every recipient shares (the payload is
+/// reference-counted, never copied per client). Text when it is UTF-8, binary otherwise.
+pub fn ws_message(msg: &Message) -> Option<WsMessage> {
+    if msg.raw {
+        let m = raw_frame(&msg.body.data);
+        if m.is_none() {
+            warn!(len = msg.body.data.len(), "raw message is not one complete WebSocket frame; not sent");
+        }
+        return m;
+    }
+    if msg.body.serialized {
+        // PHP would print an array as the text "Array"; nobody wants that on the wire.
+        warn!("message body is a serialized PHP array or null, which cannot be sent to a client; not sent");
+        return None;
+    }
+    Some(match Utf8Bytes::try_from(msg.body.data.clone()) {
+        Ok(text) => WsMessage::Text(text),
+        Err(_) => WsMessage::Binary(msg.body.data.clone()),
+    })
+}
+
+/// A pre-framed body (FLAG_NOT_CALL_ENCODE) is written as the frame it already is.
+fn raw_frame(data: &Bytes) -> Option<WsMessage> {
+    let mut cursor = std::io::Cursor::new(&data[..]);
+    let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
+    let start = cursor.position() as usize;
+    if header.mask.is_some() || (start as u64 + len) != data.len() as u64 {
+        return None;
+    }
+    Some(WsMessage::Frame(Frame::from_payload(header, data.slice(start..))))
+}

@@ -1,0 +1,145 @@
+//! The inner port: business workers and API clients (Rust or PHP) connect here and speak
+//! GatewayProtocol. Each connection is a task that frames packets, checks the secret key on
+//! the first packet and hands commands to the hub; replies and client events come back through
+//! the connection's outbound queue.
+
+use crate::hub::HubMsg;
+use crate::protocol::{Command, PacketCodec};
+use crate::router::LinkId;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Clone)]
+pub struct InnerConfig {
+    pub secret_key: Arc<str>,
+    pub max_packet: usize,
+    pub queue: usize,
+}
+
+/// Accepts inner connections until the listener fails.
+pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: InnerConfig) {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let link = NEXT.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(link_task(link, stream, peer, hub.clone(), config.clone()));
+            }
+            Err(e) => {
+                warn!("inner accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn link_task(link: LinkId, stream: TcpStream, peer: SocketAddr, hub: mpsc::Sender<HubMsg>, config: InnerConfig) {
+    register::keepalive(&stream);
+    let (read, write) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(config.queue);
+    let kill = CancellationToken::new();
+    if hub.send(HubMsg::LinkUp { link, peer, out: out_tx, kill: kill.clone() }).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(write_loop(write, out_rx, kill.clone()));
+    let reason = tokio::select! {
+        r = read_loop(link, read, &hub, &config) => r,
+        _ = kill.cancelled() => "replaced or closed by the gateway".to_string(),
+    };
+    debug!(link, %peer, "inner connection closed: {reason}");
+    kill.cancel();
+    let _ = hub.send(HubMsg::LinkGone { link }).await;
+    let _ = writer.await;
+}
+
+/// Reads packets until the peer leaves or misbehaves; returns why it ended.
+async fn read_loop(
+    link: LinkId,
+    read: tokio::net::tcp::OwnedReadHalf,
+    hub: &mpsc::Sender<HubMsg>,
+    config: &InnerConfig,
+) -> String {
+    let peer = read.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut packets = FramedRead::new(read, PacketCodec { max_len: config.max_packet });
+    let mut authorized = config.secret_key.is_empty();
+    while let Some(next) = packets.next().await {
+        let packet = match next {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(%peer, "inner peer sent garbage, disconnecting: {e}");
+                return e.to_string();
+            }
+        };
+        let cmd = match Command::from_packet(packet) {
+            Ok(Command::Unknown(p)) => {
+                warn!(%peer, cmd = p.cmd, "gateway inner pack err: unknown command, disconnecting");
+                return format!("unknown command {}", p.cmd);
+            }
+            Ok(Command::Event { .. }) => {
+                warn!(%peer, "a gateway event arrived on the inner port, disconnecting");
+                return "client event sent to a gateway".into();
+            }
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%peer, "bad inner packet, disconnecting: {e}");
+                return e.to_string();
+            }
+        };
+        if !authorized {
+            let given = match &cmd {
+                Command::WorkerConnect { secret_key, .. } | Command::GatewayClientConnect { secret_key } => secret_key,
+                _ => {
+                    warn!(%peer, "Unauthorized request: first packet is not an authentication, disconnecting");
+                    return "unauthorized".into();
+                }
+            };
+            if given.as_str() != &*config.secret_key {
+                warn!(%peer, "wrong secret_key, disconnecting");
+                return "wrong secret key".into();
+            }
+            authorized = true;
+        }
+        if matches!(cmd, Command::WorkerConnect { .. }) {
+            info!(%peer, link, "worker authenticated");
+        }
+        if hub.send(HubMsg::Command { link, cmd }).await.is_err() {
+            return "gateway stopping".into();
+        }
+    }
+    "peer closed".into()
+}
+
+/// Writes queued packets, flushing only when the queue is momentarily empty so that a burst
+/// becomes a few large writes instead of one syscall per packet.
+async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: CancellationToken) {
+    let mut w = BufWriter::with_capacity(64 * 1024, write);
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = kill.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        if w.write_all(&first).await.is_err() {
+            break;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(&more).await.is_err() {
+                return;
+            }
+        }
+        if w.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.into_inner().shutdown().await;
+}

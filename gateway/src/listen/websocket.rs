@@ -1,0 +1,212 @@
+//! The WebSocket listener: one task per client, reading frames into the hub and writing what
+//! the hub queues for it.
+//!
+//! The connection is announced to the hub at TCP accept (ON_CONNECT comes before the handshake,
+//! as in GatewayWorker) and anything the worker sends before the handshake completes waits in
+//! the client's queue.
+
+use crate::hub::{close, HubMsg, Out};
+use crate::protocol::websocket_connect::{self, UpgradeRequest};
+use crate::tables::ConnId;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Clone, Debug)]
+pub struct WsConfig {
+    pub max_message_size: usize,
+    pub queue: usize,
+    pub handshake_timeout: Duration,
+}
+
+pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                tokio::spawn(client_task(stream, addr, hub.clone(), config.clone()));
+            }
+            Err(e) => {
+                warn!("client accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn client_task(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
+    let _ = stream.set_nodelay(true);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(config.queue);
+    let kill = CancellationToken::new();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let accept = HubMsg::Accept { addr, out: out_tx.clone(), kill: kill.clone(), reply: reply_tx };
+    if hub.send(accept).await.is_err() {
+        return;
+    }
+    let conn = reply_rx.await.ok().flatten();
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size));
+    let mut body = None;
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        |req: &Request, resp: Response| {
+            body = Some(handshake_body(req));
+            Ok(resp)
+        },
+        Some(ws_config),
+    );
+    let ws = tokio::select! {
+        r = tokio::time::timeout(config.handshake_timeout, handshake) => r,
+        _ = kill.cancelled() => {
+            if let Some(conn) = conn {
+                let _ = hub.send(HubMsg::Gone { conn }).await;
+            }
+            return;
+        }
+    };
+    let Some(conn) = conn else {
+        // No worker to take this client's events: say so instead of dropping it silently.
+        if let Ok(Ok(mut ws)) = ws {
+            let _ = ws.close(Some(close(1013, "no business worker available"))).await;
+        }
+        return;
+    };
+    let ws = match ws {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            debug!(%addr, "WebSocket handshake failed: {e}");
+            let _ = hub.send(HubMsg::Gone { conn }).await;
+            return;
+        }
+        Err(_) => {
+            info!(%addr, "WebSocket handshake not finished within {:?}, closing", config.handshake_timeout);
+            let _ = hub.send(HubMsg::Gone { conn }).await;
+            return;
+        }
+    };
+    if let Some(body) = body {
+        let _ = hub.send(HubMsg::Handshake { conn, body }).await;
+    }
+    run(conn, addr, ws, &hub, out_tx, out_rx, kill).await;
+    let _ = hub.send(HubMsg::Gone { conn }).await;
+}
+
+fn handshake_body(req: &Request) -> Bytes {
+    let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let protocol = match req.version() {
+        http_version if http_version == tokio_tungstenite::tungstenite::http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    let headers = req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    let value = websocket_connect::build(&UpgradeRequest { method: req.method().as_str(), uri, protocol, headers });
+    Bytes::from(value.serialize())
+}
+
+/// Reads and writes until either side ends the connection.
+async fn run(
+    conn: ConnId,
+    addr: SocketAddr,
+    ws: WebSocketStream<TcpStream>,
+    hub: &mpsc::Sender<HubMsg>,
+    out_tx: mpsc::Sender<Out>,
+    out_rx: mpsc::Receiver<Out>,
+    kill: CancellationToken,
+) {
+    let (sink, mut stream) = ws.split();
+    let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone()));
+    loop {
+        let next = tokio::select! {
+            n = stream.next() => n,
+            _ = kill.cancelled() => break,
+        };
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                if hub.send(HubMsg::Data { conn, data: Bytes::from(t) }).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(Message::Binary(b))) => {
+                if hub.send(HubMsg::Data { conn, data: b }).await.is_err() {
+                    break;
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {} // ping/pong: answered by tungstenite; not heartbeat activity (spec §10)
+            Some(Err(e)) => {
+                let (code, why) = match &e {
+                    WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
+                    WsError::Utf8(_) => (1007, "invalid UTF-8 in a text frame"),
+                    WsError::Protocol(_) => (1002, "protocol error"),
+                    _ => {
+                        debug!(conn, %addr, "client connection error: {e}");
+                        break;
+                    }
+                };
+                info!(conn, %addr, code, "closing client: {e}");
+                let _ = out_tx.try_send(Out::Close(close(code, why)));
+                break;
+            }
+        }
+    }
+    drop(out_tx);
+    // Let the writer send what is queued (a close frame above, a kick message) but not forever.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    kill.cancel();
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>;
+
+/// Writes queued messages, batching a burst into one flush.
+async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Out>, kill: CancellationToken) {
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = kill.cancelled() => return,
+        };
+        let Some(mut next) = first else { return };
+        loop {
+            match next {
+                Out::Send(m) => {
+                    if sink.feed(m).await.is_err() {
+                        return;
+                    }
+                }
+                Out::Kick(m) => {
+                    if let Some(m) = m {
+                        let _ = sink.feed(m).await;
+                    }
+                    finish(&mut sink, close(1000, "")).await;
+                    kill.cancel();
+                    return;
+                }
+                Out::Close(frame) => {
+                    finish(&mut sink, frame).await;
+                    kill.cancel();
+                    return;
+                }
+            }
+            match rx.try_recv() {
+                Ok(m) => next = m,
+                Err(_) => break,
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn finish(sink: &mut Sink, frame: CloseFrame) {
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.close().await;
+}

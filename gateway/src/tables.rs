@@ -1,0 +1,316 @@
+//! The state a gateway owns: its clients with their sessions, and the uid and group indexes.
+//!
+//! Only the hub actor touches these tables, so they are plain maps without locks. uids and
+//! group names are keyed the way PHP keys arrays (`"1"` and `1` are one key, spec §3.2) and
+//! remember the bytes they were given, because replies echo them.
+
+use crate::protocol::php::{self, Key, Value};
+use crate::protocol::{Id, SelectWhere};
+use bytes::Bytes;
+use indexmap::{IndexMap, IndexSet};
+use std::collections::HashMap;
+
+pub type ConnId = u32;
+
+/// What the tables know about one client connection. `T` is the handle used to reach the
+/// client's socket (the hub's outbound queue); the tables never look inside it.
+#[derive(Debug)]
+pub struct Client<T> {
+    pub handle: T,
+    /// PHP-serialized session bytes, stored verbatim.
+    pub session: Bytes,
+    /// The bound uid, as the bytes the worker sent.
+    pub uid: Option<Bytes>,
+    /// Group key → the name as the worker sent it.
+    pub groups: IndexMap<Key, Bytes>,
+}
+
+#[derive(Debug)]
+pub struct Tables<T> {
+    pub clients: IndexMap<ConnId, Client<T>>,
+    uids: HashMap<Key, IndexSet<ConnId>>,
+    groups: IndexMap<Key, IndexSet<ConnId>>,
+    next_id: ConnId,
+}
+
+impl<T> Default for Tables<T> {
+    fn default() -> Self {
+        Tables { clients: IndexMap::new(), uids: HashMap::new(), groups: IndexMap::new(), next_id: 0 }
+    }
+}
+
+/// PHP's `empty()` for a uid or group name: `""` and `"0"` are refused.
+pub fn php_empty(name: &[u8]) -> bool {
+    name.is_empty() || name == b"0"
+}
+
+pub fn id_key(id: &Id) -> Key {
+    match id {
+        Id::Int(i) => Key::Int(*i),
+        Id::Str(s) => Key::from_bytes(s.as_bytes()),
+    }
+}
+
+fn key_value(k: &Key) -> Value {
+    match k {
+        Key::Int(i) => Value::Int(*i),
+        Key::Str(s) => Value::Str(s.clone()),
+    }
+}
+
+impl<T> Tables<T> {
+    /// Adds a client under a fresh connection id: ids start at 1, skip ids still in use and
+    /// wrap after u32::MAX (never 0).
+    pub fn add(&mut self, handle: T) -> ConnId {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if self.next_id != 0 && !self.clients.contains_key(&self.next_id) {
+                break;
+            }
+        }
+        let id = self.next_id;
+        self.clients.insert(id, Client { handle, session: Bytes::new(), uid: None, groups: IndexMap::new() });
+        id
+    }
+
+    /// Removes a client from every table.
+    pub fn remove(&mut self, conn: ConnId) -> Option<Client<T>> {
+        let client = self.clients.shift_remove(&conn)?;
+        if let Some(uid) = &client.uid {
+            self.unindex_uid(&Key::from_bytes(uid), conn);
+        }
+        for key in client.groups.keys() {
+            self.unindex_group(key, conn);
+        }
+        Some(client)
+    }
+
+    pub fn get(&self, conn: ConnId) -> Option<&Client<T>> {
+        self.clients.get(&conn)
+    }
+
+    pub fn get_mut(&mut self, conn: ConnId) -> Option<&mut Client<T>> {
+        self.clients.get_mut(&conn)
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    fn unindex_uid(&mut self, key: &Key, conn: ConnId) {
+        if let Some(set) = self.uids.get_mut(key) {
+            set.shift_remove(&conn);
+            if set.is_empty() {
+                self.uids.remove(key);
+            }
+        }
+    }
+
+    fn unindex_group(&mut self, key: &Key, conn: ConnId) {
+        if let Some(set) = self.groups.get_mut(key) {
+            set.shift_remove(&conn);
+            if set.is_empty() {
+                self.groups.shift_remove(key);
+            }
+        }
+    }
+
+    /// One uid per connection, many connections per uid. Returns false when refused.
+    pub fn bind_uid(&mut self, conn: ConnId, uid: Bytes) -> bool {
+        if php_empty(&uid) || !self.clients.contains_key(&conn) {
+            return false;
+        }
+        self.unbind_uid(conn);
+        self.uids.entry(Key::from_bytes(&uid)).or_default().insert(conn);
+        if let Some(c) = self.clients.get_mut(&conn) {
+            c.uid = Some(uid);
+        }
+        true
+    }
+
+    pub fn unbind_uid(&mut self, conn: ConnId) {
+        let Some(old) = self.clients.get_mut(&conn).and_then(|c| c.uid.take()) else { return };
+        self.unindex_uid(&Key::from_bytes(&old), conn);
+    }
+
+    pub fn join_group(&mut self, conn: ConnId, group: Bytes) -> bool {
+        if php_empty(&group) {
+            return false;
+        }
+        let Some(c) = self.clients.get_mut(&conn) else { return false };
+        let key = Key::from_bytes(&group);
+        c.groups.insert(key.clone(), group);
+        self.groups.entry(key).or_default().insert(conn);
+        true
+    }
+
+    pub fn leave_group(&mut self, conn: ConnId, group: &[u8]) {
+        let key = Key::from_bytes(group);
+        if let Some(c) = self.clients.get_mut(&conn) {
+            c.groups.shift_remove(&key);
+        }
+        self.unindex_group(&key, conn);
+    }
+
+    /// Dissolves a group; its members stay connected.
+    pub fn ungroup(&mut self, group: &[u8]) {
+        let key = Key::from_bytes(group);
+        if let Some(members) = self.groups.shift_remove(&key) {
+            for conn in members {
+                if let Some(c) = self.clients.get_mut(&conn) {
+                    c.groups.shift_remove(&key);
+                }
+            }
+        }
+    }
+
+    pub fn uid_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
+        self.uids.get(key).into_iter().flatten().copied()
+    }
+
+    pub fn group_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
+        self.groups.get(key).into_iter().flatten().copied()
+    }
+
+    pub fn group_len(&self, key: &Key) -> usize {
+        self.groups.get(key).map_or(0, IndexSet::len)
+    }
+
+    /// CMD_UPDATE_SESSION. Refused (old session kept) where PHP would crash the process.
+    pub fn update_session(&mut self, conn: ConnId, update: &[u8]) -> Result<(), php::MergeError> {
+        let Some(c) = self.clients.get_mut(&conn) else { return Ok(()) };
+        c.session = Bytes::from(php::merge_session(&c.session, update)?);
+        Ok(())
+    }
+
+    // ---- query replies (the PHP-serialized payload; the caller frames it) ----
+
+    pub fn reply_is_online(&self, conn: ConnId) -> Vec<u8> {
+        Value::Int(self.clients.contains_key(&conn) as i64).serialize()
+    }
+
+    pub fn reply_session(&self, conn: ConnId) -> Vec<u8> {
+        match self.clients.get(&conn) {
+            None => b"N;".to_vec(),
+            Some(c) if c.session.is_empty() => b"a:0:{}".to_vec(),
+            Some(c) => c.session.to_vec(),
+        }
+    }
+
+    fn sessions_of(&self, conns: impl Iterator<Item = ConnId>) -> Vec<u8> {
+        let map = conns
+            .filter_map(|id| self.clients.get(&id).map(|c| (Key::Int(id as i64), Value::Str(c.session.to_vec()))))
+            .collect();
+        Value::Array(map).serialize()
+    }
+
+    pub fn reply_all_sessions(&self) -> Vec<u8> {
+        self.sessions_of(self.clients.keys().copied())
+    }
+
+    pub fn reply_group_sessions(&self, group: &[u8]) -> Vec<u8> {
+        self.sessions_of(self.group_members(&Key::from_bytes(group)))
+    }
+
+    pub fn reply_count(&self, group: &[u8]) -> Vec<u8> {
+        let n = if group.is_empty() { self.clients.len() } else { self.group_len(&Key::from_bytes(group)) };
+        Value::Int(n as i64).serialize()
+    }
+
+    fn conn_list(&self, key: &Key) -> Value {
+        php::list(self.uid_members(key).map(|c| Value::Int(c as i64)))
+    }
+
+    pub fn reply_client_ids_by_uid(&self, uid: &[u8]) -> Vec<u8> {
+        self.conn_list(&Key::from_bytes(uid)).serialize()
+    }
+
+    pub fn reply_batch_client_ids(&self, uids: &[Id]) -> Vec<u8> {
+        let map = uids.iter().map(id_key).map(|k| (k.clone(), self.conn_list(&k))).collect();
+        Value::Array(map).serialize()
+    }
+
+    pub fn reply_batch_counts(&self, groups: &[Id]) -> Vec<u8> {
+        let map = groups.iter().map(id_key).map(|k| (k.clone(), Value::Int(self.group_len(&k) as i64))).collect();
+        Value::Array(map).serialize()
+    }
+
+    pub fn reply_group_list(&self) -> Vec<u8> {
+        php::list(self.groups.keys().map(key_value)).serialize()
+    }
+
+    /// CMD_SELECT (spec §3.1): the union of what each `where` key matches, or everyone.
+    pub fn reply_select(&self, fields: &[String], filter: &SelectWhere) -> Vec<u8> {
+        let conns: Vec<ConnId> = if filter.is_empty() {
+            self.clients.keys().copied().collect()
+        } else {
+            let mut set = IndexSet::new();
+            for g in filter.groups.iter().flatten() {
+                set.extend(self.group_members(&id_key(g)));
+            }
+            for u in filter.uids.iter().flatten() {
+                set.extend(self.uid_members(&id_key(u)));
+            }
+            for c in filter.connection_ids.iter().flatten() {
+                if self.clients.contains_key(c) {
+                    set.insert(*c);
+                }
+            }
+            set.into_iter().collect()
+        };
+        let mut out = php::Array::new();
+        for id in conns {
+            let Some(c) = self.clients.get(&id) else { continue };
+            let mut row = php::Array::new();
+            for f in fields {
+                let v = match f.as_str() {
+                    "uid" => c.uid.as_ref().map_or(Value::Null, |u| Value::Str(u.to_vec())),
+                    "groups" => Value::Array(c.groups.iter().map(|(k, g)| (k.clone(), Value::Str(g.to_vec()))).collect()),
+                    "session" => Value::Str(c.session.to_vec()),
+                    _ => continue,
+                };
+                row.insert(Key::Str(f.as_bytes().to_vec()), v);
+            }
+            out.insert(Key::Int(id as i64), Value::Array(row));
+        }
+        Value::Array(out).serialize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn php_key_rules_and_cleanup() {
+        let mut t: Tables<()> = Tables::default();
+        let a = t.add(());
+        let b = t.add(());
+        assert!(t.join_group(a, Bytes::from_static(b"1")));
+        assert!(t.join_group(b, Bytes::from_static(b"1")));
+        assert!(!t.join_group(b, Bytes::from_static(b"0")));
+        assert_eq!(t.group_len(&id_key(&Id::Int(1))), 2);
+        assert!(t.bind_uid(a, Bytes::from_static(b"u1")));
+        assert!(t.bind_uid(a, Bytes::from_static(b"u2")));
+        assert_eq!(t.uid_members(&Key::from_bytes(b"u1")).count(), 0, "rebinding drops the old uid");
+        t.remove(a);
+        assert_eq!(t.group_len(&Key::Int(1)), 1);
+        assert_eq!(t.uid_members(&Key::from_bytes(b"u2")).count(), 0);
+        t.ungroup(b"1");
+        assert!(t.get(b).expect("still connected").groups.is_empty());
+        assert_eq!(t.reply_group_list(), b"a:0:{}");
+    }
+
+    #[test]
+    fn ids_skip_those_in_use_and_never_zero() {
+        let mut t: Tables<()> = Tables::default();
+        t.next_id = u32::MAX - 1;
+        let a = t.add(());
+        let b = t.add(());
+        assert_eq!((a, b), (u32::MAX, 1));
+    }
+}

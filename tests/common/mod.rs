@@ -1,0 +1,291 @@
+//! Real processes, real sockets: helpers to start Switchboard roles from the built binary and
+//! to talk to them as WebSocket clients and as raw inner-protocol peers.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A free TCP port on `ip` (bound and released; each test uses its own loopback addresses, so
+/// another test cannot take it meanwhile).
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).expect("bind to find a free port").local_addr().expect("addr").port()
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// A child process, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(name: &str, args: &[&str]) -> Proc {
+        let log = log_dir().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .args(args)
+            .env("SWITCHBOARD_LOG", "info")
+            .env_remove("SWITCHBOARD_SECRET_KEY")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn switchboard");
+        Proc { name: name.into(), child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, the way a crash looks.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until something accepts TCP connections at `addr`.
+pub async fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listening at {addr}");
+}
+
+pub struct Gw {
+    pub proc: Proc,
+    pub lan_ip: String,
+    pub ws: String,
+    pub inner: String,
+}
+
+pub fn start_register(name: &str, addr: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["register", "--listen", addr];
+    args.extend_from_slice(extra);
+    Proc::start(name, &args)
+}
+
+pub fn start_gateway(name: &str, lan_ip: &str, register: &str, extra: &[&str]) -> Gw {
+    let ws_port = free_port(lan_ip).to_string();
+    let inner_port = free_port(lan_ip).to_string();
+    let listen = format!("{lan_ip}:{ws_port}");
+    let mut args =
+        vec!["gateway", "--register", register, "--listen", &listen, "--lan-ip", lan_ip, "--inner-port", &inner_port];
+    args.extend_from_slice(extra);
+    let proc = Proc::start(name, &args);
+    Gw { proc, lan_ip: lan_ip.into(), ws: format!("ws://{listen}"), inner: format!("{lan_ip}:{inner_port}") }
+}
+
+pub fn start_worker(name: &str, register: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["business", "--register", register, "--app", "probe", "--name", name];
+    args.extend_from_slice(extra);
+    Proc::start(name, &args)
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client that keeps what it has not been asked for yet.
+pub struct Client {
+    pub ws: Ws,
+    pub id: String,
+    pub worker: String,
+    backlog: VecDeque<Value>,
+    next_tag: u64,
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Client {
+    /// Connects and waits for the probe's hello (so a worker is serving it). A gateway without
+    /// a worker yet closes with 1013 "try again later"; that is retried, as a client should.
+    pub async fn connect(url: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+                .await
+                .expect("connect in time")
+                .expect("websocket connect");
+            let first = tokio::time::timeout(WAIT, ws.next()).await.expect("hello in time");
+            match first {
+                Some(Ok(Message::Text(t))) => {
+                    let hello: Value = serde_json::from_str(&t).expect("hello is JSON");
+                    assert_eq!(hello["event"], "hello", "first message is the probe's hello");
+                    return Client {
+                        ws,
+                        id: hello["client_id"].as_str().expect("client_id").to_string(),
+                        worker: hello["worker"].as_str().unwrap_or("").to_string(),
+                        backlog: VecDeque::new(),
+                        next_tag: 0,
+                    };
+                }
+                Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 1013 && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => panic!("{url}: no hello: {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame (text or binary), or `None` when the connection ends.
+    pub async fn raw_next(&mut self, wait: Duration) -> Option<Message> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Err(_) => panic!("client {}: nothing received within {wait:?}", self.id),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(Some(Ok(m))) => return Some(m),
+            }
+        }
+    }
+
+    /// Waits for the first message matching `pred`, keeping the others for later.
+    pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(|v| pred(v)) {
+            return self.backlog.remove(i).expect("index valid");
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => panic!("client {}: expected message not received; backlog {:?}", self.id, self.backlog),
+                Ok(Some(Ok(m))) => m,
+                Ok(other) => panic!("client {}: connection ended: {other:?}", self.id),
+            };
+            let text = match msg {
+                Message::Text(t) => t.to_string(),
+                Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                Message::Close(f) => panic!("client {}: closed: {f:?}", self.id),
+                _ => continue,
+            };
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            if pred(&v) {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Waits for a plain-text message equal to `text`.
+    pub async fn expect_text(&mut self, text: &str) {
+        let t = text.to_string();
+        self.next_where(move |v| v == &Value::String(t.clone())).await;
+    }
+
+    /// Asserts nothing matching arrives within `wait`.
+    pub async fn expect_none(&mut self, wait: Duration, pred: impl Fn(&Value) -> bool) {
+        assert!(!self.backlog.iter().any(|v| pred(v)), "client {}: unexpected {:?}", self.id, self.backlog);
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or(Value::String(t.to_string()));
+                    assert!(!pred(&v), "client {}: unexpected {v}", self.id);
+                    self.backlog.push_back(v);
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Calls a Gateway API method through the probe application and returns its result.
+    pub async fn call(&mut self, method: &str, args: Value) -> Value {
+        let reply = self.try_call(method, args).await;
+        if let Some(e) = reply.get("error") {
+            panic!("{method} failed: {e}");
+        }
+        reply["ok"].clone()
+    }
+
+    pub async fn try_call(&mut self, method: &str, args: Value) -> Value {
+        self.next_tag += 1;
+        let tag = format!("{}-{}", self.id, self.next_tag);
+        let req = json!({"call": method, "args": args, "tag": tag});
+        self.ws.send(Message::Text(req.to_string().into())).await.expect("send");
+        self.next_where(move |v| v["tag"] == tag.as_str()).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_string().into())).await.expect("send");
+    }
+}
+
+/// Polls `f` until it returns true.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Waits until every worker serves clients on every gateway and knows all `n` gateways.
+pub async fn wait_ready(gateways: &[&Gw], workers: usize) {
+    for g in gateways {
+        let mut seen = std::collections::HashSet::new();
+        let mut held = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < workers {
+            assert!(Instant::now() < deadline, "workers never all reached {}", g.ws);
+            // Least-connections routing spreads consecutive clients over the workers.
+            let mut c = Client::connect(&g.ws).await;
+            let known = c.call("gateways", json!([])).await;
+            if known.as_array().map_or(0, Vec::len) >= gateways.len() {
+                seen.insert(c.worker.clone());
+                held.push(c);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
