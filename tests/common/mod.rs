@@ -268,6 +268,7 @@ where
 /// Waits until every worker serves clients on every gateway and knows all `n` gateways.
 pub async fn wait_ready(gateways: &[&Gw], workers: usize) {
     for g in gateways {
+        wait_listening(&g.ws.replace("ws://", "")).await;
         let mut seen = std::collections::HashSet::new();
         let mut held = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);

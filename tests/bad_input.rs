@@ -1,0 +1,167 @@
+//! Hostile and broken peers get a clear error or a clean close, and nobody else notices.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Writes `bytes` to a fresh inner connection and asserts the gateway closes it.
+async fn assert_disconnected(inner: &str, bytes: &[u8]) {
+    let mut s = TcpStream::connect(inner).await.expect("connect inner");
+    s.write_all(bytes).await.expect("write");
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(WAIT, s.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(r, Ok(0) | Err(_)), "gateway must close the connection, got {r:?}");
+}
+
+fn header(len: u32, cmd: u8) -> Vec<u8> {
+    let mut h = vec![0u8; 28];
+    h[0..4].copy_from_slice(&len.to_be_bytes());
+    h[4] = cmd;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_inner_port_affects_nobody_else() {
+    let reg = "127.21.0.1:".to_string() + &free_port("127.21.0.1").to_string();
+    let _r = start_register("n21-register", &reg, &[]);
+    wait_listening(&reg).await;
+    let g = start_gateway("n21-gateway", "127.21.0.2", &reg, &["--max-message-size", "1024"]);
+    let _w = start_worker("n21-worker", &reg, &[]);
+    wait_ready(&[&g], 1).await;
+    let mut good = Client::connect(&g.ws).await;
+    good.call("bind_uid", json!([good.id, "good"])).await;
+
+    assert_disconnected(&g.inner, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nthis is not GatewayProtocol at all").await;
+    assert_disconnected(&g.inner, &header(5, 5)).await; // shorter than the header
+    assert_disconnected(&g.inner, &header(0, 5)).await; // PHP would wait forever
+    assert_disconnected(&g.inner, &header(10 * 1024 * 1024 + 1, 5)).await; // over the maximum
+    assert_disconnected(&g.inner, &header(28, 99)).await; // unknown command
+    let mut bad_json = header(28 + 3, 14);
+    bad_json[24..28].copy_from_slice(&3u32.to_be_bytes());
+    bad_json.extend_from_slice(b"[{]");
+    assert_disconnected(&g.inner, &bad_json).await;
+
+    // The good client is untouched and still served.
+    good.call("send_to_uid", json!([["good"], "still here"])).await;
+    good.expect_text("still here").await;
+
+    // Oversized client frame: close 1009; invalid UTF-8 in a text frame: close 1007.
+    let mut big = Client::connect(&g.ws).await;
+    big.ws.send(Message::Text("x".repeat(4096).into())).await.expect("send");
+    let closed = big.raw_next(WAIT).await;
+    assert!(matches!(&closed, Some(Message::Close(Some(f))) if u16::from(f.code) == 1009), "{closed:?}");
+    let mut bad_utf8 = Client::connect(&g.ws).await;
+    let frame = Frame::message(vec![0xffu8, 0xfe, 0xfd], OpCode::Data(Data::Text), true);
+    bad_utf8.ws.send(Message::Frame(frame)).await.expect("send");
+    let closed = bad_utf8.raw_next(WAIT).await;
+    assert!(matches!(&closed, Some(Message::Close(Some(f))) if u16::from(f.code) == 1007), "{closed:?}");
+
+    // Malformed application input is the application's business; the connection lives on.
+    good.send_text("{not json").await;
+    good.next_where(|v| v["error"] == "not JSON").await;
+    good.call("send_to_uid", json!([["good"], "after all that"])).await;
+    good.expect_text("after all that").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_not_buffered() {
+    let reg = "127.22.0.1:".to_string() + &free_port("127.22.0.1").to_string();
+    let _r = start_register("n22-register", &reg, &[]);
+    wait_listening(&reg).await;
+    let g = start_gateway("n22-gateway", "127.22.0.2", &reg, &["--client-queue", "16"]);
+    let _w = start_worker("n22-worker", &reg, &[]);
+    wait_ready(&[&g], 1).await;
+    let mut sender = Client::connect(&g.ws).await;
+
+    // A client with a tiny receive buffer that reads its hello and then nothing more.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let addr: std::net::SocketAddr = g.ws.replace("ws://", "").parse().expect("addr");
+    sock.connect(&addr.into()).expect("connect");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let stream = TcpStream::from_std(sock.into()).expect("tokio stream");
+    let (mut slow, _) = tokio_tungstenite::client_async(g.ws.as_str(), stream).await.expect("handshake");
+    let hello = futures_util::StreamExt::next(&mut slow).await.expect("hello").expect("ok");
+    let hello: serde_json::Value = serde_json::from_str(hello.to_text().expect("text")).expect("json");
+    let slow_id = hello["client_id"].as_str().expect("id").to_string();
+
+    let chunk = "y".repeat(60_000);
+    for _ in 0..400 {
+        sender.call("send_to_client", json!([slow_id, chunk])).await;
+        if sender.call("is_online", json!([slow_id])).await == false {
+            break;
+        }
+    }
+    assert_eq!(sender.call("is_online", json!([slow_id])).await, false, "the slow reader was closed");
+    assert!(g.proc.log_text().contains("slow client"), "the reason is logged");
+    // The sender is unaffected.
+    sender.call("send_to_client", json!([sender.id, "fine"])).await;
+    sender.expect_text("fine").await;
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_key_keeps_forged_peers_out() {
+    let reg = "127.23.0.1:".to_string() + &free_port("127.23.0.1").to_string();
+    let key = ["--secret-key", "s3cr3t"];
+    let _r = start_register("n23-register", &reg, &key);
+    wait_listening(&reg).await;
+    let g = start_gateway("n23-gateway", "127.23.0.2", &reg, &key);
+    let _w = start_worker("n23-worker", &reg, &key);
+    wait_ready(&[&g], 1).await;
+    let mut good = Client::connect(&g.ws).await;
+
+    use gateway::protocol::Command;
+    let forged = Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: "guess".into() };
+    assert_disconnected(&g.inner, &forged.into_packet().to_bytes()).await;
+    let count = Command::GetClientCountByGroup { group: Default::default() }.into_packet().to_bytes();
+    assert_disconnected(&g.inner, &count).await; // no authentication at all
+
+    // GatewayClient style: authentication and query in one write, then the reply.
+    let mut s = TcpStream::connect(&g.inner).await.expect("connect");
+    let mut req = Command::GatewayClientConnect { secret_key: "s3cr3t".into() }.into_packet().to_bytes().to_vec();
+    req.extend_from_slice(&count);
+    s.write_all(&req).await.expect("write");
+    let mut len = [0u8; 4];
+    tokio::time::timeout(WAIT, s.read_exact(&mut len)).await.expect("reply in time").expect("reply");
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut payload).await.expect("payload");
+    assert_eq!(payload, b"i:1;");
+
+    // The register refuses a worker with the wrong key.
+    let mut r = TcpStream::connect(&reg).await.expect("connect register");
+    r.write_all(b"{\"event\":\"worker_connect\",\"secret_key\":\"nope\"}\n").await.expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(WAIT, r.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "register must close on a wrong key");
+
+    good.call("send_to_client", json!([good.id, "unharmed"])).await;
+    good.expect_text("unharmed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_php_style_command_before_fin_is_delivered() {
+    let reg = "127.24.0.1:".to_string() + &free_port("127.24.0.1").to_string();
+    let _r = start_register("n24-register", &reg, &[]);
+    wait_listening(&reg).await;
+    let g = start_gateway("n24-gateway", "127.24.0.2", &reg, &[]);
+    let _w = start_worker("n24-worker", &reg, &[]);
+    wait_ready(&[&g], 1).await;
+    let mut c = Client::connect(&g.ws).await;
+    let conn = u32::from_str_radix(&c.id[12..], 16).expect("conn");
+    use gateway::protocol::{Command, Message as Msg};
+    let packet = Command::SendToOne { conn, msg: Msg::text("from php-fpm") }.into_packet().to_bytes();
+    let mut s = TcpStream::connect(&g.inner).await.expect("connect");
+    s.write_all(&packet).await.expect("write");
+    drop(s); // FIN right after the data, as GatewayClient does
+    c.expect_text("from php-fpm").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
