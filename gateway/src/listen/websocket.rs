@@ -159,9 +159,14 @@ async fn run(
         }
     }
     drop(out_tx);
-    // Let the writer send what is queued (a close frame above, a kick message) but not forever.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    kill.cancel();
+    if kill.is_cancelled() {
+        // Destroyed (CMD_DESTROY, slow reader, heartbeat): whatever is queued is dropped.
+        writer.abort();
+    } else {
+        // Let the writer send what is queued (a close frame, a kick message) but not forever.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        kill.cancel();
+    }
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>;
