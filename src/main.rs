@@ -1,5 +1,6 @@
 //! `switchboard`: one binary, every role. Each subcommand runs one role in the foreground.
 
+mod bench;
 mod config;
 
 use anyhow::Context as _;
@@ -33,6 +34,8 @@ enum Role {
     Gateway(GatewayArgs),
     /// Run a business worker: runs the application's event callbacks.
     Business(BusinessArgs),
+    /// Load-test a running system whose workers run the probe application.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -116,9 +119,10 @@ fn stop_signal() -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
 async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
     let shared_secret = cli.secret_key.clone().or(file.secret_key.clone());
     let shared_registers = if cli.registers.is_empty() { file.registers.clone() } else { Some(cli.registers.clone()) };
-    let stop = stop_signal()?;
     match cli.role {
+        Role::Bench(args) => bench::run(args).await?,
         Role::Register(args) => {
+            let stop = stop_signal()?;
             let section = file.register;
             let listen = args.listen.unwrap_or(section.listen);
             let config = register::Config {
@@ -134,6 +138,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             }
         }
         Role::Gateway(args) => {
+            let stop = stop_signal()?;
             let mut c = file.gateway.unwrap_or_default();
             if let Some(s) = shared_secret {
                 c.secret_key = s;
@@ -152,6 +157,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             }
         }
         Role::Business(args) => {
+            let stop = stop_signal()?;
             let section = file.business;
             let mut c = business::WorkerConfig {
                 name: args.name.unwrap_or(section.name),

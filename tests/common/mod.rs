@@ -135,10 +135,16 @@ impl Client {
     pub async fn connect(url: &str) -> Client {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-                .await
-                .expect("connect in time")
-                .expect("websocket connect");
+            let (mut ws, _) = match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
+                Ok(Ok(ok)) => ok,
+                // Not listening yet (a process still starting): retry until the deadline.
+                Ok(Err(e)) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                other => panic!("{url}: cannot connect: {other:?}"),
+            };
             let first = tokio::time::timeout(WAIT, ws.next()).await.expect("hello in time");
             match first {
                 Some(Ok(Message::Text(t))) => {

@@ -22,6 +22,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+const READ_BUFFER: usize = 4096;
+/// Frames are gathered up to this size before a write, so a burst costs few syscalls.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct WsConfig {
     pub max_message_size: usize,
@@ -53,7 +57,11 @@ async fn client_task(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubM
         return;
     }
     let conn = reply_rx.await.ok().flatten();
+    // tungstenite's 128 KiB read and write buffers would cost ~256 KiB per idle connection;
+    // small ones keep 100k connections affordable (figures in docs/BENCHMARKS.md).
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut body = None;
