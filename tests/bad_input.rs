@@ -30,12 +30,8 @@ fn header(len: u32, cmd: u8) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_inner_port_affects_nobody_else() {
-    let reg = "127.21.0.1:".to_string() + &free_port("127.21.0.1").to_string();
-    let _r = start_register("n21-register", &reg, &[]);
-    wait_listening(&reg).await;
-    let g = start_gateway("n21-gateway", "127.21.0.2", &reg, &["--max-message-size", "1024"]);
-    let _w = start_worker("n21-worker", &reg, &[]);
-    wait_ready(&[&g], 1).await;
+    let cl = small_cluster(21, &[], &["--max-message-size", "1024"]).await;
+    let g = &cl.gw;
     let mut good = Client::connect(&g.ws).await;
     good.call("bind_uid", json!([good.id, "good"])).await;
 
@@ -73,12 +69,8 @@ async fn garbage_on_the_inner_port_affects_nobody_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_not_buffered() {
-    let reg = "127.22.0.1:".to_string() + &free_port("127.22.0.1").to_string();
-    let _r = start_register("n22-register", &reg, &[]);
-    wait_listening(&reg).await;
-    let g = start_gateway("n22-gateway", "127.22.0.2", &reg, &["--client-queue", "16"]);
-    let _w = start_worker("n22-worker", &reg, &[]);
-    wait_ready(&[&g], 1).await;
+    let cl = small_cluster(22, &[], &["--client-queue", "16"]).await;
+    let g = &cl.gw;
     let mut sender = Client::connect(&g.ws).await;
 
     // A client with a tiny receive buffer that reads its hello and then nothing more.
@@ -114,13 +106,9 @@ async fn a_client_that_never_reads_is_closed_not_buffered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_key_keeps_forged_peers_out() {
-    let reg = "127.23.0.1:".to_string() + &free_port("127.23.0.1").to_string();
     let key = ["--secret-key", "s3cr3t"];
-    let _r = start_register("n23-register", &reg, &key);
-    wait_listening(&reg).await;
-    let g = start_gateway("n23-gateway", "127.23.0.2", &reg, &key);
-    let _w = start_worker("n23-worker", &reg, &key);
-    wait_ready(&[&g], 1).await;
+    let cl = small_cluster(23, &key, &[]).await;
+    let (g, reg) = (&cl.gw, &cl.reg);
     let mut good = Client::connect(&g.ws).await;
 
     use gateway::protocol::Command;
@@ -141,7 +129,7 @@ async fn secret_key_keeps_forged_peers_out() {
     assert_eq!(payload, b"i:1;");
 
     // The register refuses a worker with the wrong key.
-    let mut r = TcpStream::connect(&reg).await.expect("connect register");
+    let mut r = TcpStream::connect(reg).await.expect("connect register");
     r.write_all(b"{\"event\":\"worker_connect\",\"secret_key\":\"nope\"}\n").await.expect("write");
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(WAIT, r.read(&mut buf)).await.expect("closed in time");
@@ -153,12 +141,8 @@ async fn secret_key_keeps_forged_peers_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_php_style_command_before_fin_is_delivered() {
-    let reg = "127.24.0.1:".to_string() + &free_port("127.24.0.1").to_string();
-    let _r = start_register("n24-register", &reg, &[]);
-    wait_listening(&reg).await;
-    let g = start_gateway("n24-gateway", "127.24.0.2", &reg, &[]);
-    let _w = start_worker("n24-worker", &reg, &[]);
-    wait_ready(&[&g], 1).await;
+    let cl = small_cluster(24, &[], &[]).await;
+    let g = &cl.gw;
     let mut c = Client::connect(&g.ws).await;
     let conn = u32::from_str_radix(&c.id[12..], 16).expect("conn");
     use gateway::protocol::{Command, Message as Msg};

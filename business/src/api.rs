@@ -95,6 +95,16 @@ fn key_text(k: &Key) -> String {
     String::from_utf8_lossy(&k.to_bytes()).into_owned()
 }
 
+/// Groups client ids by the gateway that holds them: gateway address → connection ids.
+fn by_gateway(client_ids: &[&str]) -> Result<BTreeMap<String, Vec<u32>>> {
+    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for c in client_ids {
+        let id: ClientId = c.parse()?;
+        out.entry(id.gateway().to_string()).or_default().push(id.conn);
+    }
+    Ok(out)
+}
+
 /// Reads one gateway's reply keyed by connection id into client ids.
 fn by_conn(gateway: &str, v: &Value) -> Vec<(ClientId, Value)> {
     let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
@@ -208,12 +218,7 @@ impl Api {
     /// CMD_SEND_TO_ALL to the listed clients only, one packet per gateway.
     pub async fn send_to_clients(&self, client_ids: &[&str], msg: impl Into<Bytes>) -> Result<()> {
         let msg = Message::text(msg);
-        let mut per_gateway: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for c in client_ids {
-            let id: ClientId = c.parse()?;
-            per_gateway.entry(id.gateway().to_string()).or_default().push(id.conn);
-        }
-        for (g, conns) in per_gateway {
+        for (g, conns) in by_gateway(client_ids)? {
             self.send(&g, Command::SendToAll { target: AllTarget::Only(conns), msg: msg.clone() }).await?;
         }
         Ok(())
@@ -222,11 +227,7 @@ impl Api {
     /// CMD_SEND_TO_ALL to everyone except the listed clients.
     pub async fn send_to_all_except(&self, exclude: &[&str], msg: impl Into<Bytes>) -> Result<()> {
         let msg = Message::text(msg);
-        let mut per_gateway: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for c in exclude {
-            let id: ClientId = c.parse()?;
-            per_gateway.entry(id.gateway().to_string()).or_default().push(id.conn);
-        }
+        let mut per_gateway = by_gateway(exclude)?;
         for g in self.gateways().await? {
             let target = match per_gateway.remove(&g) {
                 Some(conns) => AllTarget::Except(conns),
@@ -252,11 +253,7 @@ impl Api {
         if exclude.is_empty() {
             return self.broadcast(Command::SendToGroup { groups, exclude: None, msg }).await;
         }
-        let mut per_gateway: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for c in exclude {
-            let id: ClientId = c.parse()?;
-            per_gateway.entry(id.gateway().to_string()).or_default().push(id.conn);
-        }
+        let mut per_gateway = by_gateway(exclude)?;
         for g in self.gateways().await? {
             let exclude = per_gateway.remove(&g);
             self.send(&g, Command::SendToGroup { groups: groups.clone(), exclude, msg: msg.clone() }).await?;

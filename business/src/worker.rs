@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
@@ -148,22 +147,7 @@ impl Link {
             m
         });
         drop(tx);
-        let writer = tokio::spawn(async move {
-            let mut w = BufWriter::with_capacity(64 * 1024, write);
-            while let Some(first) = rx.recv().await {
-                if w.write_all(&first).await.is_err() {
-                    return;
-                }
-                while let Ok(more) = rx.try_recv() {
-                    if w.write_all(&more).await.is_err() {
-                        return;
-                    }
-                }
-                if w.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
+        let writer = tokio::spawn(async move { gateway::inner::write_queue(write, &mut rx).await });
         let mut packets = FramedRead::new(read, PacketCodec { max_len: self.config.max_packet });
         while let Some(next) = packets.next().await {
             let packet = match next {

@@ -129,23 +129,23 @@ impl Hub {
                 }
                 let conn = self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1 });
                 if reply.send(Some(conn)).is_ok() {
-                    self.to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
+                    self.forward_to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
                 } else {
                     self.tables.remove(conn);
                 }
             }
             HubMsg::Handshake { conn, body } => {
-                self.to_worker(conn, EventKind::WebSocketConnect, Body { data: body, serialized: true });
+                self.forward_to_worker(conn, EventKind::WebSocketConnect, Body { data: body, serialized: true });
             }
             HubMsg::Data { conn, data } => {
                 if let Some(c) = self.tables.get_mut(conn) {
                     c.handle.silent_ticks = -1;
                 }
-                self.to_worker(conn, EventKind::Message, Body::text(data));
+                self.forward_to_worker(conn, EventKind::Message, Body::text(data));
             }
             HubMsg::Gone { conn } => {
                 // ON_CLOSE carries the last session, so it is built before the client goes.
-                self.to_worker(conn, EventKind::Close, Body::text(Bytes::new()));
+                self.forward_to_worker(conn, EventKind::Close, Body::text(Bytes::new()));
                 if let Some(c) = self.tables.remove(conn) {
                     if let Some(w) = c.handle.worker {
                         self.router.release(w);
@@ -171,7 +171,7 @@ impl Hub {
     }
 
     /// Sends a client event to the client's worker, choosing one if needed.
-    fn to_worker(&mut self, conn: ConnId, kind: EventKind, body: Body) {
+    fn forward_to_worker(&mut self, conn: ConnId, kind: EventKind, body: Body) {
         let Some(client) = self.tables.get_mut(conn) else { return };
         let Some(link) = self.router.route(client.handle.worker) else {
             if kind != EventKind::Close {
@@ -357,10 +357,6 @@ impl Hub {
                 }
             }
         }
-    }
-
-    pub fn client_count(&self) -> usize {
-        self.tables.len()
     }
 }
 

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -118,18 +118,14 @@ async fn read_loop(
     "peer closed".into()
 }
 
-/// Writes queued packets, flushing only when the queue is momentarily empty so that a burst
-/// becomes a few large writes instead of one syscall per packet.
-async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: CancellationToken) {
+/// Writes queued byte chunks, flushing only when the queue is momentarily empty so that a burst
+/// becomes a few large writes instead of one syscall per packet. Used by both ends of an inner
+/// link. Returns when the queue closes or a write fails.
+pub async fn write_queue<W: AsyncWrite + Unpin>(write: W, rx: &mut mpsc::Receiver<Bytes>) {
     let mut w = BufWriter::with_capacity(64 * 1024, write);
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = kill.cancelled() => None,
-        };
-        let Some(first) = first else { break };
+    while let Some(first) = rx.recv().await {
         if w.write_all(&first).await.is_err() {
-            break;
+            return;
         }
         while let Ok(more) = rx.try_recv() {
             if w.write_all(&more).await.is_err() {
@@ -137,9 +133,15 @@ async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
             }
         }
         if w.flush().await.is_err() {
-            break;
+            return;
         }
     }
-    let _ = w.flush().await;
-    let _ = w.into_inner().shutdown().await;
+    let _ = w.shutdown().await;
+}
+
+async fn write_loop(write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, kill: CancellationToken) {
+    tokio::select! {
+        _ = write_queue(write, &mut rx) => {}
+        _ = kill.cancelled() => {}
+    }
 }

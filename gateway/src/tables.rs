@@ -307,8 +307,7 @@ mod tests {
 
     #[test]
     fn ids_skip_those_in_use_and_never_zero() {
-        let mut t: Tables<()> = Tables::default();
-        t.next_id = u32::MAX - 1;
+        let mut t: Tables<()> = Tables { next_id: u32::MAX - 1, ..Tables::default() };
         let a = t.add(());
         let b = t.add(());
         assert_eq!((a, b), (u32::MAX, 1));

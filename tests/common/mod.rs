@@ -180,7 +180,7 @@ impl Client {
 
     /// Waits for the first message matching `pred`, keeping the others for later.
     pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.backlog.iter().position(|v| pred(v)) {
+        if let Some(i) = self.backlog.iter().position(&pred) {
             return self.backlog.remove(i).expect("index valid");
         }
         let deadline = Instant::now() + WAIT;
@@ -213,7 +213,7 @@ impl Client {
 
     /// Asserts nothing matching arrives within `wait`.
     pub async fn expect_none(&mut self, wait: Duration, pred: impl Fn(&Value) -> bool) {
-        assert!(!self.backlog.iter().any(|v| pred(v)), "client {}: unexpected {:?}", self.id, self.backlog);
+        assert!(!self.backlog.iter().any(&pred), "client {}: unexpected {:?}", self.id, self.backlog);
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -295,4 +295,24 @@ pub async fn wait_ready(gateways: &[&Gw], workers: usize) {
 
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
+}
+
+/// A register, one gateway and one probe worker on 127.`net`.0.x, all passed `extra` flags,
+/// ready to serve clients.
+pub struct Small {
+    pub register: Proc,
+    pub reg: String,
+    pub gw: Gw,
+    pub worker: Proc,
+}
+
+pub async fn small_cluster(net: u8, extra: &[&str], gateway_extra: &[&str]) -> Small {
+    let reg_ip = format!("127.{net}.0.1");
+    let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
+    let register = start_register(&format!("n{net}-register"), &reg, extra);
+    wait_listening(&reg).await;
+    let gw = start_gateway(&format!("n{net}-gateway"), &format!("127.{net}.0.2"), &reg, &[extra, gateway_extra].concat());
+    let worker = start_worker(&format!("n{net}-worker"), &reg, extra);
+    wait_ready(&[&gw], 1).await;
+    Small { register, reg, gw, worker }
 }

@@ -65,6 +65,7 @@ async fn client_task(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubM
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut body = None;
+    #[allow(clippy::result_large_err)] // the error type is tungstenite's, fixed by its callback API
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |req: &Request, resp: Response| {
