@@ -16,6 +16,7 @@ pub struct File {
     pub register: RegisterSection,
     pub gateway: Option<gateway::Config>,
     pub business: BusinessSection,
+    pub events: events::Config,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +51,7 @@ impl Default for BusinessSection {
             index: None,
             registers: None,
             secret_key: None,
-            app: "probe".into(),
+            app: "chat".into(),
         }
     }
 }

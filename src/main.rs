@@ -36,6 +36,8 @@ enum Role {
     Business(BusinessArgs),
     /// Load-test a running system whose workers run the probe application.
     Bench(bench::BenchArgs),
+    /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET or [events] agent_secret).
+    Token(TokenArgs),
 }
 
 #[derive(Args)]
@@ -77,6 +79,19 @@ struct GatewayArgs {
 }
 
 #[derive(Args)]
+struct TokenArgs {
+    /// The bot id the agent belongs to.
+    #[arg(long)]
+    bid: String,
+    /// The agent's customer_id.
+    #[arg(long)]
+    agent: String,
+    /// Validity in seconds (default one day).
+    #[arg(long, default_value_t = 86_400)]
+    ttl: u64,
+}
+
+#[derive(Args)]
 struct BusinessArgs {
     /// Worker name, part of the key gateways know it by (default BusinessWorker).
     #[arg(long)]
@@ -84,9 +99,13 @@ struct BusinessArgs {
     /// Worker index within its name (default: the process id, unique per host).
     #[arg(long)]
     index: Option<u32>,
-    /// The application to run: `probe` exposes the raw Gateway API to clients (tests and diagnostics only).
+    /// The application to run: `chat` (the customer-service chat, default) or `probe`, which
+    /// exposes the raw Gateway API to clients (tests and diagnostics only).
     #[arg(long)]
     app: Option<String>,
+    /// The chat's store: `sqlite:<path>` (default sqlite:run/switchboard.db).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,6 +141,15 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
     let shared_registers = if cli.registers.is_empty() { file.registers.clone() } else { Some(cli.registers.clone()) };
     match cli.role {
         Role::Bench(args) => bench::run(args).await?,
+        Role::Token(args) => {
+            let mut secret = file.events.agent_secret.clone();
+            if secret.is_empty() {
+                secret = std::env::var("SWITCHBOARD_AGENT_SECRET").unwrap_or_default();
+            }
+            let token = events::auth::mint(&secret, &args.bid, &args.agent, args.ttl)
+                .context("set SWITCHBOARD_AGENT_SECRET (or [events] agent_secret) first")?;
+            println!("{token}");
+        }
         Role::Register(args) => {
             let stop = stop_signal()?;
             let section = file.register;
@@ -182,7 +210,15 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                     let probe = business::probe::Probe { worker: format!("{}:{}", c.name, c.index) };
                     business::run(c, Arc::new(probe), stop).await;
                 }
-                other => anyhow::bail!("unknown application {other:?} (known: probe)"),
+                "chat" => {
+                    let mut events_config = file.events;
+                    if let Some(store) = args.store {
+                        events_config.store = store;
+                    }
+                    let chat = events::Chat::new(events_config).map_err(|e| anyhow::anyhow!(e))?;
+                    business::run(c, Arc::new(chat), stop).await;
+                }
+                other => anyhow::bail!("unknown application {other:?} (known: chat, probe)"),
             }
         }
     }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use gateway::protocol::php::{self, Key, Value};
 use gateway::protocol::ClientId;
+use std::any::Any;
 use std::net::SocketAddr;
 
 #[async_trait]
@@ -37,6 +38,11 @@ pub struct Context {
     /// callback when it changed.
     pub session: Option<php::Array>,
     pub api: Api,
+    /// State this worker keeps for this client between its events (a rate limiter, say). It
+    /// lives in the client's task, so it is lost when the client moves to another worker.
+    pub local: Option<Box<dyn Any + Send + Sync>>,
+    /// Set by [`Context::save_session`]: what the gateway now holds, and its checksum.
+    pub(crate) saved: Option<(Option<php::Array>, u32)>,
 }
 
 impl Context {
@@ -48,6 +54,32 @@ impl Context {
     /// Sends to the current client (PHP's `sendToCurrentClient`).
     pub async fn send(&self, msg: impl Into<Bytes>) -> Result<()> {
         self.api.send_to_client(&self.id(), msg).await
+    }
+
+    /// Writes the session to the gateway now rather than after the callback, so that queries
+    /// made later in this callback (by this or any worker) already see it. PHP's
+    /// `Gateway::setSession` on the current client does the same.
+    pub async fn save_session(&mut self) -> Result<()> {
+        let bytes = match &self.session {
+            Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
+            None => Bytes::new(),
+        };
+        let crc = crc32fast::hash(&bytes);
+        self.api.set_raw_session(&self.client_id, bytes).await?;
+        self.saved = Some((self.session.clone(), crc));
+        Ok(())
+    }
+
+    /// This worker's state for this client, created with `T::default()` on first use.
+    pub fn local_mut<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
+        let fresh = !matches!(&self.local, Some(b) if b.is::<T>());
+        if fresh {
+            self.local = Some(Box::new(T::default()));
+        }
+        self.local
+            .as_mut()
+            .and_then(|b| b.downcast_mut::<T>())
+            .expect("just stored a T")
     }
 
     /// The session, created empty on first use.

@@ -48,6 +48,11 @@ impl SessionSync {
         }
     }
 
+    /// The callback wrote the session itself; `crc` is the checksum of what it wrote.
+    pub fn saved(&mut self, crc: u32) {
+        self.version = Some(crc);
+    }
+
     /// Writes the session back when the callback changed it.
     pub async fn store(&mut self, api: &Api, id: &ClientId, kind: EventKind, before: &Option<php::Array>, after: &Option<php::Array>) {
         if kind == EventKind::Close || before == after {

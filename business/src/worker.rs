@@ -204,15 +204,18 @@ async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, a
 
 async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<ClientEvent>, app: Arc<E>, api: Api) {
     let mut sync = SessionSync::default();
+    let mut local = None;
     while let Some(ev) = rx.recv().await {
         let session = sync.load(&api, &id, ev.kind, &ev.session).await;
-        let before = session.clone();
+        let mut before = session.clone();
         let mut ctx = Context {
             client_id: id,
             client_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ev.origin.client_ip), ev.origin.client_port)),
             gateway_port: ev.origin.gateway_port,
             session,
             api: api.clone(),
+            local: local.take(),
+            saved: None,
         };
         match ev.kind {
             EventKind::Connect => app.on_connect(&mut ctx).await,
@@ -223,7 +226,12 @@ async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<Cl
             EventKind::Message => app.on_message(&mut ctx, ev.body.data).await,
             EventKind::Close => app.on_close(&mut ctx).await,
         }
+        if let Some((saved, crc)) = ctx.saved.take() {
+            before = saved;
+            sync.saved(crc);
+        }
         sync.store(&api, &id, ev.kind, &before, &ctx.session).await;
+        local = ctx.local.take();
         if ev.kind == EventKind::Close {
             return;
         }

@@ -1,1 +1,219 @@
-pub fn x(){}
+//! The customer-service chat: the application business workers run by default.
+//!
+//! Agents (客服) of a bot log in with a signed token and see each other (`agents`); visitors
+//! open a conversation with a bot and are assigned an agent (`visitors`); agents also talk in
+//! rooms (`rooms`) and privately. Every message is stored before it is acknowledged and can be
+//! paged back (`messages`, `store`). The wire format is in `protocol` and docs/protocol.md.
+
+pub mod agents;
+pub mod auth;
+pub mod config;
+pub mod messages;
+pub mod protocol;
+pub mod rooms;
+pub mod store;
+pub mod visitors;
+pub mod who;
+
+use async_trait::async_trait;
+use business::{Api, ApiError, Context, Events};
+use bytes::Bytes;
+use config::Assignment;
+use protocol::code;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use store::{Store, StoreError};
+use tracing::{info, warn};
+use who::Who;
+
+pub use config::Config;
+
+/// Why a request failed: sent to the client as `{"method","code","msg"}`.
+#[derive(Debug)]
+pub struct Fail {
+    pub code: &'static str,
+    pub msg: String,
+}
+
+impl Fail {
+    pub fn bad(msg: impl Into<String>) -> Fail {
+        Fail { code: code::BAD_INPUT, msg: msg.into() }
+    }
+
+    pub fn denied(msg: impl Into<String>) -> Fail {
+        Fail { code: code::NOT_AUTHORISED, msg: msg.into() }
+    }
+}
+
+impl From<String> for Fail {
+    fn from(msg: String) -> Fail {
+        Fail::bad(msg)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Fail {
+        warn!("store failure: {e}");
+        Fail { code: "500", msg: "internal error".into() }
+    }
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Fail {
+        warn!("gateway API failure: {e}");
+        Fail { code: "500", msg: "internal error".into() }
+    }
+}
+
+pub type Outcome = Result<(), Fail>;
+
+/// The application, shared by every client task of a worker.
+pub struct Chat {
+    pub store: Arc<dyn Store>,
+    pub config: Config,
+    pub assignment: Assignment,
+}
+
+impl Chat {
+    /// Builds the app from its config; the store is opened here so a bad path fails at start.
+    pub fn new(mut config: Config) -> Result<Chat, String> {
+        if config.agent_secret.is_empty() {
+            config.agent_secret = std::env::var("SWITCHBOARD_AGENT_SECRET").unwrap_or_default();
+        }
+        let assignment = config.assignment()?;
+        let store: Arc<dyn Store> = match config.store.split_once(':') {
+            Some(("sqlite", path)) => Arc::new(
+                store::sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?,
+            ),
+            _ => return Err(format!("unknown store {:?} (expected sqlite:<path>)", config.store)),
+        };
+        if !config.agent_auth {
+            warn!("AGENT AUTHENTICATION IS DISABLED: anyone can log in as any agent (development only)");
+        } else if config.agent_secret.is_empty() {
+            warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
+        }
+        Ok(Chat { store, config, assignment })
+    }
+
+    pub async fn reply(&self, ctx: &Context, v: Value) {
+        if let Err(e) = ctx.send(v.to_string()).await {
+            warn!(client = %ctx.client_id, "reply not sent: {e}");
+        }
+    }
+
+    /// Agents of a bot online right now: `(customer_id, customer_name)`, each once.
+    pub async fn online_agents(&self, api: &Api, bid: &str) -> Result<Vec<(String, String)>, Fail> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for session in api.get_client_sessions_by_group(bid).await?.into_values().flatten() {
+            if let Who::Agent { bid: b, id, name } = Who::from_session(Some(&session)) {
+                if b == bid && !out.iter().any(|(i, _)| *i == id) {
+                    out.push((id, name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>) -> Outcome {
+        let who = Who::of(ctx);
+        match method {
+            "login" => self.login(ctx, req).await,
+            "visitor_login" => self.visitor_login(ctx, req).await,
+            "say" => self.say(ctx, &who, req).await,
+            "history" => self.history(ctx, &who, req).await,
+            "read" => self.read(ctx, &who, req).await,
+            "join" => self.join(ctx, &who, req).await,
+            "leave" => self.leave(ctx, &who, req).await,
+            "conversation_list" => self.conversation_list(ctx, &who).await,
+            "claim" => self.claim(ctx, &who, req).await,
+            "transfer" => self.transfer(ctx, &who, req).await,
+            "close" => self.close(ctx, &who, req).await,
+            _ => Err(Fail { code: code::NO_UPSTREAM, msg: format!("unknown method {method}") }),
+        }
+    }
+}
+
+/// A token bucket per connection, kept in the worker (see `Context::local_mut`).
+#[derive(Default)]
+struct Bucket {
+    tokens: f64,
+    at: Option<std::time::Instant>,
+    refused_in_a_row: u32,
+}
+
+/// Refusals in a row after which an abusive connection is closed.
+const ABUSE_CLOSE: u32 = 100;
+
+#[async_trait]
+impl Events for Chat {
+    async fn on_worker_start(&self, _api: &Api) {
+        info!(store = %self.config.store, assignment = ?self.assignment, "chat application ready");
+    }
+
+    async fn on_message(&self, ctx: &mut Context, message: Bytes) {
+        if message.trim_ascii() == b"beat" {
+            return;
+        }
+        if self.config.rate_limit > 0.0 {
+            let (rate, burst) = (self.config.rate_limit, self.config.rate_burst.max(1.0));
+            let b = ctx.local_mut::<Bucket>();
+            let now = std::time::Instant::now();
+            b.tokens = match b.at {
+                None => burst,
+                Some(at) => (b.tokens + now.duration_since(at).as_secs_f64() * rate).min(burst),
+            };
+            b.at = Some(now);
+            if b.tokens < 1.0 {
+                b.refused_in_a_row += 1;
+                let n = b.refused_in_a_row;
+                if n == 1 {
+                    info!(client = %ctx.client_id, "rate limit hit");
+                }
+                if n >= ABUSE_CLOSE {
+                    warn!(client = %ctx.client_id, "closing a connection that keeps flooding");
+                    let bye = protocol::error(None, code::BAD_INPUT, "rate limit: closing");
+                    let _ = ctx.api.close_client(&ctx.id(), Some(Bytes::from(bye))).await;
+                } else {
+                    self.reply(ctx, serde_json::from_str(&protocol::error(None, code::BAD_INPUT, "rate limit")).unwrap_or_default()).await;
+                }
+                return;
+            }
+            b.tokens -= 1.0;
+            b.refused_in_a_row = 0;
+        }
+        let req = match serde_json::from_slice::<Value>(&message) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return self.send_error(ctx, None, Fail::bad("expected a JSON object")).await,
+            Err(_) => return self.send_error(ctx, None, Fail::bad("not JSON")).await,
+        };
+        let method = match req.get("method") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            None | Some(Value::Null) => {
+                return self.send_error(ctx, None, Fail { code: code::MISSING_METHOD, msg: "missing method".into() }).await
+            }
+            Some(_) => return self.send_error(ctx, None, Fail::bad("method must be a string")).await,
+        };
+        if method == "beat" {
+            return;
+        }
+        if let Err(f) = self.dispatch(ctx, &method, &req).await {
+            self.send_error(ctx, Some(&method), f).await;
+        }
+    }
+
+    async fn on_close(&self, ctx: &mut Context) {
+        if let Who::Agent { bid, id, name } = Who::of(ctx) {
+            if let Err(f) = self.agent_gone(ctx, &bid, &id, &name).await {
+                warn!(client = %ctx.client_id, "logout handling failed: {}", f.msg);
+            }
+        }
+    }
+}
+
+impl Chat {
+    async fn send_error(&self, ctx: &Context, method: Option<&str>, f: Fail) {
+        info!(client = %ctx.client_id, method = method.unwrap_or(""), code = f.code, "refused: {}", f.msg);
+        let v: Value = serde_json::from_str(&protocol::error(method, f.code, &f.msg)).unwrap_or_default();
+        self.reply(ctx, v).await;
+    }
+}

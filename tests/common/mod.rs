@@ -36,12 +36,18 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(name: &str, args: &[&str]) -> Proc {
+        Proc::start_env(name, args, &[])
+    }
+
+    pub fn start_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = log_dir().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(BIN)
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
             .env_remove("SWITCHBOARD_SECRET_KEY")
+            .env_remove("SWITCHBOARD_AGENT_SECRET")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -164,6 +170,36 @@ impl Client {
                 other => panic!("{url}: no hello: {other:?}"),
             }
         }
+    }
+
+    /// Connects to a gateway whose workers run the chat, retrying until a worker answers
+    /// (an unknown method gets an error reply from any chat worker).
+    pub async fn chat(url: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Ok((mut ws, _))) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
+                let probe = json!({"method": "__ready__"}).to_string();
+                if ws.send(Message::Text(probe.into())).await.is_ok() {
+                    if let Ok(Some(Ok(Message::Text(_)))) = tokio::time::timeout(WAIT, ws.next()).await {
+                        return Client { ws, id: String::new(), worker: String::new(), backlog: VecDeque::new(), next_tag: 0 };
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "{url}: no chat worker answered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends a JSON request.
+    pub async fn send_json(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.expect("send");
+    }
+
+    /// Sends a request and waits for the reply whose `method` is `reply_method`.
+    pub async fn request(&mut self, v: Value, reply_method: &str) -> Value {
+        self.send_json(v).await;
+        let m = reply_method.to_string();
+        self.next_where(move |r| r["method"] == m.as_str() || r.get("code").is_some()).await
     }
 
     /// The next frame (text or binary), or `None` when the connection ends.
@@ -315,4 +351,13 @@ pub async fn small_cluster(net: u8, extra: &[&str], gateway_extra: &[&str]) -> S
     let worker = start_worker(&format!("n{net}-worker"), &reg, extra);
     wait_ready(&[&gw], 1).await;
     Small { register, reg, gw, worker }
+}
+
+/// Waits until `proc`'s log contains `needle` at least `n` times.
+pub async fn wait_log(proc: &Proc, needle: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proc.log_text().matches(needle).count() < n {
+        assert!(Instant::now() < deadline, "{}: never logged {needle:?} {n} times", proc.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

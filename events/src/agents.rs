@@ -1,0 +1,74 @@
+//! Agents of a bot: `login` (verified token), the online list, and the pushes when an agent
+//! comes or goes. An agent's connections are bound to uid = customer_id and join the group
+//! named by the bot id, as the contract says.
+
+use crate::protocol::{code, escape_html, id_field, now_secs};
+use crate::who::Who;
+use crate::{auth, Chat, Fail, Outcome};
+use business::Context;
+use serde_json::{json, Map, Value};
+use tracing::info;
+
+impl Chat {
+    pub(crate) async fn login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
+        let missing = || Fail { code: code::LOGIN_FIELDS, msg: "bid, customer_id and customer_name are required".into() };
+        let bid = id_field(req, "bid")?.ok_or_else(missing)?;
+        let id = id_field(req, "customer_id")?.ok_or_else(missing)?;
+        let name = match req.get("customer_name") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            None | Some(Value::Null) | Some(Value::String(_)) => return Err(missing()),
+            Some(_) => return Err(Fail::bad("customer_name must be a string")),
+        };
+        if name.chars().count() > 64 {
+            return Err(Fail::bad("customer_name is longer than 64 characters"));
+        }
+        if self.config.agent_auth {
+            let token = req.get("token").and_then(Value::as_str).unwrap_or("");
+            auth::verify(&self.config.agent_secret, token, &bid, &id).map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
+        }
+        let name = escape_html(&name);
+        if let Who::Agent { bid: old_bid, .. } = Who::of(ctx) {
+            if old_bid != bid {
+                ctx.api.leave_group(&ctx.id(), &old_bid).await?;
+            }
+        }
+        let me = Who::Agent { bid: bid.clone(), id: id.clone(), name: name.clone() };
+        me.store(ctx);
+        // Written before joining the group, so anyone listing the group sees who this is.
+        ctx.save_session().await?;
+        ctx.api.bind_uid(&ctx.id(), &id).await?;
+        ctx.api.join_group(&ctx.id(), &bid).await?;
+        self.store.add_agent(&bid, &id, &name).await?;
+        let mut online = self.online_agents(&ctx.api, &bid).await?;
+        // Our own join may still be in flight to the gateway.
+        if !online.iter().any(|(i, _)| *i == id) {
+            online.push((id.clone(), name.clone()));
+        }
+        let list: Vec<Value> =
+            online.iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
+        let conversations = self.conversation_summaries(&bid, &id).await?;
+        let ts = now_secs();
+        self.reply(
+            ctx,
+            json!({"method": "login", "customer_id": id, "customer_name": name, "timestamp": ts,
+                   "customer_list": list, "conversations": conversations}),
+        )
+        .await;
+        let push = json!({"method": "login_push", "customer_id": id, "customer_name": name, "timestamp": ts});
+        ctx.api.send_to_group(&[&bid], push.to_string(), &[&ctx.id()]).await?;
+        info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent logged in");
+        Ok(())
+    }
+
+    /// An agent connection closed: tell the bot's agents if it was that agent's last one.
+    pub(crate) async fn agent_gone(&self, ctx: &Context, bid: &str, id: &str, name: &str) -> Outcome {
+        let still_here = self.online_agents(&ctx.api, bid).await?.iter().any(|(i, _)| i == id);
+        if !still_here {
+            let push = json!({"method": "logout_push", "customer_id": id, "customer_name": name, "timestamp": now_secs()});
+            ctx.api.send_to_group(&[bid], push.to_string(), &[]).await?;
+            info!(bid = %bid, agent = %id, "agent logged out");
+        }
+        Ok(())
+    }
+}

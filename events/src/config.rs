@@ -1,0 +1,57 @@
+//! The chat application's settings (`[events]` in switchboard.toml).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HS256 secret agent tokens are signed with (or `SWITCHBOARD_AGENT_SECRET`).
+    pub agent_secret: String,
+    /// Development only: accept agent logins without a token. Logged loudly.
+    pub agent_auth: bool,
+    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`).
+    pub store: String,
+    /// `least-busy`, `round-robin` or `none`.
+    pub assignment: String,
+    /// Longest `content` accepted, in characters.
+    pub max_content: usize,
+    /// Messages per second a connection may send (burst: `rate_burst`); 0 = unlimited.
+    pub rate_limit: f64,
+    pub rate_burst: f64,
+    /// Most messages one `history` call returns.
+    pub history_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            agent_secret: String::new(),
+            agent_auth: true,
+            store: "sqlite:run/switchboard.db".into(),
+            assignment: "least-busy".into(),
+            max_content: 4000,
+            rate_limit: 20.0,
+            rate_burst: 40.0,
+            history_limit: 100,
+        }
+    }
+}
+
+/// How a conversation's first visitor message picks an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    LeastBusy,
+    RoundRobin,
+    None,
+}
+
+impl Config {
+    pub fn assignment(&self) -> Result<Assignment, String> {
+        match self.assignment.as_str() {
+            "least-busy" => Ok(Assignment::LeastBusy),
+            "round-robin" => Ok(Assignment::RoundRobin),
+            "none" => Ok(Assignment::None),
+            other => Err(format!("unknown assignment policy {other:?} (least-busy, round-robin, none)")),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `say` in its three forms (conversation, room, private), and `history` / `read` on any of
+//! them. A message is stored before it is delivered or acknowledged; a re-sent `cid` gets the
+//! original acknowledgement and is not delivered again.
+
+use crate::protocol::{id_field, message_json, text_field};
+use crate::rooms::{room_group, room_thread};
+use crate::store::{Inserted, NewMessage};
+use crate::visitors::conversation_thread;
+use crate::who::{rooms, visitor_uid, Who};
+use crate::{Chat, Fail, Outcome};
+use business::Context;
+use serde_json::{json, Map, Value};
+
+/// The thread of a private conversation between two agents of a bot (order-independent).
+pub fn private_thread(bid: &str, a: &str, b: &str) -> String {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    format!("d:{bid}:{}", json!([x, y]))
+}
+
+/// Where a message goes, after the caller's rights were checked.
+enum Target {
+    Conversation(crate::store::Conversation),
+    Room { bid: String, room: String },
+    Private { bid: String, to: String },
+}
+
+impl Chat {
+    /// Resolves `conversation_id` / `room` / `with_uid`|`to_uid` to a target the caller may use.
+    async fn target(&self, who: &Who, req: &Map<String, Value>, peer_key: &str) -> Result<Target, Fail> {
+        let conversation = id_field(req, "conversation_id")?;
+        let room = id_field(req, "room")?;
+        let peer = id_field(req, peer_key)?;
+        match who {
+            Who::Nobody => Err(Fail::denied("log in first")),
+            Who::Visitor { conversation: own, .. } => {
+                if room.is_some() || peer.is_some() {
+                    return Err(Fail::denied("visitors can only talk in their own conversation"));
+                }
+                let id = conversation.unwrap_or_else(|| own.clone());
+                Ok(Target::Conversation(self.conversation_for(who, &id).await?))
+            }
+            Who::Agent { bid, .. } => {
+                if let Some(id) = conversation {
+                    return Ok(Target::Conversation(self.conversation_for(who, &id).await?));
+                }
+                if let Some(room) = room {
+                    return Ok(Target::Room { bid: bid.clone(), room });
+                }
+                if let Some(to) = peer {
+                    if self.store.agent_name(bid, &to).await?.is_none() {
+                        return Err(Fail::denied("no such agent in this bot"));
+                    }
+                    return Ok(Target::Private { bid: bid.clone(), to });
+                }
+                Err(Fail::bad(format!("one of conversation_id, room or {peer_key} is required")))
+            }
+        }
+    }
+
+    fn thread_of(&self, t: &Target, me: &str) -> (String, &'static str, String) {
+        match t {
+            Target::Conversation(c) => (conversation_thread(&c.id), "conversation_id", c.id.clone()),
+            Target::Room { bid, room } => (room_thread(bid, room), "room", room.clone()),
+            Target::Private { bid, to } => (private_thread(bid, me, to), "to_uid", to.clone()),
+        }
+    }
+
+    pub(crate) async fn say(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let content = text_field(req, "content")?.ok_or_else(|| Fail::bad("content is required"))?;
+        if content.is_empty() {
+            return Err(Fail::bad("content is empty"));
+        }
+        if content.chars().count() > self.config.max_content {
+            return Err(Fail::bad(format!("content is longer than {} characters", self.config.max_content)));
+        }
+        let cid = id_field(req, "cid")?;
+        let mut target = self.target(who, req, "to_uid").await?;
+        let me = who.uid().unwrap_or_default();
+        match &mut target {
+            Target::Room { room, .. } if !rooms(ctx).contains(room) => return Err(Fail::denied("join the room first")),
+            Target::Conversation(c) if !c.open => return Err(Fail::denied("the conversation is closed")),
+            Target::Conversation(c) if matches!(who, Who::Visitor { .. }) => {
+                *c = self.auto_assign(ctx, c.clone()).await?;
+            }
+            _ => {}
+        }
+        let (thread, key, value) = self.thread_of(&target, &me);
+        let mut to = Map::new();
+        to.insert(key.into(), value.into());
+        let stored = self
+            .store
+            .insert_message(NewMessage { thread, from_uid: me.clone(), from_name: who.name().to_string(), cid, content, to })
+            .await?;
+        let (msg, fresh) = match stored {
+            Inserted::New(m) => (m, true),
+            Inserted::Duplicate(m) => (m, false),
+        };
+        if fresh {
+            let frame = message_json(&msg).to_string();
+            let api = &ctx.api;
+            match &target {
+                Target::Conversation(c) => {
+                    let visitor = visitor_uid(&c.visitor_id);
+                    match (&c.assigned, who) {
+                        // A visitor's message reaches its agent, or every agent while unassigned.
+                        (Some(agent), Who::Visitor { .. }) => api.send_to_uid(&[&visitor, agent], frame).await?,
+                        _ => {
+                            api.send_to_uid(&[&visitor], frame.clone()).await?;
+                            api.send_to_group(&[&c.bid], frame, &[]).await?;
+                        }
+                    }
+                }
+                Target::Room { bid, room } => api.send_to_group(&[&room_group(bid, room)], frame, &[]).await?,
+                Target::Private { to, .. } => api.send_to_uid(&[to, &me], frame).await?,
+            }
+        }
+        let mut ack = json!({"method": "say_ack", "id": msg.id.to_string(), "timestamp": msg.timestamp});
+        if let Some(cid) = &msg.cid {
+            ack["cid"] = cid.clone().into();
+        }
+        self.reply(ctx, ack).await;
+        Ok(())
+    }
+
+    fn int_field(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, Fail> {
+        match id_field(req, key)? {
+            None => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| Fail::bad(format!("{key} must be a message id"))),
+        }
+    }
+
+    pub(crate) async fn history(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let target = self.target(who, req, "with_uid").await?;
+        let me = who.uid().unwrap_or_default();
+        let (thread, key, value) = self.thread_of(&target, &me);
+        let key = if key == "to_uid" { "with_uid" } else { key };
+        let limit = match req.get("limit") {
+            None | Some(Value::Null) => 50,
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))? as usize,
+            Some(_) => return Err(Fail::bad("limit must be a number")),
+        }
+        .clamp(1, self.config.history_limit);
+        let before = Self::int_field(req, "before_id")?;
+        let after = Self::int_field(req, "after_id")?;
+        let messages = self.store.history(&thread, before, after, limit).await?;
+        let list: Vec<Value> = messages.iter().map(message_json).collect();
+        self.reply(ctx, json!({"method": "history", key: value, "messages": list})).await;
+        Ok(())
+    }
+
+    pub(crate) async fn read(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let target = self.target(who, req, "with_uid").await?;
+        let me = who.uid().unwrap_or_default();
+        let (thread, key, value) = self.thread_of(&target, &me);
+        let key = if key == "to_uid" { "with_uid" } else { key };
+        let id = Self::int_field(req, "id")?.ok_or_else(|| Fail::bad("id is required"))?;
+        self.store.mark_read(&thread, &me, id).await?;
+        let unread = self.store.unread(&thread, &me).await?;
+        self.reply(ctx, json!({"method": "read", key: value, "id": id.to_string(), "unread": unread})).await;
+        Ok(())
+    }
+}

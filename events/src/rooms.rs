@@ -1,0 +1,70 @@
+//! Rooms: agents of a bot join and leave named rooms and see who is in them. A room is a
+//! gateway group named `room:<bid>:<room>`, so rooms of different bots never meet.
+
+use crate::protocol::{id_field, now_secs};
+use crate::who::{rooms, set_rooms, Who};
+use crate::{Chat, Fail, Outcome};
+use business::Context;
+use serde_json::{json, Map, Value};
+
+pub fn room_group(bid: &str, room: &str) -> String {
+    format!("room:{bid}:{room}")
+}
+
+pub fn room_thread(bid: &str, room: &str) -> String {
+    format!("r:{bid}:{room}")
+}
+
+impl Chat {
+    fn room_of(&self, who: &Who, req: &Map<String, Value>) -> Result<(String, String, String, String), Fail> {
+        let Who::Agent { bid, id, name } = who else { return Err(Fail::denied("rooms are for agents")) };
+        let room = id_field(req, "room")?.ok_or_else(|| Fail::bad("room is required"))?;
+        if room.chars().count() > 64 {
+            return Err(Fail::bad("room names are at most 64 characters"));
+        }
+        Ok((bid.clone(), id.clone(), name.clone(), room))
+    }
+
+    pub(crate) async fn join(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let (bid, me, name, room) = self.room_of(who, req)?;
+        let group = room_group(&bid, &room);
+        let mut joined = rooms(ctx);
+        if !joined.contains(&room) {
+            joined.push(room.clone());
+            set_rooms(ctx, &joined);
+            ctx.save_session().await?;
+        }
+        ctx.api.join_group(&ctx.id(), &group).await?;
+        let mut members: Vec<Value> = Vec::new();
+        let mut seen = Vec::new();
+        for s in ctx.api.get_client_sessions_by_group(&group).await?.into_values().flatten() {
+            if let Who::Agent { id, name, .. } = Who::from_session(Some(&s)) {
+                if !seen.contains(&id) {
+                    members.push(json!({"uid": id, "name": name}));
+                    seen.push(id);
+                }
+            }
+        }
+        if !seen.contains(&me) {
+            members.push(json!({"uid": me, "name": name}));
+        }
+        self.reply(ctx, json!({"method": "join", "room": room, "members": members})).await;
+        let push = json!({"method": "join_push", "room": room, "uid": me, "name": name, "timestamp": now_secs()});
+        ctx.api.send_to_group(&[&group], push.to_string(), &[&ctx.id()]).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn leave(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let (bid, me, name, room) = self.room_of(who, req)?;
+        let group = room_group(&bid, &room);
+        let mut joined = rooms(ctx);
+        joined.retain(|r| *r != room);
+        set_rooms(ctx, &joined);
+        ctx.save_session().await?;
+        ctx.api.leave_group(&ctx.id(), &group).await?;
+        self.reply(ctx, json!({"method": "leave", "room": room})).await;
+        let push = json!({"method": "leave_push", "room": room, "uid": me, "name": name, "timestamp": now_secs()});
+        ctx.api.send_to_group(&[&group], push.to_string(), &[]).await?;
+        Ok(())
+    }
+}

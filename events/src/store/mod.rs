@@ -1,0 +1,102 @@
+//! Where the chat keeps what must outlive a connection: messages (with ids, dedup by `cid`),
+//! conversations and their assignment, read marks, and the agents each bot has seen.
+//!
+//! One trait, two backends: `sqlite` (the embedded default, a WAL file several worker processes
+//! on one box share) and `redis` (for several servers). Every operation that must be atomic
+//! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
+//! is atomic in the backend itself, never a read-then-write in Rust.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store's worker thread is gone")]
+    Gone,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A message to store. `thread` names the conversation, room or private pair it belongs to.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub thread: String,
+    pub from_uid: String,
+    pub from_name: String,
+    pub cid: Option<String>,
+    pub content: String,
+    /// The addressing fields echoed to clients (`to_uid`, `room` or `conversation_id`).
+    pub to: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A stored message: `id` increases within its thread; `timestamp` is milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub thread: String,
+    pub from_uid: String,
+    pub from_name: String,
+    pub cid: Option<String>,
+    pub content: String,
+    pub to: serde_json::Map<String, serde_json::Value>,
+    pub timestamp: i64,
+}
+
+/// `Duplicate` when the sender already sent this `cid`: the original message comes back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    New(StoredMessage),
+    Duplicate(StoredMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub bid: String,
+    pub visitor_id: String,
+    pub visitor_name: String,
+    pub assigned: Option<String>,
+    pub open: bool,
+    pub created: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message under the next id of its thread, unless `(from_uid, cid)` was seen.
+    async fn insert_message(&self, m: NewMessage) -> Result<Inserted>;
+    /// Up to `limit` messages with `after < id < before`, oldest first; without `after`, the
+    /// newest ones before `before` (paging backwards).
+    async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>>;
+    /// Moves `uid`'s read mark in `thread` forward to `id` (never backwards).
+    async fn mark_read(&self, thread: &str, uid: &str, id: i64) -> Result<()>;
+    /// Messages in `thread` after `uid`'s read mark that `uid` did not send.
+    async fn unread(&self, thread: &str, uid: &str) -> Result<u64>;
+    /// The visitor's open conversation with this bot, created if there is none.
+    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<Conversation>;
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>>;
+    /// Open conversations of a bot, oldest first.
+    async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>>;
+    /// Compare-and-set: assigns `agent` only if the conversation is open and currently
+    /// assigned to `expected` (`None` = unassigned). True when it changed.
+    async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool>;
+    /// Closes an open conversation; true when it was open.
+    async fn close_conversation(&self, id: &str) -> Result<bool>;
+    /// Open conversations per agent of a bot.
+    async fn load(&self, bid: &str) -> Result<std::collections::HashMap<String, u64>>;
+    /// Remembers an agent of a bot (at login).
+    async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()>;
+    /// The agent's display name, if the bot has seen this agent log in.
+    async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>>;
+    /// A counter per bot for round-robin assignment.
+    async fn next_turn(&self, bid: &str) -> Result<u64>;
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,0 +1,319 @@
+//! The embedded store: one SQLite file in WAL mode, shared by every worker process on a box.
+//!
+//! rusqlite is blocking, so each process keeps one connection in a thread of its own (an actor:
+//! jobs arrive on a channel, answers leave on oneshots) and async callers never block the
+//! runtime. Writes that must be atomic run inside `BEGIN IMMEDIATE` transactions, which SQLite
+//! serialises across processes.
+
+use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    thread TEXT NOT NULL, id INTEGER NOT NULL, from_uid TEXT NOT NULL, from_name TEXT NOT NULL,
+    cid TEXT, content TEXT NOT NULL, dest TEXT NOT NULL, ts INTEGER NOT NULL,
+    PRIMARY KEY (thread, id));
+CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages(from_uid, cid) WHERE cid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS read_marks (thread TEXT NOT NULL, uid TEXT NOT NULL, id INTEGER NOT NULL,
+    PRIMARY KEY (thread, uid));
+CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, bid TEXT NOT NULL, visitor_id TEXT NOT NULL,
+    visitor_name TEXT NOT NULL, assigned TEXT, open INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS conversations_open ON conversations(bid, visitor_id) WHERE open = 1;
+CREATE TABLE IF NOT EXISTS agents (bid TEXT NOT NULL, agent TEXT NOT NULL, name TEXT NOT NULL,
+    PRIMARY KEY (bid, agent));
+CREATE TABLE IF NOT EXISTS turns (bid TEXT PRIMARY KEY, n INTEGER NOT NULL);
+";
+
+fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let dest: String = r.get(6)?;
+    Ok(StoredMessage {
+        thread: r.get(0)?,
+        id: r.get(1)?,
+        from_uid: r.get(2)?,
+        from_name: r.get(3)?,
+        cid: r.get(4)?,
+        content: r.get(5)?,
+        to: serde_json::from_str(&dest).unwrap_or_default(),
+        timestamp: r.get(7)?,
+    })
+}
+
+fn row_conversation(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: r.get(0)?,
+        bid: r.get(1)?,
+        visitor_id: r.get(2)?,
+        visitor_name: r.get(3)?,
+        assigned: r.get(4)?,
+        open: r.get::<_, i64>(5)? == 1,
+        created: r.get(6)?,
+    })
+}
+
+const MSG_COLS: &str = "thread, id, from_uid, from_name, cid, content, dest, ts";
+const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        // Several worker processes write the same file: wait for each other's locks.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // Switching to WAL can report "locked" at once, without waiting, while another process
+        // is doing the same; retry for a while instead of failing the worker's start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let setup = conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+                .and_then(|_| conn.execute_batch(SCHEMA));
+            match setup {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-store".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
+        Ok(SqliteStore { jobs: tx })
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| StoreError::Gone)?;
+        rx.await.map_err(|_| StoreError::Gone)?
+    }
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 12];
+    // getrandom only fails on exotic platforms; a clock-derived id is still unique enough.
+    if getrandom::fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&now_ms().to_be_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A new unguessable id (conversations, visitors).
+pub fn new_id() -> String {
+    random_id()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(cid) = &m.cid {
+                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE from_uid = ?1 AND cid = ?2");
+                if let Some(old) = tx.query_row(&sql, params![m.from_uid, cid], row_message).optional()? {
+                    return Ok(Inserted::Duplicate(old));
+                }
+            }
+            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1", [&m.thread], |r| r.get(0))?;
+            let ts = now_ms();
+            let dest = serde_json::Value::Object(m.to.clone()).to_string();
+            tx.execute(
+                "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts],
+            )?;
+            tx.commit()?;
+            Ok(Inserted::New(StoredMessage {
+                id,
+                thread: m.thread,
+                from_uid: m.from_uid,
+                from_name: m.from_name,
+                cid: m.cid,
+                content: m.content,
+                to: m.to,
+                timestamp: ts,
+            }))
+        })
+        .await
+    }
+
+    async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>> {
+        let thread = thread.to_string();
+        self.run(move |c| {
+            let before = before.unwrap_or(i64::MAX);
+            let limit = limit as i64;
+            let mut out = if let Some(after) = after {
+                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4");
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(params![thread, after, before, limit], row_message)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            } else {
+                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
+                let mut st = c.prepare_cached(&sql)?;
+                let rows = st.query_map(params![thread, before, limit], row_message)?;
+                let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                v.reverse();
+                v
+            };
+            out.truncate(limit as usize);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn mark_read(&self, thread: &str, uid: &str, id: i64) -> Result<()> {
+        let (thread, uid) = (thread.to_string(), uid.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO read_marks (thread, uid, id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(thread, uid) DO UPDATE SET id = MAX(id, excluded.id)",
+                params![thread, uid, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unread(&self, thread: &str, uid: &str) -> Result<u64> {
+        let (thread, uid) = (thread.to_string(), uid.to_string());
+        self.run(move |c| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM messages WHERE thread = ?1 AND from_uid != ?2
+                 AND id > COALESCE((SELECT id FROM read_marks WHERE thread = ?1 AND uid = ?2), 0)",
+                params![thread, uid],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<Conversation> {
+        let (bid, visitor_id, visitor_name) = (bid.to_string(), visitor_id.to_string(), visitor_name.to_string());
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND visitor_id = ?2 AND open = 1");
+            if let Some(conv) = tx.query_row(&sql, params![bid, visitor_id], row_conversation).optional()? {
+                return Ok(conv);
+            }
+            let conv = Conversation { id: random_id(), bid, visitor_id, visitor_name, assigned: None, open: true, created: now_ms() };
+            tx.execute(
+                "INSERT INTO conversations (id, bid, visitor_id, visitor_name, assigned, open, created) VALUES (?1, ?2, ?3, ?4, NULL, 1, ?5)",
+                params![conv.id, conv.bid, conv.visitor_id, conv.visitor_name, conv.created],
+            )?;
+            tx.commit()?;
+            Ok(conv)
+        })
+        .await
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let id = id.to_string();
+        self.run(move |c| {
+            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE id = ?1");
+            Ok(c.query_row(&sql, [id], row_conversation).optional()?)
+        })
+        .await
+    }
+
+    async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>> {
+        let bid = bid.to_string();
+        self.run(move |c| {
+            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND open = 1 ORDER BY created ASC");
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map([bid], row_conversation)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool> {
+        let (id, agent, expected) = (id.to_string(), agent.to_string(), expected.map(str::to_string));
+        self.run(move |c| {
+            // `IS` compares NULL as a value, so "unassigned" is matched too; the single UPDATE is
+            // the compare-and-set.
+            let n = c.execute(
+                "UPDATE conversations SET assigned = ?1 WHERE id = ?2 AND open = 1 AND assigned IS ?3",
+                params![agent, id, expected],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn close_conversation(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.run(move |c| Ok(c.execute("UPDATE conversations SET open = 0 WHERE id = ?1 AND open = 1", [id])? == 1)).await
+    }
+
+    async fn load(&self, bid: &str) -> Result<HashMap<String, u64>> {
+        let bid = bid.to_string();
+        self.run(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT assigned, COUNT(*) FROM conversations WHERE bid = ?1 AND open = 1 AND assigned IS NOT NULL GROUP BY assigned",
+            )?;
+            let rows = st.query_map([bid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
+        })
+        .await
+    }
+
+    async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()> {
+        let (bid, agent, name) = (bid.to_string(), agent.to_string(), name.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO agents (bid, agent, name) VALUES (?1, ?2, ?3) ON CONFLICT(bid, agent) DO UPDATE SET name = excluded.name",
+                params![bid, agent, name],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>> {
+        let (bid, agent) = (bid.to_string(), agent.to_string());
+        self.run(move |c| {
+            Ok(c.query_row("SELECT name FROM agents WHERE bid = ?1 AND agent = ?2", params![bid, agent], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn next_turn(&self, bid: &str) -> Result<u64> {
+        let bid = bid.to_string();
+        self.run(move |c| {
+            let n: i64 = c.query_row(
+                "INSERT INTO turns (bid, n) VALUES (?1, 1) ON CONFLICT(bid) DO UPDATE SET n = n + 1 RETURNING n",
+                [bid],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

@@ -1,0 +1,183 @@
+//! Visitors and their conversations: `visitor_login` (create or resume), assignment of an agent
+//! (automatic on the first message, or `claim` / `transfer`), `close`, and the agents' list.
+
+use crate::config::Assignment;
+use crate::protocol::{escape_html, id_field, message_json, text_field};
+use crate::store::{sqlite::new_id, Conversation};
+use crate::who::{visitor_uid, Who};
+use crate::{Chat, Fail, Outcome};
+use business::Context;
+use serde_json::{json, Map, Value};
+use tracing::info;
+
+/// The thread a conversation's messages are stored under.
+pub fn conversation_thread(id: &str) -> String {
+    format!("c:{id}")
+}
+
+fn push_of(conv: &Conversation) -> Value {
+    json!({"method": "conversation_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id,
+           "visitor_name": conv.visitor_name, "assigned": conv.assigned, "open": conv.open})
+}
+
+impl Chat {
+    pub(crate) async fn visitor_login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
+        let bid = id_field(req, "bid")?.ok_or_else(|| Fail::bad("bid is required"))?;
+        let visitor_id = match id_field(req, "visitor_id")? {
+            Some(v) => v,
+            None => new_id(),
+        };
+        let name = match text_field(req, "name")? {
+            Some(n) if !n.trim().is_empty() => n.trim().chars().take(64).collect(),
+            _ => format!("Visitor {}", visitor_id.chars().take(6).collect::<String>()),
+        };
+        let name = escape_html(&name);
+        let conv = self.store.open_conversation(&bid, &visitor_id, &name).await?;
+        let me = Who::Visitor { bid: bid.clone(), id: visitor_id.clone(), name, conversation: conv.id.clone() };
+        me.store(ctx);
+        ctx.save_session().await?;
+        ctx.api.bind_uid(&ctx.id(), &visitor_uid(&visitor_id)).await?;
+        let history = self.store.history(&conversation_thread(&conv.id), None, None, 50).await?;
+        let assigned = self.agent_info(&bid, conv.assigned.as_deref()).await?;
+        self.reply(
+            ctx,
+            json!({"method": "visitor_login", "visitor_id": visitor_id, "conversation_id": conv.id,
+                   "history": history.iter().map(message_json).collect::<Vec<_>>(), "assigned": assigned}),
+        )
+        .await;
+        ctx.api.send_to_group(&[&bid], push_of(&conv).to_string(), &[]).await?;
+        Ok(())
+    }
+
+    async fn agent_info(&self, bid: &str, agent: Option<&str>) -> Result<Value, Fail> {
+        let Some(agent) = agent else { return Ok(Value::Null) };
+        let name = self.store.agent_name(bid, agent).await?.unwrap_or_default();
+        Ok(json!({"customer_id": agent, "customer_name": name}))
+    }
+
+    /// A conversation of the caller's bot (agents) or the caller's own (visitors).
+    pub(crate) async fn conversation_for(&self, who: &Who, id: &str) -> Result<Conversation, Fail> {
+        let conv = self.store.conversation(id).await?.ok_or_else(|| Fail::denied("no such conversation"))?;
+        match who {
+            Who::Agent { bid, .. } if *bid == conv.bid => Ok(conv),
+            Who::Visitor { conversation, .. } if *conversation == conv.id => Ok(conv),
+            _ => Err(Fail::denied("not your conversation")),
+        }
+    }
+
+    /// Picks an agent for an unassigned conversation, per the configured policy; the store's
+    /// compare-and-set decides if two workers race. Returns the conversation as it now is.
+    pub(crate) async fn auto_assign(&self, ctx: &Context, conv: Conversation) -> Result<Conversation, Fail> {
+        if conv.assigned.is_some() || self.assignment == Assignment::None {
+            return Ok(conv);
+        }
+        let online = self.online_agents(&ctx.api, &conv.bid).await?;
+        if online.is_empty() {
+            return Ok(conv);
+        }
+        let pick = match self.assignment {
+            Assignment::RoundRobin => {
+                let n = self.store.next_turn(&conv.bid).await?;
+                online[(n as usize) % online.len()].0.clone()
+            }
+            _ => {
+                let load = self.store.load(&conv.bid).await?;
+                online.iter().min_by_key(|(id, _)| load.get(id).copied().unwrap_or(0)).map(|(id, _)| id.clone()).unwrap_or_default()
+            }
+        };
+        if self.store.assign(&conv.id, &pick, None).await? {
+            info!(conversation = %conv.id, agent = %pick, "conversation assigned");
+            let now = Conversation { assigned: Some(pick), ..conv };
+            self.announce_assignment(ctx, &now).await?;
+            return Ok(now);
+        }
+        // Another worker assigned it first: use theirs.
+        Ok(self.store.conversation(&conv.id).await?.unwrap_or(conv))
+    }
+
+    async fn announce_assignment(&self, ctx: &Context, conv: &Conversation) -> Outcome {
+        let info = self.agent_info(&conv.bid, conv.assigned.as_deref()).await?;
+        let push = json!({"method": "assign_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id, "assigned": info});
+        ctx.api.send_to_group(&[&conv.bid], push.to_string(), &[]).await?;
+        ctx.api.send_to_uid(&[&visitor_uid(&conv.visitor_id)], push.to_string()).await?;
+        Ok(())
+    }
+
+    fn agent_of<'a>(&self, who: &'a Who) -> Result<(&'a str, &'a str), Fail> {
+        match who {
+            Who::Agent { bid, id, .. } => Ok((bid, id)),
+            _ => Err(Fail::denied("agents only")),
+        }
+    }
+
+    pub(crate) async fn claim(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let (_, me) = self.agent_of(who)?;
+        let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
+        let conv = self.conversation_for(who, &id).await?;
+        let ok = self.store.assign(&id, me, None).await?;
+        let now = self.store.conversation(&id).await?.unwrap_or(conv);
+        if ok {
+            self.announce_assignment(ctx, &now).await?;
+        }
+        self.reply(ctx, json!({"method": "claim", "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
+        Ok(())
+    }
+
+    pub(crate) async fn transfer(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let (bid, me) = self.agent_of(who)?;
+        let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
+        let to = id_field(req, "to")?.ok_or_else(|| Fail::bad("to (a customer_id) is required"))?;
+        let conv = self.conversation_for(who, &id).await?;
+        if self.store.agent_name(bid, &to).await?.is_none() {
+            return Err(Fail::denied("no such agent in this bot"));
+        }
+        // Only the agent who holds the conversation hands it over.
+        let ok = self.store.assign(&id, &to, Some(me)).await?;
+        let now = self.store.conversation(&id).await?.unwrap_or(conv);
+        if ok {
+            self.announce_assignment(ctx, &now).await?;
+        }
+        self.reply(ctx, json!({"method": "transfer", "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        self.agent_of(who)?;
+        let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
+        let conv = self.conversation_for(who, &id).await?;
+        let ok = self.store.close_conversation(&id).await?;
+        if ok {
+            let push = json!({"method": "close_push", "conversation_id": id, "visitor_id": conv.visitor_id});
+            ctx.api.send_to_group(&[&conv.bid], push.to_string(), &[]).await?;
+            ctx.api.send_to_uid(&[&visitor_uid(&conv.visitor_id)], push.to_string()).await?;
+        }
+        self.reply(ctx, json!({"method": "close", "conversation_id": id, "ok": ok})).await;
+        Ok(())
+    }
+
+    /// Open conversations of a bot as one agent sees them: waiting / mine / others, unread
+    /// counts and the last message.
+    pub(crate) async fn conversation_summaries(&self, bid: &str, me: &str) -> Result<Vec<Value>, Fail> {
+        let mut out = Vec::new();
+        for c in self.store.conversations(bid).await? {
+            let thread = conversation_thread(&c.id);
+            let unread = self.store.unread(&thread, me).await?;
+            let last = self.store.history(&thread, None, None, 1).await?.first().map(message_json);
+            let state = match c.assigned.as_deref() {
+                None => "waiting",
+                Some(a) if a == me => "mine",
+                Some(_) => "others",
+            };
+            out.push(json!({"conversation_id": c.id, "visitor_id": c.visitor_id, "visitor_name": c.visitor_name,
+                            "assigned": c.assigned, "state": state, "unread": unread, "last_message": last}));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn conversation_list(&self, ctx: &mut Context, who: &Who) -> Outcome {
+        let (bid, me) = self.agent_of(who)?;
+        let list = self.conversation_summaries(bid, me).await?;
+        self.reply(ctx, json!({"method": "conversation_list", "conversations": list})).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Who a connection is, as its session records it: an agent of a bot, a visitor of a bot, or
+//! nobody yet. The session lives on the gateway, so every worker sees the same identity.
+
+use business::php::{self, Key, Value};
+use business::Context;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    Nobody,
+    Agent { bid: String, id: String, name: String },
+    Visitor { bid: String, id: String, name: String, conversation: String },
+}
+
+fn get(s: &php::Array, k: &str) -> Option<String> {
+    match s.get(&Key::from_bytes(k.as_bytes()))? {
+        Value::Str(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn put(s: &mut php::Array, k: &str, v: &str) {
+    s.insert(Key::Str(k.as_bytes().to_vec()), Value::Str(v.as_bytes().to_vec()));
+}
+
+/// The uid a visitor's connections are bound to (agents use their customer_id).
+pub fn visitor_uid(visitor_id: &str) -> String {
+    format!("v:{visitor_id}")
+}
+
+impl Who {
+    pub fn of(ctx: &Context) -> Who {
+        Who::from_session(ctx.session.as_ref())
+    }
+
+    pub fn from_session(session: Option<&php::Array>) -> Who {
+        let Some(s) = session else { return Who::Nobody };
+        let (Some(role), Some(bid), Some(id)) = (get(s, "role"), get(s, "bid"), get(s, "id")) else { return Who::Nobody };
+        let name = get(s, "name").unwrap_or_default();
+        match role.as_str() {
+            "agent" => Who::Agent { bid, id, name },
+            "visitor" => Who::Visitor { bid, id, name, conversation: get(s, "conversation_id").unwrap_or_default() },
+            _ => Who::Nobody,
+        }
+    }
+
+    /// Records this identity in the session (replacing any other).
+    pub fn store(&self, ctx: &mut Context) {
+        let s = ctx.session_mut();
+        for k in ["role", "bid", "id", "name", "conversation_id"] {
+            s.shift_remove(&Key::Str(k.as_bytes().to_vec()));
+        }
+        match self {
+            Who::Nobody => {}
+            Who::Agent { bid, id, name } => {
+                put(s, "role", "agent");
+                put(s, "bid", bid);
+                put(s, "id", id);
+                put(s, "name", name);
+            }
+            Who::Visitor { bid, id, name, conversation } => {
+                put(s, "role", "visitor");
+                put(s, "bid", bid);
+                put(s, "id", id);
+                put(s, "name", name);
+                put(s, "conversation_id", conversation);
+            }
+        }
+    }
+
+    /// The uid this identity's connections are bound to.
+    pub fn uid(&self) -> Option<String> {
+        match self {
+            Who::Nobody => None,
+            Who::Agent { id, .. } => Some(id.clone()),
+            Who::Visitor { id, .. } => Some(visitor_uid(id)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Who::Nobody => "",
+            Who::Agent { name, .. } | Who::Visitor { name, .. } => name,
+        }
+    }
+}
+
+/// The rooms a connection has joined (kept in its session).
+pub fn rooms(ctx: &Context) -> Vec<String> {
+    match ctx.session.as_ref().and_then(|s| s.get(&Key::Str(b"rooms".to_vec()))) {
+        Some(Value::Array(a)) => a.values().filter_map(|v| if let Value::Str(b) = v { Some(String::from_utf8_lossy(b).into_owned()) } else { None }).collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn set_rooms(ctx: &mut Context, rooms: &[String]) {
+    let list = php::list(rooms.iter().map(|r| Value::Str(r.as_bytes().to_vec())));
+    ctx.session_mut().insert(Key::Str(b"rooms".to_vec()), list);
+}

@@ -1,0 +1,324 @@
+//! The customer-service chat over real WebSocket connections to a running system: a register,
+//! two gateways (127.x.0.2 and 127.x.0.3) and two chat workers sharing one SQLite store.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SECRET: &str = "test-agent-secret";
+
+struct Chat {
+    _register: Proc,
+    a: Gw,
+    b: Gw,
+    _workers: Vec<Proc>,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn chat_cluster(net: u8, events_toml: &str) -> Chat {
+    let dir = std::env::temp_dir().join(format!("sb-chat-{net}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("switchboard.toml");
+    let db = dir.join("chat.db");
+    std::fs::write(&config, format!("[events]\nstore = \"sqlite:{}\"\n{events_toml}\n", db.display())).expect("config");
+    let reg_ip = format!("127.{net}.0.1");
+    let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
+    let register = start_register(&format!("n{net}-register"), &reg, &[]);
+    wait_listening(&reg).await;
+    let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg, &[]);
+    let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg, &[]);
+    let cfg = config.to_str().expect("path");
+    let workers: Vec<Proc> = (1..=2)
+        .map(|i| {
+            Proc::start_env(
+                &format!("n{net}-chat-worker-{i}"),
+                &["--config", cfg, "business", "--register", &reg, "--name", &format!("chat{i}")],
+                &[("SWITCHBOARD_AGENT_SECRET", SECRET)],
+            )
+        })
+        .collect();
+    wait_log(&a.proc, "business worker connected", 2).await;
+    wait_log(&b.proc, "business worker connected", 2).await;
+    Chat { _register: register, a, b, _workers: workers, _dir: TempDir(dir) }
+}
+
+fn token(bid: &str, agent: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["token", "--bid", bid, "--agent", agent])
+        .env("SWITCHBOARD_AGENT_SECRET", SECRET)
+        .output()
+        .expect("switchboard token");
+    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}
+
+async fn agent(url: &str, bid: &str, id: &str, name: &str) -> (Client, Value) {
+    let mut c = Client::chat(url).await;
+    let reply = c
+        .request(json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": name, "token": token(bid, id)}), "login")
+        .await;
+    assert!(reply.get("code").is_none(), "login refused: {reply}");
+    (c, reply)
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    let mut v: Vec<String> =
+        list.as_array().expect("list").iter().map(|x| x["customer_id"].as_str().unwrap_or("").to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_log_in_see_each_other_and_log_out_after_the_last_tab() {
+    let c = chat_cluster(51, "").await;
+    let mut anon = Client::chat(&c.a.ws).await;
+    // Refusals, each with its code.
+    let r = anon.request(json!({"method": "login", "bid": "1", "customer_id": "a1", "customer_name": "A"}), "login").await;
+    assert_eq!(r["code"], "10004", "no token: {r}");
+    let r = anon
+        .request(json!({"method": "login", "bid": "1", "customer_id": "a1", "customer_name": "A", "token": token("2", "a1")}), "login")
+        .await;
+    assert_eq!(r["code"], "10004", "token of another bot: {r}");
+    let r = anon.request(json!({"method": "login", "bid": 1, "customer_id": "a1"}), "login").await;
+    assert_eq!((r["code"].as_str(), r["method"].as_str()), (Some("10002"), Some("login")));
+    let r = anon.request(json!({"bid": 1}), "none").await;
+    assert_eq!(r, json!({"code": "10001", "msg": "missing method"}));
+    anon.send_text("{oops").await;
+    let r = anon.next_where(|v| v.get("code").is_some()).await;
+    assert_eq!(r["code"], "10005");
+
+    // Ids as numbers are accepted and come back as strings; the list holds every agent once.
+    let (mut a1_tab1, r) = agent(&c.a.ws, "1", "a1", "Alice").await;
+    assert_eq!(ids(&r["customer_list"]), vec!["a1"]);
+    let (mut a1_tab2, _) = agent(&c.b.ws, "1", "a1", "Alice").await;
+    a1_tab1.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "a1").await;
+    let mut b2 = Client::chat(&c.b.ws).await;
+    let r = b2
+        .request(json!({"method": "login", "bid": 1, "customer_id": "b2", "customer_name": "<b>Bob</b>", "token": token("1", "b2")}), "login")
+        .await;
+    assert_eq!(ids(&r["customer_list"]), vec!["a1", "b2"], "every online agent once: {r}");
+    assert!(r["timestamp"].is_i64());
+    let push = a1_tab1.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "b2").await;
+    assert_eq!(push["customer_name"], "&lt;b&gt;Bob&lt;/b&gt;", "names are HTML-escaped");
+    a1_tab2.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "b2").await;
+
+    // An agent of another bot sees nothing of bot 1.
+    let (mut other, r) = agent(&c.a.ws, "2", "z9", "Zed").await;
+    assert_eq!(ids(&r["customer_list"]), vec!["z9"]);
+
+    // Closing one of a1's tabs is not a logout; closing the last one is.
+    drop(a1_tab1);
+    b2.expect_none(Duration::from_millis(800), |v| v["method"] == "logout_push").await;
+    drop(a1_tab2);
+    let out = b2.next_where(|v| v["method"] == "logout_push").await;
+    assert_eq!((out["customer_id"].as_str(), out["customer_name"].as_str()), (Some("a1"), Some("Alice")));
+    other.expect_none(Duration::from_millis(300), |v| v["method"] == "logout_push").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_are_assigned_and_converse_with_history_and_unread() {
+    let c = chat_cluster(52, "").await;
+    let (mut a1, _) = agent(&c.a.ws, "7", "a1", "Alice").await;
+    let (b2, _) = agent(&c.b.ws, "7", "b2", "Bob").await;
+    let mut v = Client::chat(&c.a.ws).await;
+    let login = v.request(json!({"method": "visitor_login", "bid": 7, "name": "Vera"}), "visitor_login").await;
+    let vid = login["visitor_id"].as_str().expect("visitor id").to_string();
+    let conv = login["conversation_id"].as_str().expect("conversation id").to_string();
+    assert_eq!(login["history"], json!([]));
+    a1.next_where(|m| m["method"] == "conversation_push" && m["conversation_id"] == conv.as_str()).await;
+
+    // The first message assigns the conversation to one agent, who alone gets it.
+    v.send_json(json!({"method": "say", "content": "hello", "cid": "c1"})).await;
+    let ack = v.next_where(|m| m["method"] == "say_ack").await;
+    assert_eq!(ack["cid"], "c1");
+    let assign = a1.next_where(|m| m["method"] == "assign_push").await;
+    let assigned = assign["assigned"]["customer_id"].as_str().expect("assigned").to_string();
+    v.next_where(|m| m["method"] == "assign_push").await;
+    let (mut mine, mut other) = if assigned == "a1" { (a1, b2) } else { (b2, a1) };
+    let said = mine.next_where(|m| m["method"] == "say").await;
+    assert_eq!((said["content"].as_str(), said["conversation_id"].as_str(), said["from_name"].as_str()), (Some("hello"), Some(conv.as_str()), Some("Vera")));
+    assert_eq!(said["id"], ack["id"]);
+    other.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
+
+    // A re-sent cid is acknowledged with the same id and not delivered again.
+    v.send_json(json!({"method": "say", "content": "hello", "cid": "c1"})).await;
+    let again = v.next_where(|m| m["method"] == "say_ack").await;
+    assert_eq!(again["id"], ack["id"]);
+    mine.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
+
+    // The agent answers; the visitor and the bot's agents see it.
+    mine.send_json(json!({"method": "say", "conversation_id": conv, "content": "hi Vera", "cid": "r1"})).await;
+    mine.next_where(|m| m["method"] == "say_ack").await;
+    let reply = v.next_where(|m| m["method"] == "say" && m["content"] == "hi Vera").await;
+    assert_eq!(reply["from_uid"], assigned.as_str());
+    other.next_where(|m| m["method"] == "say" && m["content"] == "hi Vera").await;
+
+    // Unread counts and the read mark.
+    for i in 0..3 {
+        v.send_json(json!({"method": "say", "content": format!("more {i}"), "cid": format!("m{i}")})).await;
+        v.next_where(|m| m["method"] == "say_ack").await;
+    }
+    let list = mine.request(json!({"method": "conversation_list"}), "conversation_list").await;
+    let entry = list["conversations"].as_array().expect("list").iter().find(|e| e["conversation_id"] == conv.as_str()).cloned().expect("entry");
+    assert_eq!((entry["unread"].as_u64(), entry["state"].as_str()), (Some(4), Some("mine")));
+    assert_eq!(entry["last_message"]["content"], "more 2");
+    let read = mine.request(json!({"method": "read", "conversation_id": conv, "id": said["id"]}), "read").await;
+    assert_eq!(read["unread"], 3);
+
+    // History pages backwards; a visitor who comes back resumes with what was said.
+    let page = mine.request(json!({"method": "history", "conversation_id": conv, "limit": 2}), "history").await;
+    let contents: Vec<&str> = page["messages"].as_array().expect("msgs").iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(contents, vec!["more 1", "more 2"]);
+    let first = &page["messages"][0]["id"];
+    let older = mine.request(json!({"method": "history", "conversation_id": conv, "before_id": first, "limit": 10}), "history").await;
+    assert_eq!(older["messages"].as_array().map(Vec::len), Some(3));
+    drop(v);
+    let mut back = Client::chat(&c.b.ws).await;
+    let again = back.request(json!({"method": "visitor_login", "bid": "7", "visitor_id": vid}), "visitor_login").await;
+    assert_eq!(again["conversation_id"], conv.as_str());
+    assert_eq!(again["history"].as_array().map(Vec::len), Some(5));
+    assert_eq!(again["assigned"]["customer_id"], assigned.as_str());
+
+    // Visitors stay inside their own conversation.
+    let r = back.request(json!({"method": "say", "to_uid": "a1", "content": "psst"}), "say_ack").await;
+    assert_eq!(r["code"], "10004");
+    let r = back.request(json!({"method": "claim", "conversation_id": conv}), "claim").await;
+    assert_eq!(r["code"], "10004");
+
+    // Claim fails while assigned; transfer by the holder moves it; close ends it.
+    let other_id = if assigned == "a1" { "b2" } else { "a1" };
+    let r = other.request(json!({"method": "claim", "conversation_id": conv}), "claim").await;
+    assert_eq!(r["ok"], false);
+    let r = mine.request(json!({"method": "transfer", "conversation_id": conv, "to": other_id}), "transfer").await;
+    assert_eq!(r["ok"], true);
+    let push = other.next_where(|m| m["method"] == "assign_push" && m["assigned"]["customer_id"] == other_id).await;
+    assert_eq!(push["conversation_id"], conv.as_str());
+    back.next_where(|m| m["method"] == "assign_push").await;
+    let r = other.request(json!({"method": "close", "conversation_id": conv}), "close").await;
+    assert_eq!(r["ok"], true);
+    back.next_where(|m| m["method"] == "close_push").await;
+    let r = back.request(json!({"method": "say", "content": "anyone?"}), "say_ack").await;
+    assert_eq!(r["code"], "10004", "a closed conversation takes no more messages");
+    let fresh = back.request(json!({"method": "visitor_login", "bid": "7", "visitor_id": vid}), "visitor_login").await;
+    assert_ne!(fresh["conversation_id"], conv.as_str(), "a new conversation after close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_never_assign_twice() {
+    let c = chat_cluster(53, "").await;
+    let (mut watcher, _) = agent(&c.a.ws, "9", "a1", "Alice").await;
+    let (_b2, _) = agent(&c.b.ws, "9", "b2", "Bob").await;
+    let mut convs = Vec::new();
+    let mut tabs = Vec::new();
+    for i in 0..12 {
+        let mut t1 = Client::chat(&c.a.ws).await;
+        let login = t1.request(json!({"method": "visitor_login", "bid": "9", "visitor_id": format!("race{i}")}), "visitor_login").await;
+        let mut t2 = Client::chat(&c.b.ws).await;
+        t2.request(json!({"method": "visitor_login", "bid": "9", "visitor_id": format!("race{i}")}), "visitor_login").await;
+        convs.push(login["conversation_id"].as_str().expect("conv").to_string());
+        tabs.push((t1, t2));
+    }
+    // Both tabs of each visitor send their first message at once, through different gateways
+    // and (by least-connections routing) different workers.
+    for (t1, t2) in tabs.iter_mut() {
+        let (x, y) = tokio::join!(
+            t1.send_json(json!({"method": "say", "content": "first!", "cid": "x"})),
+            t2.send_json(json!({"method": "say", "content": "first too", "cid": "y"}))
+        );
+        let _ = (x, y);
+    }
+    let mut pushes = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..convs.len() {
+        let p = watcher.next_where(|m| m["method"] == "assign_push").await;
+        *pushes.entry(p["conversation_id"].as_str().unwrap_or("").to_string()).or_default() += 1;
+    }
+    watcher.expect_none(Duration::from_millis(1500), |m| m["method"] == "assign_push").await;
+    for conv in &convs {
+        assert_eq!(pushes.get(conv), Some(&1), "conversation {conv} assigned exactly once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_private_messages_across_gateways() {
+    let c = chat_cluster(54, "").await;
+    let (mut a1, _) = agent(&c.a.ws, "3", "a1", "Alice").await;
+    let (mut b2, _) = agent(&c.b.ws, "3", "b2", "Bob").await;
+    let (mut b2_tab, _) = agent(&c.a.ws, "3", "b2", "Bob").await;
+    let r = a1.request(json!({"method": "join", "room": "lobby"}), "join").await;
+    assert_eq!(r["members"], json!([{"uid": "a1", "name": "Alice"}]));
+    let r = b2.request(json!({"method": "join", "room": "lobby"}), "join").await;
+    let mut members: Vec<&str> = r["members"].as_array().expect("members").iter().filter_map(|m| m["uid"].as_str()).collect();
+    members.sort();
+    assert_eq!(members, vec!["a1", "b2"]);
+    a1.next_where(|m| m["method"] == "join_push" && m["uid"] == "b2").await;
+
+    // Room messages reach every member, the sender included.
+    a1.send_json(json!({"method": "say", "room": "lobby", "content": "morning", "cid": "k1"})).await;
+    let ack = a1.next_where(|m| m["method"] == "say_ack").await;
+    let own = a1.next_where(|m| m["method"] == "say" && m["room"] == "lobby").await;
+    assert_eq!(own["id"], ack["id"]);
+    b2.next_where(|m| m["method"] == "say" && m["content"] == "morning").await;
+    b2_tab.expect_none(Duration::from_millis(300), |m| m["content"] == "morning").await;
+    let r = b2_tab.request(json!({"method": "say", "room": "kitchen", "content": "x"}), "say_ack").await;
+    assert_eq!(r["code"], "10004", "saying in a room one has not joined");
+
+    // Private: every connection of the uid, on any gateway.
+    a1.send_json(json!({"method": "say", "to_uid": "b2", "content": "psst", "cid": "p1"})).await;
+    a1.next_where(|m| m["method"] == "say_ack" && m["cid"] == "p1").await;
+    b2.next_where(|m| m["content"] == "psst" && m["to_uid"] == "b2").await;
+    b2_tab.next_where(|m| m["content"] == "psst").await;
+    let h = b2.request(json!({"method": "history", "with_uid": "a1"}), "history").await;
+    assert_eq!(h["messages"][0]["content"], "psst");
+
+    // Agents of another bot cannot reach bot 3's agents.
+    let (mut z, _) = agent(&c.a.ws, "4", "z9", "Zed").await;
+    let r = z.request(json!({"method": "say", "to_uid": "a1", "content": "hey"}), "say_ack").await;
+    assert_eq!(r["code"], "10004");
+
+    let r = b2.request(json!({"method": "leave", "room": "lobby"}), "leave").await;
+    assert_eq!(r["room"], "lobby");
+    a1.next_where(|m| m["method"] == "leave_push" && m["uid"] == "b2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unassigned_fan_out_and_bad_input() {
+    let c = chat_cluster(55, "assignment = \"none\"\nmax_content = 10\nrate_limit = 10.0\nrate_burst = 10.0").await;
+    let (mut a1, _) = agent(&c.a.ws, "5", "a1", "Alice").await;
+    let (mut b2, _) = agent(&c.b.ws, "5", "b2", "Bob").await;
+    let mut v = Client::chat(&c.a.ws).await;
+    v.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
+    v.send_json(json!({"method": "say", "content": "help"})).await;
+    v.next_where(|m| m["method"] == "say_ack").await;
+    a1.next_where(|m| m["method"] == "say" && m["content"] == "help").await;
+    b2.next_where(|m| m["method"] == "say" && m["content"] == "help").await;
+
+    let r = v.request(json!({"method": "say", "content": "far too long"}), "say_ack").await;
+    assert_eq!(r["code"], "10005");
+    let r = v.request(json!({"method": "say", "content": {"x": 1}}), "say_ack").await;
+    assert_eq!(r["code"], "10005");
+    let r = v.request(json!({"method": "visitor_login", "bid": {"no": 1}}), "visitor_login").await;
+    assert_eq!(r["code"], "10005");
+    let r = v.request(json!({"method": "no_such_thing"}), "no_such_thing").await;
+    assert_eq!(r["code"], "10003", "no upstream configured");
+    let r = v.request(json!([1, 2]), "none").await;
+    assert_eq!(r["code"], "10005");
+
+    // A burst over the rate limit is refused; the connection and everyone else carry on.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..30 {
+        v.send_json(json!({"method": "conversation_list"})).await;
+    }
+    v.next_where(|m| m["msg"] == "rate limit").await;
+    a1.send_json(json!({"method": "conversation_list"})).await;
+    a1.next_where(|m| m["method"] == "conversation_list").await;
+}
