@@ -20,6 +20,14 @@ pub struct Config {
     pub rate_burst: f64,
     /// Most messages one `history` call returns.
     pub history_limit: usize,
+    /// Where methods that are not built in go: a URL with `{method}` in it ('' = nowhere).
+    pub upstream_url: String,
+    /// Sent to the upstream as `?token=` and `Authorization: Bearer` (or `SWITCHBOARD_UPSTREAM_TOKEN`).
+    pub upstream_token: String,
+    /// Seconds before an upstream call counts as failed (answered with 504).
+    pub upstream_timeout: f64,
+    /// Upstream calls in flight per worker; more wait (up to the timeout).
+    pub upstream_concurrency: usize,
 }
 
 impl Default for Config {
@@ -33,6 +41,10 @@ impl Default for Config {
             rate_limit: 20.0,
             rate_burst: 40.0,
             history_limit: 100,
+            upstream_url: String::new(),
+            upstream_token: String::new(),
+            upstream_timeout: 5.0,
+            upstream_concurrency: 64,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod messages;
 pub mod protocol;
+pub mod proxy;
 pub mod rooms;
 pub mod store;
 pub mod visitors;
@@ -72,6 +73,7 @@ pub struct Chat {
     pub store: Arc<dyn Store>,
     pub config: Config,
     pub assignment: Assignment,
+    upstream: Option<Arc<proxy::Upstream>>,
 }
 
 impl Chat {
@@ -92,7 +94,8 @@ impl Chat {
         } else if config.agent_secret.is_empty() {
             warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
         }
-        Ok(Chat { store, config, assignment })
+        let upstream = proxy::Upstream::new(&config)?.map(Arc::new);
+        Ok(Chat { store, config, assignment, upstream })
     }
 
     pub async fn reply(&self, ctx: &Context, v: Value) {
@@ -114,7 +117,7 @@ impl Chat {
         Ok(out)
     }
 
-    async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>) -> Outcome {
+    async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {
         let who = Who::of(ctx);
         match method {
             "login" => self.login(ctx, req).await,
@@ -128,9 +131,21 @@ impl Chat {
             "claim" => self.claim(ctx, &who, req).await,
             "transfer" => self.transfer(ctx, &who, req).await,
             "close" => self.close(ctx, &who, req).await,
-            _ => Err(Fail { code: code::NO_UPSTREAM, msg: format!("unknown method {method}") }),
+            _ => match &self.upstream {
+                Some(up) if is_method_name(method) => {
+                    up.forward(ctx, method, raw.clone());
+                    Ok(())
+                }
+                Some(_) => Err(Fail::bad("method names are letters, digits, '_' and '-'")),
+                None => Err(Fail { code: code::NO_UPSTREAM, msg: format!("unknown method {method}") }),
+            },
         }
     }
+}
+
+/// A method name safe to put into the upstream URL.
+fn is_method_name(m: &str) -> bool {
+    m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 /// A token bucket per connection, kept in the worker (see `Context::local_mut`).
@@ -196,7 +211,7 @@ impl Events for Chat {
         if method == "beat" {
             return;
         }
-        if let Err(f) = self.dispatch(ctx, &method, &req).await {
+        if let Err(f) = self.dispatch(ctx, &method, &req, &message).await {
             self.send_error(ctx, Some(&method), f).await;
         }
     }
