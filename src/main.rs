@@ -215,7 +215,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                     if let Some(store) = args.store {
                         events_config.store = store;
                     }
-                    let chat = events::Chat::new(events_config).map_err(|e| anyhow::anyhow!(e))?;
+                    let chat = events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?;
                     business::run(c, Arc::new(chat), stop).await;
                 }
                 other => anyhow::bail!("unknown application {other:?} (known: chat, probe)"),

@@ -30,7 +30,8 @@ async fn chat_cluster(net: u8, events_toml: &str) -> Chat {
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("switchboard.toml");
     let db = dir.join("chat.db");
-    std::fs::write(&config, format!("[events]\nstore = \"sqlite:{}\"\n{events_toml}\n", db.display())).expect("config");
+    let store = if events_toml.contains("store =") { String::new() } else { format!("store = \"sqlite:{}\"\n", db.display()) };
+    std::fs::write(&config, format!("[events]\n{store}{events_toml}\n")).expect("config");
     let reg_ip = format!("127.{net}.0.1");
     let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
     let register = start_register(&format!("n{net}-register"), &reg, &[]);
@@ -215,7 +216,19 @@ async fn visitors_are_assigned_and_converse_with_history_and_unread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_never_assign_twice() {
-    let c = chat_cluster(53, "").await;
+    race(53, "").await;
+}
+
+/// The same race with the Redis store, as a multi-server deployment runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_never_assign_twice_on_redis() {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sbchat:{}:{}:", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    race(57, &format!("store = \"{url}\"\nredis_prefix = \"{prefix}\"")).await;
+}
+
+async fn race(net: u8, events_toml: &str) {
+    let c = chat_cluster(net, events_toml).await;
     let (mut watcher, _) = agent(&c.a.ws, "9", "a1", "Alice").await;
     let (_b2, _) = agent(&c.b.ws, "9", "b2", "Bob").await;
     let mut convs = Vec::new();

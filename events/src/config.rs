@@ -9,8 +9,10 @@ pub struct Config {
     pub agent_secret: String,
     /// Development only: accept agent logins without a token. Logged loudly.
     pub agent_auth: bool,
-    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`).
+    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`) or a `redis://` URL.
     pub store: String,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
     /// `least-busy`, `round-robin` or `none`.
     pub assignment: String,
     /// Longest `content` accepted, in characters.
@@ -36,6 +38,7 @@ impl Default for Config {
             agent_secret: String::new(),
             agent_auth: true,
             store: "sqlite:run/switchboard.db".into(),
+            redis_prefix: "switchboard:".into(),
             assignment: "least-busy".into(),
             max_content: 4000,
             rate_limit: 20.0,

@@ -78,7 +78,7 @@ pub struct Chat {
 
 impl Chat {
     /// Builds the app from its config; the store is opened here so a bad path fails at start.
-    pub fn new(mut config: Config) -> Result<Chat, String> {
+    pub async fn new(mut config: Config) -> Result<Chat, String> {
         if config.agent_secret.is_empty() {
             config.agent_secret = std::env::var("SWITCHBOARD_AGENT_SECRET").unwrap_or_default();
         }
@@ -87,7 +87,12 @@ impl Chat {
             Some(("sqlite", path)) => Arc::new(
                 store::sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?,
             ),
-            _ => return Err(format!("unknown store {:?} (expected sqlite:<path>)", config.store)),
+            Some(("redis" | "rediss", _)) => Arc::new(
+                store::redis::RedisStore::connect(&config.store, &config.redis_prefix)
+                    .await
+                    .map_err(|e| format!("store {}: {e}", config.store))?,
+            ),
+            _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
         };
         if !config.agent_auth {
             warn!("AGENT AUTHENTICATION IS DISABLED: anyone can log in as any agent (development only)");

@@ -6,6 +6,7 @@
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
 //! is atomic in the backend itself, never a read-then-write in Rust.
 
+pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,8 @@ use serde::Serialize;
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("the store's worker thread is gone")]
     Gone,
     #[error("stored data is corrupt: {0}")]
