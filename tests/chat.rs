@@ -326,6 +326,16 @@ async fn unassigned_fan_out_and_bad_input() {
     let r = v.request(json!([1, 2]), "none").await;
     assert_eq!(r["code"], "10005");
 
+    // An agent who was away catches up: unread counts in the login reply, then the history.
+    drop(a1);
+    v.send_json(json!({"method": "say", "content": "still?", "cid": "s1"})).await;
+    v.next_where(|m| m["method"] == "say_ack").await;
+    let (mut a1, back) = agent(&c.a.ws, "5", "a1", "Alice").await;
+    let conv = back["conversations"].as_array().and_then(|l| l.first()).cloned().expect("the conversation is listed");
+    assert_eq!((conv["unread"].as_u64(), conv["state"].as_str()), (Some(2), Some("waiting")));
+    let missed = a1.request(json!({"method": "history", "conversation_id": conv["conversation_id"], "after_id": "1"}), "history").await;
+    assert_eq!(missed["messages"][0]["content"], "still?");
+
     // A burst over the rate limit is refused; the connection and everyone else carry on.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     for _ in 0..30 {
