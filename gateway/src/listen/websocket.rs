@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -153,6 +153,11 @@ async fn run(
             Some(Ok(_)) => {} // ping/pong: answered by tungstenite; not heartbeat activity (spec §10)
             Some(Err(e)) => {
                 let (code, why) = match &e {
+                    // The client just went away (TCP reset or EOF without a close frame).
+                    WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                        debug!(conn, %addr, "client left without a close frame");
+                        break;
+                    }
                     WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
                     WsError::Utf8(_) => (1007, "invalid UTF-8 in a text frame"),
                     WsError::Protocol(_) => (1002, "protocol error"),
