@@ -117,16 +117,25 @@ async fn secret_key_keeps_forged_peers_out() {
     let count = Command::GetClientCountByGroup { group: Default::default() }.into_packet().to_bytes();
     assert_disconnected(&g.inner, &count).await; // no authentication at all
 
-    // GatewayClient style: authentication and query in one write, then the reply.
-    let mut s = TcpStream::connect(&g.inner).await.expect("connect");
-    let mut req = Command::GatewayClientConnect { secret_key: "s3cr3t".into() }.into_packet().to_bytes().to_vec();
-    req.extend_from_slice(&count);
-    s.write_all(&req).await.expect("write");
-    let mut len = [0u8; 4];
-    tokio::time::timeout(WAIT, s.read_exact(&mut len)).await.expect("reply in time").expect("reply");
-    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut payload).await.expect("payload");
-    assert_eq!(payload, b"i:1;");
+    // GatewayClient style: authentication and query in one write, then the reply. The
+    // readiness probe's clients may still be closing, so ask until only `good` is left.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect(&g.inner).await.expect("connect");
+        let mut req = Command::GatewayClientConnect { secret_key: "s3cr3t".into() }.into_packet().to_bytes().to_vec();
+        req.extend_from_slice(&count);
+        s.write_all(&req).await.expect("write");
+        let mut len = [0u8; 4];
+        tokio::time::timeout(WAIT, s.read_exact(&mut len)).await.expect("reply in time").expect("reply");
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut payload).await.expect("payload");
+        assert!(payload.starts_with(b"i:") && payload.ends_with(b";"), "a count: {payload:?}");
+        if payload == b"i:1;" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "count never settled at 1: {payload:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The register refuses a worker with the wrong key.
     let mut r = TcpStream::connect(reg).await.expect("connect register");

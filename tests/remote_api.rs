@@ -33,7 +33,12 @@ async fn any_rust_service_can_push_to_clients() {
     api.send_to_client(&ca.id, "pushed to one").await.expect("send_to_client");
     ca.expect_text("pushed to one").await;
     assert!(api.is_online(&cb.id).await.expect("is_online"));
-    assert_eq!(api.get_all_client_count().await.expect("count"), 2);
+    // The readiness probe's clients may still be closing: wait for the count to settle.
+    let deadline = std::time::Instant::now() + WAIT;
+    while api.get_all_client_count().await.expect("count") != 2 {
+        assert!(std::time::Instant::now() < deadline, "count never settled at 2");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(api.get_client_id_by_uid("u1").await.expect("by uid")[0].to_string(), ca.id);
     assert!(api.send_to_client("abc", "x").await.is_err(), "a malformed client_id is an error");
 
