@@ -43,6 +43,7 @@ pub struct Context {
     pub local: Option<Box<dyn Any + Send + Sync>>,
     /// Set by [`Context::save_session`]: what the gateway now holds, and its checksum.
     pub(crate) saved: Option<(Option<php::Array>, u32)>,
+    pub(crate) inflight: std::sync::Arc<crate::worker::Inflight>,
 }
 
 impl Context {
@@ -68,6 +69,12 @@ impl Context {
         self.api.set_raw_session(&self.client_id, bytes).await?;
         self.saved = Some((self.session.clone(), crc));
         Ok(())
+    }
+
+    /// Work the application continues outside this callback (a spawned task that answers the
+    /// client later) holds this guard, so a stopping worker finishes it before handing over.
+    pub fn work_guard(&self) -> crate::worker::WorkGuard {
+        crate::worker::WorkGuard::new(&self.inflight)
     }
 
     /// This worker's state for this client, created with `T::default()` on first use.

@@ -10,6 +10,7 @@ pub mod api;
 pub mod events;
 pub mod probe;
 pub mod query;
+pub mod ready;
 pub mod session;
 pub mod worker;
 

@@ -63,6 +63,11 @@ async fn call(api: &Api, ctx: &mut Context, method: &str, a: &[J]) -> Result<J, 
     Ok(match method {
         "whoami" => json!({"client_id": ctx.id(), "session": ctx.session.clone().map(|s| to_json(&Value::Array(s)))}),
         "gateways" => api.gateways().await?.into(),
+        "sleep" => {
+            let ms = a.first().and_then(J::as_u64).unwrap_or(0).min(10_000);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            J::Null
+        }
         "session_put" => {
             ctx.session_mut().insert(Key::from_bytes(s(a, 0).as_bytes()), from_json(a.get(1).unwrap_or(&J::Null)));
             J::Null

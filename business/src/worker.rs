@@ -14,6 +14,7 @@ use gateway::protocol::{Body, ClientId, Command, EventKind, Origin, PacketCodec}
 use register::client::{discover_gateways, ClientConfig};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -56,17 +57,75 @@ struct ClientEvent {
     body: Body,
 }
 
-/// Runs a worker until `stop` resolves; then calls `on_worker_stop`.
+/// Where a worker is in its life. Stopping is a hand-over: `Draining` asks every gateway to
+/// stop sending and to hold this worker's clients' events; `Finishing` tells them everything
+/// taken is done, so the held events go to the other workers (nothing lost, nothing twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining,
+    Finishing,
+}
+
+/// Counts work taken and not yet finished: events from the moment a link reads them until
+/// their callback and session write are done, plus [`WorkGuard`]s held by the application.
+#[derive(Debug, Default)]
+pub struct Inflight(AtomicUsize);
+
+impl Inflight {
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn done(&self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn idle(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Keeps a worker from finishing its hand-over while the application still has work running
+/// outside a callback (an upstream call answering later, say). See `Context::work_guard`.
+pub struct WorkGuard(Arc<Inflight>);
+
+impl WorkGuard {
+    pub(crate) fn new(inflight: &Arc<Inflight>) -> WorkGuard {
+        inflight.add();
+        WorkGuard(inflight.clone())
+    }
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        self.0.done();
+    }
+}
+
+/// How long a stopping worker waits for gateways to acknowledge its drain (a PHP gateway
+/// never does) and for its work to finish.
+const DRAIN_ACK_WAIT: Duration = Duration::from_secs(5);
+const FINISH_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs a worker until `stop` resolves, hands its clients over, then calls `on_worker_stop`.
 pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::future::Future<Output = ()>) {
     let links: Arc<Links> = Arc::new(Links::default());
+    let inflight = Arc::new(Inflight::default());
     let api = Api::for_worker(links.clone(), config.secret_key.clone());
     app.on_worker_start(&api).await;
     let (events_tx, events_rx) = mpsc::channel::<ClientEvent>(65_536);
-    tokio::spawn(dispatch(events_rx, app.clone(), api.clone()));
+    tokio::spawn(dispatch(events_rx, app.clone(), api.clone(), inflight.clone()));
 
     let mut gateways = discover_gateways(ClientConfig::new(config.registers.clone(), config.secret_key.clone()));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<String>();
     let mut supervised = HashSet::<String>::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut list_seen = false;
+    let mut announced = false;
+    let mut ready_check = tokio::time::interval(Duration::from_millis(100));
     info!(name = %config.name, index = config.index, "business worker started");
     tokio::pin!(stop);
     loop {
@@ -80,18 +139,62 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
                     events: events_tx.clone(),
                     listed: gateways.clone(),
                     done: done_tx.clone(),
+                    phase: phase_rx.clone(),
+                    acks: ack_tx.clone(),
+                    inflight: inflight.clone(),
                 };
-                tokio::spawn(link.supervise());
+                tasks.spawn(link.supervise());
             }
         }
         tokio::select! {
-            changed = gateways.changed() => if changed.is_err() { break },
+            changed = gateways.changed() => {
+                if changed.is_err() { break }
+                list_seen = true;
+            }
             Some(addr) = done_rx.recv() => { supervised.remove(&addr); }
+            _ = ready_check.tick(), if !announced => {
+                let listed = gateways.borrow().clone();
+                if list_seen && listed.iter().all(|g| links.load().contains_key(g)) {
+                    announced = true;
+                    crate::ready::announce(&json_ready(&config, listed.len()));
+                }
+            }
             _ = &mut stop => break,
         }
     }
-    info!("business worker stopping");
+
+    // The hand-over (see `Phase`).
+    let linked: HashSet<String> = links.load().keys().cloned().collect();
+    info!(gateways = linked.len(), "business worker stopping: draining");
+    let _ = phase_tx.send(Phase::Draining);
+    let mut acked = HashSet::new();
+    let deadline = tokio::time::Instant::now() + DRAIN_ACK_WAIT;
+    while !linked.is_subset(&acked) {
+        match tokio::time::timeout_at(deadline, ack_rx.recv()).await {
+            Ok(Some(addr)) => {
+                acked.insert(addr);
+            }
+            _ => {
+                warn!(missing = ?linked.difference(&acked).collect::<Vec<_>>(), "gateways did not acknowledge the drain");
+                break;
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + FINISH_WAIT;
+    while !inflight.idle() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !inflight.idle() {
+        warn!("stopping with work still in flight after {FINISH_WAIT:?}");
+    }
+    let _ = phase_tx.send(Phase::Finishing);
+    let _ = tokio::time::timeout(DRAIN_ACK_WAIT, async { while tasks.join_next().await.is_some() {} }).await;
+    info!("business worker stopped");
     app.on_worker_stop(&api).await;
+}
+
+fn json_ready(config: &WorkerConfig, gateways: usize) -> String {
+    format!("{{\"role\":\"business\",\"name\":\"{}\",\"index\":{},\"gateways\":{gateways}}}", config.name, config.index)
 }
 
 /// Keeps one gateway link alive.
@@ -102,17 +205,25 @@ struct Link {
     events: mpsc::Sender<ClientEvent>,
     listed: watch::Receiver<Vec<String>>,
     done: mpsc::UnboundedSender<String>,
+    phase: watch::Receiver<Phase>,
+    acks: mpsc::UnboundedSender<String>,
+    inflight: Arc<Inflight>,
 }
 
 impl Link {
-    async fn supervise(self) {
+    async fn supervise(mut self) {
         let mut delay = self.config.reconnect;
         loop {
+            if *self.phase.borrow() != Phase::Running {
+                return;
+            }
             match TcpStream::connect(&self.addr).await {
                 Ok(stream) => {
                     delay = self.config.reconnect;
                     info!(gateway = %self.addr, "connected to gateway");
-                    self.serve(stream).await;
+                    if self.serve(stream).await {
+                        return;
+                    }
                     warn!(gateway = %self.addr, "lost gateway");
                 }
                 Err(e) => debug!(gateway = %self.addr, "cannot connect to gateway: {e}"),
@@ -127,7 +238,8 @@ impl Link {
         }
     }
 
-    async fn serve(&self, stream: TcpStream) {
+    /// Serves one connection. True when the link ended because the worker finished.
+    async fn serve(&mut self, stream: TcpStream) -> bool {
         register::keepalive(&stream);
         let (read, write) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(100_000);
@@ -139,46 +251,76 @@ impl Link {
         .to_bytes();
         // The authentication is the first packet on the link, before any API command.
         if tx.send(hello).await.is_err() {
-            return;
+            return false;
         }
-        self.links.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            m.insert(self.addr.clone(), tx.clone());
-            m
-        });
-        drop(tx);
-        let writer = tokio::spawn(async move { gateway::inner::write_queue(write, &mut rx).await });
+        self.publish(Some(tx.clone()));
+        let mut writer = tokio::spawn(async move { gateway::inner::write_queue(write, &mut rx).await });
         let mut packets = FramedRead::new(read, PacketCodec { max_len: self.config.max_packet });
-        while let Some(next) = packets.next().await {
-            let packet = match next {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(gateway = %self.addr, "bad data from gateway, reconnecting: {e}");
-                    break;
-                }
-            };
-            match Command::from_packet(packet) {
-                Ok(Command::Event { kind, origin, session, body }) => {
-                    if self.events.send(ClientEvent { kind, origin, session, body }).await.is_err() {
-                        break;
+        let mut drain_sent = false;
+        let finished = loop {
+            let phase = *self.phase.borrow_and_update();
+            if phase == Phase::Draining && !drain_sent {
+                drain_sent = true;
+                let _ = tx.send(Command::WorkerDrain.into_packet().to_bytes()).await;
+            }
+            if phase == Phase::Finishing {
+                let _ = tx.send(Command::WorkerDone.into_packet().to_bytes()).await;
+                break true;
+            }
+            tokio::select! {
+                changed = self.phase.changed() => if changed.is_err() { break false },
+                next = packets.next() => {
+                    let packet = match next {
+                        Some(Ok(p)) => p,
+                        Some(Err(e)) => {
+                            warn!(gateway = %self.addr, "bad data from gateway, reconnecting: {e}");
+                            break false;
+                        }
+                        None => break false,
+                    };
+                    match Command::from_packet(packet) {
+                        Ok(Command::Event { kind, origin, session, body }) => {
+                            self.inflight.add();
+                            if self.events.send(ClientEvent { kind, origin, session, body }).await.is_err() {
+                                self.inflight.done();
+                                break false;
+                            }
+                        }
+                        Ok(Command::WorkerDrained) => {
+                            let _ = self.acks.send(self.addr.clone());
+                        }
+                        Ok(Command::Ping) => {}
+                        Ok(other) => warn!(gateway = %self.addr, "unexpected command from gateway ignored: {other:?}"),
+                        Err(e) => warn!(gateway = %self.addr, "undecodable packet from gateway ignored: {e}"),
                     }
                 }
-                Ok(Command::Ping) => {}
-                Ok(other) => warn!(gateway = %self.addr, "unexpected command from gateway ignored: {other:?}"),
-                Err(e) => warn!(gateway = %self.addr, "undecodable packet from gateway ignored: {e}"),
             }
+        };
+        self.publish(None);
+        drop(tx);
+        if finished {
+            // Let everything queued (the last session writes, then WORKER_DONE) reach the gateway.
+            let _ = tokio::time::timeout(DRAIN_ACK_WAIT, &mut writer).await;
         }
+        writer.abort();
+        finished
+    }
+
+    /// Adds or removes this link in the table the API sends through.
+    fn publish(&self, tx: Option<mpsc::Sender<Bytes>>) {
         self.links.rcu(|m| {
             let mut m = HashMap::clone(m);
-            m.remove(&self.addr);
+            match &tx {
+                Some(tx) => m.insert(self.addr.clone(), tx.clone()),
+                None => m.remove(&self.addr),
+            };
             m
         });
-        writer.abort();
     }
 }
 
 /// Routes each client's events to that client's task, starting one on first sight.
-async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, api: Api) {
+async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, api: Api, inflight: Arc<Inflight>) {
     let mut clients: HashMap<ClientId, mpsc::UnboundedSender<ClientEvent>> = HashMap::new();
     while let Some(ev) = rx.recv().await {
         let id = ev.origin.client_id();
@@ -193,7 +335,7 @@ async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, a
         if let Some(ev) = ev {
             let (tx, rx) = mpsc::unbounded_channel();
             let _ = tx.send(ev);
-            tokio::spawn(client_task(id, rx, app.clone(), api.clone()));
+            tokio::spawn(client_task(id, rx, app.clone(), api.clone(), inflight.clone()));
             clients.insert(id, tx);
         }
         if close {
@@ -202,7 +344,13 @@ async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, a
     }
 }
 
-async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<ClientEvent>, app: Arc<E>, api: Api) {
+async fn client_task<E: Events>(
+    id: ClientId,
+    mut rx: mpsc::UnboundedReceiver<ClientEvent>,
+    app: Arc<E>,
+    api: Api,
+    inflight: Arc<Inflight>,
+) {
     let mut sync = SessionSync::default();
     let mut local = None;
     while let Some(ev) = rx.recv().await {
@@ -216,6 +364,7 @@ async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<Cl
             api: api.clone(),
             local: local.take(),
             saved: None,
+            inflight: inflight.clone(),
         };
         match ev.kind {
             EventKind::Connect => app.on_connect(&mut ctx).await,
@@ -232,6 +381,7 @@ async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<Cl
         }
         sync.store(&api, &id, ev.kind, &before, &ctx.session).await;
         local = ctx.local.take();
+        inflight.done();
         if ev.kind == EventKind::Close {
             return;
         }

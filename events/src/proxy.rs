@@ -61,7 +61,10 @@ impl Upstream {
         let api = ctx.api.clone();
         let client_id = ctx.id();
         let method = method.to_string();
+        // A stopping worker waits for this answer before handing its clients over.
+        let guard = ctx.work_guard();
         tokio::spawn(async move {
+            let _guard = guard;
             let frame = me.call(&method, &client_id, &uid, &bid, body).await;
             if let Err(e) = api.send_to_client(&client_id, frame).await {
                 warn!(client = %client_id, "upstream answer not delivered: {e}");

@@ -12,6 +12,7 @@ use crate::tables::{id_key, ConnId, Tables};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -69,8 +70,32 @@ pub enum HubMsg {
     LinkGone { link: LinkId },
 }
 
+/// A client event held while the client's worker drains (see `HubMsg` WorkerDrain handling).
+#[derive(Debug)]
+struct Held {
+    conn: ConnId,
+    kind: EventKind,
+    body: Body,
+    /// The session and address when the event arrived, used if the client is gone by the time
+    /// the event is released (its ON_CLOSE, typically).
+    session: Bytes,
+    addr: SocketAddr,
+}
+
+/// A worker handing over: it gets no new events; its clients' events wait here until it says
+/// it is done (or goes away, or takes longer than `DRAIN_LIMIT`).
+#[derive(Debug)]
+struct Draining {
+    since: Instant,
+    held: Vec<Held>,
+}
+
+/// How long a draining worker may take before its clients' events go elsewhere anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 pub struct Hub {
     tables: Tables<ClientHandle>,
+    draining: HashMap<LinkId, Draining>,
     links: HashMap<LinkId, LinkHandle>,
     workers_by_key: HashMap<String, LinkId>,
     router: Router,
@@ -85,6 +110,7 @@ impl Hub {
     pub fn new(config: &Config, public_port: u16) -> Hub {
         Hub {
             tables: Tables::default(),
+            draining: HashMap::new(),
             links: HashMap::new(),
             workers_by_key: HashMap::new(),
             router: Router::default(),
@@ -100,8 +126,9 @@ impl Hub {
     pub async fn run(mut self, mut rx: mpsc::Receiver<HubMsg>, config: Config) {
         let period = secs(config.ping_interval).map(|i| if self.ping_limit > 0 { i / 2 } else { i });
         let mut heartbeat = period.map(tokio::time::interval);
-        let mut worker_ping = tokio::time::interval(secs(config.worker_ping_interval).unwrap_or(std::time::Duration::from_secs(25)));
+        let mut worker_ping = tokio::time::interval(secs(config.worker_ping_interval).unwrap_or(Duration::from_secs(25)));
         let ping_packet = Command::Ping.into_packet().to_bytes();
+        let mut drain_check = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -109,6 +136,14 @@ impl Hub {
                     None => return,
                 },
                 _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => self.heartbeat(),
+                _ = drain_check.tick(), if !self.draining.is_empty() => {
+                    let late: Vec<LinkId> =
+                        self.draining.iter().filter(|(_, d)| d.since.elapsed() > DRAIN_LIMIT).map(|(l, _)| *l).collect();
+                    for link in late {
+                        warn!(link, "worker did not finish draining within {DRAIN_LIMIT:?}; releasing its clients");
+                        self.release(link);
+                    }
+                }
                 _ = worker_ping.tick() => {
                     for link in self.router.workers() {
                         if let Some(l) = self.links.get(&link) {
@@ -166,22 +201,60 @@ impl Hub {
                     }
                 }
                 self.router.remove_worker(link);
+                self.release(link);
             }
         }
     }
 
-    /// Sends a client event to the client's worker, choosing one if needed.
+    /// Sends a client event to the client's worker, choosing one if needed; holds it while
+    /// that worker drains.
     fn forward_to_worker(&mut self, conn: ConnId, kind: EventKind, body: Body) {
-        let Some(client) = self.tables.get_mut(conn) else { return };
-        let Some(link) = self.router.route(client.handle.worker) else {
-            if kind != EventKind::Close {
-                warn!(conn, "no business worker connected: closing the client (1013)");
-                let _ = client.handle.out.try_send(Out::Close(close(1013, "no business worker available")));
-            }
+        let Some(client) = self.tables.get(conn) else { return };
+        if let Some(d) = client.handle.worker.and_then(|w| self.draining.get_mut(&w)) {
+            d.held.push(Held { conn, kind, body, session: client.session.clone(), addr: client.handle.addr });
             return;
-        };
-        client.handle.worker = Some(link);
-        let (ip, port) = match client.handle.addr {
+        }
+        self.send_event(conn, kind, body, None);
+    }
+
+    /// Hands a drained (or vanished) worker's held events to other workers, in order, with
+    /// the sessions as they are now.
+    fn release(&mut self, link: LinkId) {
+        let Some(d) = self.draining.remove(&link) else { return };
+        if !d.held.is_empty() {
+            info!(link, events = d.held.len(), "releasing events held for a draining worker");
+        }
+        for h in d.held {
+            self.send_event(h.conn, h.kind, h.body, Some((h.session, h.addr)));
+        }
+    }
+
+    /// Builds the event packet and queues it on the routed worker's link. `gone` supplies the
+    /// session and address when the client has already left the tables.
+    fn send_event(&mut self, conn: ConnId, kind: EventKind, body: Body, gone: Option<(Bytes, SocketAddr)>) {
+        if let Some(c) = self.tables.get(conn) {
+            let (session, addr, current) = (c.session.clone(), c.handle.addr, c.handle.worker);
+            let Some(link) = self.router.route(current) else {
+                if kind != EventKind::Close {
+                    warn!(conn, "no business worker connected: closing the client (1013)");
+                    let _ = c.handle.out.try_send(Out::Close(close(1013, "no business worker available")));
+                }
+                return;
+            };
+            if let Some(c) = self.tables.get_mut(conn) {
+                c.handle.worker = Some(link);
+            }
+            self.queue_event(link, conn, kind, body, session, addr);
+        } else if let Some((session, addr)) = gone {
+            if let Some(link) = self.router.route(None) {
+                self.router.release(link);
+                self.queue_event(link, conn, kind, body, session, addr);
+            }
+        }
+    }
+
+    fn queue_event(&self, link: LinkId, conn: ConnId, kind: EventKind, body: Body, session: Bytes, addr: SocketAddr) {
+        let (ip, port) = match addr {
             SocketAddr::V4(a) => (u32::from(*a.ip()), a.port()),
             // PHP's ip2long() fails on IPv6 and sends 0.
             SocketAddr::V6(a) => (0, a.port()),
@@ -196,7 +269,7 @@ impl Hub {
                 conn,
                 gateway_port: self.public_port,
             },
-            session: client.session.clone(),
+            session,
             body,
         }
         .into_packet()
@@ -247,6 +320,21 @@ impl Hub {
                 self.router.add_worker(link);
             }
             Command::GatewayClientConnect { .. } | Command::Ping => {}
+            Command::WorkerDrain => {
+                if self.router.is_worker(link) {
+                    info!(link, "business worker draining: no new events for it");
+                    self.router.remove_worker(link);
+                    self.draining.insert(link, Draining { since: Instant::now(), held: Vec::new() });
+                }
+                // Everything queued for it so far is ahead of this answer on the link.
+                if let Some(l) = self.links.get(&link) {
+                    let _ = l.out.try_send(Command::WorkerDrained.into_packet().to_bytes());
+                }
+            }
+            Command::WorkerDone => {
+                info!(link, "business worker finished draining");
+                self.release(link);
+            }
             Command::SendToOne { conn, msg } => {
                 if let Some(m) = ws_message(&msg) {
                     self.push(conn, &m);
@@ -332,7 +420,7 @@ impl Hub {
             Command::BatchGetClientCountByGroup { groups } => self.reply(link, self.tables.reply_batch_counts(&groups)),
             Command::GetGroupIdList => self.reply(link, self.tables.reply_group_list()),
             Command::Select { fields, filter } => self.reply(link, self.tables.reply_select(&fields, &filter)),
-            Command::Event { .. } | Command::Unknown(_) => {
+            Command::Event { .. } | Command::WorkerDrained | Command::Unknown(_) => {
                 // The link task refuses these before they get here.
                 warn!(link, "unexpected command reached the hub");
             }

@@ -38,6 +38,12 @@ pub mod cmd {
     pub const GET_SESSION_BY_CLIENT_ID: u8 = 203;
     pub const SET_SESSION: u8 = 204;
     pub const ON_WEBSOCKET_CONNECT: u8 = 205;
+    // Switchboard extensions for a lossless worker hand-over (docs/architecture.md, "Reload").
+    // PHP peers never send them; a PHP gateway ignores them, and a Rust worker then falls back
+    // to a timed exit as PHP workers do.
+    pub const WORKER_DRAIN: u8 = 210;
+    pub const WORKER_DRAINED: u8 = 211;
+    pub const WORKER_DONE: u8 = 212;
 }
 
 /// Where a gateway→worker event comes from: the header fields that identify the client.
@@ -161,6 +167,13 @@ pub enum Command {
     BatchGetClientCountByGroup { groups: Vec<Id> },
     GetGroupIdList,
     Select { fields: Vec<String>, filter: SelectWhere },
+    /// Worker → gateway (extension): route no new events to me; hold my clients' events.
+    WorkerDrain,
+    /// Gateway → worker (extension): every event for you was queued before this packet.
+    WorkerDrained,
+    /// Worker → gateway (extension): I finished every event and session write; hand my
+    /// clients' held events to other workers.
+    WorkerDone,
     /// A command number this version does not know; PHP logs and ignores it.
     Unknown(Packet),
 }
@@ -310,6 +323,9 @@ impl Command {
             BATCH_GET_CLIENT_ID_BY_UID => Command::BatchGetClientIdByUid { uids: id_list(c, &p.ext)? },
             BATCH_GET_CLIENT_COUNT_BY_GROUP => Command::BatchGetClientCountByGroup { groups: id_list(c, &p.ext)? },
             GET_GROUP_ID_LIST => Command::GetGroupIdList,
+            WORKER_DRAIN => Command::WorkerDrain,
+            WORKER_DRAINED => Command::WorkerDrained,
+            WORKER_DONE => Command::WorkerDone,
             SELECT => {
                 let v = parse_json(c, &p.ext)?;
                 let fields = match v.get("fields") {
@@ -454,6 +470,9 @@ impl Command {
                 scalar(BATCH_GET_CLIENT_COUNT_BY_GROUP, 0, json_ext(s))
             }
             Command::GetGroupIdList => scalar(GET_GROUP_ID_LIST, 0, Bytes::new()),
+            Command::WorkerDrain => scalar(WORKER_DRAIN, 0, Bytes::new()),
+            Command::WorkerDrained => scalar(WORKER_DRAINED, 0, Bytes::new()),
+            Command::WorkerDone => scalar(WORKER_DONE, 0, Bytes::new()),
             Command::Select { fields, filter } => {
                 let mut s = String::from("{\"fields\":[");
                 for (i, f) in fields.iter().enumerate() {

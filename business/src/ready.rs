@@ -1,0 +1,16 @@
+//! Telling a supervising master that a role is up. Under `switchboard start` each child gets
+//! `SWITCHBOARD_SUPERVISED=1` and reports readiness as one line on its stdout, `ready <json>`;
+//! run by hand, a role prints nothing there.
+
+use std::io::Write;
+
+pub const ENV: &str = "SWITCHBOARD_SUPERVISED";
+
+/// Prints the readiness line when supervised.
+pub fn announce(details_json: &str) {
+    if std::env::var_os(ENV).is_some() {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready {details_json}");
+        let _ = out.flush();
+    }
+}
