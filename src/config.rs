@@ -9,6 +9,14 @@ use std::path::Path;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct File {
+    /// The roles `switchboard start` runs on this box (default: all three).
+    pub roles: Option<Vec<String>>,
+    /// Gateway processes `start` runs (default 1); their inner ports follow `[gateway] inner_port`.
+    pub gateways: Option<usize>,
+    /// Business worker processes `start` runs (default 2).
+    pub workers: Option<usize>,
+    /// Where `start` keeps its pid file, log, control socket and the SQLite store (default `run`).
+    pub run_dir: Option<String>,
     /// Shared by every role unless a section sets its own.
     pub secret_key: Option<String>,
     /// Register addresses, shared by gateways and workers unless a section sets its own.
@@ -57,8 +65,15 @@ impl Default for BusinessSection {
 }
 
 impl File {
+    /// Reads `path`, or `switchboard.toml` in the current directory when no path is given and
+    /// that file exists, or else the built-in defaults.
     pub fn load(path: Option<&Path>) -> anyhow::Result<File> {
-        let Some(path) = path else { return Ok(File::default()) };
+        let default = Path::new("switchboard.toml");
+        let path = match path {
+            Some(p) => p,
+            None if default.exists() => default,
+            None => return Ok(File::default()),
+        };
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }

@@ -2,6 +2,8 @@
 
 mod bench;
 mod config;
+mod metrics;
+mod supervisor;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -22,12 +24,39 @@ struct Cli {
     /// Register addresses (repeat or comma-separate), for gateways and workers.
     #[arg(long = "register", global = true, value_delimiter = ',')]
     registers: Vec<String>,
+    /// Serve Prometheus metrics (and, on gateways, /connections) on this address.
+    #[arg(long, global = true)]
+    metrics: Option<SocketAddr>,
     #[command(subcommand)]
     role: Role,
 }
 
 #[derive(Subcommand)]
 enum Role {
+    /// Start every role of this box under a supervising master (config: switchboard.toml).
+    Start {
+        /// Run in the background: pid file, log file; returns once every process is ready.
+        #[arg(short = 'd', long)]
+        daemon: bool,
+    },
+    /// Stop the running system.
+    Stop {
+        /// Gracefully: gateways close clients with a goodbye, workers finish what they hold.
+        #[arg(short = 'g', long)]
+        graceful: bool,
+    },
+    /// Replace the business workers one at a time with fresh processes, losing nothing.
+    Reload,
+    /// One row per process: role, pid, address, uptime, memory, CPU, traffic, restarts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The client connections of every gateway on this box.
+    Connections {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a register: tracks gateways and tells workers where they are.
     Register(RegisterArgs),
     /// Run a gateway: holds client WebSocket connections.
@@ -117,9 +146,27 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let mut cli = cli;
+    if cli.config.is_none() && std::path::Path::new("switchboard.toml").exists() {
+        cli.config = Some(PathBuf::from("switchboard.toml"));
+    }
     let file = config::File::load(cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(run(cli, file))
+}
+
+/// Serves `/metrics` when asked to, and tells a supervising master where.
+async fn serve_metrics(addr: Option<SocketAddr>, source: metrics::Source) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let bound = metrics::serve(addr, source).await?;
+        business::ready::line(&format!("metrics {bound}"));
+    }
+    Ok(())
+}
+
+/// Tells a supervising master this process is ready (nothing when run by hand).
+pub fn ready_line(details_json: &str) {
+    business::ready::announce(details_json);
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -139,7 +186,14 @@ fn stop_signal() -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
 async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
     let shared_secret = cli.secret_key.clone().or(file.secret_key.clone());
     let shared_registers = if cli.registers.is_empty() { file.registers.clone() } else { Some(cli.registers.clone()) };
+    let metrics = cli.metrics;
     match cli.role {
+        Role::Start { daemon: true } => supervisor::daemonize(cli.config).await?,
+        Role::Start { daemon: false } => supervisor::master(cli.config).await?,
+        Role::Stop { graceful } => supervisor::command(cli.config, supervisor::control::Request::Stop { graceful }, false).await?,
+        Role::Reload => supervisor::command(cli.config, supervisor::control::Request::Reload, false).await?,
+        Role::Status { json } => supervisor::command(cli.config, supervisor::control::Request::Status, json).await?,
+        Role::Connections { json } => supervisor::command(cli.config, supervisor::control::Request::Connections, json).await?,
         Role::Bench(args) => bench::run(args).await?,
         Role::Token(args) => {
             let mut secret = file.events.agent_secret.clone();
@@ -159,8 +213,11 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 secret_key: cli.secret_key.or(section.secret_key).or(file.secret_key).unwrap_or_default(),
                 auth_timeout: Duration::from_secs_f64(section.auth_timeout),
                 peer_timeout: Duration::from_secs_f64(section.peer_timeout),
+                stats: Default::default(),
             };
             let listener = gateway::server::bind(config.listen, false)?;
+            serve_metrics(metrics, metrics::Source::Register(config.stats.clone())).await?;
+            ready_line(&serde_json::json!({"role": "register", "address": config.listen.to_string()}).to_string());
             tokio::select! {
                 r = register::serve(listener, config) => r.context("register")?,
                 _ = stop => {}
@@ -180,9 +237,12 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if args.inner_listen.is_some() {
                 c.inner_listen = args.inner_listen;
             }
+            let mut running = gateway::start(c).await?;
+            serve_metrics(metrics, metrics::Source::Gateway(running.stats.clone(), running.lister())).await?;
+            ready_line(&serde_json::json!({"role": "gateway", "address": running.public.to_string(), "inner": running.inner}).to_string());
             tokio::select! {
-                r = gateway::run(c) => r?,
-                _ = stop => {}
+                _ = running.wait() => {}
+                _ = stop => running.shutdown(Duration::from_secs(5)).await,
             }
         }
         Role::Business(args) => {
@@ -200,6 +260,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if c.registers.is_empty() {
                 c.registers = section.registers.or(file.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             }
+            serve_metrics(metrics, metrics::Source::Business(c.stats.clone())).await?;
             let app = args.app.unwrap_or(section.app);
             let stop = async {
                 let _ = stop.await;

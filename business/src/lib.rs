@@ -12,10 +12,12 @@ pub mod probe;
 pub mod query;
 pub mod ready;
 pub mod session;
+pub mod stats;
 pub mod worker;
 
 pub use api::{Api, ApiError};
 pub use events::{Context, Events, WebSocketRequest};
 pub use gateway::protocol::php;
 pub use gateway::protocol::ClientId;
+pub use stats::Stats;
 pub use worker::{run, WorkerConfig};

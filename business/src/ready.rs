@@ -8,9 +8,14 @@ pub const ENV: &str = "SWITCHBOARD_SUPERVISED";
 
 /// Prints the readiness line when supervised.
 pub fn announce(details_json: &str) {
+    line(&format!("ready {details_json}"));
+}
+
+/// Prints one line for the master when supervised (`ready …`, `metrics <addr>`).
+pub fn line(text: &str) {
     if std::env::var_os(ENV).is_some() {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ready {details_json}");
+        let _ = writeln!(out, "{text}");
         let _ = out.flush();
     }
 }

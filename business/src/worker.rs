@@ -8,6 +8,7 @@
 use crate::api::{Api, Links};
 use crate::events::{Context, Events, WebSocketRequest};
 use crate::session::SessionSync;
+use crate::stats::Stats;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use gateway::protocol::{Body, ClientId, Command, EventKind, Origin, PacketCodec};
@@ -33,6 +34,8 @@ pub struct WorkerConfig {
     /// First reconnect delay to a lost gateway; doubles up to `max_reconnect`.
     pub reconnect: Duration,
     pub max_reconnect: Duration,
+    /// Counters for `/metrics`; shared with whoever serves them.
+    pub stats: Arc<Stats>,
 }
 
 impl Default for WorkerConfig {
@@ -45,6 +48,7 @@ impl Default for WorkerConfig {
             max_packet: gateway::protocol::DEFAULT_MAX_PACKET,
             reconnect: Duration::from_secs(1),
             max_reconnect: Duration::from_secs(10),
+            stats: Arc::default(),
         }
     }
 }
@@ -115,7 +119,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
     let api = Api::for_worker(links.clone(), config.secret_key.clone());
     app.on_worker_start(&api).await;
     let (events_tx, events_rx) = mpsc::channel::<ClientEvent>(65_536);
-    tokio::spawn(dispatch(events_rx, app.clone(), api.clone(), inflight.clone()));
+    tokio::spawn(dispatch(events_rx, app.clone(), api.clone(), inflight.clone(), config.stats.clone()));
 
     let mut gateways = discover_gateways(ClientConfig::new(config.registers.clone(), config.secret_key.clone()));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -316,11 +320,18 @@ impl Link {
             };
             m
         });
+        Stats::set(&self.config.stats.gateways, self.links.load().len());
     }
 }
 
 /// Routes each client's events to that client's task, starting one on first sight.
-async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, api: Api, inflight: Arc<Inflight>) {
+async fn dispatch<E: Events>(
+    mut rx: mpsc::Receiver<ClientEvent>,
+    app: Arc<E>,
+    api: Api,
+    inflight: Arc<Inflight>,
+    stats: Arc<Stats>,
+) {
     let mut clients: HashMap<ClientId, mpsc::UnboundedSender<ClientEvent>> = HashMap::new();
     while let Some(ev) = rx.recv().await {
         let id = ev.origin.client_id();
@@ -341,6 +352,8 @@ async fn dispatch<E: Events>(mut rx: mpsc::Receiver<ClientEvent>, app: Arc<E>, a
         if close {
             clients.remove(&id);
         }
+        Stats::set(&stats.clients, clients.len());
+        Stats::inc(&stats.events);
     }
 }
 

@@ -8,7 +8,9 @@
 use crate::config::{secs, Config};
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
+use crate::stats::Stats;
 use crate::tables::{id_key, ConnId, Tables};
+use std::sync::Arc;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,6 +43,17 @@ pub struct ClientHandle {
     pub worker: Option<LinkId>,
     /// Heartbeat counter (spec §10): -1 after any data from the client.
     pub silent_ticks: i64,
+    pub since: Instant,
+}
+
+/// One row of `switchboard connections`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionInfo {
+    pub client_id: String,
+    pub remote: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    pub age_secs: u64,
 }
 
 /// The hub's handle on one inner connection (a worker or an API client).
@@ -68,6 +81,10 @@ pub enum HubMsg {
     /// An authorized command from an inner link.
     Command { link: LinkId, cmd: Command },
     LinkGone { link: LinkId },
+    /// Lists the client connections.
+    Connections { reply: oneshot::Sender<Vec<ConnectionInfo>> },
+    /// The gateway is stopping: close every client with 1001 "going away".
+    Goodbye,
 }
 
 /// A client event held while the client's worker drains (see `HubMsg` WorkerDrain handling).
@@ -94,6 +111,7 @@ struct Draining {
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct Hub {
+    stats: Arc<Stats>,
     tables: Tables<ClientHandle>,
     draining: HashMap<LinkId, Draining>,
     links: HashMap<LinkId, LinkHandle>,
@@ -107,8 +125,9 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(config: &Config, public_port: u16) -> Hub {
+    pub fn new(config: &Config, public_port: u16, stats: Arc<Stats>) -> Hub {
         Hub {
+            stats,
             tables: Tables::default(),
             draining: HashMap::new(),
             links: HashMap::new(),
@@ -162,7 +181,9 @@ impl Hub {
                     let _ = reply.send(None);
                     return;
                 }
-                let conn = self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1 });
+                let conn =
+                    self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, since: Instant::now() });
+                Stats::set(&self.stats.clients, self.tables.len());
                 if reply.send(Some(conn)).is_ok() {
                     self.forward_to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
                 } else {
@@ -173,6 +194,7 @@ impl Hub {
                 self.forward_to_worker(conn, EventKind::WebSocketConnect, Body { data: body, serialized: true });
             }
             HubMsg::Data { conn, data } => {
+                Stats::inc(&self.stats.messages_in);
                 if let Some(c) = self.tables.get_mut(conn) {
                     c.handle.silent_ticks = -1;
                 }
@@ -186,11 +208,34 @@ impl Hub {
                         self.router.release(w);
                     }
                 }
+                Stats::set(&self.stats.clients, self.tables.len());
             }
             HubMsg::LinkUp { link, peer, out, kill } => {
                 self.links.insert(link, LinkHandle { out, kill, peer, worker_key: None });
             }
             HubMsg::Command { link, cmd } => self.execute(link, cmd),
+            HubMsg::Connections { reply } => {
+                let mut rows = Vec::with_capacity(self.tables.len());
+                let (ip, port) = (std::net::Ipv4Addr::from(self.local_ip), self.local_port);
+                for (conn, c) in &self.tables.clients {
+                    rows.push(ConnectionInfo {
+                        client_id: crate::protocol::ClientId { ip, port, conn: *conn }.to_string(),
+                        remote: c.handle.addr.to_string(),
+                        uid: c.uid.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()),
+                        groups: c.groups.values().map(|g| String::from_utf8_lossy(g).into_owned()).collect(),
+                        age_secs: c.handle.since.elapsed().as_secs(),
+                    });
+                }
+                let _ = reply.send(rows);
+            }
+            HubMsg::Goodbye => {
+                info!(clients = self.tables.len(), "gateway stopping: closing every client with 1001");
+                for c in self.tables.clients.values() {
+                    if c.handle.out.try_send(Out::Close(close(1001, "gateway stopping"))).is_err() {
+                        c.handle.kill.cancel();
+                    }
+                }
+            }
             HubMsg::LinkGone { link } => {
                 if let Some(l) = self.links.remove(&link) {
                     if let Some(key) = l.worker_key {
@@ -201,6 +246,7 @@ impl Hub {
                     }
                 }
                 self.router.remove_worker(link);
+                Stats::set(&self.stats.workers, self.router.workers().count());
                 self.release(link);
             }
         }
@@ -237,6 +283,7 @@ impl Hub {
             let Some(link) = self.router.route(current) else {
                 if kind != EventKind::Close {
                     warn!(conn, "no business worker connected: closing the client (1013)");
+                    Stats::inc(&self.stats.errors);
                     let _ = c.handle.out.try_send(Out::Close(close(1013, "no business worker available")));
                 }
                 return;
@@ -277,6 +324,7 @@ impl Hub {
         if let Some(l) = self.links.get(&link) {
             if let Err(e) = l.out.try_send(packet) {
                 warn!(conn, worker = ?l.worker_key, "event for the worker dropped: its queue is {}", full_or_closed(&e));
+                Stats::inc(&self.stats.errors);
             }
         }
     }
@@ -293,11 +341,14 @@ impl Hub {
     /// dropped rather than letting its backlog grow without bound.
     fn push(&self, conn: ConnId, msg: &WsMessage) {
         let Some(c) = self.tables.get(conn) else { return };
-        if let Err(mpsc::error::TrySendError::Full(_)) = c.handle.out.try_send(Out::Send(msg.clone())) {
-            if !c.handle.kill.is_cancelled() {
+        match c.handle.out.try_send(Out::Send(msg.clone())) {
+            Ok(()) => Stats::inc(&self.stats.messages_out),
+            Err(mpsc::error::TrySendError::Full(_)) if !c.handle.kill.is_cancelled() => {
+                Stats::inc(&self.stats.errors);
                 warn!(conn, addr = %c.handle.addr, "slow client: outbound queue full, closing it");
                 c.handle.kill.cancel();
             }
+            Err(_) => {} // already being closed
         }
     }
 
@@ -318,6 +369,7 @@ impl Hub {
                 }
                 info!(worker = %key, "business worker connected");
                 self.router.add_worker(link);
+                Stats::set(&self.stats.workers, self.router.workers().count());
             }
             Command::GatewayClientConnect { .. } | Command::Ping => {}
             Command::WorkerDrain => {
@@ -369,6 +421,7 @@ impl Hub {
             }
             Command::UpdateSession { conn, session } => {
                 if let Err(e) = self.tables.update_session(conn, &session) {
+                    Stats::inc(&self.stats.errors);
                     warn!(conn, "UPDATE_SESSION refused, session kept as it was: {e}");
                 }
             }

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 #[derive(Clone)]
 pub struct InnerConfig {
+    pub stats: Arc<crate::stats::Stats>,
     pub secret_key: Arc<str>,
     pub max_packet: usize,
     pub queue: usize,
@@ -56,6 +57,9 @@ async fn link_task(link: LinkId, stream: TcpStream, peer: SocketAddr, hub: mpsc:
         _ = kill.cancelled() => "replaced or closed by the gateway".to_string(),
     };
     debug!(link, %peer, "inner connection closed: {reason}");
+    if reason != "peer closed" && !reason.starts_with("replaced") {
+        crate::stats::Stats::inc(&config.stats.errors);
+    }
     kill.cancel();
     let _ = hub.send(HubMsg::LinkGone { link }).await;
     let _ = writer.await;

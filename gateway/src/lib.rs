@@ -12,7 +12,10 @@ pub mod listen;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod stats;
 pub mod tables;
 
 pub use config::Config;
-pub use server::run;
+pub use hub::ConnectionInfo;
+pub use server::{run, start, Lister, Running};
+pub use stats::Stats;

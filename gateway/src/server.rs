@@ -1,7 +1,9 @@
 //! Starts a gateway: binds both listeners, spawns the hub, registers with the registers.
 
 use crate::config::{secs, Config};
-use crate::hub::Hub;
+use crate::hub::{ConnectionInfo, Hub, HubMsg};
+use crate::stats::Stats;
+use std::sync::Arc;
 use crate::inner::{self, InnerConfig};
 use crate::listen::websocket::{self, WsConfig};
 use register::client::{announce_gateway, ClientConfig};
@@ -9,7 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,27 +34,82 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartErro
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
-/// Runs a gateway until the process ends.
-pub async fn run(config: Config) -> Result<(), StartError> {
+/// A started gateway: its counters, and handles to list connections and to stop it.
+pub struct Running {
+    pub stats: Arc<Stats>,
+    pub public: SocketAddr,
+    pub inner: String,
+    hub: mpsc::Sender<HubMsg>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+/// Lists a running gateway's client connections (cheap to clone).
+#[derive(Clone)]
+pub struct Lister(mpsc::Sender<HubMsg>);
+
+impl Lister {
+    pub async fn connections(&self) -> Vec<ConnectionInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(HubMsg::Connections { reply: tx }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+impl Running {
+    pub fn lister(&self) -> Lister {
+        Lister(self.hub.clone())
+    }
+
+    /// Waits until the accept loop ends (it only does when the listener fails).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.accept).await;
+    }
+
+    /// Stops accepting, says goodbye to every client (close 1001) and waits up to `limit` for
+    /// them to go, so their ON_CLOSE events reach the workers.
+    pub async fn shutdown(self, limit: Duration) {
+        self.accept.abort();
+        let _ = self.hub.send(HubMsg::Goodbye).await;
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.stats.clients.load(std::sync::atomic::Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the inner links flush the last events.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Binds both listeners, starts the hub and registers with the registers.
+pub async fn start(config: Config) -> Result<Running, StartError> {
     let client_listener = bind(config.listen, config.reuse_port)?;
     let inner_listener = bind(config.inner_bind(), false)?;
-    let public_port = client_listener.local_addr().map(|a| a.port()).unwrap_or(config.listen.port());
+    let public = client_listener.local_addr().unwrap_or(config.listen);
+    let stats = Arc::new(Stats::default());
     let (hub_tx, hub_rx) = mpsc::channel(65_536);
-    tokio::spawn(Hub::new(&config, public_port).run(hub_rx, config.clone()));
+    tokio::spawn(Hub::new(&config, public.port(), stats.clone()).run(hub_rx, config.clone()));
     let inner_config = InnerConfig {
         secret_key: config.secret_key.clone().into(),
         max_packet: config.max_packet_size,
         queue: config.worker_queue,
+        stats: stats.clone(),
     };
     tokio::spawn(inner::serve(inner_listener, hub_tx.clone(), inner_config));
     let address = config.inner_address().to_string();
-    info!(listen = %config.listen, inner = %address, "gateway started");
-    announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address);
+    info!(listen = %public, inner = %address, "gateway started");
+    announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address.clone());
     let ws_config = WsConfig {
         max_message_size: config.max_message_size,
         queue: config.client_queue,
         handshake_timeout: secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10)),
     };
-    websocket::serve(client_listener, hub_tx, ws_config).await;
+    let accept = tokio::spawn(websocket::serve(client_listener, hub_tx.clone(), ws_config));
+    Ok(Running { stats, public, inner: address, hub: hub_tx, accept })
+}
+
+/// Runs a gateway until its listener fails.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    start(config).await?.wait().await;
     Ok(())
 }

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 
 pub use protocol::{Line, LineError};
 pub use server::{serve, Config};

@@ -25,6 +25,7 @@ pub struct Config {
     pub auth_timeout: Duration,
     /// A peer that has pinged before and then stays silent this long is dropped.
     pub peer_timeout: Duration,
+    pub stats: std::sync::Arc<crate::stats::Stats>,
 }
 
 impl Default for Config {
@@ -34,6 +35,7 @@ impl Default for Config {
             secret_key: String::new(),
             auth_timeout: Duration::from_secs(10),
             peer_timeout: Duration::from_secs(80),
+            stats: Default::default(),
         }
     }
 }
@@ -49,6 +51,7 @@ enum Event {
 /// The state: gateway addresses by peer, and the workers to tell.
 #[derive(Default)]
 struct Registry {
+    stats: std::sync::Arc<crate::stats::Stats>,
     gateways: BTreeMap<PeerId, String>,
     workers: BTreeMap<PeerId, mpsc::Sender<Bytes>>,
 }
@@ -75,6 +78,15 @@ impl Registry {
         });
     }
 
+    fn count(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut distinct: Vec<&String> = self.gateways.values().collect();
+        distinct.sort();
+        distinct.dedup();
+        self.stats.gateways.store(distinct.len() as u64, Relaxed);
+        self.stats.workers.store(self.workers.len() as u64, Relaxed);
+    }
+
     fn apply(&mut self, ev: Event) {
         match ev {
             Event::Gateway { id, address } => {
@@ -96,14 +108,16 @@ impl Registry {
                 }
             }
         }
+        self.count();
     }
 }
 
 /// Runs the register on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let stats = config.stats.clone();
     tokio::spawn(async move {
-        let mut reg = Registry::default();
+        let mut reg = Registry { stats, ..Registry::default() };
         while let Some(ev) = rx.recv().await {
             reg.apply(ev);
         }
@@ -125,13 +139,16 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
         let tx = tx.clone();
         let config = config.clone();
         tokio::spawn(async move {
-            peer_task(id, stream, peer, config, &tx).await;
+            if !peer_task(id, stream, peer, config.clone(), &tx).await {
+                config.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let _ = tx.send(Event::Gone { id }).await;
         });
     }
 }
 
-async fn peer_task(id: PeerId, stream: TcpStream, peer: SocketAddr, config: Config, registry: &mpsc::Sender<Event>) {
+/// Serves one peer; false when it was refused (bad line, wrong key, timeout).
+async fn peer_task(id: PeerId, stream: TcpStream, peer: SocketAddr, config: Config, registry: &mpsc::Sender<Event>) -> bool {
     crate::keepalive(&stream);
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, line_codec());
@@ -155,26 +172,26 @@ async fn peer_task(id: PeerId, stream: TcpStream, peer: SocketAddr, config: Conf
         };
         tokio::select! {
             out = out_rx.recv() => {
-                let Some(out) = out else { return };
+                let Some(out) = out else { return true };
                 if let Err(e) = write.write_all(&out).await {
                     debug!(peer = id, "write failed: {e}");
-                    return;
+                    return true;
                 }
             }
             item = next => {
                 let line = match item {
                     None if !registered => {
                         warn!(peer = id, %peer, "Register auth timeout: no line within {:?}", config.auth_timeout);
-                        return;
+                        return false;
                     }
                     None => {
                         warn!(peer = id, %peer, "peer silent for {:?}, dropping it", config.peer_timeout);
-                        return;
+                        return false;
                     }
-                    Some(None) => return,
+                    Some(None) => return true,
                     Some(Some(Err(e))) => {
                         warn!(peer = id, %peer, "closing: {e}");
-                        return;
+                        return false;
                     }
                     Some(Some(Ok(line))) => line,
                 };
@@ -183,31 +200,31 @@ async fn peer_task(id: PeerId, stream: TcpStream, peer: SocketAddr, config: Conf
                     Ok(Line::GatewayConnect { address, secret_key }) => {
                         if !secret_ok(&config, secret_key.as_deref()) {
                             warn!(peer = id, %peer, "gateway_connect with a wrong secret_key, closing");
-                            return;
+                            return false;
                         }
                         let _ = registry.send(Event::Gateway { id, address }).await;
                     }
                     Ok(Line::WorkerConnect { secret_key }) => {
                         if !secret_ok(&config, secret_key.as_deref()) {
                             warn!(peer = id, %peer, "worker_connect with a wrong secret_key, closing");
-                            return;
+                            return false;
                         }
                         let _ = registry.send(Event::Worker { id, tx: out_tx.clone() }).await;
                     }
                     Ok(Line::Ping) => pinged = true,
                     Ok(Line::BroadcastAddresses(_)) => {
                         warn!(peer = id, %peer, "peer sent broadcast_addresses, closing");
-                        return;
+                        return false;
                     }
                     Err(LineError::BadRequest) => {
                         let reply = bad_request_reply(&peer.ip().to_string(), &line);
                         warn!(peer = id, %peer, "{}", String::from_utf8_lossy(&reply).trim_end());
                         let _ = write.write_all(&reply).await;
-                        return;
+                        return false;
                     }
                     Err(e) => {
                         warn!(peer = id, %peer, "closing: {e}");
-                        return;
+                        return false;
                     }
                 }
             }

@@ -1,0 +1,40 @@
+//! What a gateway counts, for `/metrics` and `switchboard status`. Plain atomics: the hub
+//! updates them as it works and readers never block it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Client connections open now.
+    pub clients: AtomicU64,
+    /// Business workers linked now.
+    pub workers: AtomicU64,
+    /// Data frames received from clients.
+    pub messages_in: AtomicU64,
+    /// Messages queued to clients.
+    pub messages_out: AtomicU64,
+    /// Refused or failed things: bad inner peers, slow clients, dropped events, refused updates.
+    pub errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set(gauge: &AtomicU64, v: usize) {
+        gauge.store(v as u64, Ordering::Relaxed);
+    }
+
+    /// `(name, help, is_counter, value)` for exposition.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, bool, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("clients", "client connections open", false, g(&self.clients)),
+            ("workers", "business workers linked", false, g(&self.workers)),
+            ("messages_in_total", "data frames received from clients", true, g(&self.messages_in)),
+            ("messages_out_total", "messages queued to clients", true, g(&self.messages_out)),
+            ("errors_total", "refused input and failures", true, g(&self.errors)),
+        ]
+    }
+}
