@@ -15,6 +15,9 @@ pub struct File {
     pub gateways: Option<usize>,
     /// Business worker processes `start` runs (default 2).
     pub workers: Option<usize>,
+    /// The address `start`'s children serve their metrics on (port chosen by each; default
+    /// 127.0.0.1). On a real server, the LAN address your Prometheus scrapes.
+    pub metrics_ip: Option<String>,
     /// Where `start` keeps its pid file, log, control socket and the SQLite store (default `run`).
     pub run_dir: Option<String>,
     /// Shared by every role unless a section sets its own.

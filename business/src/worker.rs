@@ -134,7 +134,8 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
     tokio::pin!(stop);
     loop {
         let list = gateways.borrow_and_update().clone();
-        for addr in list {
+        list_seen |= list.is_some();
+        for addr in list.unwrap_or_default() {
             if supervised.insert(addr.clone()) {
                 let link = Link {
                     addr,
@@ -151,13 +152,10 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
             }
         }
         tokio::select! {
-            changed = gateways.changed() => {
-                if changed.is_err() { break }
-                list_seen = true;
-            }
+            changed = gateways.changed() => if changed.is_err() { break },
             Some(addr) = done_rx.recv() => { supervised.remove(&addr); }
             _ = ready_check.tick(), if !announced => {
-                let listed = gateways.borrow().clone();
+                let listed = gateways.borrow().clone().unwrap_or_default();
                 if list_seen && listed.iter().all(|g| links.load().contains_key(g)) {
                     announced = true;
                     crate::ready::announce(&json_ready(&config, listed.len()));
@@ -207,7 +205,7 @@ struct Link {
     config: WorkerConfig,
     links: Arc<Links>,
     events: mpsc::Sender<ClientEvent>,
-    listed: watch::Receiver<Vec<String>>,
+    listed: watch::Receiver<Option<Vec<String>>>,
     done: mpsc::UnboundedSender<String>,
     phase: watch::Receiver<Phase>,
     acks: mpsc::UnboundedSender<String>,
@@ -233,7 +231,7 @@ impl Link {
                 Err(e) => debug!(gateway = %self.addr, "cannot connect to gateway: {e}"),
             }
             // Like PHP, a gateway is retried only while the register still lists it.
-            if !self.listed.borrow().contains(&self.addr) {
+            if !self.listed.borrow().as_ref().is_some_and(|l| l.contains(&self.addr)) {
                 let _ = self.done.send(self.addr.clone());
                 return;
             }

@@ -87,10 +87,10 @@ async fn hold(stream: TcpStream, config: &ClientConfig, mut on_line: impl FnMut(
     }
 }
 
-/// Subscribes to the gateway list from every register. The watch holds the latest list; like
-/// PHP, the last list received from any register wins.
-pub fn discover_gateways(config: ClientConfig) -> watch::Receiver<Vec<String>> {
-    let (tx, rx) = watch::channel(Vec::new());
+/// Subscribes to the gateway list from every register. The watch holds the latest list (`None`
+/// until a register first answers); like PHP, the last list received from any register wins.
+pub fn discover_gateways(config: ClientConfig) -> watch::Receiver<Option<Vec<String>>> {
+    let (tx, rx) = watch::channel(None);
     for register in config.registers.clone() {
         let config = config.clone();
         let tx = tx.clone();
@@ -104,7 +104,7 @@ pub fn discover_gateways(config: ClientConfig) -> watch::Receiver<Vec<String>> {
                             hold(stream, &config, |text| match Line::decode(text) {
                                 Ok(Line::BroadcastAddresses(list)) => {
                                     debug!(%register, ?list, "gateway list");
-                                    tx.send_replace(list);
+                                    tx.send_replace(Some(list));
                                 }
                                 _ => warn!(%register, "Received bad data from Register: {}", String::from_utf8_lossy(text)),
                             })

@@ -28,6 +28,7 @@ pub struct Plan {
     pub run_dir: PathBuf,
     /// The config file, made absolute so children find it whatever their working directory.
     pub config: Option<PathBuf>,
+    pub metrics_ip: String,
 }
 
 impl Plan {
@@ -48,6 +49,7 @@ impl Plan {
             workers: file.workers.unwrap_or(2).max(1),
             run_dir: PathBuf::from(file.run_dir.clone().unwrap_or_else(|| "run".into())),
             config,
+            metrics_ip: file.metrics_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
         })
     }
 
@@ -76,7 +78,7 @@ impl Plan {
                 a.push(c.display().to_string());
             }
             a.push("--metrics".into());
-            a.push("127.0.0.1:0".into());
+            a.push(format!("{}:0", self.metrics_ip));
             a.push(role.to_string());
             a
         };
@@ -416,7 +418,12 @@ pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     loop {
         if let Some(status) = child.try_wait()? {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: String = text.get(offset as usize..).unwrap_or("").lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let ours = text.get(offset as usize..).unwrap_or("");
+            // The master's own error, without a backtrace; else the last lines it logged.
+            let tail = match ours.rfind("Error: ") {
+                Some(i) => ours[i..].lines().take_while(|l| !l.starts_with("Stack backtrace")).collect::<Vec<_>>().join("\n"),
+                None => ours.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
+            };
             bail!("switchboard did not start ({status}); from {}:\n{tail}", log_path.display());
         }
         if let Ok(v) = control::ask(&plan.socket(), &Request::Status, Duration::from_secs(5)).await {

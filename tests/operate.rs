@@ -1,0 +1,256 @@
+//! Operating the system through the real binary: start -d, status, stop, restarts after a
+//! crash, reload under traffic (nothing lost, nothing twice, nobody dropped), reload picking up
+//! a changed config, stop -g, and the three-server example.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // Whatever happened, leave no master behind.
+        let _ = std::process::Command::new(BIN).current_dir(&self.0).args(["stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sb(dir: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(BIN)
+        .current_dir(dir)
+        .env_remove("SWITCHBOARD_AGENT_SECRET")
+        .args(args)
+        .output()
+        .expect("run switchboard")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A box on 127.`net`.0.x with the given extra TOML; returns its directory and gateway URL.
+fn setup(net: u8, extra: &str) -> (Dir, String) {
+    let dir = std::env::temp_dir().join(format!("sb-op-{net}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ip = format!("127.{net}.0.1");
+    let (reg, ws, inner) = (free_port(&ip), free_port(&ip), free_port(&ip));
+    let toml = format!(
+        "registers = [\"{ip}:{reg}\"]\nmetrics_ip = \"{ip}\"\n\n[register]\nlisten = \"{ip}:{reg}\"\n\n\
+         [gateway]\nlisten = \"{ip}:{ws}\"\nlan_ip = \"{ip}\"\ninner_port = {inner}\n\n{extra}\n"
+    );
+    std::fs::write(dir.join("switchboard.toml"), toml).expect("config");
+    (Dir(dir), format!("ws://{ip}:{ws}"))
+}
+
+fn status(dir: &Path) -> Vec<Value> {
+    let out = ok(&sb(dir, &["status", "--json"]));
+    serde_json::from_str::<Value>(&out).expect("status json").as_array().cloned().expect("rows")
+}
+
+fn token(dir: &Path, bid: &str, agent: &str) -> String {
+    ok(&sb(dir, &["token", "--bid", bid, "--agent", agent])).trim().to_string()
+}
+
+async fn agent(url: &str, dir: &Path, id: &str) -> Client {
+    let mut c = Client::chat(url).await;
+    let r = c.request(json!({"method": "login", "bid": "1", "customer_id": id, "customer_name": id, "token": token(dir, "1", id)}), "login").await;
+    assert!(r.get("code").is_none(), "{r}");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_status_restart_and_stop() {
+    let (dir, url) = setup(71, "[events]\nagent_secret = \"op-secret\"");
+    let out = ok(&sb(&dir.0, &["start", "-d"]));
+    assert!(out.contains("switchboard started"), "{out}");
+    let rows = status(&dir.0);
+    let roles: Vec<&str> = rows.iter().filter_map(|r| r["role"].as_str()).collect();
+    assert_eq!(roles, vec!["register", "gateway", "business", "business"]);
+    assert!(rows.iter().all(|r| r["ready"] == true && r["pid"].as_u64().unwrap_or(0) > 0));
+    let table = ok(&sb(&dir.0, &["status"]));
+    assert!(table.starts_with("ROLE") && table.contains("RESTARTS"), "{table}");
+    // Starting twice is refused.
+    let again = sb(&dir.0, &["start", "-d"]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already running"));
+
+    // Traffic shows in status and connections.
+    let mut a = agent(&url, &dir.0, "a1").await;
+    a.request(json!({"method": "join", "room": "ops"}), "join").await;
+    let conns = ok(&sb(&dir.0, &["connections", "--json"]));
+    let conns: Value = serde_json::from_str(&conns).expect("json");
+    let mine = conns.as_array().and_then(|l| l.iter().find(|c| c["uid"] == "a1")).cloned().expect("a1 is listed");
+    assert!(mine["groups"].as_array().is_some_and(|g| g.contains(&json!("room:1:ops"))), "{mine}");
+    let gw = status(&dir.0).into_iter().find(|r| r["role"] == "gateway").expect("gateway row");
+    assert!(gw["messages_in"].as_u64().unwrap_or(0) >= 2, "{gw}");
+
+    // A worker killed is back within seconds, and status says so.
+    let victim = status(&dir.0).into_iter().find(|r| r["role"] == "business").expect("worker");
+    let pid = victim["pid"].as_u64().expect("pid");
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = status(&dir.0).into_iter().find(|r| r["role"] == "business" && r["index"] == victim["index"]).expect("row");
+        if row["restarts"] == 1 && row["pid"].as_u64() != Some(pid) && row["ready"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker not restarted: {row}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The client never noticed.
+    a.send_json(json!({"method": "say", "room": "ops", "content": "still here", "cid": "s"})).await;
+    a.next_where(|m| m["method"] == "say_ack").await;
+
+    let out = ok(&sb(&dir.0, &["stop"]));
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!dir.0.join("run/switchboard.sock").exists() && !dir.0.join("run/switchboard.pid").exists());
+    let after = sb(&dir.0, &["status"]);
+    assert!(!after.status.success() && String::from_utf8_lossy(&after.stderr).contains("not running"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_traffic_loses_nothing_and_reads_the_new_config() {
+    let (dir, url) = setup(72, "[events]\nagent_secret = \"op-secret\"\nmax_content = 20");
+    ok(&sb(&dir.0, &["start", "-d"]));
+    let before: Vec<u64> = status(&dir.0).iter().filter(|r| r["role"] == "business").filter_map(|r| r["pid"].as_u64()).collect();
+    const AGENTS: usize = 6;
+    const EACH: usize = 60;
+    let mut clients = Vec::new();
+    for i in 0..AGENTS {
+        let mut c = agent(&url, &dir.0, &format!("ag{i}")).await;
+        c.request(json!({"method": "join", "room": "busy"}), "join").await;
+        clients.push(c);
+    }
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                c.send_json(json!({"method": "say", "room": "busy", "content": format!("{i}-{n}"), "cid": format!("{i}-{n}")})).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            c
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reload = tokio::task::spawn_blocking({
+        let d = dir.0.clone();
+        move || sb(&d, &["reload"])
+    });
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.expect("sender"));
+    }
+    let out = ok(&reload.await.expect("reload"));
+    assert!(out.contains("2 business workers replaced"), "{out}");
+    // Every member got every message exactly once; every sender every ack exactly once.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut seen = std::collections::HashMap::<String, usize>::new();
+        let mut acks = std::collections::HashMap::<String, usize>::new();
+        while seen.len() < AGENTS * EACH || acks.len() < EACH {
+            let m = c.next_where(|m| m["method"] == "say" || m["method"] == "say_ack").await;
+            let key = m["cid"].as_str().unwrap_or("").to_string();
+            if m["method"] == "say" {
+                *seen.entry(key).or_default() += 1;
+            } else {
+                *acks.entry(key).or_default() += 1;
+            }
+        }
+        c.expect_none(Duration::from_millis(500), |m| m["method"] == "say" || m["method"] == "say_ack").await;
+        assert!(seen.values().all(|n| *n == 1), "agent {i}: a message arrived twice");
+        assert!(acks.values().all(|n| *n == 1), "agent {i}: a message was acknowledged twice");
+    }
+    let after: Vec<u64> = status(&dir.0).iter().filter(|r| r["role"] == "business").filter_map(|r| r["pid"].as_u64()).collect();
+    assert!(after.iter().all(|p| !before.contains(p)), "every worker was replaced: {before:?} -> {after:?}");
+
+    // The new workers read the config as it is now.
+    let c0 = &mut clients[0];
+    let r = c0.request(json!({"method": "say", "room": "busy", "content": "x".repeat(50)}), "say_ack").await;
+    assert_eq!(r["code"], "10005", "max_content 20 refuses 50 characters");
+    let cfg = dir.0.join("switchboard.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config").replace("max_content = 20", "max_content = 100");
+    std::fs::write(&cfg, text).expect("config");
+    ok(&sb(&dir.0, &["reload"]));
+    let r = c0.request(json!({"method": "say", "room": "busy", "content": "x".repeat(50), "cid": "long"}), "say_ack").await;
+    assert!(r.get("code").is_none(), "after reload max_content is 100: {r}");
+    ok(&sb(&dir.0, &["stop"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_says_goodbye_and_finishes_work() {
+    let (dir, url) = setup(73, "[events]\nagent_secret = \"op-secret\"");
+    ok(&sb(&dir.0, &["start", "-d"]));
+    let mut a = agent(&url, &dir.0, "a1").await;
+    a.request(json!({"method": "join", "room": "last"}), "join").await;
+    a.send_json(json!({"method": "say", "room": "last", "content": "last words", "cid": "lw"})).await;
+    a.next_where(|m| m["method"] == "say_ack").await;
+    let out = ok(&sb(&dir.0, &["stop", "-g"]));
+    assert!(out.contains("stopped"));
+    // The client got a proper goodbye.
+    let mut frame = a.raw_next(WAIT).await;
+    while matches!(&frame, Some(tokio_tungstenite::tungstenite::Message::Text(_))) {
+        frame = a.raw_next(WAIT).await;
+    }
+    assert!(matches!(&frame, Some(tokio_tungstenite::tungstenite::Message::Close(Some(f))) if u16::from(f.code) == 1001), "{frame:?}");
+    let log = std::fs::read_to_string(dir.0.join("run/switchboard.log")).unwrap_or_default();
+    assert!(log.contains("closing every client with 1001") && log.contains("business worker stopped"), "{log}");
+    assert!(!log.contains("work still in flight"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_server_example_works() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("sb-three-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("scripts")).expect("dir");
+    let copy = |from: &Path, to: &Path| std::fs::copy(from, to).expect("copy");
+    std::fs::create_dir_all(dir.join("scripts/three-servers")).expect("dir");
+    for s in ["a", "b", "c"] {
+        let name = format!("server-{s}.toml");
+        copy(&root.join("scripts/three-servers").join(&name), &dir.join("scripts/three-servers").join(&name));
+    }
+    copy(&root.join("scripts/three-servers.sh"), &dir.join("scripts/three-servers.sh"));
+    let _guard = Dir(dir.clone());
+    let run = |cmd: &str| {
+        std::process::Command::new("bash")
+            .arg(dir.join("scripts/three-servers.sh"))
+            .arg(cmd)
+            .env("SWITCHBOARD_BIN", BIN)
+            .env_remove("SWITCHBOARD_AGENT_SECRET")
+            .output()
+            .expect("script")
+    };
+    let out = run("start");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let secret = std::fs::read_to_string(dir.join("run/server-c/agent-secret")).expect("server C generated its agent secret");
+    let token = |agent: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["token", "--bid", "1", "--agent", agent])
+            .env("SWITCHBOARD_AGENT_SECRET", secret.trim())
+            .output()
+            .expect("token");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // An agent on server A and one on server B talk privately, through workers on server C.
+    let mut a = Client::chat("ws://127.0.0.2:7272").await;
+    let r = a.request(json!({"method": "login", "bid": "1", "customer_id": "ann", "customer_name": "Ann", "token": token("ann")}), "login").await;
+    assert!(r.get("code").is_none(), "{r}");
+    let mut b = Client::chat("ws://127.0.0.3:7272").await;
+    let r = b.request(json!({"method": "login", "bid": "1", "customer_id": "ben", "customer_name": "Ben", "token": token("ben")}), "login").await;
+    assert_eq!(r["customer_list"].as_array().map(Vec::len), Some(2), "{r}");
+    a.send_json(json!({"method": "say", "to_uid": "ben", "content": "across servers", "cid": "x"})).await;
+    b.next_where(|m| m["content"] == "across servers").await;
+    let status = run("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("127.0.0.3:7272") && text.matches("business#").count() == 2, "{text}");
+    let out = run("stop");
+    assert!(out.status.success());
+    for s in ["a", "b", "c"] {
+        assert!(!dir.join(format!("run/server-{s}/switchboard.sock")).exists());
+    }
+}
