@@ -346,68 +346,9 @@ async fn unassigned_fan_out_and_bad_input() {
     a1.next_where(|m| m["method"] == "conversation_list").await;
 }
 
-/// A real HTTP upstream, started by the test: `/api/echo` answers 200 with what it received,
-/// `/api/fail` 500, `/api/slow` never within the timeout.
-async fn start_upstream(ip: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head, body) = loop {
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..i]).to_string();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                            .unwrap_or(0);
-                        while buf.len() < i + 4 + len {
-                            let n = s.read(&mut chunk).await.unwrap_or(0);
-                            if n == 0 {
-                                return;
-                            }
-                            buf.extend_from_slice(&chunk[..n]);
-                        }
-                        break (head, String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string());
-                    }
-                };
-                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let header = |name: &str| {
-                    head.lines().find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-                    })
-                };
-                let (status, reply) = if target.starts_with("/api/echo") {
-                    let v = json!({"method": "echo", "target": target, "auth": header("authorization"),
-                                   "uid": header("x-uid"), "bid": header("x-bid"), "client": header("x-client-id"), "body": body});
-                    ("200 OK", v.to_string())
-                } else if target.starts_with("/api/slow") {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    ("200 OK", "{}".to_string())
-                } else {
-                    ("500 Internal Server Error", "{\"error\":\"boom\"}".to_string())
-                };
-                let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}", reply.len());
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{addr}/api/{{method}}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_methods_go_to_the_upstream() {
-    let url = start_upstream("127.56.0.9").await;
+    let (url, _) = start_upstream("127.56.0.9").await;
     let cfg = format!("upstream_url = \"{url}\"\nupstream_token = \"up-secret\"\nupstream_timeout = 1.0");
     let c = chat_cluster(56, &cfg).await;
     let (mut a1, _) = agent(&c.a.ws, "8", "a1", "Alice").await;

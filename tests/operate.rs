@@ -183,14 +183,22 @@ async fn reload_under_traffic_loses_nothing_and_reads_the_new_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_says_goodbye_and_finishes_work() {
-    let (dir, url) = setup(73, "[events]\nagent_secret = \"op-secret\"");
+    let (url_up, answered) = start_upstream("127.73.0.9").await;
+    let (dir, url) = setup(73, &format!("[events]\nagent_secret = \"op-secret\"\nupstream_url = \"{url_up}\""));
     ok(&sb(&dir.0, &["start", "-d"]));
     let mut a = agent(&url, &dir.0, "a1").await;
     a.request(json!({"method": "join", "room": "last"}), "join").await;
     a.send_json(json!({"method": "say", "room": "last", "content": "last words", "cid": "lw"})).await;
     a.next_where(|m| m["method"] == "say_ack").await;
+    // A call in flight (the upstream takes 1.5 s) when the stop comes: the worker finishes it.
+    let before = answered.load(std::sync::atomic::Ordering::SeqCst);
+    a.send_json(json!({"method": "pause"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
     let out = ok(&sb(&dir.0, &["stop", "-g"]));
     assert!(out.contains("stopped"));
+    assert!(started.elapsed() >= Duration::from_millis(1000), "the stop waited for the work in flight");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), before + 1, "the upstream call completed");
     // The client got a proper goodbye.
     let mut frame = a.raw_next(WAIT).await;
     while matches!(&frame, Some(tokio_tungstenite::tungstenite::Message::Text(_))) {
@@ -200,6 +208,18 @@ async fn graceful_stop_says_goodbye_and_finishes_work() {
     let log = std::fs::read_to_string(dir.0.join("run/switchboard.log")).unwrap_or_default();
     assert!(log.contains("closing every client with 1001") && log.contains("business worker stopped"), "{log}");
     assert!(!log.contains("work still in flight"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_fails_with_the_reason() {
+    let (dir, url) = setup(74, "");
+    // Someone else holds the gateway's port.
+    let _squatter = std::net::TcpListener::bind(url.trim_start_matches("ws://")).expect("bind");
+    let out = sb(&dir.0, &["start", "-d"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway#0") && err.contains("Address already in use"), "the reason is shown: {err}");
+    assert!(!dir.0.join("run/switchboard.sock").exists(), "nothing left running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

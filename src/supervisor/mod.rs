@@ -419,10 +419,13 @@ pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some(status) = child.try_wait()? {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let ours = text.get(offset as usize..).unwrap_or("");
-            // The master's own error, without a backtrace; else the last lines it logged.
-            let tail = match ours.rfind("Error: ") {
-                Some(i) => ours[i..].lines().take_while(|l| !l.starts_with("Stack backtrace")).collect::<Vec<_>>().join("\n"),
-                None => ours.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
+            // The errors the master and its children reported (a child's reason comes first),
+            // without backtraces; else the last lines logged.
+            let errors: Vec<&str> = ours.lines().filter(|l| l.starts_with("Error: ")).collect();
+            let tail = if errors.is_empty() {
+                ours.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+            } else {
+                errors.join("\n")
             };
             bail!("switchboard did not start ({status}); from {}:\n{tail}", log_path.display());
         }

@@ -379,3 +379,72 @@ pub async fn wait_log(proc: &Proc, needle: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A real HTTP upstream, started by the test: `/api/echo` answers 200 with what it received,
+/// `/api/pause` 200 after 1.5 s, `/api/slow` after 10 s, anything else 500. Returns the URL
+/// template and a count of answers sent.
+pub async fn start_upstream(ip: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .unwrap_or(0);
+                        while buf.len() < i + 4 + len {
+                            let n = s.read(&mut chunk).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        break (head, String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string());
+                    }
+                };
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let (status, reply) = if target.starts_with("/api/echo") {
+                    let v = json!({"method": "echo", "target": target, "auth": header("authorization"),
+                                   "uid": header("x-uid"), "bid": header("x-bid"), "client": header("x-client-id"), "body": body});
+                    ("200 OK", v.to_string())
+                } else if target.starts_with("/api/pause") {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    ("200 OK", "{\"method\":\"pause\",\"ok\":true}".to_string())
+                } else if target.starts_with("/api/slow") {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    ("200 OK", "{}".to_string())
+                } else {
+                    ("500 Internal Server Error", "{\"error\":\"boom\"}".to_string())
+                };
+                let resp = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}", reply.len());
+                if s.write_all(resp.as_bytes()).await.is_ok() {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/api/{{method}}"), answered)
+}
+
