@@ -237,7 +237,9 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if args.inner_listen.is_some() {
                 c.inner_listen = args.inner_listen;
             }
-            let mut running = gateway::start(c).await?;
+            let assets: Option<gateway::listen::web::Assets> =
+                if c.web { Some(Arc::new(|path: &str| events::web::asset(path))) } else { None };
+            let mut running = gateway::start_with(c, assets).await?;
             serve_metrics(metrics, metrics::Source::Gateway(running.stats.clone(), running.lister())).await?;
             ready_line(&serde_json::json!({"role": "gateway", "address": running.public.to_string(), "inner": running.inner}).to_string());
             tokio::select! {

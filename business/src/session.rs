@@ -15,7 +15,15 @@ use tracing::warn;
 
 #[derive(Debug, Default)]
 pub struct SessionSync {
+    /// Checksum of the session as this worker last knew the gateway to hold it.
     version: Option<u32>,
+    /// Our own writes not yet seen in an event: the checksums of the sessions they replaced,
+    /// and the latest value written. An event still carrying a replaced session was queued
+    /// before our write reached the gateway, so our value is the current one; asking the
+    /// gateway instead would race the write (it travels on the link, the query on another
+    /// connection) and could return the old session.
+    replaced: Vec<u32>,
+    written: Option<php::Array>,
 }
 
 fn decode(bytes: &[u8]) -> Option<php::Array> {
@@ -30,8 +38,23 @@ impl SessionSync {
     pub async fn load(&mut self, api: &Api, id: &ClientId, kind: EventKind, ext: &Bytes) -> Option<php::Array> {
         let crc = crc32fast::hash(ext);
         match self.version {
-            Some(v) if v != crc && kind != EventKind::Close => {
+            None => {
                 self.version = Some(crc);
+                decode(ext)
+            }
+            Some(v) if v == crc => {
+                // The gateway has caught up with everything we wrote.
+                self.replaced.clear();
+                self.written = None;
+                decode(ext)
+            }
+            Some(_) if self.replaced.contains(&crc) => self.written.clone(),
+            Some(_) if kind == EventKind::Close => decode(ext),
+            Some(_) => {
+                // Someone else changed it (another worker, an API client): ask the gateway.
+                self.version = Some(crc);
+                self.replaced.clear();
+                self.written = None;
                 match api.raw_session(id).await {
                     Ok(current) => decode(&current),
                     Err(e) => {
@@ -40,17 +63,23 @@ impl SessionSync {
                     }
                 }
             }
-            Some(_) => decode(ext),
-            None => {
-                self.version = Some(crc);
-                decode(ext)
-            }
         }
     }
 
-    /// The callback wrote the session itself; `crc` is the checksum of what it wrote.
-    pub fn saved(&mut self, crc: u32) {
+    /// Records a write of `value` whose bytes have checksum `crc`.
+    fn wrote(&mut self, value: &Option<php::Array>, crc: u32) {
+        if let Some(old) = self.version {
+            if old != crc && !self.replaced.contains(&old) {
+                self.replaced.push(old);
+            }
+        }
         self.version = Some(crc);
+        self.written = value.clone();
+    }
+
+    /// The callback wrote the session itself (`Context::save_session`).
+    pub fn saved(&mut self, value: &Option<php::Array>, crc: u32) {
+        self.wrote(value, crc);
     }
 
     /// Writes the session back when the callback changed it.
@@ -62,7 +91,7 @@ impl SessionSync {
             Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
             None => Bytes::new(),
         };
-        self.version = Some(crc32fast::hash(&bytes));
+        self.wrote(after, crc32fast::hash(&bytes));
         if let Err(e) = api.set_raw_session(id, bytes).await {
             warn!(client = %id, "session not written back: {e}");
         }

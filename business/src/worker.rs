@@ -387,8 +387,8 @@ async fn client_task<E: Events>(
             EventKind::Close => app.on_close(&mut ctx).await,
         }
         if let Some((saved, crc)) = ctx.saved.take() {
+            sync.saved(&saved, crc);
             before = saved;
-            sync.saved(crc);
         }
         sync.store(&api, &id, ev.kind, &before, &ctx.session).await;
         local = ctx.local.take();

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod rooms;
 pub mod store;
 pub mod visitors;
+pub mod web;
 pub mod who;
 
 use async_trait::async_trait;
@@ -133,6 +134,7 @@ impl Chat {
             "join" => self.join(ctx, &who, req).await,
             "leave" => self.leave(ctx, &who, req).await,
             "conversation_list" => self.conversation_list(ctx, &who).await,
+            "typing" => self.typing(ctx, &who, req).await,
             "claim" => self.claim(ctx, &who, req).await,
             "transfer" => self.transfer(ctx, &who, req).await,
             "close" => self.close(ctx, &who, req).await,

@@ -122,6 +122,20 @@ impl Chat {
         Ok(())
     }
 
+    /// `typing` in a conversation: the other side sees `typing_push` (nothing is stored).
+    pub(crate) async fn typing(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let Target::Conversation(c) = self.target(who, req, "to_uid").await? else {
+            return Err(Fail::bad("typing is for conversations"));
+        };
+        let push = json!({"method": "typing_push", "conversation_id": c.id, "from_uid": who.uid(), "from_name": who.name()}).to_string();
+        match (who, &c.assigned) {
+            (Who::Visitor { .. }, Some(agent)) => ctx.api.send_to_uid(&[agent], push).await?,
+            (Who::Visitor { .. }, None) => ctx.api.send_to_group(&[&c.bid], push, &[]).await?,
+            _ => ctx.api.send_to_uid(&[&visitor_uid(&c.visitor_id)], push).await?,
+        }
+        Ok(())
+    }
+
     fn int_field(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, Fail> {
         match id_field(req, key)? {
             None => Ok(None),

@@ -40,6 +40,8 @@ pub struct Config {
     pub reuse_port: bool,
     /// Seconds between CMD_PING packets to workers.
     pub worker_ping_interval: f64,
+    /// Serve the web pages (visitor widget, agent console) on plain GETs to the client port.
+    pub web: bool,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             handshake_timeout: 10.0,
             reuse_port: true,
             worker_ping_interval: 25.0,
+            web: true,
         }
     }
 }

@@ -17,5 +17,5 @@ pub mod tables;
 
 pub use config::Config;
 pub use hub::ConnectionInfo;
-pub use server::{run, start, Lister, Running};
+pub use server::{run, start, start_with, Lister, Running};
 pub use stats::Stats;

@@ -83,6 +83,11 @@ impl Running {
 
 /// Binds both listeners, starts the hub and registers with the registers.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, None).await
+}
+
+/// `start`, also serving `assets` on plain GETs to the client port.
+pub async fn start_with(config: Config, assets: Option<crate::listen::web::Assets>) -> Result<Running, StartError> {
     let client_listener = bind(config.listen, config.reuse_port)?;
     let inner_listener = bind(config.inner_bind(), false)?;
     let public = client_listener.local_addr().unwrap_or(config.listen);
@@ -100,6 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     info!(listen = %public, inner = %address, "gateway started");
     announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address.clone());
     let ws_config = WsConfig {
+        assets,
         max_message_size: config.max_message_size,
         queue: config.client_queue,
         handshake_timeout: secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10)),

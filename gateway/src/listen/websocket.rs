@@ -5,6 +5,7 @@
 //! as in GatewayWorker) and anything the worker sends before the handshake completes waits in
 //! the client's queue.
 
+use super::web;
 use crate::hub::{close, HubMsg, Out};
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
 use crate::tables::ConnId;
@@ -26,8 +27,10 @@ const READ_BUFFER: usize = 4096;
 /// Frames are gathered up to this size before a write, so a burst costs few syscalls.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WsConfig {
+    /// Pages served on plain GETs (None: only WebSocket).
+    pub assets: Option<super::web::Assets>,
     pub max_message_size: usize,
     pub queue: usize,
     pub handshake_timeout: Duration,
@@ -47,8 +50,22 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsC
     }
 }
 
-async fn client_task(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
+async fn client_task(mut stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
     let _ = stream.set_nodelay(true);
+    // The request head decides between a page and a WebSocket (a slow head is a slowloris).
+    let head = match tokio::time::timeout(config.handshake_timeout, web::read_head(&mut stream)).await {
+        Ok(web::Head::Upgrade(bytes)) => bytes,
+        Ok(web::Head::Get(path)) => return web::respond(stream, &path, config.assets.as_ref()).await,
+        Ok(web::Head::Bad(why)) => {
+            debug!(%addr, "not a WebSocket client: {why}");
+            return;
+        }
+        Err(_) => {
+            info!(%addr, "no request head within {:?}, closing", config.handshake_timeout);
+            return;
+        }
+    };
+    let stream = web::Prefixed::new(head, stream);
     let (out_tx, out_rx) = mpsc::channel::<Out>(config.queue);
     let kill = CancellationToken::new();
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -125,7 +142,7 @@ fn handshake_body(req: &Request) -> Bytes {
 async fn run(
     conn: ConnId,
     addr: SocketAddr,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Client>,
     hub: &mpsc::Sender<HubMsg>,
     out_tx: mpsc::Sender<Out>,
     out_rx: mpsc::Receiver<Out>,
@@ -183,7 +200,8 @@ async fn run(
     }
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>;
+type Client = web::Prefixed<TcpStream>;
+type Sink = futures_util::stream::SplitSink<WebSocketStream<Client>, Message>;
 
 /// Writes queued messages, batching a burst into one flush.
 async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Out>, kill: CancellationToken) {

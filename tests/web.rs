@@ -1,0 +1,51 @@
+//! The web pages in a real browser: headless Chromium (Debian's), driven by playwright-core,
+//! against a system started with `switchboard start -d`. The browser flow is web/e2e/e2e.mjs;
+//! it writes screenshots to docs/screenshots/. `.ci/run` installs Chromium and the npm package.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+#[test]
+fn visitor_widget_and_agent_console_in_chromium() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let e2e = root.join("web/e2e");
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `npm ci --prefix web/e2e` (scripts/test.sh and .ci/run do)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "Chromium is not installed at {chromium} (apt-get install chromium)");
+
+    let dir = std::env::temp_dir().join(format!("sb-web-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ip = "127.81.0.1";
+    let (reg, ws, inner) = (free_port(ip), free_port(ip), free_port(ip));
+    let toml = format!(
+        "registers = [\"{ip}:{reg}\"]\nmetrics_ip = \"{ip}\"\n[register]\nlisten = \"{ip}:{reg}\"\n\
+         [gateway]\nlisten = \"{ip}:{ws}\"\nlan_ip = \"{ip}\"\ninner_port = {inner}\n\
+         [events]\nagent_secret = \"web-secret\"\n"
+    );
+    std::fs::write(dir.join("switchboard.toml"), toml).expect("config");
+    let sb = |args: &[&str]| std::process::Command::new(BIN).current_dir(&dir).args(args).output().expect("switchboard");
+    let started = sb(&["start", "-d"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let token = |agent: &str| String::from_utf8_lossy(&sb(&["token", "--bid", "1", "--agent", agent]).stdout).trim().to_string();
+    let shots = root.join("docs/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let out = std::process::Command::new("node")
+        .arg(e2e.join("e2e.mjs"))
+        .args([format!("http://{ip}:{ws}"), token("a1"), token("b2"), BIN.to_string()])
+        .arg(&dir)
+        .arg(&shots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node");
+    let _ = sb(&["stop"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && log.contains("e2e: ok"), "{log}");
+    assert!(shots.join("visitor-widget.png").exists() && shots.join("agent-console.png").exists());
+}

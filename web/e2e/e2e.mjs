@@ -1,0 +1,133 @@
+// End-to-end: a visitor page (the demo page with the widget) and two agent consoles in headless
+// Chromium against a running system. Run by tests/web.rs:
+//   node web/e2e/e2e.mjs <base-url> <token a1> <token b2> <switchboard binary> <run dir> <screenshot dir>
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+
+const [base, tokenA, tokenB, bin, dir, shots] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+    '--no-first-run', '--disable-component-update', '--disable-sync'],
+});
+let alerts = 0;
+const T = 15000;
+
+function step(name) { console.log('step:', name); }
+
+async function open(url, viewport) {
+  const ctx = await browser.newContext({ viewport: viewport || { width: 1200, height: 800 } });
+  const page = await ctx.newPage();
+  page.on('dialog', (d) => { alerts += 1; d.dismiss(); });
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  await page.goto(url);
+  return page;
+}
+
+async function signIn(page, id, name, token) {
+  await page.fill('input[name=customer_id]', id);
+  await page.fill('input[name=customer_name]', name);
+  await page.fill('input[name=token]', token);
+  await page.click('#signin button[type=submit]');
+  await page.locator('#conn', { hasText: 'online' }).waitFor({ timeout: T });
+}
+
+/** How many message bubbles on the page show exactly `text`. */
+async function count(page, text) {
+  return page.locator('.msg .text').evaluateAll((els, t) => els.filter((e) => e.textContent === t).length, text);
+}
+
+async function waitCount(page, text, n) {
+  const deadline = Date.now() + T;
+  for (;;) {
+    const c = await count(page, text);
+    if (c === n) return;
+    if (Date.now() > deadline) throw new Error(`expected ${n} × ${JSON.stringify(text)}, saw ${c}`);
+    await page.waitForTimeout(100);
+  }
+}
+
+async function tabCount(page, tab) {
+  const label = await page.locator(`.tabs button[data-tab=${tab}]`).textContent();
+  return Number((label.match(/\((\d+)\)/) || [0, 0])[1]);
+}
+
+try {
+  step('two agents sign in');
+  const alice = await open(base + '/console/');
+  await signIn(alice, 'a1', 'Alice', tokenA);
+  const bob = await open(base + '/console/');
+  await signIn(bob, 'b2', 'Bob', tokenB);
+  await alice.locator('#agents li', { hasText: 'Bob' }).waitFor({ timeout: T });
+
+  step('a visitor opens the widget and writes, with HTML in the text');
+  const visitor = await open(base + '/demo.html', { width: 420, height: 720 });
+  await visitor.click('.btn');
+  const evil = 'hello <img src=x onerror=alert(1)>';
+  await visitor.fill('.panel input', evil);
+  await visitor.press('.panel input', 'Enter');
+  await visitor.locator('.msg.me .state', { hasText: 'delivered' }).waitFor({ timeout: T });
+
+  step('one agent is assigned and the other sees it');
+  let holder = null, other = null, holderName = '';
+  const deadline = Date.now() + T;
+  while (!holder) {
+    if (await tabCount(alice, 'mine') === 1) { holder = alice; other = bob; holderName = 'Alice'; }
+    else if (await tabCount(bob, 'mine') === 1) { holder = bob; other = alice; holderName = 'Bob'; }
+    else if (Date.now() > deadline) throw new Error('no agent got the conversation');
+    else await alice.waitForTimeout(100);
+  }
+  await other.waitForFunction(() => /Others \(1\)/.test(document.querySelector('.tabs button[data-tab=others]').textContent), null, { timeout: T });
+  await visitor.locator('.agent', { hasText: holderName + ' is here to help' }).waitFor({ timeout: T });
+
+  step('the unread count moves');
+  await holder.click('.tabs button[data-tab=mine]');
+  await holder.locator('#conversations li .badge', { hasText: '1' }).waitFor({ timeout: T });
+  await holder.click('#conversations li');
+  await holder.locator('#conversations li .badge').waitFor({ state: 'detached', timeout: T });
+
+  step('the HTML is shown as text');
+  await waitCount(holder, evil, 1);
+  if (await holder.locator('.log img').count() !== 0) throw new Error('an <img> from a message reached the console DOM');
+  if (await visitor.locator('#switchboard-widget .msg img').count() !== 0) throw new Error('an <img> reached the widget');
+
+  step('the agent answers, with typing seen by the visitor');
+  await holder.type('#reply input', 'hi there', { delay: 20 });
+  await visitor.locator('.typing', { hasText: 'is typing' }).waitFor({ timeout: T });
+  await holder.press('#reply input', 'Enter');
+  await waitCount(visitor, 'hi there', 1);
+
+  step('the gateway is killed; both pages reconnect; nothing is lost or shown twice');
+  const rows = JSON.parse(execFileSync(bin, ['status', '--json'], { cwd: dir }).toString());
+  const gw = rows.find((r) => r.role === 'gateway');
+  process.kill(gw.pid, 'SIGKILL');
+  await holder.locator('#conn', { hasText: 'reconnecting' }).waitFor({ timeout: T });
+  await visitor.fill('.panel input', 'after the cut');
+  await visitor.press('.panel input', 'Enter');
+  await holder.fill('#reply input', 'agent after the cut');
+  await holder.press('#reply input', 'Enter');
+  await holder.locator('#conn', { hasText: 'online' }).waitFor({ timeout: 30000 });
+  await visitor.locator('.msg.me .state', { hasText: 'delivered' }).last().waitFor({ timeout: T });
+  for (const [page, text] of [[holder, 'after the cut'], [visitor, 'agent after the cut'], [holder, evil], [visitor, evil],
+    [visitor, 'hi there'], [holder, 'hi there'], [holder, 'agent after the cut'], [visitor, 'after the cut']]) {
+    await waitCount(page, text, 1);
+  }
+  await visitor.waitForTimeout(1000);
+  for (const [page, text] of [[holder, 'after the cut'], [visitor, 'agent after the cut']]) {
+    const c = await count(page, text);
+    if (c !== 1) throw new Error(`${JSON.stringify(text)} shown ${c} times after the reconnect`);
+  }
+  const states = await visitor.locator('.msg.me .state').allTextContents();
+  if (states.some((s) => s !== 'delivered')) throw new Error('a visitor message is not delivered: ' + states.join(','));
+
+  step('screenshots');
+  await visitor.screenshot({ path: shots + '/visitor-widget.png' });
+  await holder.screenshot({ path: shots + '/agent-console.png' });
+  if (alerts) throw new Error(alerts + ' alert(s) ran: text was executed as HTML');
+  console.log('e2e: ok');
+} catch (e) {
+  console.error('e2e failed:', e.message);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
