@@ -120,6 +120,16 @@ try {
   const states = await visitor.locator('.msg.me .state').allTextContents();
   if (states.some((s) => s !== 'delivered')) throw new Error('a visitor message is not delivered: ' + states.join(','));
 
+  step('a page reload resumes the same conversation, each message once');
+  await visitor.reload();
+  await visitor.click('.btn');
+  for (const text of [evil, 'hi there', 'after the cut', 'agent after the cut']) await waitCount(visitor, text, 1);
+  await visitor.locator('.agent', { hasText: holderName + ' is here to help' }).waitFor({ timeout: T });
+
+  step('the visitor types; the agent sees it');
+  await visitor.type('.panel input', 'thinking', { delay: 20 });
+  await holder.locator('#typing', { hasText: 'is typing' }).waitFor({ timeout: T });
+
   step('screenshots');
   await visitor.screenshot({ path: shots + '/visitor-widget.png' });
   await holder.screenshot({ path: shots + '/agent-console.png' });
