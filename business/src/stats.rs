@@ -15,15 +15,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn set(gauge: &AtomicU64, v: usize) {
-        gauge.store(v as u64, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, bool, u64)> {
+    pub fn snapshot(&self) -> Vec<register::stats::Sample> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
             ("gateways", "gateways linked", false, g(&self.gateways)),

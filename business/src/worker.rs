@@ -9,6 +9,7 @@ use crate::api::{Api, Links};
 use crate::events::{Context, Events, WebSocketRequest};
 use crate::session::SessionSync;
 use crate::stats::Stats;
+use register::stats::{inc, set};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use gateway::protocol::{Body, ClientId, Command, EventKind, Origin, PacketCodec};
@@ -318,7 +319,7 @@ impl Link {
             };
             m
         });
-        Stats::set(&self.config.stats.gateways, self.links.load().len());
+        set(&self.config.stats.gateways, self.links.load().len());
     }
 }
 
@@ -350,8 +351,8 @@ async fn dispatch<E: Events>(
         if close {
             clients.remove(&id);
         }
-        Stats::set(&stats.clients, clients.len());
-        Stats::inc(&stats.events);
+        set(&stats.clients, clients.len());
+        inc(&stats.events);
     }
 }
 

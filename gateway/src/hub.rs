@@ -9,6 +9,7 @@ use crate::config::{secs, Config};
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
+use register::stats::{inc, set};
 use crate::tables::{id_key, ConnId, Tables};
 use std::sync::Arc;
 use bytes::Bytes;
@@ -183,7 +184,7 @@ impl Hub {
                 }
                 let conn =
                     self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, since: Instant::now() });
-                Stats::set(&self.stats.clients, self.tables.len());
+                set(&self.stats.clients, self.tables.len());
                 if reply.send(Some(conn)).is_ok() {
                     self.forward_to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
                 } else {
@@ -194,7 +195,7 @@ impl Hub {
                 self.forward_to_worker(conn, EventKind::WebSocketConnect, Body { data: body, serialized: true });
             }
             HubMsg::Data { conn, data } => {
-                Stats::inc(&self.stats.messages_in);
+                inc(&self.stats.messages_in);
                 if let Some(c) = self.tables.get_mut(conn) {
                     c.handle.silent_ticks = -1;
                 }
@@ -208,7 +209,7 @@ impl Hub {
                         self.router.release(w);
                     }
                 }
-                Stats::set(&self.stats.clients, self.tables.len());
+                set(&self.stats.clients, self.tables.len());
             }
             HubMsg::LinkUp { link, peer, out, kill } => {
                 self.links.insert(link, LinkHandle { out, kill, peer, worker_key: None });
@@ -246,7 +247,7 @@ impl Hub {
                     }
                 }
                 self.router.remove_worker(link);
-                Stats::set(&self.stats.workers, self.router.workers().count());
+                set(&self.stats.workers, self.router.workers().count());
                 self.release(link);
             }
         }
@@ -283,7 +284,7 @@ impl Hub {
             let Some(link) = self.router.route(current) else {
                 if kind != EventKind::Close {
                     warn!(conn, "no business worker connected: closing the client (1013)");
-                    Stats::inc(&self.stats.errors);
+                    inc(&self.stats.errors);
                     let _ = c.handle.out.try_send(Out::Close(close(1013, "no business worker available")));
                 }
                 return;
@@ -324,7 +325,7 @@ impl Hub {
         if let Some(l) = self.links.get(&link) {
             if let Err(e) = l.out.try_send(packet) {
                 warn!(conn, worker = ?l.worker_key, "event for the worker dropped: its queue is {}", full_or_closed(&e));
-                Stats::inc(&self.stats.errors);
+                inc(&self.stats.errors);
             }
         }
     }
@@ -342,9 +343,9 @@ impl Hub {
     fn push(&self, conn: ConnId, msg: &WsMessage) {
         let Some(c) = self.tables.get(conn) else { return };
         match c.handle.out.try_send(Out::Send(msg.clone())) {
-            Ok(()) => Stats::inc(&self.stats.messages_out),
+            Ok(()) => inc(&self.stats.messages_out),
             Err(mpsc::error::TrySendError::Full(_)) if !c.handle.kill.is_cancelled() => {
-                Stats::inc(&self.stats.errors);
+                inc(&self.stats.errors);
                 warn!(conn, addr = %c.handle.addr, "slow client: outbound queue full, closing it");
                 c.handle.kill.cancel();
             }
@@ -369,7 +370,7 @@ impl Hub {
                 }
                 info!(worker = %key, "business worker connected");
                 self.router.add_worker(link);
-                Stats::set(&self.stats.workers, self.router.workers().count());
+                set(&self.stats.workers, self.router.workers().count());
             }
             Command::GatewayClientConnect { .. } | Command::Ping => {}
             Command::WorkerDrain => {
@@ -421,7 +422,7 @@ impl Hub {
             }
             Command::UpdateSession { conn, session } => {
                 if let Err(e) = self.tables.update_session(conn, &session) {
-                    Stats::inc(&self.stats.errors);
+                    inc(&self.stats.errors);
                     warn!(conn, "UPDATE_SESSION refused, session kept as it was: {e}");
                 }
             }

@@ -58,7 +58,7 @@ async fn link_task(link: LinkId, stream: TcpStream, peer: SocketAddr, hub: mpsc:
     };
     debug!(link, %peer, "inner connection closed: {reason}");
     if reason != "peer closed" && !reason.starts_with("replaced") {
-        crate::stats::Stats::inc(&config.stats.errors);
+        register::stats::inc(&config.stats.errors);
     }
     kill.cancel();
     let _ = hub.send(HubMsg::LinkGone { link }).await;

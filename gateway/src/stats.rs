@@ -18,16 +18,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn set(gauge: &AtomicU64, v: usize) {
-        gauge.store(v as u64, Ordering::Relaxed);
-    }
-
     /// `(name, help, is_counter, value)` for exposition.
-    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, bool, u64)> {
+    pub fn snapshot(&self) -> Vec<register::stats::Sample> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
             ("clients", "client connections open", false, g(&self.clients)),
