@@ -105,6 +105,12 @@ struct GatewayArgs {
     /// Messages queued per client before it counts as a slow reader and is closed (default 1024).
     #[arg(long)]
     client_queue: Option<usize>,
+    /// Messages per second one client may send before it is closed with 1008; 0 = no limit (default 100).
+    #[arg(long)]
+    rate_limit: Option<f64>,
+    /// Client connections one IP may hold; 0 = no limit (default 1000).
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Args)]
@@ -233,7 +239,18 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 c.registers = r;
             }
             macro_rules! set { ($($f:ident),*) => { $(if let Some(v) = args.$f { c.$f = v; })* } }
-            set!(listen, lan_ip, inner_port, ping_interval, ping_not_response_limit, ping_data, max_message_size, client_queue);
+            set!(
+                listen,
+                lan_ip,
+                inner_port,
+                ping_interval,
+                ping_not_response_limit,
+                ping_data,
+                max_message_size,
+                client_queue,
+                rate_limit,
+                max_connections_per_ip
+            );
             if args.inner_listen.is_some() {
                 c.inner_listen = args.inner_listen;
             }

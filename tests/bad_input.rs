@@ -69,7 +69,7 @@ async fn garbage_on_the_inner_port_affects_nobody_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_closed_not_buffered() {
-    let cl = small_cluster(22, &[], &["--client-queue", "16"]).await;
+    let cl = small_cluster(22, &[], &["--client-queue", "16", "--rate-limit", "0"]).await;
     let g = &cl.gw;
     let mut sender = Client::connect(&g.ws).await;
 

@@ -379,3 +379,28 @@ async fn other_methods_go_to_the_upstream() {
         assert!(!w.log_text().contains("up-secret"), "the upstream token never reaches the logs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_ends_the_agent_session() {
+    let c = chat_cluster(58, "").await;
+    let (mut watcher, _) = agent(&c.a.ws, "6", "w1", "Watcher").await;
+    let short = {
+        let out = std::process::Command::new(BIN)
+            .args(["token", "--bid", "6", "--agent", "t1", "--ttl", "2"])
+            .env("SWITCHBOARD_AGENT_SECRET", SECRET)
+            .output()
+            .expect("token");
+        String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    };
+    let mut t = Client::chat(&c.b.ws).await;
+    let r = t.request(json!({"method": "login", "bid": "6", "customer_id": "t1", "customer_name": "Temp", "token": short}), "login").await;
+    assert!(r.get("code").is_none(), "{r}");
+    let r = t.request(json!({"method": "conversation_list"}), "conversation_list").await;
+    assert!(r.get("code").is_none(), "valid at first: {r}");
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let r = t.request(json!({"method": "conversation_list"}), "conversation_list").await;
+    assert_eq!(r["code"], "10004", "expired: {r}");
+    watcher.next_where(|m| m["method"] == "logout_push" && m["customer_id"] == "t1").await;
+    let r = t.request(json!({"method": "join", "room": "x"}), "join").await;
+    assert_eq!(r["code"], "10004", "no longer an agent: {r}");
+}

@@ -23,9 +23,12 @@ impl Chat {
         if name.chars().count() > 64 {
             return Err(Fail::bad("customer_name is longer than 64 characters"));
         }
+        let mut exp = None;
         if self.config.agent_auth {
             let token = req.get("token").and_then(Value::as_str).unwrap_or("");
-            auth::verify(&self.config.agent_secret, token, &bid, &id).map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
+            let claims = auth::verify(&self.config.agent_secret, token, &bid, &id)
+                .map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
+            exp = Some(claims.exp);
         }
         let name = escape_html(&name);
         if let Who::Agent { bid: old_bid, .. } = Who::of(ctx) {
@@ -35,6 +38,7 @@ impl Chat {
         }
         let me = Who::Agent { bid: bid.clone(), id: id.clone(), name: name.clone() };
         me.store(ctx);
+        crate::who::set_token_exp(ctx, exp);
         // Written before joining the group, so anyone listing the group sees who this is.
         ctx.save_session().await?;
         ctx.api.bind_uid(&ctx.id(), &id).await?;
@@ -61,9 +65,28 @@ impl Chat {
         Ok(())
     }
 
+    /// Every agent action re-checks the token's expiry: an expired token ends the agent's
+    /// session on this connection (it is no longer bound, grouped or named), which then needs
+    /// a fresh `login`.
+    pub(crate) async fn check_token(&self, ctx: &mut Context, who: &Who) -> Outcome {
+        let Who::Agent { bid, id, name } = who else { return Ok(()) };
+        let Some(exp) = crate::who::token_exp(ctx) else { return Ok(()) };
+        if exp > crate::protocol::now_secs() as u64 {
+            return Ok(());
+        }
+        info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent token expired: ending the agent session");
+        Who::Nobody.store(ctx);
+        crate::who::set_token_exp(ctx, None);
+        ctx.save_session().await?;
+        ctx.api.unbind_uid(&ctx.id(), id).await?;
+        ctx.api.leave_group(&ctx.id(), bid).await?;
+        self.agent_gone(ctx, bid, id, name).await?;
+        Err(Fail::denied("agent token expired: log in again"))
+    }
+
     /// An agent connection closed: tell the bot's agents if it was that agent's last one.
     pub(crate) async fn agent_gone(&self, ctx: &Context, bid: &str, id: &str, name: &str) -> Outcome {
-        let still_here = self.online_agents(&ctx.api, bid).await?.iter().any(|(i, _)| i == id);
+        let still_here = self.online_agents_except(&ctx.api, bid, Some(ctx.client_id)).await?.iter().any(|(i, _)| i == id);
         if !still_here {
             let push = json!({"method": "logout_push", "customer_id": id, "customer_name": name, "timestamp": now_secs()});
             ctx.api.send_to_group(&[bid], push.to_string(), &[]).await?;

@@ -112,8 +112,15 @@ impl Chat {
 
     /// Agents of a bot online right now: `(customer_id, customer_name)`, each once.
     pub async fn online_agents(&self, api: &Api, bid: &str) -> Result<Vec<(String, String)>, Fail> {
+        self.online_agents_except(api, bid, None).await
+    }
+
+    /// The same, not counting one connection (one that is leaving: its own session write and
+    /// group change may not have reached the gateway yet).
+    pub async fn online_agents_except(&self, api: &Api, bid: &str, except: Option<business::ClientId>) -> Result<Vec<(String, String)>, Fail> {
         let mut out: Vec<(String, String)> = Vec::new();
-        for session in api.get_client_sessions_by_group(bid).await?.into_values().flatten() {
+        let sessions = api.get_client_sessions_by_group(bid).await?;
+        for session in sessions.into_iter().filter(|(id, _)| Some(*id) != except).filter_map(|(_, s)| s) {
             if let Who::Agent { bid: b, id, name } = Who::from_session(Some(&session)) {
                 if b == bid && !out.iter().any(|(i, _)| *i == id) {
                     out.push((id, name));
@@ -125,6 +132,9 @@ impl Chat {
 
     async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {
         let who = Who::of(ctx);
+        if method != "login" {
+            self.check_token(ctx, &who).await?;
+        }
         match method {
             "login" => self.login(ctx, req).await,
             "visitor_login" => self.visitor_login(ctx, req).await,

@@ -97,3 +97,25 @@ pub fn set_rooms(ctx: &mut Context, rooms: &[String]) {
     let list = php::list(rooms.iter().map(|r| Value::Str(r.as_bytes().to_vec())));
     ctx.session_mut().insert(Key::Str(b"rooms".to_vec()), list);
 }
+
+/// When the agent token this connection logged in with expires (Unix seconds).
+pub fn token_exp(ctx: &Context) -> Option<u64> {
+    match ctx.session.as_ref()?.get(&Key::Str(b"token_exp".to_vec()))? {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        _ => None,
+    }
+}
+
+pub fn set_token_exp(ctx: &mut Context, exp: Option<u64>) {
+    let key = Key::Str(b"token_exp".to_vec());
+    match exp {
+        Some(e) => {
+            ctx.session_mut().insert(key, Value::Int(e.min(i64::MAX as u64) as i64));
+        }
+        None => {
+            if let Some(s) = ctx.session.as_mut() {
+                s.shift_remove(&key);
+            }
+        }
+    }
+}

@@ -42,6 +42,19 @@ pub struct Config {
     pub worker_ping_interval: f64,
     /// Serve the web pages (visitor widget, agent console) on plain GETs to the client port.
     pub web: bool,
+    /// Client connections one remote IP may hold (0 = no limit); more get HTTP 429.
+    pub max_connections_per_ip: usize,
+    /// Connections still in their HTTP/WebSocket handshake at once; more are closed at once.
+    pub max_pending_handshakes: usize,
+    /// Seconds a new WebSocket may stay silent before its first message (0 = no limit).
+    pub first_message_timeout: f64,
+    /// Messages per second one connection may send (0 = no limit), with bursts up to
+    /// `rate_burst`; a connection that goes beyond is closed with 1008.
+    pub rate_limit: f64,
+    pub rate_burst: f64,
+    /// Browser `Origin`s allowed to open a WebSocket (empty = any). Requests without an Origin
+    /// header (non-browser clients) are not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -64,6 +77,12 @@ impl Default for Config {
             reuse_port: true,
             worker_ping_interval: 25.0,
             web: true,
+            max_connections_per_ip: 1000,
+            max_pending_handshakes: 1024,
+            first_message_timeout: 60.0,
+            rate_limit: 100.0,
+            rate_burst: 200.0,
+            allowed_origins: Vec::new(),
         }
     }
 }

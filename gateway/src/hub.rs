@@ -66,12 +66,22 @@ struct LinkHandle {
     worker_key: Option<String>,
 }
 
+/// The hub's answer to a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted(ConnId),
+    /// No business worker is connected to take its events.
+    NoWorker,
+    /// Its IP already holds `max_connections_per_ip` connections.
+    TooManyFromIp,
+}
+
 /// Everything that reaches the hub.
 #[derive(Debug)]
 pub enum HubMsg {
     /// A client TCP connection was accepted; the reply is its connection id, or `None` when no
     /// worker is connected to take its events.
-    Accept { addr: SocketAddr, out: mpsc::Sender<Out>, kill: CancellationToken, reply: oneshot::Sender<Option<ConnId>> },
+    Accept { addr: SocketAddr, out: mpsc::Sender<Out>, kill: CancellationToken, reply: oneshot::Sender<Admission> },
     /// The WebSocket handshake finished; `body` is the serialized `{get, server, cookie}`.
     Handshake { conn: ConnId, body: Bytes },
     /// A data frame from a client.
@@ -113,6 +123,8 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 pub struct Hub {
     stats: Arc<Stats>,
+    per_ip: HashMap<std::net::IpAddr, usize>,
+    max_per_ip: usize,
     tables: Tables<ClientHandle>,
     draining: HashMap<LinkId, Draining>,
     links: HashMap<LinkId, LinkHandle>,
@@ -129,6 +141,8 @@ impl Hub {
     pub fn new(config: &Config, public_port: u16, stats: Arc<Stats>) -> Hub {
         Hub {
             stats,
+            per_ip: HashMap::new(),
+            max_per_ip: config.max_connections_per_ip,
             tables: Tables::default(),
             draining: HashMap::new(),
             links: HashMap::new(),
@@ -179,16 +193,23 @@ impl Hub {
         match msg {
             HubMsg::Accept { addr, out, kill, reply } => {
                 if !self.router.has_workers() {
-                    let _ = reply.send(None);
+                    let _ = reply.send(Admission::NoWorker);
+                    return;
+                }
+                let held = self.per_ip.get(&addr.ip()).copied().unwrap_or(0);
+                if self.max_per_ip > 0 && held >= self.max_per_ip {
+                    inc(&self.stats.limited);
+                    let _ = reply.send(Admission::TooManyFromIp);
                     return;
                 }
                 let conn =
                     self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, since: Instant::now() });
+                *self.per_ip.entry(addr.ip()).or_default() += 1;
                 set(&self.stats.clients, self.tables.len());
-                if reply.send(Some(conn)).is_ok() {
+                if reply.send(Admission::Admitted(conn)).is_ok() {
                     self.forward_to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
                 } else {
-                    self.tables.remove(conn);
+                    self.drop_client(conn);
                 }
             }
             HubMsg::Handshake { conn, body } => {
@@ -204,12 +225,7 @@ impl Hub {
             HubMsg::Gone { conn } => {
                 // ON_CLOSE carries the last session, so it is built before the client goes.
                 self.forward_to_worker(conn, EventKind::Close, Body::text(Bytes::new()));
-                if let Some(c) = self.tables.remove(conn) {
-                    if let Some(w) = c.handle.worker {
-                        self.router.release(w);
-                    }
-                }
-                set(&self.stats.clients, self.tables.len());
+                self.drop_client(conn);
             }
             HubMsg::LinkUp { link, peer, out, kill } => {
                 self.links.insert(link, LinkHandle { out, kill, peer, worker_key: None });
@@ -251,6 +267,23 @@ impl Hub {
                 self.release(link);
             }
         }
+    }
+
+    /// Forgets a client in every table.
+    fn drop_client(&mut self, conn: ConnId) {
+        if let Some(c) = self.tables.remove(conn) {
+            if let Some(w) = c.handle.worker {
+                self.router.release(w);
+            }
+            let ip = c.handle.addr.ip();
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
+        set(&self.stats.clients, self.tables.len());
     }
 
     /// Sends a client event to the client's worker, choosing one if needed; holds it while

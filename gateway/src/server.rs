@@ -109,6 +109,11 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
         max_message_size: config.max_message_size,
         queue: config.client_queue,
         handshake_timeout: secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10)),
+        pending: Arc::new(tokio::sync::Semaphore::new(config.max_pending_handshakes.max(1))),
+        first_message_timeout: secs(config.first_message_timeout),
+        rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
+        allowed_origins: Arc::new(config.allowed_origins.clone()),
+        stats: stats.clone(),
     };
     let accept = tokio::spawn(websocket::serve(client_listener, hub_tx.clone(), ws_config));
     Ok(Running { stats, public, inner: address, hub: hub_tx, accept })

@@ -15,6 +15,8 @@ pub struct Stats {
     pub messages_out: AtomicU64,
     /// Refused or failed things: bad inner peers, slow clients, dropped events, refused updates.
     pub errors: AtomicU64,
+    /// Limits hit: per-IP connections, pending handshakes, silent newcomers, floods, origins.
+    pub limited: AtomicU64,
 }
 
 impl Stats {
@@ -27,6 +29,7 @@ impl Stats {
             ("messages_in_total", "data frames received from clients", true, g(&self.messages_in)),
             ("messages_out_total", "messages queued to clients", true, g(&self.messages_out)),
             ("errors_total", "refused input and failures", true, g(&self.errors)),
+            ("limits_total", "connections refused or closed by a limit", true, g(&self.limited)),
         ]
     }
 }

@@ -6,7 +6,14 @@
 //! the client's queue.
 
 use super::web;
-use crate::hub::{close, HubMsg, Out};
+use crate::hub::{close, Admission, HubMsg, Out};
+use crate::stats::Stats;
+use register::stats::inc;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
 use crate::tables::ConnId;
 use bytes::Bytes;
@@ -34,6 +41,13 @@ pub struct WsConfig {
     pub max_message_size: usize,
     pub queue: usize,
     pub handshake_timeout: Duration,
+    /// One permit per connection still in its handshake.
+    pub pending: Arc<Semaphore>,
+    pub first_message_timeout: Option<Duration>,
+    /// Messages per second and burst (rate 0 = no limit).
+    pub rate: (f64, f64),
+    pub allowed_origins: Arc<Vec<String>>,
+    pub stats: Arc<Stats>,
 }
 
 pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
@@ -52,6 +66,12 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsC
 
 async fn client_task(mut stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
     let _ = stream.set_nodelay(true);
+    // Handshakes in progress are bounded, so half-open slowloris connections cannot pile up.
+    let Ok(permit) = config.pending.clone().try_acquire_owned() else {
+        inc(&config.stats.limited);
+        info!(%addr, "too many connections in their handshake: closing this one");
+        return;
+    };
     // The request head decides between a page and a WebSocket (a slow head is a slowloris).
     let head = match tokio::time::timeout(config.handshake_timeout, web::read_head(&mut stream)).await {
         Ok(web::Head::Upgrade(bytes)) => bytes,
@@ -73,7 +93,19 @@ async fn client_task(mut stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<
     if hub.send(accept).await.is_err() {
         return;
     }
-    let conn = reply_rx.await.ok().flatten();
+    let conn = match reply_rx.await {
+        Ok(Admission::Admitted(conn)) => Some(conn),
+        Ok(Admission::NoWorker) => None,
+        Ok(Admission::TooManyFromIp) => {
+            info!(%addr, "too many connections from this address: 429");
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            return;
+        }
+        Err(_) => return,
+    };
     // tungstenite's 128 KiB read and write buffers would cost ~256 KiB per idle connection;
     // small ones keep 100k connections affordable (figures in docs/BENCHMARKS.md).
     let ws_config = WebSocketConfig::default()
@@ -86,6 +118,15 @@ async fn client_task(mut stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |req: &Request, resp: Response| {
+            if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
+                if !config.allowed_origins.is_empty() && !config.allowed_origins.iter().any(|a| a == origin) {
+                    inc(&config.stats.limited);
+                    info!(%addr, origin, "WebSocket from an origin that is not allowed: 403");
+                    let mut refusal = ErrorResponse::new(Some("origin not allowed".to_string()));
+                    *refusal.status_mut() = StatusCode::FORBIDDEN;
+                    return Err(refusal);
+                }
+            }
             body = Some(handshake_body(req));
             Ok(resp)
         },
@@ -120,10 +161,12 @@ async fn client_task(mut stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<
             return;
         }
     };
+    drop(permit);
     if let Some(body) = body {
         let _ = hub.send(HubMsg::Handshake { conn, body }).await;
     }
-    run(conn, addr, ws, &hub, out_tx, out_rx, kill).await;
+    let limits = Limits { first: config.first_message_timeout, rate: config.rate, stats: config.stats.clone() };
+    run(conn, addr, ws, &hub, out_tx, out_rx, kill, limits).await;
     let _ = hub.send(HubMsg::Gone { conn }).await;
 }
 
@@ -138,7 +181,35 @@ fn handshake_body(req: &Request) -> Bytes {
     Bytes::from(value.serialize())
 }
 
+/// The limits a connection's reader enforces itself (no shared state: no locks).
+struct Limits {
+    first: Option<Duration>,
+    rate: (f64, f64),
+    stats: Arc<Stats>,
+}
+
+/// A token bucket: `rate` messages per second, up to `burst` at once.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64, burst: f64) -> bool {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Reads and writes until either side ends the connection.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     conn: ConnId,
     addr: SocketAddr,
@@ -147,27 +218,29 @@ async fn run(
     out_tx: mpsc::Sender<Out>,
     out_rx: mpsc::Receiver<Out>,
     kill: CancellationToken,
+    limits: Limits,
 ) {
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone()));
+    let mut first = limits.first;
+    let (rate, burst) = limits.rate;
+    let mut bucket = Bucket { tokens: burst, at: std::time::Instant::now() };
     loop {
         let next = tokio::select! {
             n = stream.next() => n,
             _ = kill.cancelled() => break,
+            _ = async { tokio::time::sleep(first.unwrap_or_default()).await }, if first.is_some() => {
+                inc(&limits.stats.limited);
+                info!(conn, %addr, "no message within {:?} of connecting: closing (1008)", first.unwrap_or_default());
+                let _ = out_tx.try_send(Out::Close(close(1008, "no message received")));
+                break;
+            }
         };
-        match next {
-            Some(Ok(Message::Text(t))) => {
-                if hub.send(HubMsg::Data { conn, data: Bytes::from(t) }).await.is_err() {
-                    break;
-                }
-            }
-            Some(Ok(Message::Binary(b))) => {
-                if hub.send(HubMsg::Data { conn, data: b }).await.is_err() {
-                    break;
-                }
-            }
+        let data = match next {
+            Some(Ok(Message::Text(t))) => Bytes::from(t),
+            Some(Ok(Message::Binary(b))) => b,
             Some(Ok(Message::Close(_))) | None => break,
-            Some(Ok(_)) => {} // ping/pong: answered by tungstenite; not heartbeat activity (spec §10)
+            Some(Ok(_)) => continue, // ping/pong: answered by tungstenite; not heartbeat activity (spec §10)
             Some(Err(e)) => {
                 let (code, why) = match &e {
                     // The client just went away (TCP reset or EOF without a close frame).
@@ -187,6 +260,16 @@ async fn run(
                 let _ = out_tx.try_send(Out::Close(close(code, why)));
                 break;
             }
+        };
+        first = None;
+        if rate > 0.0 && !bucket.take(rate, burst) {
+            inc(&limits.stats.limited);
+            info!(conn, %addr, "message flood: more than {rate}/s (burst {burst}); closing (1008)");
+            let _ = out_tx.try_send(Out::Close(close(1008, "message rate limit")));
+            break;
+        }
+        if hub.send(HubMsg::Data { conn, data }).await.is_err() {
+            break;
         }
     }
     drop(out_tx);
