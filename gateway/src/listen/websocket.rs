@@ -225,6 +225,8 @@ async fn run(
     let mut first = limits.first;
     let (rate, burst) = limits.rate;
     let mut bucket = Bucket { tokens: burst, at: std::time::Instant::now() };
+    // Whether we queued a close frame the writer should still get out.
+    let mut closing = false;
     loop {
         let next = tokio::select! {
             n = stream.next() => n,
@@ -232,7 +234,7 @@ async fn run(
             _ = async { tokio::time::sleep(first.unwrap_or_default()).await }, if first.is_some() => {
                 inc(&limits.stats.limited);
                 info!(conn, %addr, "no message within {:?} of connecting: closing (1008)", first.unwrap_or_default());
-                let _ = out_tx.try_send(Out::Close(close(1008, "no message received")));
+                closing = out_tx.try_send(Out::Close(close(1008, "no message received"))).is_ok();
                 break;
             }
         };
@@ -257,7 +259,7 @@ async fn run(
                     }
                 };
                 info!(conn, %addr, code, "closing client: {e}");
-                let _ = out_tx.try_send(Out::Close(close(code, why)));
+                closing = out_tx.try_send(Out::Close(close(code, why))).is_ok();
                 break;
             }
         };
@@ -265,7 +267,7 @@ async fn run(
         if rate > 0.0 && !bucket.take(rate, burst) {
             inc(&limits.stats.limited);
             info!(conn, %addr, "message flood: more than {rate}/s (burst {burst}); closing (1008)");
-            let _ = out_tx.try_send(Out::Close(close(1008, "message rate limit")));
+            closing = out_tx.try_send(Out::Close(close(1008, "message rate limit"))).is_ok();
             break;
         }
         if hub.send(HubMsg::Data { conn, data }).await.is_err() {
@@ -273,14 +275,15 @@ async fn run(
         }
     }
     drop(out_tx);
-    if kill.is_cancelled() {
-        // Destroyed (CMD_DESTROY, slow reader, heartbeat): whatever is queued is dropped.
-        writer.abort();
-    } else {
-        // Let the writer send what is queued (a close frame, a kick message) but not forever.
+    if closing && !kill.is_cancelled() {
+        // Let the writer send our close frame (after what is queued before it), but not forever.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-        kill.cancel();
+    } else {
+        // The peer left, or the connection was destroyed (CMD_DESTROY, slow reader, heartbeat,
+        // a kick already flushed): nothing more can or should be written.
+        writer.abort();
     }
+    kill.cancel();
 }
 
 type Client = web::Prefixed<TcpStream>;
