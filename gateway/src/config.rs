@@ -55,6 +55,10 @@ pub struct Config {
     /// Browser `Origin`s allowed to open a WebSocket (empty = any). Requests without an Origin
     /// header (non-browser clients) are not affected.
     pub allowed_origins: Vec<String>,
+    /// PEM certificate chain and private key: the client port then speaks TLS (`wss://`,
+    /// `https://` for the pages), so no proxy is needed in front.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +87,8 @@ impl Default for Config {
             rate_limit: 100.0,
             rate_burst: 200.0,
             allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -18,6 +18,30 @@ use tracing::info;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Builds the TLS acceptor from PEM files (rustls with the ring provider).
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err(StartError::Tls("set both tls_cert and tls_key".into())),
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }
 
 /// Binds a listener; `reuse_port` lets several gateway processes share one client port.
@@ -88,6 +112,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 /// `start`, also serving `assets` on plain GETs to the client port.
 pub async fn start_with(config: Config, assets: Option<crate::listen::web::Assets>) -> Result<Running, StartError> {
+    let tls = tls_acceptor(&config)?;
     let client_listener = bind(config.listen, config.reuse_port)?;
     let inner_listener = bind(config.inner_bind(), false)?;
     let public = client_listener.local_addr().unwrap_or(config.listen);
@@ -114,6 +139,7 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
         rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
         allowed_origins: Arc::new(config.allowed_origins.clone()),
         stats: stats.clone(),
+        tls,
     };
     let accept = tokio::spawn(websocket::serve(client_listener, hub_tx.clone(), ws_config));
     Ok(Running { stats, public, inner: address, hub: hub_tx, accept })

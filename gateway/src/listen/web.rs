@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Looks up an asset by path: `(content type, body)`.
 pub type Assets = Arc<dyn Fn(&str) -> Option<(&'static str, Bytes)> + Send + Sync>;
@@ -28,7 +27,7 @@ pub enum Head {
 }
 
 /// Reads until the end of the request head.
-pub async fn read_head(stream: &mut TcpStream) -> Head {
+pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Head {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match stream.read_buf(&mut buf).await {
@@ -55,7 +54,7 @@ pub async fn read_head(stream: &mut TcpStream) -> Head {
 }
 
 /// Answers a plain GET and closes.
-pub async fn respond(mut stream: TcpStream, path: &str, assets: Option<&Assets>) {
+pub async fn respond<S: AsyncWrite + Unpin>(mut stream: S, path: &str, assets: Option<&Assets>) {
     let path = path.split('?').next().unwrap_or("/");
     let found = assets.and_then(|a| a(path));
     let (status, kind, body) = match found {

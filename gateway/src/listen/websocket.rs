@@ -10,7 +10,7 @@ use crate::hub::{close, Admission, HubMsg, Out};
 use crate::stats::Stats;
 use register::stats::inc;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -48,13 +48,34 @@ pub struct WsConfig {
     pub rate: (f64, f64),
     pub allowed_origins: Arc<Vec<String>>,
     pub stats: Arc<Stats>,
+    /// Set when the client port speaks TLS (wss:// and https://).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                tokio::spawn(client_task(stream, addr, hub.clone(), config.clone()));
+                let _ = stream.set_nodelay(true);
+                let (hub, config) = (hub.clone(), config.clone());
+                match config.tls.clone() {
+                    None => {
+                        tokio::spawn(client_task(stream, addr, hub, config));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(async move {
+                            // The TLS handshake shares the handshake deadline: a slow one is a slowloris.
+                            match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => client_task(tls, addr, hub, config).await,
+                                Ok(Err(e)) => debug!(%addr, "TLS handshake failed: {e}"),
+                                Err(_) => {
+                                    inc(&config.stats.limited);
+                                    info!(%addr, "TLS handshake not finished within {:?}, closing", config.handshake_timeout);
+                                }
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 warn!("client accept failed: {e}");
@@ -64,8 +85,11 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsC
     }
 }
 
-async fn client_task(mut stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
-    let _ = stream.set_nodelay(true);
+/// Anything a client can connect over: plain TCP or TLS.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+
+async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
     // Handshakes in progress are bounded, so half-open slowloris connections cannot pile up.
     let Ok(permit) = config.pending.clone().try_acquire_owned() else {
         inc(&config.stats.limited);
@@ -210,10 +234,10 @@ impl Bucket {
 
 /// Reads and writes until either side ends the connection.
 #[allow(clippy::too_many_arguments)]
-async fn run(
+async fn run<S: Transport>(
     conn: ConnId,
     addr: SocketAddr,
-    ws: WebSocketStream<Client>,
+    ws: WebSocketStream<web::Prefixed<S>>,
     hub: &mpsc::Sender<HubMsg>,
     out_tx: mpsc::Sender<Out>,
     out_rx: mpsc::Receiver<Out>,
@@ -286,11 +310,10 @@ async fn run(
     kill.cancel();
 }
 
-type Client = web::Prefixed<TcpStream>;
-type Sink = futures_util::stream::SplitSink<WebSocketStream<Client>, Message>;
+type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<web::Prefixed<S>>, Message>;
 
 /// Writes queued messages, batching a burst into one flush.
-async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Out>, kill: CancellationToken) {
+async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>, kill: CancellationToken) {
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
@@ -329,7 +352,7 @@ async fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Out>, kill: Cancellat
     }
 }
 
-async fn finish(sink: &mut Sink, frame: CloseFrame) {
+async fn finish<S: Transport>(sink: &mut Sink<S>, frame: CloseFrame) {
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
 }
