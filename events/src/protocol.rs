@@ -80,3 +80,17 @@ pub fn message_json(m: &StoredMessage) -> Value {
 pub fn now_secs() -> i64 {
     crate::store::now_ms() / 1000
 }
+
+/// The fuzz target for client frames (`fuzz/`): every field reader on any JSON object.
+pub fn fuzz_request(data: &[u8]) {
+    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(data) {
+        for key in ["bid", "customer_id", "visitor_id", "room", "conversation_id", "cid", "to_uid", "with_uid", "before_id", "after_id"] {
+            let _ = id_field(&m, key);
+        }
+        for key in ["content", "name", "customer_name", "method"] {
+            if let Ok(Some(t)) = text_field(&m, key) {
+                let _ = escape_html(&t);
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! nothing on the message path takes a lock. `server` starts it all from a `Config`.
 
 pub mod config;
+pub mod fuzz;
 pub mod hub;
 pub mod inner;
 pub mod listen;

@@ -310,6 +310,9 @@ impl Command {
                         None | Some(serde_json::Value::Null) => None,
                         Some(ex) => Some(json::read_conn_ids(ex, true).ok_or_else(|| bad_ext(c, "bad exclude"))?),
                     };
+                    // Without groups nothing is sent, so an exclude list means nothing (found by
+                    // fuzzing: keeping it made decode/encode disagree).
+                    let exclude = if groups.is_empty() { None } else { exclude };
                     (groups, exclude)
                 };
                 Command::SendToGroup { groups, exclude, msg: message(&p) }
