@@ -1,5 +1,7 @@
 //! Abuse while well-behaved clients keep chatting: a flood, slowloris handshakes, too many
-//! connections from one address, a silent newcomer, a foreign Origin. The good clients lose
+//! connections from one address, a silent newcomer, a foreign Origin, random bytes on the inner
+//! port, an oversized frame. (A forged worker and a client that never reads are in
+//! bad_input.rs.) The good clients lose
 //! nothing and stay under a latency bound (printed); the gateway's memory stays bounded.
 
 mod common;
@@ -135,6 +137,24 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
     let evil = ws_from("127.92.0.55", &g.ws, Some("http://evil.example")).await;
     assert!(evil.as_ref().err().is_some_and(|e| e.contains("403")), "{:?}", evil.err());
     ws_from("127.92.0.55", &g.ws, Some("http://good.example")).await.expect("allowed origin");
+
+    // Random bytes and a forged worker on the inner port; an oversized frame on the client port.
+    let mut junk = connect_from("127.92.0.56", &g.inner).await;
+    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let _ = junk.write_all(&noise).await;
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(WAIT, junk.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "random bytes on the inner port: disconnected");
+    let mut big = ws_from("127.92.0.57", &g.ws, None).await.expect("connects");
+    let _ = big.send(Message::Text("x".repeat(2 * 1024 * 1024).into())).await;
+    let mut code = None;
+    while let Ok(Some(m)) = tokio::time::timeout(WAIT, big.next()).await {
+        if let Some(c) = close_code(Some(m)) {
+            code = Some(c);
+            break;
+        }
+    }
+    assert_eq!(code, Some(1009), "an oversized frame is refused with 1009");
 
     let (rounds, worst, p99) = chatting.await.expect("good clients");
     println!("good clients: {rounds} rounds of 3 requests, p99 {p99:?}, worst {worst:?} while under attack");

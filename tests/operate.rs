@@ -178,6 +178,18 @@ async fn reload_under_traffic_loses_nothing_and_reads_the_new_config() {
     ok(&sb(&dir.0, &["reload"]));
     let r = c0.request(json!({"method": "say", "room": "busy", "content": "x".repeat(50), "cid": "long"}), "say_ack").await;
     assert!(r.get("code").is_none(), "after reload max_content is 100: {r}");
+
+    // Revoking an agent: config + reload ends its session at its next action.
+    let text = std::fs::read_to_string(&cfg).expect("config").replace("[events]\n", "[events]\nrevoked_agents = [\"1:ag1\"]\n");
+    std::fs::write(&cfg, text).expect("config");
+    ok(&sb(&dir.0, &["reload"]));
+    let r = clients[1].request(json!({"method": "conversation_list"}), "conversation_list").await;
+    assert_eq!((r["code"].as_str(), r["msg"].as_str()), (Some("10004"), Some("agent token revoked: log in again")), "{r}");
+    let mut again = Client::chat(&url).await;
+    let r = again
+        .request(json!({"method": "login", "bid": "1", "customer_id": "ag1", "customer_name": "ag1", "token": token(&dir.0, "1", "ag1")}), "login")
+        .await;
+    assert_eq!(r["code"], "10004", "a revoked agent cannot log in again: {r}");
     ok(&sb(&dir.0, &["stop"]));
 }
 

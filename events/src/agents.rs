@@ -23,6 +23,9 @@ impl Chat {
         if name.chars().count() > 64 {
             return Err(Fail::bad("customer_name is longer than 64 characters"));
         }
+        if self.revoked(&bid, &id) {
+            return Err(Fail::denied("agent token revoked"));
+        }
         let mut exp = None;
         if self.config.agent_auth {
             let token = req.get("token").and_then(Value::as_str).unwrap_or("");
@@ -70,18 +73,24 @@ impl Chat {
     /// a fresh `login`.
     pub(crate) async fn check_token(&self, ctx: &mut Context, who: &Who) -> Outcome {
         let Who::Agent { bid, id, name } = who else { return Ok(()) };
-        let Some(exp) = crate::who::token_exp(ctx) else { return Ok(()) };
-        if exp > crate::protocol::now_secs() as u64 {
+        let revoked = self.revoked(bid, id);
+        let expired = crate::who::token_exp(ctx).is_some_and(|exp| exp <= crate::protocol::now_secs() as u64);
+        if !revoked && !expired {
             return Ok(());
         }
-        info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent token expired: ending the agent session");
+        let why = if revoked { "revoked" } else { "expired" };
+        info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent token {why}: ending the agent session");
         Who::Nobody.store(ctx);
         crate::who::set_token_exp(ctx, None);
         ctx.save_session().await?;
         ctx.api.unbind_uid(&ctx.id(), id).await?;
         ctx.api.leave_group(&ctx.id(), bid).await?;
         self.agent_gone(ctx, bid, id, name).await?;
-        Err(Fail::denied("agent token expired: log in again"))
+        Err(Fail::denied(format!("agent token {why}: log in again")))
+    }
+
+    fn revoked(&self, bid: &str, id: &str) -> bool {
+        self.config.revoked_agents.iter().any(|r| r.split_once(':') == Some((bid, id)))
     }
 
     /// An agent connection closed: tell the bot's agents if it was that agent's last one.

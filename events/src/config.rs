@@ -9,6 +9,9 @@ pub struct Config {
     pub agent_secret: String,
     /// Development only: accept agent logins without a token. Logged loudly.
     pub agent_auth: bool,
+    /// Agents whose tokens no longer count, as `"<bid>:<customer_id>"`: their logins are
+    /// refused and their open sessions end at their next action. Takes effect on `reload`.
+    pub revoked_agents: Vec<String>,
     /// `sqlite:<path>` (default `sqlite:run/switchboard.db`) or a `redis://` URL.
     pub store: String,
     /// Prefix of every Redis key, so several deployments can share one Redis.
@@ -37,6 +40,7 @@ impl Default for Config {
         Config {
             agent_secret: String::new(),
             agent_auth: true,
+            revoked_agents: Vec::new(),
             store: "sqlite:run/switchboard.db".into(),
             redis_prefix: "switchboard:".into(),
             assignment: "least-busy".into(),
