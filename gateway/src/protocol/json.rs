@@ -130,12 +130,19 @@ pub fn read_conn_ids(v: &serde_json::Value, by_key: bool) -> Option<Vec<u32>> {
             _ => None,
         }
     };
-    match v {
+    let ids: Option<Vec<u32>> = match v {
         serde_json::Value::Object(m) if by_key => m.keys().map(|k| k.parse().ok()).collect(),
         serde_json::Value::Object(m) => m.values().map(as_u32).collect(),
         serde_json::Value::Array(a) => a.iter().map(as_u32).collect(),
         _ => None,
-    }
+    };
+    // A connection listed twice is still one connection (found by fuzzing: PHP would send it
+    // the message twice, and the list could not be written back as a map).
+    ids.map(|mut ids| {
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
+        ids
+    })
 }
 
 #[cfg(test)]
