@@ -31,11 +31,14 @@ async fn ws_from(source: &str, url: &str, origin: Option<&str>) -> Result<tokio_
     tokio_tungstenite::client_async(req, stream).await.map(|(ws, _)| ws).map_err(|e| e.to_string())
 }
 
-fn close_code(m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Option<u16> {
-    match m {
-        Some(Ok(Message::Close(Some(f)))) => Some(u16::from(f.code)),
-        _ => None,
+/// Reads until the server's close frame; its code.
+async fn closed_with(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> Option<u16> {
+    while let Ok(Some(m)) = tokio::time::timeout(WAIT, ws.next()).await {
+        if let Ok(Message::Close(Some(f))) = m {
+            return Some(u16::from(f.code));
+        }
     }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,13 +94,7 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
             break;
         }
     }
-    let mut code = None;
-    while let Ok(Some(m)) = tokio::time::timeout(WAIT, flood.next()).await {
-        if let Some(c) = close_code(Some(m)) {
-            code = Some(c);
-            break;
-        }
-    }
+    let code = closed_with(&mut flood).await;
     assert_eq!(code, Some(1008), "the flood is closed with 1008");
 
     // Slowloris: half-sent request heads are dropped after the handshake timeout.
@@ -124,13 +121,7 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
 
     // A newcomer that says nothing is closed with 1008.
     let mut silent = ws_from("127.92.0.54", &g.ws, None).await.expect("connects");
-    let mut code = None;
-    while let Ok(Some(m)) = tokio::time::timeout(WAIT, silent.next()).await {
-        if let Some(c) = close_code(Some(m)) {
-            code = Some(c);
-            break;
-        }
-    }
+    let code = closed_with(&mut silent).await;
     assert_eq!(code, Some(1008));
 
     // A page from another origin cannot open a WebSocket; the allowed one can.
@@ -147,13 +138,7 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "random bytes on the inner port: disconnected");
     let mut big = ws_from("127.92.0.57", &g.ws, None).await.expect("connects");
     let _ = big.send(Message::Text("x".repeat(2 * 1024 * 1024).into())).await;
-    let mut code = None;
-    while let Ok(Some(m)) = tokio::time::timeout(WAIT, big.next()).await {
-        if let Some(c) = close_code(Some(m)) {
-            code = Some(c);
-            break;
-        }
-    }
+    let code = closed_with(&mut big).await;
     assert_eq!(code, Some(1009), "an oversized frame is refused with 1009");
 
     let (rounds, worst, p99) = chatting.await.expect("good clients");
