@@ -114,12 +114,19 @@ impl Chat {
         let (_, me) = self.agent_of(who)?;
         let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
         let conv = self.conversation_for(who, &id).await?;
-        let ok = self.store.assign(&id, me, None).await?;
+        self.reassign(ctx, "claim", conv, me, None).await
+    }
+
+    /// The compare-and-set behind `claim` and `transfer`: assigns `to` if the conversation is
+    /// held by `expected`, tells the bot's agents and the visitor, and answers with the holder.
+    async fn reassign(&self, ctx: &mut Context, method: &str, conv: Conversation, to: &str, expected: Option<&str>) -> Outcome {
+        let id = conv.id.clone();
+        let ok = self.store.assign(&id, to, expected).await?;
         let now = self.store.conversation(&id).await?.unwrap_or(conv);
         if ok {
             self.announce_assignment(ctx, &now).await?;
         }
-        self.reply(ctx, json!({"method": "claim", "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
+        self.reply(ctx, json!({"method": method, "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
         Ok(())
     }
 
@@ -132,13 +139,7 @@ impl Chat {
             return Err(Fail::denied("no such agent in this bot"));
         }
         // Only the agent who holds the conversation hands it over.
-        let ok = self.store.assign(&id, &to, Some(me)).await?;
-        let now = self.store.conversation(&id).await?.unwrap_or(conv);
-        if ok {
-            self.announce_assignment(ctx, &now).await?;
-        }
-        self.reply(ctx, json!({"method": "transfer", "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
-        Ok(())
+        self.reassign(ctx, "transfer", conv, &to, Some(me)).await
     }
 
     pub(crate) async fn close(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
