@@ -63,6 +63,8 @@ enum Role {
     Gateway(GatewayArgs),
     /// Run a business worker: runs the application's event callbacks.
     Business(BusinessArgs),
+    /// Run the LINE channel: signed webhooks in, agents' replies out (config: [events.line]).
+    Line(LineArgs),
     /// Load-test a running system whose workers run the probe application.
     Bench(bench::BenchArgs),
     /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET or [events] agent_secret).
@@ -111,6 +113,16 @@ struct GatewayArgs {
     /// Client connections one IP may hold; 0 = no limit (default 1000).
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
+}
+
+#[derive(Args)]
+struct LineArgs {
+    /// Webhook listener (default [events.line] listen, 127.0.0.1:8790).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The chat's store, shared with the workers (default [events] store).
+    #[arg(long)]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -263,6 +275,29 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 _ = running.wait() => {}
                 _ = stop => running.shutdown(Duration::from_secs(5)).await,
             }
+        }
+        Role::Line(args) => {
+            let stop = stop_signal()?;
+            let mut events_config = file.events;
+            if let Some(l) = args.listen {
+                events_config.line.listen = l;
+            }
+            if let Some(s) = args.store {
+                events_config.store = s;
+            }
+            let registers = shared_registers.or(file.business.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
+            let secret = cli.secret_key.or(file.business.secret_key).or(file.secret_key).unwrap_or_default();
+            let chat = Arc::new(events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?);
+            let line = events::line::Line::new(chat, business::Api::remote(registers, secret)).map_err(|e| anyhow::anyhow!(e))?;
+            let listen = line.config.listen.clone();
+            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("LINE webhook listener {listen}"))?;
+            let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+            tracing::info!(%address, "LINE channel listening: POST /line/<bid>/webhook");
+            ready_line(&serde_json::json!({"role": "line", "address": address}).to_string());
+            line.serve(listener, async {
+                let _ = stop.await;
+            })
+            .await?;
         }
         Role::Business(args) => {
             let stop = stop_signal()?;

@@ -33,6 +33,8 @@ pub struct Config {
     pub upstream_timeout: f64,
     /// Upstream calls in flight per worker; more wait (up to the timeout).
     pub upstream_concurrency: usize,
+    /// The LINE channel (`switchboard line`), see `line::Config`.
+    pub line: crate::line::Config,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             upstream_token: String::new(),
             upstream_timeout: 5.0,
             upstream_concurrency: 64,
+            line: Default::default(),
         }
     }
 }

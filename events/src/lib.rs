@@ -3,11 +3,13 @@
 //! Agents (客服) of a bot log in with a signed token and see each other (`agents`); visitors
 //! open a conversation with a bot and are assigned an agent (`visitors`); agents also talk in
 //! rooms (`rooms`) and privately. Every message is stored before it is acknowledged and can be
-//! paged back (`messages`, `store`). The wire format is in `protocol` and docs/protocol.md.
+//! paged back (`messages`, `store`). LINE users reach the same agents through `line`. The wire
+//! format is in `protocol` and docs/protocol.md.
 
 pub mod agents;
 pub mod auth;
 pub mod config;
+pub mod line;
 pub mod messages;
 pub mod protocol;
 pub mod proxy;

@@ -80,7 +80,7 @@ impl Chat {
             Target::Room { room, .. } if !rooms(ctx).contains(room) => return Err(Fail::denied("join the room first")),
             Target::Conversation(c) if !c.open => return Err(Fail::denied("the conversation is closed")),
             Target::Conversation(c) if matches!(who, Who::Visitor { .. }) => {
-                *c = self.auto_assign(ctx, c.clone()).await?;
+                *c = self.auto_assign(&ctx.api, c.clone()).await?;
             }
             _ => {}
         }
@@ -95,21 +95,23 @@ impl Chat {
             Inserted::New(m) => (m, true),
             Inserted::Duplicate(m) => (m, false),
         };
+        // An agent's message to a LINE user is queued for the sender (again, if a first `say`
+        // stopped between storing and queueing).
+        let delivery = match (&target, who) {
+            (Target::Conversation(c), Who::Agent { .. }) if crate::line::line_user(&c.visitor_id).is_some() => {
+                Some(self.queue_for_line(c, &msg).await?)
+            }
+            _ => None,
+        };
         if fresh {
-            let frame = message_json(&msg).to_string();
+            let mut frame = message_json(&msg);
+            if let Some(d) = &delivery {
+                frame["delivery"] = d.clone().into();
+            }
+            let frame = frame.to_string();
             let api = &ctx.api;
             match &target {
-                Target::Conversation(c) => {
-                    let visitor = visitor_uid(&c.visitor_id);
-                    match (&c.assigned, who) {
-                        // A visitor's message reaches its agent, or every agent while unassigned.
-                        (Some(agent), Who::Visitor { .. }) => api.send_to_uid(&[&visitor, agent], frame).await?,
-                        _ => {
-                            api.send_to_uid(&[&visitor], frame.clone()).await?;
-                            api.send_to_group(&[&c.bid], frame, &[]).await?;
-                        }
-                    }
-                }
+                Target::Conversation(c) => self.deliver_in_conversation(api, c, matches!(who, Who::Visitor { .. }), frame).await?,
                 Target::Room { bid, room } => api.send_to_group(&[&room_group(bid, room)], frame, &[]).await?,
                 Target::Private { to, .. } => api.send_to_uid(&[to, &me], frame).await?,
             }
@@ -117,6 +119,9 @@ impl Chat {
         let mut ack = json!({"method": "say_ack", "id": msg.id.to_string(), "timestamp": msg.timestamp});
         if let Some(cid) = &msg.cid {
             ack["cid"] = cid.clone().into();
+        }
+        if let Some(d) = delivery {
+            ack["delivery"] = d.into();
         }
         self.reply(ctx, ack).await;
         Ok(())
@@ -157,7 +162,10 @@ impl Chat {
         let before = Self::int_field(req, "before_id")?;
         let after = Self::int_field(req, "after_id")?;
         let messages = self.store.history(&thread, before, after, limit).await?;
-        let list: Vec<Value> = messages.iter().map(message_json).collect();
+        let mut list: Vec<Value> = messages.iter().map(message_json).collect();
+        if let Target::Conversation(c) = &target {
+            self.with_deliveries(c, &thread, &mut list).await?;
+        }
         self.reply(ctx, json!({"method": "history", key: value, "messages": list})).await;
         Ok(())
     }

@@ -6,7 +6,7 @@ use crate::protocol::{escape_html, id_field, message_json, text_field};
 use crate::store::{sqlite::new_id, Conversation};
 use crate::who::{visitor_uid, Who};
 use crate::{Chat, Fail, Outcome};
-use business::Context;
+use business::{Api, Context};
 use serde_json::{json, Map, Value};
 use tracing::info;
 
@@ -15,7 +15,7 @@ pub fn conversation_thread(id: &str) -> String {
     format!("c:{id}")
 }
 
-fn push_of(conv: &Conversation) -> Value {
+pub(crate) fn push_of(conv: &Conversation) -> Value {
     json!({"method": "conversation_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id,
            "visitor_name": conv.visitor_name, "assigned": conv.assigned, "open": conv.open})
 }
@@ -24,6 +24,8 @@ impl Chat {
     pub(crate) async fn visitor_login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
         let bid = id_field(req, "bid")?.ok_or_else(|| Fail::bad("bid is required"))?;
         let visitor_id = match id_field(req, "visitor_id")? {
+            // LINE users' ids are not secrets: nobody may open their conversations from a page.
+            Some(v) if crate::line::line_user(&v).is_some() => return Err(Fail::denied("visitor ids starting with line: are reserved")),
             Some(v) => v,
             None => new_id(),
         };
@@ -67,11 +69,11 @@ impl Chat {
 
     /// Picks an agent for an unassigned conversation, per the configured policy; the store's
     /// compare-and-set decides if two workers race. Returns the conversation as it now is.
-    pub(crate) async fn auto_assign(&self, ctx: &Context, conv: Conversation) -> Result<Conversation, Fail> {
+    pub(crate) async fn auto_assign(&self, api: &Api, conv: Conversation) -> Result<Conversation, Fail> {
         if conv.assigned.is_some() || self.assignment == Assignment::None {
             return Ok(conv);
         }
-        let online = self.online_agents(&ctx.api, &conv.bid).await?;
+        let online = self.online_agents(api, &conv.bid).await?;
         if online.is_empty() {
             return Ok(conv);
         }
@@ -88,18 +90,32 @@ impl Chat {
         if self.store.assign(&conv.id, &pick, None).await? {
             info!(conversation = %conv.id, agent = %pick, "conversation assigned");
             let now = Conversation { assigned: Some(pick), ..conv };
-            self.announce_assignment(ctx, &now).await?;
+            self.announce_assignment(api, &now).await?;
             return Ok(now);
         }
         // Another worker assigned it first: use theirs.
         Ok(self.store.conversation(&conv.id).await?.unwrap_or(conv))
     }
 
-    async fn announce_assignment(&self, ctx: &Context, conv: &Conversation) -> Outcome {
+    async fn announce_assignment(&self, api: &Api, conv: &Conversation) -> Outcome {
         let info = self.agent_info(&conv.bid, conv.assigned.as_deref()).await?;
         let push = json!({"method": "assign_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id, "assigned": info});
-        ctx.api.send_to_group(&[&conv.bid], push.to_string(), &[]).await?;
-        ctx.api.send_to_uid(&[&visitor_uid(&conv.visitor_id)], push.to_string()).await?;
+        api.send_to_group(&[&conv.bid], push.to_string(), &[]).await?;
+        api.send_to_uid(&[&visitor_uid(&conv.visitor_id)], push.to_string()).await?;
+        Ok(())
+    }
+
+    /// Delivers a stored conversation message: a visitor's reaches its agent (every agent of
+    /// the bot while unassigned); an agent's reaches the visitor and every agent.
+    pub(crate) async fn deliver_in_conversation(&self, api: &Api, conv: &Conversation, from_visitor: bool, frame: String) -> Outcome {
+        let visitor = visitor_uid(&conv.visitor_id);
+        match (&conv.assigned, from_visitor) {
+            (Some(agent), true) => api.send_to_uid(&[&visitor, agent], frame).await?,
+            _ => {
+                api.send_to_uid(&[&visitor], frame.clone()).await?;
+                api.send_to_group(&[&conv.bid], frame, &[]).await?;
+            }
+        }
         Ok(())
     }
 
@@ -124,7 +140,7 @@ impl Chat {
         let ok = self.store.assign(&id, to, expected).await?;
         let now = self.store.conversation(&id).await?.unwrap_or(conv);
         if ok {
-            self.announce_assignment(ctx, &now).await?;
+            self.announce_assignment(&ctx.api, &now).await?;
         }
         self.reply(ctx, json!({"method": method, "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
         Ok(())
@@ -169,8 +185,14 @@ impl Chat {
                 Some(a) if a == me => "mine",
                 Some(_) => "others",
             };
-            out.push(json!({"conversation_id": c.id, "visitor_id": c.visitor_id, "visitor_name": c.visitor_name,
-                            "assigned": c.assigned, "state": state, "unread": unread, "last_message": last}));
+            let mut summary = json!({"conversation_id": c.id, "visitor_id": c.visitor_id, "visitor_name": c.visitor_name,
+                            "assigned": c.assigned, "state": state, "unread": unread, "last_message": last});
+            if let Some(user) = crate::line::line_user(&c.visitor_id) {
+                let followed = self.store.line_user(&c.bid, user).await?.is_none_or(|u| u.followed);
+                summary["channel"] = "line".into();
+                summary["followed"] = followed.into();
+            }
+            out.push(summary);
         }
         Ok(out)
     }

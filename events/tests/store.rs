@@ -4,6 +4,7 @@
 
 use events::store::redis::RedisStore;
 use events::store::sqlite::SqliteStore;
+use events::store::line::{delivery, InboxEvent, OutItem};
 use events::store::{Inserted, NewMessage, Store};
 use std::sync::Arc;
 
@@ -99,6 +100,106 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let t1 = a.next_turn("bot").await.expect("turn");
     let t2 = b.next_turn("bot").await.expect("turn");
     assert_eq!(t2, t1 + 1);
+
+    line_suite(a, b).await;
+}
+
+fn out(thread: &str, msg_id: i64, to: &str, now: i64) -> OutItem {
+    OutItem {
+        id: 0,
+        bid: "bot".into(),
+        to: to.into(),
+        conversation_id: "c".into(),
+        thread: thread.into(),
+        msg_id,
+        text: format!("reply {msg_id}"),
+        reply_token: None,
+        token_at: 0,
+        reply_tried: false,
+        retry_key: format!("key-{thread}-{msg_id}"),
+        state: delivery::QUEUED.into(),
+        attempts: 0,
+        due: now,
+        created: now,
+        error: None,
+    }
+}
+
+/// The LINE channel's inbox, users and outgoing queue.
+async fn line_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    // The inbox keeps each webhook event id once, in order, until it is done.
+    let ev = |id: &str| InboxEvent { event_id: id.into(), bid: "bot".into(), event: format!("{{\"webhookEventId\":\"{id}\"}}") };
+    assert_eq!(a.line_inbox_put(vec![ev("e1"), ev("e2")]).await.expect("put"), 2);
+    assert_eq!(b.line_inbox_put(vec![ev("e2"), ev("e3")]).await.expect("put"), 1, "e2 is a redelivery");
+    let pending = b.line_inbox_pending(10).await.expect("pending");
+    assert_eq!(pending.iter().map(|(_, e)| e.event_id.as_str()).collect::<Vec<_>>(), ["e1", "e2", "e3"]);
+    assert_eq!(pending[0].1, ev("e1"));
+    a.line_inbox_done(pending[0].0).await.expect("done");
+    let left = b.line_inbox_pending(10).await.expect("pending");
+    assert_eq!(left.iter().map(|(_, e)| e.event_id.as_str()).collect::<Vec<_>>(), ["e2", "e3"]);
+    assert_eq!(a.line_inbox_put(vec![ev("e1")]).await.expect("put"), 0, "a done event is still remembered");
+
+    // Users: name, follow state, and a reply token taken once, only while fresh.
+    assert_eq!(a.line_user("bot", "U1").await.expect("user"), None);
+    a.line_user_name("bot", "U1", "Yuki").await.expect("name");
+    b.line_user_followed("bot", "U1", false).await.expect("unfollow");
+    let u = a.line_user("bot", "U1").await.expect("user").expect("known");
+    assert_eq!((u.name.as_deref(), u.followed), (Some("Yuki"), false));
+    a.line_reply_token_put("bot", "U1", "tok-new", 2000).await.expect("token");
+    b.line_reply_token_put("bot", "U1", "tok-old", 1000).await.expect("older token");
+    let (x, y) = tokio::join!(a.line_reply_token_take("bot", "U1", 1500), b.line_reply_token_take("bot", "U1", 1500));
+    let taken: Vec<_> = [x.expect("take"), y.expect("take")].into_iter().flatten().collect();
+    assert_eq!(taken, vec![("tok-new".to_string(), 2000)], "the newest token, to one taker");
+    a.line_reply_token_put("bot", "U1", "tok-stale", 3000).await.expect("token");
+    assert_eq!(a.line_reply_token_take("bot", "U1", 5000).await.expect("take"), None, "a stale token is not used");
+    assert_eq!(a.line_reply_token_take("bot", "U1", 0).await.expect("take"), None, "and it is gone");
+
+    // The queue: one item per message, a user's items in order, leases, release, save.
+    let now = 1_000_000;
+    let q1 = a.line_outbox_push(out("c:x", 1, "U1", now)).await.expect("push");
+    assert!(q1.id > 0);
+    let again = b.line_outbox_push(out("c:x", 1, "U1", now)).await.expect("push again");
+    assert_eq!(again, q1, "a repeat returns the first");
+    let q2 = b.line_outbox_push(out("c:x", 2, "U1", now)).await.expect("push");
+    let q3 = a.line_outbox_push(out("c:y", 1, "U2", now)).await.expect("push");
+    let first = a.line_outbox_claim("s1", now, 1000).await.expect("claim").expect("an item");
+    assert_eq!(first.id, q1.id);
+    let second = b.line_outbox_claim("s2", now, 1000).await.expect("claim").expect("an item");
+    assert_eq!(second.id, q3.id, "U1's second message waits for its first");
+    let mut failed = second.clone();
+    failed.state = delivery::FAILED.into();
+    failed.error = Some("blocked".into());
+    a.line_outbox_save(&failed, true).await.expect("save");
+    assert_eq!(a.line_outbox_claim("s1", now, 1000).await.expect("claim"), None);
+    // s1 dies; a restarted s1 takes its lease back at once.
+    a.line_outbox_release("s1").await.expect("release");
+    let retaken = b.line_outbox_claim("s1", now, 1000).await.expect("claim").expect("an item");
+    assert_eq!(retaken.id, q1.id);
+    // A note without release keeps the lease; a sent item leaves the queue.
+    let mut noted = retaken.clone();
+    noted.reply_tried = true;
+    a.line_outbox_save(&noted, false).await.expect("note");
+    assert_eq!(b.line_outbox_claim("s3", now, 1000).await.expect("claim"), None);
+    noted.state = delivery::SENT.into();
+    a.line_outbox_save(&noted, true).await.expect("save");
+    let next = b.line_outbox_claim("s3", now, 1000).await.expect("claim").expect("U1's second");
+    assert_eq!(next.id, q2.id);
+    // Backoff: a queued item saved with a later due date waits for it; an expired lease frees it.
+    let mut later = next.clone();
+    later.due = now + 5000;
+    later.attempts = 1;
+    b.line_outbox_save(&later, true).await.expect("save");
+    assert_eq!(a.line_outbox_claim("s1", now + 4000, 1000).await.expect("claim"), None);
+    let due = a.line_outbox_claim("s1", now + 5000, 1000).await.expect("claim").expect("due");
+    assert_eq!((due.id, due.attempts), (q2.id, 1));
+    let expired = b.line_outbox_claim("s2", now + 7000, 1000).await.expect("claim").expect("lease expired");
+    assert_eq!(expired.id, q2.id);
+    let d = b.line_deliveries("c:x", &[1, 2, 3]).await.expect("deliveries");
+    assert_eq!(d.get(&1), Some(&("sent".to_string(), None)));
+    assert_eq!(d.get(&2).map(|x| x.0.as_str()), Some("queued"));
+    assert!(!d.contains_key(&3));
+    let d = a.line_deliveries("c:y", &[1]).await.expect("deliveries");
+    assert_eq!(d.get(&1), Some(&("failed".to_string(), Some("blocked".to_string()))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

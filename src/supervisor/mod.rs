@@ -33,10 +33,17 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(file: &File, config: Option<&Path>) -> anyhow::Result<Plan> {
-        let roles = file.roles.clone().unwrap_or_else(|| vec!["register".into(), "gateway".into(), "business".into()]);
+        let roles = file.roles.clone().unwrap_or_else(|| {
+            let mut all = vec!["register".to_string(), "gateway".into(), "business".into()];
+            // The LINE channel runs where one is configured.
+            if !file.events.line.bots.is_empty() {
+                all.push("line".into());
+            }
+            all
+        });
         for r in &roles {
-            if !matches!(r.as_str(), "register" | "gateway" | "business") {
-                bail!("unknown role {r:?} in roles (register, gateway, business)");
+            if !matches!(r.as_str(), "register" | "gateway" | "business" | "line") {
+                bail!("unknown role {r:?} in roles (register, gateway, business, line)");
             }
         }
         let config = match config {
@@ -106,6 +113,13 @@ impl Plan {
             for i in 0..self.workers {
                 out.push(spec("business", i, base("business")));
             }
+        }
+        if self.runs("line") {
+            // After the workers: its replies' senders and the workers share the store.
+            // It serves no metrics yet, so it gets no --metrics address.
+            let mut a: Vec<String> = self.config.iter().flat_map(|c| ["--config".to_string(), c.display().to_string()]).collect();
+            a.push("line".into());
+            out.push(spec("line", 0, a));
         }
         out
     }

@@ -6,6 +6,9 @@
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
 //! is atomic in the backend itself, never a read-then-write in Rust.
 
+pub mod line;
+mod line_redis;
+mod line_sqlite;
 pub mod redis;
 pub mod sqlite;
 
@@ -70,7 +73,7 @@ pub struct Conversation {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: line::LineStore + Send + Sync + 'static {
     /// Stores a message under the next id of its thread, unless `(from_uid, cid)` was seen.
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted>;
     /// Up to `limit` messages with `after < id < before`, oldest first; without `after`, the

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    pub(super) conn: ConnectionManager,
+    pub(super) prefix: String,
     insert: Script,
     open: Script,
     assign: Script,
@@ -110,7 +110,7 @@ impl RedisStore {
         })
     }
 
-    fn key(&self, parts: &[&str]) -> String {
+    pub(super) fn key(&self, parts: &[&str]) -> String {
         format!("{}{}", self.prefix, parts.join(":"))
     }
 

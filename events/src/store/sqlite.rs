@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS agents (bid TEXT NOT NULL, agent TEXT NOT NULL, name 
 CREATE TABLE IF NOT EXISTS turns (bid TEXT PRIMARY KEY, n INTEGER NOT NULL);
 ";
 
+impl SqliteStore {
+    fn schema() -> String {
+        format!("{SCHEMA}{}", super::line_sqlite::SCHEMA)
+    }
+}
+
 fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let dest: String = r.get(6)?;
     Ok(StoredMessage {
@@ -81,7 +87,7 @@ impl SqliteStore {
             let setup = conn
                 .pragma_update(None, "journal_mode", "WAL")
                 .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
-                .and_then(|_| conn.execute_batch(SCHEMA));
+                .and_then(|_| conn.execute_batch(&Self::schema()));
             match setup {
                 Ok(()) => break,
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -105,7 +111,7 @@ impl SqliteStore {
         Ok(SqliteStore { jobs: tx })
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    pub(super) async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |c| {
