@@ -97,11 +97,6 @@ impl Chat {
             ),
             _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
         };
-        if !config.agent_auth {
-            warn!("AGENT AUTHENTICATION IS DISABLED: anyone can log in as any agent (development only)");
-        } else if config.agent_secret.is_empty() {
-            warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
-        }
         let upstream = proxy::Upstream::new(&config)?.map(Arc::new);
         Ok(Chat { store, config, assignment, upstream })
     }
@@ -181,6 +176,12 @@ const ABUSE_CLOSE: u32 = 100;
 #[async_trait]
 impl Events for Chat {
     async fn on_worker_start(&self, _api: &Api) {
+        // Said by the processes that take logins, not by `switchboard line`, which shares `Chat`.
+        if !self.config.agent_auth {
+            warn!("AGENT AUTHENTICATION IS DISABLED: anyone can log in as any agent (development only)");
+        } else if self.config.agent_secret.is_empty() {
+            warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
+        }
         info!(store = %self.config.store, assignment = ?self.assignment, "chat application ready");
     }
 
