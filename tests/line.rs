@@ -275,7 +275,7 @@ async fn line_users_chat_with_agents_both_ways() {
     // LINE's URL check, then forgeries: refused, nothing stored.
     assert_eq!(post_webhook(&s.webhook, &[], Some(CHANNEL_SECRET)).await, 200);
     let forged = text_event(&fake, "f1", "Uforged", "9001", "forged");
-    assert_eq!(post_webhook(&s.webhook, &[forged.clone()], Some("wrong secret")).await, 401);
+    assert_eq!(post_webhook(&s.webhook, std::slice::from_ref(&forged), Some("wrong secret")).await, 401);
     assert_eq!(post_webhook(&s.webhook, &[forged], None).await, 401);
     let line = s.line.as_ref().expect("line process");
     wait_log(line, "bad or missing X-Line-Signature", 2).await;
@@ -284,7 +284,7 @@ async fn line_users_chat_with_agents_both_ways() {
 
     // A signed text message becomes a conversation the agent sees, with the profile's name.
     let ev = text_event(&fake, "e1", "Uaaa1", "1001", "Hello from LINE");
-    assert_eq!(post_webhook(&s.webhook, &[ev.clone()], Some(CHANNEL_SECRET)).await, 200);
+    assert_eq!(post_webhook(&s.webhook, std::slice::from_ref(&ev), Some(CHANNEL_SECRET)).await, 200);
     let push = a1.next_where(|m| m["method"] == "conversation_push").await;
     assert_eq!(push["visitor_id"], "line:Uaaa1");
     assert_eq!(push["visitor_name"], "Name &lt;Uaaa1&gt;", "display names are escaped");

@@ -321,6 +321,7 @@ async fn rows(handles: &[Handle]) -> Vec<status::Row> {
         let (address, connections, messages_in, messages_out) = match i.role {
             "register" => (text("address"), m("gateways").zip(m("workers")).map(|(a, b)| a + b), None, None),
             "gateway" => (format!("{} (inner {})", text("address"), text("inner")), m("clients"), m("messages_in_total"), m("messages_out_total")),
+            "line" => (format!("{} (webhooks)", text("address")), None, None, None),
             _ => (format!("{} gateways", m("gateways").unwrap_or(0)), m("clients"), m("events_total"), None),
         };
         rows.push(status::Row {

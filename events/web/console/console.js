@@ -79,6 +79,7 @@
       if (state.active && state.active.kind === 'conversation' && state.active.key === c.conversation_id) li.classList.add('active');
       const row = el('div', 'row');
       row.append(el('span', 'name', c.visitor_name));
+      if (String(c.visitor_id || '').startsWith('line:')) row.append(el('span', 'channel', c.followed === false ? 'LINE · unfollowed' : 'LINE'));
       if (c.unread > 0) row.append(el('span', 'badge', c.unread));
       li.append(row);
       const who = c.assigned ? (state.agents.get(c.assigned) || c.assigned) : 'waiting';
@@ -140,7 +141,21 @@
       const div = el('div', 'msg ' + (mine ? 'me' : 'them'));
       div.dataset.testid = 'message';
       div.append(el('span', 'who', m.from_name));
-      div.append(el('span', 'text', m.content));
+      const picture = m.image || (m.sticker && m.sticker.url);
+      if (picture && /^https?:\/\//.test(picture)) {
+        const img = el('img', m.image ? 'image' : 'sticker');
+        img.src = picture;
+        img.alt = m.content;
+        img.dataset.testid = m.image ? 'image' : 'sticker';
+        div.append(img);
+      } else {
+        div.append(el('span', 'text', m.content));
+      }
+      if (m.delivery) {
+        const d = el('span', 'delivery ' + m.delivery, m.delivery + (m.delivery_error ? ': ' + m.delivery_error : ''));
+        d.dataset.testid = 'delivery';
+        div.append(d);
+      }
       log.append(div);
     }
     log.scrollTop = log.scrollHeight;
@@ -249,6 +264,7 @@
         const c = state.conversations.get(m.conversation_id);
         if (c) {
           c.last_message = m;
+          if (m.line_event) c.followed = m.line_event === 'follow';
           if (key !== activeKey && m.from_uid !== me.customer_id) c.unread = (c.unread || 0) + 1;
         }
       }
@@ -261,6 +277,11 @@
       renderConversations();
     });
     client.on('history', () => renderPane());
+    client.on('delivery_push', (m) => {
+      const msg = (state.threads.get('c:' + m.conversation_id) || []).find((x) => String(x.id) === String(m.id));
+      if (msg) Object.assign(msg, { delivery: m.delivery, delivery_error: m.delivery_error });
+      if (state.active && state.active.key === m.conversation_id) renderPane();
+    });
     client.on('join', (m) => {
       if (!state.rooms.includes(m.room)) state.rooms.push(m.room);
       renderRooms();
