@@ -1,147 +1,15 @@
-//! The LINE channel against a fake LINE API: a real HTTP server on loopback, started here, that
-//! records every call, checks tokens, remembers retry keys and reply tokens as LINE does, and
-//! can be told to answer 429, 4xx, 5xx or not at all. The system is real: register, gateway,
-//! chat worker and `switchboard line`, each its own process.
+//! The LINE channel against a fake LINE API (`common/fake_line.rs`: real HTTP on loopback,
+//! started here). The system is real: register, gateway, chat worker and `switchboard line`,
+//! each its own process.
 
 mod common;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use common::fake_line::*;
 use common::*;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const AGENT_SECRET: &str = "line-test-agent-secret";
-const CHANNEL_SECRET: &str = "line-channel-secret";
-const ACCESS_TOKEN: &str = "line-access-token";
-/// A tiny PNG, served as an image's content.
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really a picture";
-
-/// What the fake answers the next reply/push call with, before its normal behaviour.
-#[derive(Clone, Debug)]
-enum Forced {
-    Status(u16, &'static str),
-    /// Takes the message, then answers too late for the sender's timeout.
-    AcceptAndHang,
-}
-
-#[derive(Debug, Clone)]
-struct Call {
-    path: String,
-    auth: String,
-    retry_key: Option<String>,
-    body: Value,
-}
-
-#[derive(Default)]
-struct Fake {
-    calls: Mutex<Vec<Call>>,
-    /// Messages LINE took for delivery: (user, text, how).
-    delivered: Mutex<Vec<(String, String, &'static str)>>,
-    /// Reply token → (user, used).
-    tokens: Mutex<HashMap<String, (String, bool)>>,
-    keys: Mutex<HashSet<String>>,
-    forced: Mutex<VecDeque<Forced>>,
-    /// Time taken to answer an accepted call (the message is taken first).
-    delay: Mutex<Duration>,
-}
-
-impl Fake {
-    fn delivered_texts(&self, user: &str) -> Vec<String> {
-        self.delivered.lock().unwrap().iter().filter(|(u, _, _)| u == user).map(|(_, t, _)| t.clone()).collect()
-    }
-
-    fn calls_to(&self, path: &str) -> Vec<Call> {
-        self.calls.lock().unwrap().iter().filter(|c| c.path == path).cloned().collect()
-    }
-}
-
-fn text_of(body: &Value) -> String {
-    body["messages"][0]["text"].as_str().unwrap_or("").to_string()
-}
-
-async fn answer(fake: &Fake, path: &str, headers: &HeaderMap, body: Value) -> Response {
-    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let auth = h("authorization").unwrap_or_default();
-    let retry_key = h("x-line-retry-key");
-    fake.calls.lock().unwrap().push(Call { path: path.into(), auth: auth.clone(), retry_key: retry_key.clone(), body: body.clone() });
-    if auth != format!("Bearer {ACCESS_TOKEN}") {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Authentication failed"}))).into_response();
-    }
-    let forced = fake.forced.lock().unwrap().pop_front();
-    let mut hang = false;
-    match forced {
-        Some(Forced::Status(s, msg)) => {
-            return (StatusCode::from_u16(s).unwrap(), Json(json!({"message": msg}))).into_response();
-        }
-        Some(Forced::AcceptAndHang) => hang = true,
-        None => {}
-    }
-    let accepted = if path.ends_with("/reply") {
-        if retry_key.is_some() {
-            return (StatusCode::BAD_REQUEST, Json(json!({"message": "The retry key cannot be used with this API"}))).into_response();
-        }
-        let token = body["replyToken"].as_str().unwrap_or("").to_string();
-        let mut tokens = fake.tokens.lock().unwrap();
-        match tokens.get_mut(&token) {
-            Some((user, used)) if !*used => {
-                *used = true;
-                fake.delivered.lock().unwrap().push((user.clone(), text_of(&body), "reply"));
-                true
-            }
-            _ => false,
-        }
-    } else {
-        let key = retry_key.unwrap_or_default();
-        if !key.is_empty() && !fake.keys.lock().unwrap().insert(key) {
-            return (StatusCode::CONFLICT, Json(json!({"message": "The retry key is already accepted"}))).into_response();
-        }
-        fake.delivered.lock().unwrap().push((body["to"].as_str().unwrap_or("").into(), text_of(&body), "push"));
-        true
-    };
-    if !accepted {
-        return (StatusCode::BAD_REQUEST, Json(json!({"message": "Invalid reply token"}))).into_response();
-    }
-    let delay = *fake.delay.lock().unwrap();
-    tokio::time::sleep(if hang { Duration::from_secs(5) } else { delay }).await;
-    (StatusCode::OK, Json(json!({}))).into_response()
-}
-
-async fn start_fake_line(ip: &str) -> (Arc<Fake>, String) {
-    let fake = Arc::new(Fake::default());
-    let app = Router::new()
-        .route(
-            "/v2/bot/message/reply",
-            post(|State(f): State<Arc<Fake>>, h: HeaderMap, Json(b): Json<Value>| async move { answer(&f, "/v2/bot/message/reply", &h, b).await }),
-        )
-        .route(
-            "/v2/bot/message/push",
-            post(|State(f): State<Arc<Fake>>, h: HeaderMap, Json(b): Json<Value>| async move { answer(&f, "/v2/bot/message/push", &h, b).await }),
-        )
-        .route(
-            "/v2/bot/profile/{user}",
-            get(|Path(user): Path<String>| async move { Json(json!({"userId": user, "displayName": format!("Name <{user}>")})) }),
-        )
-        .route(
-            "/v2/bot/message/{id}/content",
-            get(|Path(id): Path<String>| async move {
-                if id == "404404" {
-                    return (StatusCode::NOT_FOUND, "gone").into_response();
-                }
-                ([("content-type", "image/png")], PNG).into_response()
-            }),
-        )
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind fake LINE");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (fake, url)
-}
 
 struct System {
     _register: Proc,
@@ -283,11 +151,11 @@ async fn line_users_chat_with_agents_both_ways() {
     assert_eq!(post_webhook(&s.webhook.replace("shop1", "nobot"), &[], Some(CHANNEL_SECRET)).await, 404);
 
     // A signed text message becomes a conversation the agent sees, with the profile's name.
-    let ev = text_event(&fake, "e1", "Uaaa1", "1001", "Hello from LINE");
+    let ev = text_event(&fake, "e1", "Uhtml1", "1001", "Hello from LINE");
     assert_eq!(post_webhook(&s.webhook, std::slice::from_ref(&ev), Some(CHANNEL_SECRET)).await, 200);
     let push = a1.next_where(|m| m["method"] == "conversation_push").await;
-    assert_eq!(push["visitor_id"], "line:Uaaa1");
-    assert_eq!(push["visitor_name"], "Name &lt;Uaaa1&gt;", "display names are escaped");
+    assert_eq!(push["visitor_id"], "line:Uhtml1");
+    assert_eq!(push["visitor_name"], "Name &lt;Uhtml1&gt;", "display names are escaped");
     let conv = push["conversation_id"].as_str().expect("conversation").to_string();
     let m = a1.next_where(|m| m["method"] == "say" && m["conversation_id"] == conv.as_str()).await;
     assert_eq!((m["content"].as_str(), m["channel"].as_str()), (Some("Hello from LINE"), Some("line")));
@@ -324,7 +192,7 @@ async fn line_users_chat_with_agents_both_ways() {
     let id2 = ack["id"].as_str().expect("id").to_string();
     assert_eq!(delivery(&mut a1, &id2).await["delivery"], "sent");
     let pushes = fake.calls_to("/v2/bot/message/push");
-    assert_eq!((pushes.len(), pushes[0].body["to"].as_str()), (1, Some("Uaaa1")));
+    assert_eq!((pushes.len(), pushes[0].body["to"].as_str()), (1, Some("Uhtml1")));
     assert!(pushes[0].retry_key.as_deref().is_some_and(|k| k.len() == 36), "a UUID retry key");
 
     // 429, then 200: delivered once, with the same retry key on both tries.
@@ -351,7 +219,7 @@ async fn line_users_chat_with_agents_both_ways() {
     assert_eq!(fake.calls_to("/v2/bot/message/push").iter().filter(|c| text_of(&c.body) == "Refused").count(), 1, "no retry");
 
     // Exactly once each, in order.
-    assert_eq!(fake.delivered_texts("Uaaa1"), ["Hi! How can I help?", "Second answer", "After a 429", "Through a timeout"]);
+    assert_eq!(fake.delivered_texts("Uhtml1"), ["Hi! How can I help?", "Second answer", "After a 429", "Through a timeout"]);
     // History shows each message's delivery state.
     let h = a1.request(json!({"method": "history", "conversation_id": conv}), "history").await;
     let states: Vec<(String, String)> = h["messages"]
@@ -364,9 +232,9 @@ async fn line_users_chat_with_agents_both_ways() {
     assert_eq!(states[1..].iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["sent", "sent", "sent", "sent", "failed"]);
 
     // Stickers and images show for the agent; the image's bytes are kept and served.
-    let sticker = event("e2", "Uaaa1", "message", json!({"replyToken": "rt-x", "message": {"id": "1002", "type": "sticker",
+    let sticker = event("e2", "Uhtml1", "message", json!({"replyToken": "rt-x", "message": {"id": "1002", "type": "sticker",
         "packageId": "446", "stickerId": "1988", "stickerResourceType": "STATIC", "keywords": ["hello"]}}));
-    let image = event("e3", "Uaaa1", "message", json!({"replyToken": "rt-y", "message": {"id": "1003", "type": "image",
+    let image = event("e3", "Uhtml1", "message", json!({"replyToken": "rt-y", "message": {"id": "1003", "type": "image",
         "contentProvider": {"type": "line"}}}));
     assert_eq!(post_webhook(&s.webhook, &[sticker, image], Some(CHANNEL_SECRET)).await, 200);
     let m = a1.next_where(|m| m["method"] == "say" && m.get("sticker").is_some()).await;
@@ -380,7 +248,7 @@ async fn line_users_chat_with_agents_both_ways() {
     assert_eq!(got.bytes().await.expect("bytes").as_ref(), PNG);
 
     // Unfollow marks the conversation.
-    assert_eq!(post_webhook(&s.webhook, &[event("e4", "Uaaa1", "unfollow", json!({}))], Some(CHANNEL_SECRET)).await, 200);
+    assert_eq!(post_webhook(&s.webhook, &[event("e4", "Uhtml1", "unfollow", json!({}))], Some(CHANNEL_SECRET)).await, 200);
     let m = a1.next_where(|m| m["method"] == "say" && m["line_event"] == "unfollow").await;
     assert_eq!(m["conversation_id"], conv.as_str());
     let list = a1.request(json!({"method": "conversation_list"}), "conversation_list").await;
@@ -388,7 +256,7 @@ async fn line_users_chat_with_agents_both_ways() {
 
     // Nobody can open a LINE user's conversation from a web page.
     let mut web = Client::chat(&s.gw.ws).await;
-    let r = web.request(json!({"method": "visitor_login", "bid": "shop1", "visitor_id": "line:Uaaa1"}), "visitor_login").await;
+    let r = web.request(json!({"method": "visitor_login", "bid": "shop1", "visitor_id": "line:Uhtml1"}), "visitor_login").await;
     assert_eq!(r["code"], "10004", "{r}");
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fake_line::{start_fake_line, ACCESS_TOKEN, CHANNEL_SECRET};
 use common::*;
 use std::path::PathBuf;
 
@@ -22,11 +23,16 @@ fn visitor_widget_and_agent_console_in_chromium() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let ip = "127.81.0.1";
-    let (reg, ws, inner) = (free_port(ip), free_port(ip), free_port(ip));
+    let (reg, ws, inner, line) = (free_port(ip), free_port(ip), free_port(ip), free_port(ip));
+    // A fake LINE API for the LINE conversation at the end; its server runs on this runtime.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (fake, line_api) = runtime.block_on(start_fake_line("127.81.0.9"));
     let toml = format!(
         "registers = [\"{ip}:{reg}\"]\nmetrics_ip = \"{ip}\"\n[register]\nlisten = \"{ip}:{reg}\"\n\
          [gateway]\nlisten = \"{ip}:{ws}\"\nlan_ip = \"{ip}\"\ninner_port = {inner}\n\
-         [events]\nagent_secret = \"web-secret\"\n"
+         [events]\nagent_secret = \"web-secret\"\n\
+         [events.line]\nlisten = \"{ip}:{line}\"\napi_base = \"{line_api}\"\ndata_base = \"{line_api}\"\n\
+         [[events.line.bots]]\nbid = \"1\"\nchannel_secret = \"{CHANNEL_SECRET}\"\nchannel_access_token = \"{ACCESS_TOKEN}\"\n"
     );
     std::fs::write(dir.join("switchboard.toml"), toml).expect("config");
     let sb = |args: &[&str]| std::process::Command::new(BIN).current_dir(&dir).args(args).output().expect("switchboard");
@@ -40,6 +46,7 @@ fn visitor_widget_and_agent_console_in_chromium() {
         .args([format!("http://{ip}:{ws}"), token("a1"), token("b2"), BIN.to_string()])
         .arg(&dir)
         .arg(&shots)
+        .args([format!("http://{ip}:{line}/line/1/webhook"), CHANNEL_SECRET.to_string()])
         .env("CHROMIUM", &chromium)
         .output()
         .expect("node");
@@ -48,4 +55,5 @@ fn visitor_widget_and_agent_console_in_chromium() {
     let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && log.contains("e2e: ok"), "{log}");
     assert!(shots.join("visitor-widget.png").exists() && shots.join("agent-console.png").exists());
+    assert_eq!(fake.delivered_texts("Uweb1"), ["Thanks, we are on it!"], "the console's answer reached LINE once");
 }

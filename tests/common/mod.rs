@@ -2,6 +2,8 @@
 //! to talk to them as WebSocket clients and as raw inner-protocol peers.
 #![allow(dead_code)]
 
+pub mod fake_line;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::VecDeque;

@@ -1,10 +1,12 @@
 // End-to-end: a visitor page (the demo page with the widget) and two agent consoles in headless
 // Chromium against a running system. Run by tests/web.rs:
 //   node web/e2e/e2e.mjs <base-url> <token a1> <token b2> <switchboard binary> <run dir> <screenshot dir>
+//                        <LINE webhook URL> <LINE channel secret>
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 
-const [base, tokenA, tokenB, bin, dir, shots] = process.argv.slice(2);
+const [base, tokenA, tokenB, bin, dir, shots, lineWebhook, lineSecret] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
@@ -45,6 +47,19 @@ async function waitCount(page, text, n) {
     if (Date.now() > deadline) throw new Error(`expected ${n} × ${JSON.stringify(text)}, saw ${c}`);
     await page.waitForTimeout(100);
   }
+}
+
+/** Posts LINE webhook events, signed as LINE signs them. */
+async function lineWebhookPost(events) {
+  const body = JSON.stringify({ destination: 'U00000000000000000000000000000000', events });
+  const signature = createHmac('sha256', lineSecret).update(body).digest('base64');
+  const r = await fetch(lineWebhook, { method: 'POST', body, headers: { 'content-type': 'application/json', 'x-line-signature': signature } });
+  if (r.status !== 200) throw new Error('webhook answered ' + r.status);
+}
+
+function lineEvent(id, message) {
+  return { type: 'message', mode: 'active', timestamp: Date.now(), webhookEventId: id, deliveryContext: { isRedelivery: false },
+    source: { type: 'user', userId: 'Uweb1' }, replyToken: 'rt-' + id, message };
 }
 
 async function tabCount(page, tab) {
@@ -133,6 +148,30 @@ try {
   step('screenshots');
   await visitor.screenshot({ path: shots + '/visitor-widget.png' });
   await holder.screenshot({ path: shots + '/agent-console.png' });
+
+  step('a LINE user writes: text, a sticker and an image reach the console');
+  await lineWebhookPost([lineEvent('w1', { id: '7001', type: 'text', text: 'Hello from LINE' })]);
+  await lineWebhookPost([
+    lineEvent('w2', { id: '7002', type: 'sticker', packageId: '446', stickerId: '1988', stickerResourceType: 'STATIC' }),
+    lineEvent('w3', { id: '7003', type: 'image', contentProvider: { type: 'line' } }),
+  ]);
+  // Least-busy assignment gives it to the agent without a conversation.
+  await other.click('.tabs button[data-tab=mine]');
+  await other.locator('#conversations li', { hasText: 'Yuki Tanaka' }).waitFor({ timeout: T });
+  await other.locator('#conversations li .channel', { hasText: 'LINE' }).waitFor({ timeout: T });
+  await other.click('#conversations li >> text=Yuki Tanaka');
+  await waitCount(other, 'Hello from LINE', 1);
+  // The sticker's picture is on LINE's CDN, out of reach here: its text stands in.
+  await other.locator('.log [data-testid=sticker]').waitFor({ timeout: T });
+  const image = other.locator('.log img[data-testid=image]');
+  await image.waitFor({ timeout: T });
+  await other.waitForFunction(() => { const i = document.querySelector('.log img[data-testid=image]'); return i && i.complete && i.naturalWidth === 1; }, null, { timeout: T });
+
+  step('the agent answers; the console shows it sent');
+  await other.fill('#reply input', 'Thanks, we are on it!');
+  await other.press('#reply input', 'Enter');
+  await other.locator('.msg.me .delivery', { hasText: 'sent' }).waitFor({ timeout: T });
+  await other.screenshot({ path: shots + '/agent-console-line.png' });
   if (alerts) throw new Error(alerts + ' alert(s) ran: text was executed as HTML');
   console.log('e2e: ok');
 } catch (e) {

@@ -147,6 +147,12 @@
         img.src = picture;
         img.alt = m.content;
         img.dataset.testid = m.image ? 'image' : 'sticker';
+        // A picture that cannot load (LINE's sticker CDN unreachable, an expired file) shows its text.
+        img.addEventListener('error', () => {
+          const text = el('span', 'text', m.content);
+          text.dataset.testid = img.dataset.testid;
+          img.replaceWith(text);
+        });
         div.append(img);
       } else {
         div.append(el('span', 'text', m.content));
