@@ -65,8 +65,15 @@ enum Role {
     Business(BusinessArgs),
     /// Run the LINE channel: signed webhooks in, agents' replies out (config: [events.line]).
     Line(LineArgs),
-    /// Load-test a running system whose workers run the probe application.
+    /// Load-test a running system: the chat's client protocol over many WebSocket connections.
     Bench(bench::BenchArgs),
+    /// An HTTP upstream for `bench --workload proxy`: echoes each POST's body after a delay.
+    BenchUpstream {
+        #[arg(long, default_value = "127.0.0.1:8799")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 20)]
+        delay_ms: u64,
+    },
     /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET or [events] agent_secret).
     Token(TokenArgs),
 }
@@ -213,6 +220,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Status { json } => supervisor::command(cli.config, supervisor::control::Request::Status, json).await?,
         Role::Connections { json } => supervisor::command(cli.config, supervisor::control::Request::Connections, json).await?,
         Role::Bench(args) => bench::run(args).await?,
+        Role::BenchUpstream { listen, delay_ms } => bench::upstream::serve(listen, Duration::from_millis(delay_ms)).await?,
         Role::Token(args) => {
             let mut secret = file.events.agent_secret.clone();
             if secret.is_empty() {

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The benchmark suite (issue #6): starts a fresh `switchboard start` on this box, runs every
+# workload with `switchboard bench` (the chat's client protocol over real WebSocket
+# connections, from several processes and source addresses), and writes docs/BENCHMARKS.md
+# from the results. Loopback only; every run is bounded in count and time.
+#
+#   scripts/bench.sh            the full suite (about 10 minutes), rewrites docs/BENCHMARKS.md
+#   scripts/bench.sh --smoke    small N, under a minute, checks nothing is lost; writes nothing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+cargo build --release --quiet
+BIN=$PWD/target/release/switchboard
+WORK=$(mktemp -d)
+RESULTS=$WORK/results
+mkdir -p "$RESULTS"
+export SWITCHBOARD_LOG=warn
+export SWITCHBOARD_AGENT_SECRET=bench-agent-secret
+UPSTREAM_PORT=$((21000 + RANDOM % 1000))
+UP_PID=
+cleanup() {
+  [ -f "$WORK/switchboard.toml" ] && (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
+  [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_system <gateways>: a fresh system in $WORK with this many gateway processes.
+start_system() {
+  (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
+  rm -rf "$WORK/run"
+  local base=$((22000 + RANDOM % 20000))
+  cat > "$WORK/switchboard.toml" <<TOML
+# The benchmark's system: everything on 127.0.0.1, the per-IP connection limit lifted (the load
+# comes from a few loopback addresses) and the chat's per-connection message limit off.
+registers = ["127.0.0.1:$base"]
+gateways = $1
+workers = 2
+run_dir = "$WORK/run"
+[register]
+listen = "127.0.0.1:$base"
+[gateway]
+listen = "127.0.0.1:$((base + 1))"
+inner_port = $((base + 2))
+max_connections_per_ip = 0
+rate_limit = 0.0
+[events]
+store = "sqlite:$WORK/run/chat.db"
+rate_limit = 0.0
+upstream_url = "http://127.0.0.1:$UPSTREAM_PORT/api/{method}"
+TOML
+  URL="ws://127.0.0.1:$((base + 1))"
+  (cd "$WORK" && "$BIN" start -d >/dev/null)
+  SERVERS=$(cd "$WORK" && "$BIN" status --json | python3 -c '
+import json, sys
+print(",".join("%s:%s" % (r["role"], r["pid"]) for r in json.load(sys.stdin) if r["role"] in ("gateway", "business")))')
+}
+
+# bench <name> <args...>: one run; its JSON goes to $RESULTS/<name>.json, a table to the terminal.
+bench() {
+  local name=$1; shift
+  echo "--- $name: $*"
+  "$BIN" bench --url "$URL" --server "$SERVERS" --json "$@" > "$RESULTS/$name.json"
+  python3 - "$RESULTS/$name.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency_ms"]
+print(f'    {r["connections"]} conns, offered {r["offered_msgs_per_second"]:.0f} msg/s: {r["deliveries_per_second"]:.0f} deliveries/s, '
+      f'lost {r["lost"]}, dup {r["duplicated"]}, p50 {l["p50"]:.1f} p99 {l["p99"]:.1f} max {l["max"]:.1f} ms, '
+      f'open at end {r["still_open"]}, closed {r["closed_by_server"]} {r["close_reasons"]}')
+PY
+}
+
+sources() { # sources <n>: 127.0.0.2 … 127.0.0.<n+1>
+  seq 2 $(($1 + 1)) | sed 's/^/127.0.0./' | paste -sd, -
+}
+
+"$BIN" bench-upstream --listen "127.0.0.1:$UPSTREAM_PORT" --delay-ms 20 & UP_PID=$!
+
+if [ $SMOKE = 1 ]; then
+  start_system 2
+  bench smoke-room --workload room --connections 100 --room-size 10 --rate 4 --duration 2 --drain 2 --sources "$(sources 2)"
+  bench smoke-pairs --workload pairs --connections 40 --room-size 2 --rate 4 --duration 2 --drain 2
+  bench smoke-hold --workload hold --connections 2000 --processes 2 --duration 2 --drain 0.5 --beat 1 --sources "$(sources 2)"
+  bench smoke-login --workload login --connections 100 --duration 3 --drain 0
+  bench smoke-proxy --workload proxy --connections 40 --rate 4 --duration 2 --drain 2
+  (sleep 1 && cd "$WORK" && "$BIN" reload >/dev/null) &
+  bench smoke-reload --workload room --connections 100 --room-size 10 --rate 4 --duration 4 --drain 3
+  wait $!
+  python3 - "$RESULTS" <<'PY'
+import json, os, sys
+bad = []
+for f in sorted(os.listdir(sys.argv[1])):
+    r = json.load(open(os.path.join(sys.argv[1], f)))
+    problems = [k for k in ("lost", "duplicated", "misdelivered", "connect_failures", "setup_failures") if r[k]]
+    if r["workload"] != "login" and r["closed_by_server"]:
+        problems.append("closed_by_server")
+    if r["workload"] == "login" and r["presence_complete"] != r["connections"]:
+        problems.append("presence")
+    if r["workload"] in ("room", "pairs", "proxy") and not r["deliveries_received"]:
+        problems.append("nothing delivered")
+    if problems:
+        bad.append(f"{f}: {problems}")
+print("bench smoke:", "FAILED " + "; ".join(bad) if bad else "ok")
+if os.environ.get("BENCH_SMOKE_REPORT"):
+    os.system(f"python3 scripts/bench-report.py {sys.argv[1]}")
+sys.exit(1 if bad else 0)
+PY
+  exit 0
+fi
+
+# The full suite.
+start_system 2
+for rate in 2 8 16 32; do
+  bench "1-room-r$rate" --workload room --connections 1000 --room-size 50 --rate $rate --duration 10 --sources "$(sources 2)"
+done
+for rate in 1 2 4 8 16; do
+  bench "2-large-r$rate" --workload room --connections 15000 --room-size 50 --rate $rate --duration 10 --processes 2 --sources "$(sources 4)"
+  p99=$(python3 -c "import json; print(json.load(open('$RESULTS/2-large-r$rate.json'))['latency_ms']['p99'])")
+  python3 -c "import sys; sys.exit(0 if $p99 > 50 else 1)" && break
+done
+bench 3-pairs-r8 --workload pairs --connections 1000 --room-size 2 --rate 8 --duration 10 --sources "$(sources 2)"
+bench 5-login --workload login --connections 5000 --duration 20 --drain 0 --sources "$(sources 2)"
+bench 6-proxy-r2 --workload proxy --connections 1000 --rate 2 --duration 10 --sources "$(sources 2)"
+(sleep 4 && cd "$WORK" && "$BIN" reload > "$WORK/reload.out" 2>&1) &
+bench 7-reload-r8 --workload room --connections 1000 --room-size 50 --rate 8 --duration 20 --drain 5 --sources "$(sources 2)"
+wait $!
+start_system 7
+bench 4-hold --workload hold --connections 100000 --processes 10 --duration 60 --drain 1 --beat 20 --connect-concurrency 128 --sources "$(sources 10)"
+
+python3 scripts/bench-report.py "$RESULTS" > docs/BENCHMARKS.md
+echo "wrote docs/BENCHMARKS.md"

@@ -1,0 +1,378 @@
+//! One process's share of the load: it opens connections `i` with `i % processes == index`,
+//! sets them up for the workload (log in, join a room), says `ready`, waits for `go`, runs the
+//! workload for its duration, drains, and returns a [`Partial`] the parent adds up.
+//!
+//! Every measured message's content is `"<sender> <seq> <sent µs since the epoch>"`: the clock
+//! is the box's, so processes can be compared; the sender and sequence make the tally exact.
+
+use super::tally::{content_of, parse_content, Tally};
+use super::{BenchArgs, Workload};
+use anyhow::Context as _;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// What one process measured; the parent adds these up.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Partial {
+    pub connections: u64,
+    pub connect_failures: u64,
+    pub setup_failures: u64,
+    pub connect_secs: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub unique: u64,
+    pub misdelivered: u64,
+    pub closed_by_server: u64,
+    pub close_reasons: BTreeMap<String, u64>,
+    pub still_open: u64,
+    pub first_send_us: u64,
+    pub last_delivery_us: u64,
+    /// Latencies (µs), hdrhistogram V2, base64.
+    pub hist: String,
+    pub logins_answered: u64,
+    pub presence_complete: u64,
+    pub presence_max_ms: f64,
+    pub cpu_secs: f64,
+}
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+pub fn new_hist() -> Histogram<u64> {
+    // 1 µs to 10 minutes, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Members a message to connection `i`'s room reaches (the last room may be short).
+pub fn members(i: usize, n: usize, room: usize) -> u64 {
+    let r = i / room;
+    (n.min((r + 1) * room) - r * room) as u64
+}
+
+async fn connect(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
+    let hostport = url.trim_start_matches("ws://").split('/').next().unwrap_or("");
+    let addr: SocketAddr = hostport.parse().with_context(|| format!("{url}: expected ws://ip:port"))?;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("bind {ip}"))?;
+    }
+    let stream = socket.connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.context("handshake")?;
+    Ok(ws)
+}
+
+/// Reads frames until one with `"method":"<method>"` comes; false if the connection ends.
+async fn await_method(ws: &mut Ws, method: &str) -> bool {
+    let needle = format!("\"method\":\"{method}\"");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains(&needle) => return true,
+            Ok(Some(Ok(_))) => {}
+            _ => return false,
+        }
+    }
+}
+
+fn login_frame(args: &BenchArgs, i: usize, bid: &str) -> anyhow::Result<String> {
+    let id = format!("c{i}");
+    let token = events::auth::mint(args.agent_secret.as_deref().unwrap_or(""), bid, &id, 3600)
+        .context("the chat workloads log in as agents: give --agent-secret (or SWITCHBOARD_AGENT_SECRET)")?;
+    Ok(json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": id, "token": token}).to_string())
+}
+
+fn bid_of(args: &BenchArgs, i: usize) -> String {
+    match args.workload {
+        Workload::Login => "storm".into(),
+        _ => format!("b{}", i / args.room_size),
+    }
+}
+
+/// Connects and prepares one connection; `None` (counted) when it fails.
+async fn prepare(args: &BenchArgs, i: usize) -> Result<Ws, bool> {
+    let url = &args.urls[i % args.urls.len()];
+    let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
+    let mut ws = match connect(url, source).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::warn!("connection {i}: {e:#}");
+            return Err(true);
+        }
+    };
+    let ok = match args.workload {
+        Workload::Room | Workload::Pairs => {
+            let frame = match login_frame(args, i, &bid_of(args, i)) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    return Err(false);
+                }
+            };
+            ws.send(Message::Text(frame.into())).await.is_ok()
+                && await_method(&mut ws, "login").await
+                && (args.workload == Workload::Pairs || {
+                    ws.send(Message::Text(r#"{"method":"join","room":"r"}"#.into())).await.is_ok() && await_method(&mut ws, "join").await
+                })
+        }
+        Workload::Hold | Workload::Login | Workload::Proxy => true,
+    };
+    if ok {
+        Ok(ws)
+    } else {
+        Err(false)
+    }
+}
+
+/// What one connection saw.
+#[derive(Default)]
+struct ConnResult {
+    sent: u64,
+    acked: u64,
+    expected: u64,
+    tally: Tally,
+    misdelivered: u64,
+    close: Option<String>,
+    first_send_us: u64,
+    last_delivery_us: u64,
+    login_answered: bool,
+    presence_us: Option<u64>,
+}
+
+/// Latencies gathered per connection and added to the shared histogram in batches.
+struct Lat<'a> {
+    buf: Vec<u64>,
+    hist: &'a Mutex<Histogram<u64>>,
+}
+
+impl Lat<'_> {
+    fn add(&mut self, us: u64) {
+        self.buf.push(us.max(1));
+        if self.buf.len() >= 512 {
+            self.flush();
+        }
+    }
+    fn flush(&mut self) {
+        if let Ok(mut h) = self.hist.lock() {
+            for v in self.buf.drain(..) {
+                h.saturating_record(v);
+            }
+        }
+    }
+}
+
+async fn drive(args: Arc<BenchArgs>, i: usize, ws: Ws, hist: Arc<Mutex<Histogram<u64>>>, stop_at: Instant, drain_until: Instant) -> ConnResult {
+    let n = args.connections;
+    let mut r = ConnResult::default();
+    let (mut tx, mut rx) = ws.split();
+    let mut lat = Lat { buf: Vec::new(), hist: &hist };
+    let sends = matches!(args.workload, Workload::Room | Workload::Pairs | Workload::Proxy);
+    let period = match args.workload {
+        Workload::Hold => Duration::from_secs_f64(args.beat.max(0.1)),
+        _ => Duration::from_secs_f64(1.0 / args.rate.max(0.001)),
+    };
+    // Spread the first sends over one period so connections do not fire in lockstep.
+    let offset = period.mul_f64((i as f64 * 0.618_033_988_7) % 1.0);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let my_room = i / args.room_size;
+    let partner = i ^ 1;
+    let mut seq = 0u64;
+    let mut known = vec![0u64; if args.workload == Workload::Login { n.div_ceil(64) } else { 0 }];
+    let mut known_count = 0usize;
+    let mut login_sent_us = 0u64;
+    if args.workload == Workload::Login {
+        match login_frame(&args, i, "storm") {
+            Ok(f) => {
+                login_sent_us = now_us();
+                if tx.send(Message::Text(f.into())).await.is_err() {
+                    r.close = Some("send failed".into());
+                    return r;
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return r;
+            }
+        }
+    }
+    let mark = |cid: &str, known: &mut Vec<u64>, count: &mut usize| {
+        if let Some(k) = cid.strip_prefix('c').and_then(|s| s.parse::<usize>().ok()).filter(|k| *k < n) {
+            if known[k / 64] & (1 << (k % 64)) == 0 {
+                known[k / 64] |= 1 << (k % 64);
+                *count += 1;
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if Instant::now() < stop_at && (sends || args.workload == Workload::Hold) => {
+                let frame = match args.workload {
+                    Workload::Hold => "beat".to_string(),
+                    Workload::Room => {
+                        seq += 1;
+                        r.expected += members(i, n, args.room_size);
+                        json!({"method": "say", "room": "r", "content": format!("{i} {seq} {}", now_us())}).to_string()
+                    }
+                    Workload::Pairs => {
+                        seq += 1;
+                        // The partner's connections and the sender's own.
+                        r.expected += if partner < n { 2 } else { 1 };
+                        json!({"method": "say", "to_uid": format!("c{partner}"), "content": format!("{i} {seq} {}", now_us())}).to_string()
+                    }
+                    _ => {
+                        seq += 1;
+                        r.expected += 1;
+                        json!({"method": "bench_echo", "content": format!("{i} {seq} {}", now_us())}).to_string()
+                    }
+                };
+                if r.first_send_us == 0 {
+                    r.first_send_us = now_us();
+                }
+                if tx.send(Message::Text(frame.into())).await.is_err() {
+                    r.close.get_or_insert_with(|| "send failed".into());
+                    break;
+                }
+                if sends {
+                    r.sent += 1;
+                }
+            }
+            m = rx.next() => {
+                let t = match m {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(c))) => {
+                        r.close = Some(c.map(|c| format!("{} {}", u16::from(c.code), c.reason)).unwrap_or_else(|| "close".into()));
+                        break;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        r.close = Some(format!("error: {e}"));
+                        break;
+                    }
+                    None => {
+                        r.close.get_or_insert_with(|| "ended".into());
+                        break;
+                    }
+                };
+                let now = now_us();
+                if t.starts_with("{\"method\":\"say_ack\"") {
+                    r.acked += 1;
+                } else if let Some((sender, s, at)) = content_of(&t).and_then(parse_content) {
+                    r.tally.record(sender, s);
+                    r.last_delivery_us = now;
+                    lat.add(now.saturating_sub(at));
+                    let wrong = match args.workload {
+                        Workload::Room => sender as usize / args.room_size != my_room,
+                        Workload::Pairs => sender as usize != i && sender as usize != partner,
+                        _ => sender as usize != i,
+                    };
+                    if wrong {
+                        r.misdelivered += 1;
+                    }
+                } else if args.workload == Workload::Login {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    match v["method"].as_str() {
+                        Some("login") => {
+                            r.login_answered = true;
+                            lat.add(now.saturating_sub(login_sent_us));
+                            for c in v["customer_list"].as_array().into_iter().flatten() {
+                                mark(c["customer_id"].as_str().unwrap_or(""), &mut known, &mut known_count);
+                            }
+                        }
+                        Some("login_push") => mark(v["customer_id"].as_str().unwrap_or(""), &mut known, &mut known_count),
+                        _ => {}
+                    }
+                    if known_count == n && r.presence_us.is_none() {
+                        r.presence_us = Some(now.saturating_sub(login_sent_us));
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(drain_until.into()) => break,
+        }
+    }
+    lat.flush();
+    r
+}
+
+/// Runs this process's share; `ready` is called once every connection is set up, and the
+/// workload starts when `go` resolves.
+pub async fn share<R, G>(args: Arc<BenchArgs>, index: usize, processes: usize, ready: R, go: G) -> anyhow::Result<Partial>
+where
+    R: FnOnce(),
+    G: std::future::Future<Output = ()>,
+{
+    let mine: Vec<usize> = (0..args.connections).filter(|i| i % processes == index).collect();
+    let started = Instant::now();
+    let prepared: Vec<(usize, Result<Ws, bool>)> = futures_util::stream::iter(mine)
+        .map(|i| {
+            let args = args.clone();
+            async move { (i, prepare(&args, i).await) }
+        })
+        .buffer_unordered(args.connect_concurrency.max(1))
+        .collect()
+        .await;
+    let mut p = Partial { connect_secs: started.elapsed().as_secs_f64(), ..Default::default() };
+    let mut conns = Vec::new();
+    for (i, r) in prepared {
+        match r {
+            Ok(ws) => conns.push((i, ws)),
+            Err(true) => p.connect_failures += 1,
+            Err(false) => p.setup_failures += 1,
+        }
+    }
+    p.connections = conns.len() as u64;
+    ready();
+    go.await;
+    let hist = Arc::new(Mutex::new(new_hist()));
+    let stop_at = Instant::now() + Duration::from_secs_f64(args.duration);
+    let drain_until = stop_at + Duration::from_secs_f64(args.drain);
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|(i, ws)| tokio::spawn(drive(args.clone(), i, ws, hist.clone(), stop_at, drain_until)))
+        .collect();
+    let mut presence_max = 0u64;
+    for t in tasks {
+        let r = t.await.context("connection task")?;
+        p.sent += r.sent;
+        p.acked += r.acked;
+        p.expected += r.expected;
+        p.received += r.tally.received;
+        p.unique += r.tally.unique;
+        p.misdelivered += r.misdelivered;
+        match r.close {
+            Some(reason) => {
+                p.closed_by_server += 1;
+                *p.close_reasons.entry(reason).or_default() += 1;
+            }
+            None => p.still_open += 1,
+        }
+        if r.first_send_us > 0 && (p.first_send_us == 0 || r.first_send_us < p.first_send_us) {
+            p.first_send_us = r.first_send_us;
+        }
+        p.last_delivery_us = p.last_delivery_us.max(r.last_delivery_us);
+        p.logins_answered += r.login_answered as u64;
+        if let Some(us) = r.presence_us {
+            p.presence_complete += 1;
+            presence_max = presence_max.max(us);
+        }
+    }
+    p.presence_max_ms = presence_max as f64 / 1000.0;
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?.clone();
+    p.hist = super::report::encode_hist(&h)?;
+    p.cpu_secs = super::procstat::own().cpu_secs;
+    Ok(p)
+}
