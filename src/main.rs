@@ -90,6 +90,12 @@ struct GatewayArgs {
     /// Client WebSocket listener (default 0.0.0.0:7272).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Listener for text clients, one JSON message per line over TCP (default: off).
+    #[arg(long)]
+    text_listen: Option<SocketAddr>,
+    /// Listener for goim binary-packet clients over TCP (default: off).
+    #[arg(long)]
+    goim_listen: Option<SocketAddr>,
     /// LAN IPv4 address workers reach this gateway on; it is encoded in every client_id (default 127.0.0.1).
     #[arg(long)]
     lan_ip: Option<Ipv4Addr>,
@@ -274,11 +280,21 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if args.inner_listen.is_some() {
                 c.inner_listen = args.inner_listen;
             }
+            if args.text_listen.is_some() {
+                c.text_listen = args.text_listen;
+            }
+            if args.goim_listen.is_some() {
+                c.goim_listen = args.goim_listen;
+            }
             let assets: Option<gateway::listen::web::Assets> =
                 if c.web { Some(Arc::new(|path: &str| events::web::asset(path))) } else { None };
             let mut running = gateway::start_with(c, assets).await?;
             serve_metrics(metrics, metrics::Source::Gateway(running.stats.clone(), running.lister())).await?;
-            ready_line(&serde_json::json!({"role": "gateway", "address": running.public.to_string(), "inner": running.inner}).to_string());
+            ready_line(
+                &serde_json::json!({"role": "gateway", "address": running.public.to_string(), "inner": running.inner,
+                                    "text": running.text.map(|a| a.to_string()), "goim": running.goim.map(|a| a.to_string())})
+                .to_string(),
+            );
             tokio::select! {
                 _ = running.wait() => {}
                 _ = stop => running.shutdown(Duration::from_secs(5)).await,

@@ -9,6 +9,15 @@ use business::Context;
 use serde_json::{json, Map, Value};
 use tracing::info;
 
+/// What a fresh agent login sees.
+pub(crate) struct SignedIn {
+    /// The display name as stored (HTML-escaped).
+    pub name: String,
+    pub customer_list: Vec<Value>,
+    pub conversations: Value,
+    pub timestamp: i64,
+}
+
 impl Chat {
     pub(crate) async fn login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
         let missing = || Fail { code: code::LOGIN_FIELDS, msg: "bid, customer_id and customer_name are required".into() };
@@ -33,39 +42,46 @@ impl Chat {
                 .map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
             exp = Some(claims.exp);
         }
-        let name = escape_html(&name);
+        let s = self.sign_in(ctx, &bid, &id, &name, exp).await?;
+        self.reply(
+            ctx,
+            json!({"method": "login", "customer_id": id, "customer_name": s.name, "timestamp": s.timestamp,
+                   "customer_list": s.customer_list, "conversations": s.conversations}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Makes this connection agent `id` of bot `bid` (identity already verified): session,
+    /// uid, bot group, the store's agent list, and `login_push` to the others.
+    pub(crate) async fn sign_in(&self, ctx: &mut Context, bid: &str, id: &str, name: &str, exp: Option<u64>) -> Result<SignedIn, Fail> {
+        let name = escape_html(name);
         if let Who::Agent { bid: old_bid, .. } = Who::of(ctx) {
             if old_bid != bid {
                 ctx.api.leave_group(&ctx.id(), &old_bid).await?;
             }
         }
-        let me = Who::Agent { bid: bid.clone(), id: id.clone(), name: name.clone() };
+        let me = Who::Agent { bid: bid.to_string(), id: id.to_string(), name: name.clone() };
         me.store(ctx);
         crate::who::set_token_exp(ctx, exp);
         // Written before joining the group, so anyone listing the group sees who this is.
         ctx.save_session().await?;
-        ctx.api.bind_uid(&ctx.id(), &id).await?;
-        ctx.api.join_group(&ctx.id(), &bid).await?;
-        self.store.add_agent(&bid, &id, &name).await?;
-        let mut online = self.online_agents(&ctx.api, &bid).await?;
+        ctx.api.bind_uid(&ctx.id(), id).await?;
+        ctx.api.join_group(&ctx.id(), bid).await?;
+        self.store.add_agent(bid, id, &name).await?;
+        let mut online = self.online_agents(&ctx.api, bid).await?;
         // Our own join may still be in flight to the gateway.
-        if !online.iter().any(|(i, _)| *i == id) {
-            online.push((id.clone(), name.clone()));
+        if !online.iter().any(|(i, _)| i == id) {
+            online.push((id.to_string(), name.clone()));
         }
-        let list: Vec<Value> =
+        let customer_list: Vec<Value> =
             online.iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
-        let conversations = self.conversation_summaries(&bid, &id).await?;
-        let ts = now_secs();
-        self.reply(
-            ctx,
-            json!({"method": "login", "customer_id": id, "customer_name": name, "timestamp": ts,
-                   "customer_list": list, "conversations": conversations}),
-        )
-        .await;
-        let push = json!({"method": "login_push", "customer_id": id, "customer_name": name, "timestamp": ts});
-        ctx.api.send_to_group(&[&bid], push.to_string(), &[&ctx.id()]).await?;
+        let conversations = self.conversation_summaries(bid, id).await?;
+        let timestamp = now_secs();
+        let push = json!({"method": "login_push", "customer_id": id, "customer_name": name, "timestamp": timestamp});
+        ctx.api.send_to_group(&[bid], push.to_string(), &[&ctx.id()]).await?;
         info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent logged in");
-        Ok(())
+        Ok(SignedIn { name, customer_list, conversations: conversations.into(), timestamp })
     }
 
     /// Every agent action re-checks the token's expiry: an expired token ends the agent's

@@ -3,12 +3,14 @@
 //! Agents (客服) of a bot log in with a signed token and see each other (`agents`); visitors
 //! open a conversation with a bot and are assigned an agent (`visitors`); agents also talk in
 //! rooms (`rooms`) and privately. Every message is stored before it is acknowledged and can be
-//! paged back (`messages`, `store`). LINE users reach the same agents through `line`. The wire
-//! format is in `protocol` and docs/protocol.md.
+//! paged back (`messages`, `store`). LINE users reach the same agents through `line`, app
+//! clients speaking goim packets through `goim`. The wire format is in `protocol` and
+//! docs/protocol.md.
 
 pub mod agents;
 pub mod auth;
 pub mod config;
+pub mod goim;
 pub mod line;
 pub mod messages;
 pub mod protocol;
@@ -129,12 +131,16 @@ impl Chat {
 
     async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {
         let who = Who::of(ctx);
-        if method != "login" {
+        if method != "login" && method != "auth" {
             self.check_token(ctx, &who).await?;
         }
         match method {
             "login" => self.login(ctx, req).await,
             "visitor_login" => self.visitor_login(ctx, req).await,
+            "auth" => self.auth(ctx, req).await,
+            "heartbeat" => self.heartbeat(ctx, &who).await,
+            "sync" => self.sync(ctx, &who, req).await,
+            "ack" => self.ack(ctx, &who, req).await,
             "say" => self.say(ctx, &who, req).await,
             "history" => self.history(ctx, &who, req).await,
             "read" => self.read(ctx, &who, req).await,

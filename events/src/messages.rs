@@ -18,7 +18,7 @@ pub fn private_thread(bid: &str, a: &str, b: &str) -> String {
 }
 
 /// Where a message goes, after the caller's rights were checked.
-enum Target {
+pub(crate) enum Target {
     Conversation(crate::store::Conversation),
     Room { bid: String, room: String },
     Private { bid: String, to: String },
@@ -26,7 +26,7 @@ enum Target {
 
 impl Chat {
     /// Resolves `conversation_id` / `room` / `with_uid`|`to_uid` to a target the caller may use.
-    async fn target(&self, who: &Who, req: &Map<String, Value>, peer_key: &str) -> Result<Target, Fail> {
+    pub(crate) async fn target(&self, who: &Who, req: &Map<String, Value>, peer_key: &str) -> Result<Target, Fail> {
         let conversation = id_field(req, "conversation_id")?;
         let room = id_field(req, "room")?;
         let peer = id_field(req, peer_key)?;
@@ -57,7 +57,7 @@ impl Chat {
         }
     }
 
-    fn thread_of(&self, t: &Target, me: &str) -> (String, &'static str, String) {
+    pub(crate) fn thread_of(&self, t: &Target, me: &str) -> (String, &'static str, String) {
         match t {
             Target::Conversation(c) => (conversation_thread(&c.id), "conversation_id", c.id.clone()),
             Target::Room { bid, room } => (room_thread(bid, room), "room", room.clone()),
@@ -141,7 +141,7 @@ impl Chat {
         Ok(())
     }
 
-    fn int_field(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, Fail> {
+    pub(crate) fn int_field(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, Fail> {
         match id_field(req, key)? {
             None => Ok(None),
             Some(s) => s.parse().map(Some).map_err(|_| Fail::bad(format!("{key} must be a message id"))),
@@ -171,6 +171,14 @@ impl Chat {
     }
 
     pub(crate) async fn read(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+        let reply = self.mark_read(who, req, "read").await?;
+        self.reply(ctx, reply).await;
+        Ok(())
+    }
+
+    /// Moves the caller's read mark on the thread `req` names; the answer (named `method`)
+    /// carries the id and the unread count left.
+    pub(crate) async fn mark_read(&self, who: &Who, req: &Map<String, Value>, method: &str) -> Result<Value, Fail> {
         let target = self.target(who, req, "with_uid").await?;
         let me = who.uid().unwrap_or_default();
         let (thread, key, value) = self.thread_of(&target, &me);
@@ -178,7 +186,6 @@ impl Chat {
         let id = Self::int_field(req, "id")?.ok_or_else(|| Fail::bad("id is required"))?;
         self.store.mark_read(&thread, &me, id).await?;
         let unread = self.store.unread(&thread, &me).await?;
-        self.reply(ctx, json!({"method": "read", key: value, "id": id.to_string(), "unread": unread})).await;
-        Ok(())
+        Ok(json!({"method": method, key: value, "id": id.to_string(), "unread": unread}))
     }
 }

@@ -27,10 +27,17 @@ impl Chat {
 
     pub(crate) async fn join(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
         let (bid, me, name, room) = self.room_of(who, req)?;
-        let group = room_group(&bid, &room);
+        let members = self.enter_room(ctx, &bid, &me, &name, &room).await?;
+        self.reply(ctx, json!({"method": "join", "room": room, "members": members})).await;
+        Ok(())
+    }
+
+    /// Joins agent `me` to a room of its bot and tells the members; returns who is in it.
+    pub(crate) async fn enter_room(&self, ctx: &mut Context, bid: &str, me: &str, name: &str, room: &str) -> Result<Vec<Value>, Fail> {
+        let group = room_group(bid, room);
         let mut joined = rooms(ctx);
-        if !joined.contains(&room) {
-            joined.push(room.clone());
+        if !joined.iter().any(|r| r == room) {
+            joined.push(room.to_string());
             set_rooms(ctx, &joined);
             ctx.save_session().await?;
         }
@@ -45,13 +52,12 @@ impl Chat {
                 }
             }
         }
-        if !seen.contains(&me) {
+        if !seen.iter().any(|s| s == me) {
             members.push(json!({"uid": me, "name": name}));
         }
-        self.reply(ctx, json!({"method": "join", "room": room, "members": members})).await;
         let push = json!({"method": "join_push", "room": room, "uid": me, "name": name, "timestamp": now_secs()});
         ctx.api.send_to_group(&[&group], push.to_string(), &[&ctx.id()]).await?;
-        Ok(())
+        Ok(members)
     }
 
     pub(crate) async fn leave(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {

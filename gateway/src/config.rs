@@ -7,8 +7,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Client-facing WebSocket listener.
+    /// Client-facing WebSocket listener (also the pages, and goim packets in binary frames).
     pub listen: SocketAddr,
+    /// Listener for GatewayWorker's `text` protocol: one JSON message per line over TCP (off
+    /// when unset).
+    pub text_listen: Option<SocketAddr>,
+    /// Listener for goim binary packets over TCP (off when unset).
+    pub goim_listen: Option<SocketAddr>,
     /// This gateway's LAN address: it goes into every client_id and into the register, so it
     /// must be an IPv4 literal that workers on other servers can reach.
     pub lan_ip: Ipv4Addr,
@@ -26,7 +31,8 @@ pub struct Config {
     pub ping_not_response_limit: u32,
     /// Text sent to idle clients on each heartbeat ('' = send nothing).
     pub ping_data: String,
-    /// Largest client message in bytes; bigger frames are refused with close code 1009.
+    /// Largest client message in bytes; bigger frames are refused with close code 1009 (a
+    /// longer text line or goim packet closes its connection).
     pub max_message_size: usize,
     /// Largest inner packet in bytes (PHP: 10 MiB).
     pub max_packet_size: usize,
@@ -65,6 +71,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 7272)),
+            text_listen: None,
+            goim_listen: None,
             lan_ip: Ipv4Addr::LOCALHOST,
             inner_port: 2300,
             inner_listen: None,

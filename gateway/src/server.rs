@@ -1,10 +1,15 @@
-//! Starts a gateway: binds both listeners, spawns the hub, registers with the registers.
+//! Starts a gateway: binds its listeners (WebSocket, text and goim clients; the inner port), spawns the hub, registers with the registers.
 
 use crate::config::{secs, Config};
 use crate::hub::{ConnectionInfo, Hub, HubMsg};
 use crate::stats::Stats;
 use std::sync::Arc;
 use crate::inner::{self, InnerConfig};
+use crate::listen::client::Limits;
+use crate::listen::goim::Goim;
+use crate::listen::poll::Polls;
+use crate::listen::tcp::{self, TcpConfig};
+use crate::listen::text::Text;
 use crate::listen::websocket::{self, WsConfig};
 use register::client::{announce_gateway, ClientConfig};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -62,9 +67,13 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener, StartErro
 pub struct Running {
     pub stats: Arc<Stats>,
     pub public: SocketAddr,
+    /// The text and goim listeners' addresses, when they are on.
+    pub text: Option<SocketAddr>,
+    pub goim: Option<SocketAddr>,
     pub inner: String,
     hub: mpsc::Sender<HubMsg>,
     accept: tokio::task::JoinHandle<()>,
+    side: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Lists a running gateway's client connections (cheap to clone).
@@ -95,6 +104,7 @@ impl Running {
     /// them to go, so their ON_CLOSE events reach the workers.
     pub async fn shutdown(self, limit: Duration) {
         self.accept.abort();
+        self.side.iter().for_each(|t| t.abort());
         let _ = self.hub.send(HubMsg::Goodbye).await;
         let deadline = tokio::time::Instant::now() + limit;
         while self.stats.clients.load(std::sync::atomic::Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
@@ -114,6 +124,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub async fn start_with(config: Config, assets: Option<crate::listen::web::Assets>) -> Result<Running, StartError> {
     let tls = tls_acceptor(&config)?;
     let client_listener = bind(config.listen, config.reuse_port)?;
+    let text_listener = config.text_listen.map(|a| bind(a, config.reuse_port)).transpose()?;
+    let goim_listener = config.goim_listen.map(|a| bind(a, config.reuse_port)).transpose()?;
     let inner_listener = bind(config.inner_bind(), false)?;
     let public = client_listener.local_addr().unwrap_or(config.listen);
     let stats = Arc::new(Stats::default());
@@ -140,9 +152,38 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
         allowed_origins: Arc::new(config.allowed_origins.clone()),
         stats: stats.clone(),
         tls,
+        polls: Polls::new(
+            config.client_queue,
+            Limits {
+                first: secs(config.first_message_timeout),
+                rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
+                stats: stats.clone(),
+            },
+            config.max_message_size,
+            secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10)),
+            Arc::new(config.allowed_origins.clone()),
+        ),
     };
+    let tcp_config = TcpConfig {
+        queue: config.client_queue,
+        limits: Limits { first: ws_config.first_message_timeout, rate: ws_config.rate, stats: stats.clone() },
+        pending: ws_config.pending.clone(),
+    };
+    let mut side = Vec::new();
+    let mut text = None;
+    if let Some(l) = text_listener {
+        text = l.local_addr().ok();
+        info!(listen = ?text, "text clients (one JSON message per line)");
+        side.push(tokio::spawn(tcp::serve(l, hub_tx.clone(), tcp_config.clone(), Text { max_line: config.max_message_size })));
+    }
+    let mut goim = None;
+    if let Some(l) = goim_listener {
+        goim = l.local_addr().ok();
+        info!(listen = ?goim, "goim packet clients");
+        side.push(tokio::spawn(tcp::serve(l, hub_tx.clone(), tcp_config, Goim::new(config.max_message_size))));
+    }
     let accept = tokio::spawn(websocket::serve(client_listener, hub_tx.clone(), ws_config));
-    Ok(Running { stats, public, inner: address, hub: hub_tx, accept })
+    Ok(Running { stats, public, text, goim, inner: address, hub: hub_tx, accept, side })
 }
 
 /// Runs a gateway until its listener fails.

@@ -22,6 +22,8 @@ pub enum Head {
     Upgrade(Bytes),
     /// A plain GET for `path`.
     Get(String),
+    /// A request to the HTTP long-polling fallback (`/poll...`).
+    Poll(super::poll::Request),
     /// Not HTTP, too long, or the peer left.
     Bad(&'static str),
 }
@@ -37,10 +39,20 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Head {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
+            Ok(httparse::Status::Complete(n)) => {
                 let upgrade = req.headers.iter().any(|h| {
                     h.name.eq_ignore_ascii_case("upgrade") && String::from_utf8_lossy(h.value).to_ascii_lowercase().contains("websocket")
                 });
+                let path = req.path.unwrap_or("/");
+                if !upgrade && (path == "/poll" || path.starts_with("/poll?") || path.starts_with("/poll/")) {
+                    return match super::poll::Request::parse(&req) {
+                        Ok(mut r) => {
+                            r.body = buf.split_off(n);
+                            Head::Poll(r)
+                        }
+                        Err(why) => Head::Bad(why),
+                    };
+                }
                 if upgrade || req.method != Some("GET") {
                     return Head::Upgrade(buf.freeze());
                 }

@@ -6,22 +6,25 @@
 //! the client's queue.
 
 use super::web;
-use crate::hub::{close, Admission, HubMsg, Out};
+use super::client::{admit, Admit, Client, Limits};
+use super::goim::Goim;
+use super::poll;
+use crate::hub::{close, HubMsg, Out};
+use crate::protocol::goim::Packet;
 use crate::stats::Stats;
 use register::stats::inc;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
-use crate::tables::ConnId;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -50,6 +53,8 @@ pub struct WsConfig {
     pub stats: Arc<Stats>,
     /// Set when the client port speaks TLS (wss:// and https://).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The HTTP long-polling sessions served on this port.
+    pub polls: super::poll::Polls,
 }
 
 pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
@@ -100,6 +105,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
     let head = match tokio::time::timeout(config.handshake_timeout, web::read_head(&mut stream)).await {
         Ok(web::Head::Upgrade(bytes)) => bytes,
         Ok(web::Head::Get(path)) => return web::respond(stream, &path, config.assets.as_ref()).await,
+        Ok(web::Head::Poll(req)) => return poll::handle(stream, addr, req, &hub, &config.polls, permit).await,
         Ok(web::Head::Bad(why)) => {
             debug!(%addr, "not a WebSocket client: {why}");
             return;
@@ -110,25 +116,18 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         }
     };
     let stream = web::Prefixed::new(head, stream);
-    let (out_tx, out_rx) = mpsc::channel::<Out>(config.queue);
-    let kill = CancellationToken::new();
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let accept = HubMsg::Accept { addr, out: out_tx.clone(), kill: kill.clone(), reply: reply_tx };
-    if hub.send(accept).await.is_err() {
-        return;
-    }
-    let conn = match reply_rx.await {
-        Ok(Admission::Admitted(conn)) => Some(conn),
-        Ok(Admission::NoWorker) => None,
-        Ok(Admission::TooManyFromIp) => {
-            info!(%addr, "too many connections from this address: 429");
+    let limits = Limits { first: config.first_message_timeout, rate: config.rate, stats: config.stats.clone() };
+    let (client, out_rx) = match admit(&hub, addr, config.queue, limits).await {
+        Admit::Yes(client, out_rx) => (Some(client), out_rx),
+        Admit::NoWorker(out_rx) => (None, out_rx),
+        Admit::TooManyFromIp => {
             let mut stream = stream;
             let _ = stream
                 .write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .await;
             return;
         }
-        Err(_) => return,
+        Admit::Gone => return,
     };
     // tungstenite's 128 KiB read and write buffers would cost ~256 KiB per idle connection;
     // small ones keep 100k connections affordable (figures in docs/BENCHMARKS.md).
@@ -138,10 +137,11 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size));
     let mut body = None;
+    let mut framing = Framing::Json;
     #[allow(clippy::result_large_err)] // the error type is tungstenite's, fixed by its callback API
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
-        |req: &Request, resp: Response| {
+        |req: &Request, mut resp: Response| {
             if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
                 if !config.allowed_origins.is_empty() && !config.allowed_origins.iter().any(|a| a == origin) {
                     inc(&config.stats.limited);
@@ -151,21 +151,29 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
                     return Err(refusal);
                 }
             }
+            let (goim, subprotocol) = wants_goim(req);
+            if goim {
+                framing = Framing::Goim(Goim::new(config.max_message_size));
+                if subprotocol {
+                    resp.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(GOIM_SUBPROTOCOL));
+                }
+            }
             body = Some(handshake_body(req));
             Ok(resp)
         },
         Some(ws_config),
     );
+    let kill = client.as_ref().map(|c| c.kill.clone()).unwrap_or_default();
     let ws = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, handshake) => r,
         _ = kill.cancelled() => {
-            if let Some(conn) = conn {
-                let _ = hub.send(HubMsg::Gone { conn }).await;
+            if let Some(client) = client {
+                client.gone().await;
             }
             return;
         }
     };
-    let Some(conn) = conn else {
+    let Some(client) = client else {
         // No worker to take this client's events: say so instead of dropping it silently.
         if let Ok(Ok(mut ws)) = ws {
             let _ = ws.close(Some(close(1013, "no business worker available"))).await;
@@ -176,22 +184,45 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
             debug!(%addr, "WebSocket handshake failed: {e}");
-            let _ = hub.send(HubMsg::Gone { conn }).await;
+            client.gone().await;
             return;
         }
         Err(_) => {
             info!(%addr, "WebSocket handshake not finished within {:?}, closing", config.handshake_timeout);
-            let _ = hub.send(HubMsg::Gone { conn }).await;
+            client.gone().await;
             return;
         }
     };
     drop(permit);
     if let Some(body) = body {
-        let _ = hub.send(HubMsg::Handshake { conn, body }).await;
+        let _ = hub.send(HubMsg::Handshake { conn: client.conn, body }).await;
     }
-    let limits = Limits { first: config.first_message_timeout, rate: config.rate, stats: config.stats.clone() };
-    run(conn, addr, ws, &hub, out_tx, out_rx, kill, limits).await;
-    let _ = hub.send(HubMsg::Gone { conn }).await;
+    run(client, ws, out_rx, framing).await;
+}
+
+/// The subprotocol a goim client asks for; the path `/sub` (goim's own) works too.
+pub const GOIM_SUBPROTOCOL: &str = "goim";
+
+/// `(goim framing?, asked by subprotocol?)`.
+fn wants_goim(req: &Request) -> (bool, bool) {
+    let subprotocol = req
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case(GOIM_SUBPROTOCOL));
+    let path = req.uri().path();
+    (subprotocol || path == "/sub" || path.starts_with("/sub/"), subprotocol)
+}
+
+/// What a WebSocket connection's frames carry.
+#[derive(Clone)]
+enum Framing {
+    /// One JSON message per text frame (the client protocol).
+    Json,
+    /// goim packets in binary frames.
+    Goim(Goim),
 }
 
 fn handshake_body(req: &Request) -> Bytes {
@@ -205,60 +236,19 @@ fn handshake_body(req: &Request) -> Bytes {
     Bytes::from(value.serialize())
 }
 
-/// The limits a connection's reader enforces itself (no shared state: no locks).
-struct Limits {
-    first: Option<Duration>,
-    rate: (f64, f64),
-    stats: Arc<Stats>,
-}
-
-/// A token bucket: `rate` messages per second, up to `burst` at once.
-struct Bucket {
-    tokens: f64,
-    at: std::time::Instant,
-}
-
-impl Bucket {
-    fn take(&mut self, rate: f64, burst: f64) -> bool {
-        let now = std::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Reads and writes until either side ends the connection.
-#[allow(clippy::too_many_arguments)]
-async fn run<S: Transport>(
-    conn: ConnId,
-    addr: SocketAddr,
-    ws: WebSocketStream<web::Prefixed<S>>,
-    hub: &mpsc::Sender<HubMsg>,
-    out_tx: mpsc::Sender<Out>,
-    out_rx: mpsc::Receiver<Out>,
-    kill: CancellationToken,
-    limits: Limits,
-) {
+async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed<S>>, out_rx: mpsc::Receiver<Out>, framing: Framing) {
+    let (conn, addr, kill) = (client.conn, client.addr, client.kill.clone());
     let (sink, mut stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone()));
-    let mut first = limits.first;
-    let (rate, burst) = limits.rate;
-    let mut bucket = Bucket { tokens: burst, at: std::time::Instant::now() };
-    // Whether we queued a close frame the writer should still get out.
-    let mut closing = false;
+    let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone(), framing.clone()));
+    // A close frame for the client, queued after what it is already owed.
+    let mut closing: Option<CloseFrame> = None;
     loop {
         let next = tokio::select! {
             n = stream.next() => n,
             _ = kill.cancelled() => break,
-            _ = async { tokio::time::sleep(first.unwrap_or_default()).await }, if first.is_some() => {
-                inc(&limits.stats.limited);
-                info!(conn, %addr, "no message within {:?} of connecting: closing (1008)", first.unwrap_or_default());
-                closing = out_tx.try_send(Out::Close(close(1008, "no message received"))).is_ok();
+            stop = client.silent() => {
+                closing = stop.close().map(|(c, why)| close(c, why));
                 break;
             }
         };
@@ -283,23 +273,36 @@ async fn run<S: Transport>(
                     }
                 };
                 info!(conn, %addr, code, "closing client: {e}");
-                closing = out_tx.try_send(Out::Close(close(code, why))).is_ok();
+                closing = Some(close(code, why));
                 break;
             }
         };
-        first = None;
-        if rate > 0.0 && !bucket.take(rate, burst) {
-            inc(&limits.stats.limited);
-            info!(conn, %addr, "message flood: more than {rate}/s (burst {burst}); closing (1008)");
-            closing = out_tx.try_send(Out::Close(close(1008, "message rate limit"))).is_ok();
-            break;
+        let messages = match &framing {
+            Framing::Json => Ok(vec![data]),
+            Framing::Goim(g) => goim_requests(g, data),
+        };
+        let messages = match messages {
+            Ok(m) => m,
+            Err(why) => {
+                info!(conn, %addr, "closing goim client: {why}");
+                closing = Some(close(1002, "bad goim packet"));
+                break;
+            }
+        };
+        let mut stop = None;
+        for m in messages {
+            if let Err(s) = client.deliver(m).await {
+                stop = Some(s);
+                break;
+            }
         }
-        if hub.send(HubMsg::Data { conn, data }).await.is_err() {
+        if let Some(s) = stop {
+            closing = s.close().map(|(c, why)| close(c, why));
             break;
         }
     }
-    drop(out_tx);
-    if closing && !kill.is_cancelled() {
+    let queued = closing.is_some_and(|frame| client.out.try_send(Out::Close(frame)).is_ok());
+    if queued && !kill.is_cancelled() {
         // Let the writer send our close frame (after what is queued before it), but not forever.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     } else {
@@ -307,13 +310,26 @@ async fn run<S: Transport>(
         // a kick already flushed): nothing more can or should be written.
         writer.abort();
     }
-    kill.cancel();
+    client.gone().await;
+}
+
+/// The packets in one binary frame (one or more, each whole), as the hub's messages.
+fn goim_requests(g: &Goim, data: Bytes) -> Result<Vec<Bytes>, String> {
+    let mut buf = bytes::BytesMut::from(&data[..]);
+    let mut out = Vec::with_capacity(1);
+    while let Some(p) = Packet::decode(&mut buf, g.max_packet).map_err(|e| e.to_string())? {
+        out.push(g.request(p)?);
+    }
+    if !buf.is_empty() {
+        return Err(format!("{} bytes of an incomplete packet at the end of a frame", buf.len()));
+    }
+    Ok(out)
 }
 
 type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<web::Prefixed<S>>, Message>;
 
 /// Writes queued messages, batching a burst into one flush.
-async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>, kill: CancellationToken) {
+async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>, kill: CancellationToken, framing: Framing) {
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
@@ -322,13 +338,22 @@ async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>
         let Some(mut next) = first else { return };
         loop {
             match next {
-                Out::Send(m) => {
-                    if sink.feed(m).await.is_err() {
+                Out::Send(m) => match framed(&framing, m) {
+                    Ok((m, false)) => {
+                        if sink.feed(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok((m, true)) => {
+                        let _ = sink.feed(m).await;
+                        finish(&mut sink, close(1008, "auth refused")).await;
+                        kill.cancel();
                         return;
                     }
-                }
+                    Err(why) => warn!("message not sent: {why}"),
+                },
                 Out::Kick(m) => {
-                    if let Some(m) = m {
+                    if let Some(Ok((m, _))) = m.map(|m| framed(&framing, m)) {
                         let _ = sink.feed(m).await;
                     }
                     finish(&mut sink, close(1000, "")).await;
@@ -348,6 +373,17 @@ async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>
         }
         if sink.flush().await.is_err() {
             return;
+        }
+    }
+}
+
+/// A message in this connection's framing; `true` when the connection closes after it.
+fn framed(framing: &Framing, m: Message) -> Result<(Message, bool), String> {
+    match framing {
+        Framing::Json => Ok((m, false)),
+        Framing::Goim(g) => {
+            let (packet, close) = g.response(&m)?;
+            Ok((Message::Binary(packet.to_bytes()), close))
         }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! `header` frames packets, `command` gives them meaning, `php` is the serialize subset carried
 //! inside them, `json` writes JSON the way PHP does, `client_id` names one client anywhere, and
-//! `websocket_connect` builds the `{get, server, cookie}` body workers receive after a handshake.
+//! `websocket_connect` builds the `{get, server, cookie}` body workers receive after a handshake;
+//! `goim` frames the binary packets of goim-style app clients.
 
 pub mod client_id;
 pub mod command;
 pub mod header;
+pub mod goim;
 pub mod json;
 pub mod php;
 pub mod websocket_connect;

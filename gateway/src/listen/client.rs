@@ -1,0 +1,146 @@
+//! What every transport does the same way once it has a frame: admission by the hub, the
+//! per-connection limits (first-message deadline, message rate), and handing frames on.
+//! Each transport keeps only its own framing and writer.
+
+use crate::hub::{Admission, HubMsg, Out};
+use crate::stats::Stats;
+use crate::tables::ConnId;
+use bytes::Bytes;
+use register::stats::inc;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The limits a connection's reader enforces itself (no shared state: no locks).
+#[derive(Clone)]
+pub struct Limits {
+    pub first: Option<Duration>,
+    /// Messages per second and burst (rate 0 = no limit).
+    pub rate: (f64, f64),
+    pub stats: Arc<Stats>,
+}
+
+/// A token bucket: `rate` messages per second, up to `burst` at once.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The hub's answer, as a transport sees it.
+pub enum Admit {
+    Yes(Client, mpsc::Receiver<Out>),
+    NoWorker(mpsc::Receiver<Out>),
+    TooManyFromIp,
+    /// The hub is gone (the gateway is stopping).
+    Gone,
+}
+
+/// Announces a new connection to the hub (ON_CONNECT goes to a worker at once, as in
+/// GatewayWorker) and returns what the transport needs to serve it.
+pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Limits) -> Admit {
+    let (out_tx, out_rx) = mpsc::channel::<Out>(queue);
+    let kill = CancellationToken::new();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let accept = HubMsg::Accept { addr, out: out_tx.clone(), kill: kill.clone(), reply: reply_tx };
+    if hub.send(accept).await.is_err() {
+        return Admit::Gone;
+    }
+    match reply_rx.await {
+        Ok(Admission::Admitted(conn)) => {
+            let deadline = limits.first.map(|d| tokio::time::Instant::now() + d);
+            let bucket = Bucket { tokens: limits.rate.1, at: Instant::now() };
+            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, kill, limits, deadline, bucket }, out_rx)
+        }
+        Ok(Admission::NoWorker) => Admit::NoWorker(out_rx),
+        Ok(Admission::TooManyFromIp) => {
+            info!(%addr, "too many connections from this address: refused");
+            Admit::TooManyFromIp
+        }
+        Err(_) => Admit::Gone,
+    }
+}
+
+/// Why a reader stops taking frames from its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The client sent nothing before the first-message deadline.
+    Silent,
+    /// The client went over the message rate.
+    Flood,
+    /// The hub is gone.
+    HubGone,
+}
+
+impl Stop {
+    /// The WebSocket close code and reason for this stop, when the client should hear one.
+    pub fn close(self) -> Option<(u16, &'static str)> {
+        match self {
+            Stop::Silent => Some((1008, "no message received")),
+            Stop::Flood => Some((1008, "message rate limit")),
+            Stop::HubGone => None,
+        }
+    }
+}
+
+/// One admitted client connection, as its reader holds it.
+pub struct Client {
+    pub conn: ConnId,
+    pub addr: SocketAddr,
+    pub hub: mpsc::Sender<HubMsg>,
+    /// The connection's own queue, for replies the transport makes itself.
+    pub out: mpsc::Sender<Out>,
+    pub kill: CancellationToken,
+    limits: Limits,
+    deadline: Option<tokio::time::Instant>,
+    bucket: Bucket,
+}
+
+impl Client {
+    /// Resolves when the first-message deadline passes (never once a message arrived).
+    pub async fn silent(&self) -> Stop {
+        match self.deadline {
+            Some(d) => {
+                tokio::time::sleep_until(d).await;
+                inc(&self.limits.stats.limited);
+                info!(conn = self.conn, addr = %self.addr, "no message within {:?} of connecting: closing", self.limits.first.unwrap_or_default());
+                Stop::Silent
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Hands one client frame to the hub, after the rate limit.
+    pub async fn deliver(&mut self, data: Bytes) -> Result<(), Stop> {
+        self.deadline = None;
+        let (rate, burst) = self.limits.rate;
+        if rate > 0.0 && !self.bucket.take(rate, burst) {
+            inc(&self.limits.stats.limited);
+            info!(conn = self.conn, addr = %self.addr, "message flood: more than {rate}/s (burst {burst}); closing");
+            return Err(Stop::Flood);
+        }
+        self.hub.send(HubMsg::Data { conn: self.conn, data }).await.map_err(|_| Stop::HubGone)
+    }
+
+    /// Tells the hub the connection is over (ON_CLOSE goes to the worker).
+    pub async fn gone(self) {
+        self.kill.cancel();
+        let _ = self.hub.send(HubMsg::Gone { conn: self.conn }).await;
+    }
+}

@@ -1,0 +1,200 @@
+//! goim packets as chat clients: the same JSON the WebSocket clients send and get, carried in
+//! `protocol::goim` packets, over raw TCP or inside binary WebSocket frames.
+//!
+//! Requests become the chat's own methods, so workers see an ordinary client:
+//! op 2 → `{"method":"heartbeat"}`, op 4 → its body unchanged, op 7 → the body with
+//! `"method":"auth"`, op 14 → `"sync"`, op 16 → `"ack"`. Each request but op 4 waits for the
+//! worker's answer of the same method, which goes out as the reply op with the request's
+//! sequence number (op 3's body is the `online` count as an int32); everything else is pushed
+//! as op 5. An auth answer carrying an error `code` is sent, then the connection is closed.
+
+use super::tcp::Wire;
+use crate::protocol::goim::{op, GoimCodec, Packet};
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Requests that may wait for their answers at once; more is a client that does not read.
+const MAX_PENDING: usize = 64;
+
+/// A request waiting for the worker's answer.
+#[derive(Debug)]
+struct Pending {
+    method: &'static str,
+    reply_op: i32,
+    seq: i32,
+    ver: i16,
+}
+
+/// One connection's state, shared by its reader (which adds requests) and its writer (which
+/// answers them). The lock is never contended: one reader, one writer, short critical sections.
+#[derive(Default)]
+struct State {
+    pending: Mutex<VecDeque<Pending>>,
+    authed: AtomicBool,
+}
+
+#[derive(Clone)]
+pub struct Goim {
+    pub max_packet: usize,
+    state: Arc<State>,
+}
+
+impl Goim {
+    pub fn new(max_packet: usize) -> Goim {
+        Goim { max_packet, state: Arc::default() }
+    }
+
+    /// Turns one client packet into the JSON message the hub forwards.
+    pub fn request(&self, p: Packet) -> Result<Bytes, String> {
+        if p.op != op::AUTH && !self.state.authed.load(Ordering::Relaxed) {
+            return Err(format!("operation {} before auth (op 7)", p.op));
+        }
+        let (method, reply_op) = match p.op {
+            op::HEARTBEAT => ("heartbeat", op::HEARTBEAT_REPLY),
+            op::SEND => {
+                // Checked here so a bad body closes this connection, as any bad packet does.
+                if !is_json_object(&p.body) {
+                    return Err("op 4 body is not a JSON object".into());
+                }
+                return Ok(p.body);
+            }
+            op::AUTH => ("auth", op::AUTH_REPLY),
+            op::SYNC => ("sync", op::SYNC_REPLY),
+            op::ACK => ("ack", op::ACK_REPLY),
+            other => return Err(format!("unknown operation {other}")),
+        };
+        let mut body = if p.op == op::HEARTBEAT && p.body.is_empty() {
+            Map::new()
+        } else {
+            match serde_json::from_slice::<Value>(&p.body) {
+                Ok(Value::Object(m)) => m,
+                _ => return Err(format!("op {} body is not a JSON object", p.op)),
+            }
+        };
+        body.insert("method".into(), method.into());
+        let mut pending = self.state.pending.lock().map_err(|_| "connection state poisoned".to_string())?;
+        if pending.len() >= MAX_PENDING {
+            return Err(format!("more than {MAX_PENDING} requests unanswered"));
+        }
+        pending.push_back(Pending { method, reply_op, seq: p.seq, ver: p.ver });
+        if p.op == op::AUTH {
+            self.state.authed.store(true, Ordering::Relaxed);
+        }
+        Ok(Bytes::from(Value::Object(body).to_string()))
+    }
+
+    /// The packet for one message from the hub; `true` when the connection closes after it.
+    pub fn response(&self, msg: &Message) -> Result<(Packet, bool), String> {
+        let payload = match msg {
+            Message::Text(t) => Bytes::from(t.clone()),
+            Message::Binary(b) => b.clone(),
+            _ => return Err("a pre-framed WebSocket message cannot go to a goim client".into()),
+        };
+        let push = || Ok((Packet::new(op::PUSH, 0, payload.clone()), false));
+        let mut pending = self.state.pending.lock().map_err(|_| "connection state poisoned".to_string())?;
+        if pending.is_empty() {
+            return push();
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            method: Option<String>,
+            code: Option<serde::de::IgnoredAny>,
+            online: Option<i64>,
+        }
+        let Ok(head) = serde_json::from_slice::<Head>(&payload) else { return push() };
+        let Some(i) = head.method.as_deref().and_then(|m| pending.iter().position(|p| p.method == m)) else { return push() };
+        let Some(req) = pending.remove(i) else { return push() };
+        drop(pending);
+        let body = if req.reply_op == op::HEARTBEAT_REPLY {
+            let online = head.online.unwrap_or(0).clamp(0, i32::MAX as i64) as i32;
+            Bytes::copy_from_slice(&online.to_be_bytes())
+        } else {
+            payload
+        };
+        let refused_auth = req.reply_op == op::AUTH_REPLY && head.code.is_some();
+        Ok((Packet { ver: req.ver, op: req.reply_op, seq: req.seq, body }, refused_auth))
+    }
+}
+
+fn is_json_object(body: &[u8]) -> bool {
+    body.trim_ascii_start().first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+impl Wire for Goim {
+    type Codec = GoimCodec;
+    type Frame = Packet;
+    type Error = crate::protocol::goim::CodecError;
+    const NAME: &'static str = "goim";
+
+    fn connection(&self) -> Self {
+        Goim::new(self.max_packet)
+    }
+
+    fn decoder(&self) -> GoimCodec {
+        GoimCodec { max: self.max_packet }
+    }
+
+    fn inbound(&self, p: Packet) -> Result<Bytes, String> {
+        self.request(p)
+    }
+
+    fn outbound(&self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String> {
+        let (packet, close) = self.response(msg)?;
+        packet.encode(dst);
+        Ok(close)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.to_string().into())
+    }
+
+    #[test]
+    fn auth_first_then_replies_match_their_requests() {
+        let g = Goim::new(1 << 20);
+        assert!(g.request(Packet::new(op::SEND, 1, &b"{}"[..])).is_err(), "nothing before auth");
+        let auth = g.request(Packet::new(op::AUTH, 5, &br#"{"mid":"a1","token":"t"}"#[..])).expect("auth");
+        let v: Value = serde_json::from_slice(&auth).expect("json");
+        assert_eq!(v["method"], "auth");
+        assert_eq!(v["mid"], "a1");
+        g.request(Packet::new(op::HEARTBEAT, 6, Bytes::new())).expect("heartbeat");
+        // A push that arrives while requests wait is still a push.
+        let (p, close) = g.response(&text(r#"{"method":"say","content":"hi"}"#)).expect("push");
+        assert_eq!((p.op, p.seq, close), (op::PUSH, 0, false));
+        let (p, _) = g.response(&text(r#"{"method":"heartbeat","online":3}"#)).expect("beat");
+        assert_eq!((p.op, p.seq, &p.body[..]), (op::HEARTBEAT_REPLY, 6, &3i32.to_be_bytes()[..]));
+        let (p, close) = g.response(&text(r#"{"method":"auth","mid":"a1"}"#)).expect("auth reply");
+        assert_eq!((p.op, p.seq, close), (op::AUTH_REPLY, 5, false));
+    }
+
+    #[test]
+    fn refused_auth_closes_after_its_reply() {
+        let g = Goim::new(1 << 20);
+        g.request(Packet::new(op::AUTH, 1, &b"{}"[..])).expect("auth");
+        let (p, close) = g.response(&text(r#"{"method":"auth","code":"10004","msg":"no"}"#)).expect("reply");
+        assert_eq!((p.op, close), (op::AUTH_REPLY, true));
+    }
+
+    #[test]
+    fn bad_packets_are_refused() {
+        let g = Goim::new(1 << 20);
+        assert!(g.request(Packet::new(op::AUTH, 1, &b"not json"[..])).is_err());
+        g.request(Packet::new(op::AUTH, 1, &b"{}"[..])).expect("auth");
+        assert!(g.request(Packet::new(op::SEND, 2, &b"[1,2]"[..])).is_err());
+        assert!(g.request(Packet::new(op::SEND, 2, &b"{\"a\":"[..])).is_err());
+        assert!(g.request(Packet::new(99, 2, &b"{}"[..])).is_err());
+        for i in 0..MAX_PENDING - 1 {
+            g.request(Packet::new(op::HEARTBEAT, i as i32, Bytes::new())).expect("room for it");
+        }
+        assert!(g.request(Packet::new(op::HEARTBEAT, 0, Bytes::new())).is_err(), "a client that never reads is cut off");
+    }
+}

@@ -1,0 +1,162 @@
+//! Clients over raw TCP: one accept loop and one connection runner for every framing that is
+//! not WebSocket (`text` lines, `goim` packets). A framing is a [`Wire`]: how to cut the byte
+//! stream into frames, what the hub gets for each, and how the hub's messages go out.
+
+use super::client::{admit, Admit, Limits, Stop};
+use crate::hub::{HubMsg, Out};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// One framing of client bytes. A value is made per connection by [`Wire::connection`], and its
+/// clones (one for the reader, one for the writer) share that connection's state.
+pub trait Wire: Clone + Send + Sync + 'static {
+    type Codec: Decoder<Item = Self::Frame, Error = Self::Error> + Send + Unpin + 'static;
+    type Error: std::fmt::Display + From<std::io::Error> + Send;
+    type Frame: Send;
+    /// The name in logs.
+    const NAME: &'static str;
+
+    fn connection(&self) -> Self;
+    fn decoder(&self) -> Self::Codec;
+    /// What the hub gets for a frame (a client message as JSON); `Err` closes the connection
+    /// with that reason.
+    fn inbound(&self, frame: Self::Frame) -> Result<Bytes, String>;
+    /// Appends the wire form of one outgoing message; `Ok(true)` closes after it.
+    fn outbound(&self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String>;
+}
+
+#[derive(Clone)]
+pub struct TcpConfig {
+    pub queue: usize,
+    pub limits: Limits,
+    /// Connections accepted but not yet admitted by the hub, bounded like pending handshakes.
+    pub pending: Arc<Semaphore>,
+}
+
+pub async fn serve<W: Wire>(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(stream, addr, hub.clone(), config.clone(), wire.connection()));
+            }
+            Err(e) => {
+                warn!(transport = W::NAME, "client accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W) {
+    let Ok(permit) = config.pending.clone().try_acquire_owned() else {
+        info!(%addr, transport = W::NAME, "too many connections being admitted: closing this one");
+        return;
+    };
+    let (mut client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
+        Admit::Yes(client, out_rx) => (client, out_rx),
+        Admit::NoWorker(_) => {
+            // No close frame to carry a reason on this transport: the log has it.
+            info!(%addr, transport = W::NAME, "no business worker available: closing the client");
+            return;
+        }
+        Admit::TooManyFromIp | Admit::Gone => return,
+    };
+    drop(permit);
+    let (read, write) = stream.into_split();
+    let writer = tokio::spawn(write_loop(write, out_rx, client.kill.clone(), wire.clone()));
+    let mut frames = FramedRead::with_capacity(read, wire.decoder(), 1024);
+    let conn = client.conn;
+    // A reason to close that the client should see go out after what is queued for it.
+    let reason: Option<String> = loop {
+        let next = tokio::select! {
+            n = frames.next() => n,
+            _ = client.kill.cancelled() => break None,
+            stop = client.silent() => break Some(format!("{stop:?}")),
+        };
+        let frame = match next {
+            None => {
+                debug!(conn, %addr, transport = W::NAME, "client left");
+                break None;
+            }
+            Some(Err(e)) => {
+                info!(conn, %addr, transport = W::NAME, "closing client: {e}");
+                break Some(e.to_string());
+            }
+            Some(Ok(f)) => f,
+        };
+        match wire.inbound(frame) {
+            Ok(data) => match client.deliver(data).await {
+                Ok(()) => {}
+                Err(Stop::HubGone) => break None,
+                Err(stop) => break Some(format!("{stop:?}")),
+            },
+            Err(why) => {
+                info!(conn, %addr, transport = W::NAME, "closing client: {why}");
+                break Some(why);
+            }
+        }
+    };
+    if reason.is_some() && !client.kill.is_cancelled() && client.out.try_send(Out::Close(crate::hub::close(1000, ""))).is_ok() {
+        // Let what is queued before the close go out, but not forever.
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    } else {
+        writer.abort();
+    }
+    client.gone().await;
+}
+
+/// Writes queued messages, gathering a burst into one write.
+async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, kill: CancellationToken, wire: W) {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        let first = tokio::select! {
+            m = rx.recv() => m,
+            _ = kill.cancelled() => return,
+        };
+        let Some(mut next) = first else { return };
+        let mut close = false;
+        loop {
+            let (msg, last) = match next {
+                Out::Send(m) => (Some(m), false),
+                Out::Kick(m) => (m, true),
+                Out::Close(_) => (None, true),
+            };
+            if let Some(m) = msg {
+                match wire.outbound(&m, &mut buf) {
+                    Ok(c) => close |= c,
+                    Err(why) => warn!(transport = W::NAME, "message not sent: {why}"),
+                }
+            }
+            close |= last;
+            if close || buf.len() >= 16 * 1024 {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(m) => next = m,
+                Err(_) => break,
+            }
+        }
+        if sink.write_all(&buf).await.is_err() {
+            kill.cancel();
+            return;
+        }
+        buf.clear();
+        if close {
+            let _ = sink.shutdown().await;
+            kill.cancel();
+            return;
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The other ways to connect, over real sockets to a running system: text lines over TCP and
+//! goim packets (over TCP and inside binary WebSocket frames) meeting WebSocket JSON clients in
+//! the same rooms and private conversations. The goim client here is written from the packet
+//! format itself, not from the gateway's codec.
+//!
+//! Each cluster: a register, gateway A (127.x.0.2: WebSocket, text and goim listeners),
+//! gateway B (127.x.0.3: WebSocket only) and two chat workers sharing one SQLite store.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "transports-agent-secret";
+const MAX: usize = 64 * 1024;
+
+struct Cluster {
+    _register: Proc,
+    a: Gw,
+    b: Gw,
+    text: String,
+    goim: String,
+    _workers: Vec<Proc>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn cluster(net: u8) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("sb-transports-{net}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("switchboard.toml");
+    std::fs::write(&config, format!("[events]\nstore = \"sqlite:{}\"\n", dir.join("chat.db").display())).expect("config");
+    let ip = |h: u8| format!("127.{net}.0.{h}");
+    let reg = format!("{}:{}", ip(1), free_port(&ip(1)));
+    let register = start_register(&format!("n{net}-register"), &reg, &[]);
+    wait_listening(&reg).await;
+    let text = format!("{}:{}", ip(2), free_port(&ip(2)));
+    let goim = format!("{}:{}", ip(2), free_port(&ip(2)));
+    let max = MAX.to_string();
+    let a = start_gateway(
+        &format!("n{net}-gateway-a"),
+        &ip(2),
+        &reg,
+        &["--text-listen", &text, "--goim-listen", &goim, "--max-message-size", &max],
+    );
+    let b = start_gateway(&format!("n{net}-gateway-b"), &ip(3), &reg, &["--max-message-size", &max]);
+    let cfg = config.to_str().expect("path");
+    let workers = (1..=2)
+        .map(|i| {
+            Proc::start_env(
+                &format!("n{net}-chat-worker-{i}"),
+                &["--config", cfg, "business", "--register", &reg, "--name", &format!("chat{i}")],
+                &[("SWITCHBOARD_AGENT_SECRET", SECRET)],
+            )
+        })
+        .collect();
+    wait_log(&a.proc, "business worker connected", 2).await;
+    wait_log(&b.proc, "business worker connected", 2).await;
+    Cluster { _register: register, a, b, text, goim, _workers: workers, dir }
+}
+
+fn token(bid: &str, agent: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["token", "--bid", bid, "--agent", agent])
+        .env("SWITCHBOARD_AGENT_SECRET", SECRET)
+        .output()
+        .expect("switchboard token");
+    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}
+
+async fn ws_agent(url: &str, bid: &str, id: &str) -> Client {
+    let mut c = Client::chat(url).await;
+    let r = c.request(json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": id, "token": token(bid, id)}), "login").await;
+    assert!(r.get("code").is_none(), "login refused: {r}");
+    c
+}
+
+/// Reads until the peer closes; panics if it does not within `WAIT`.
+async fn expect_closed(stream: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("{what}: the connection stayed open"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- text lines over TCP
+
+struct TextClient {
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    backlog: VecDeque<Value>,
+}
+
+impl TextClient {
+    async fn connect(addr: &str) -> TextClient {
+        let stream = TcpStream::connect(addr).await.expect("text connect");
+        let (read, write) = stream.into_split();
+        TextClient { lines: BufReader::new(read).lines(), write, backlog: VecDeque::new() }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.write.write_all(format!("{v}\n").as_bytes()).await.expect("text send");
+    }
+
+    async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).expect("index");
+        }
+        loop {
+            let line = tokio::time::timeout(WAIT, self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("text client: nothing matching; backlog {:?}", self.backlog))
+                .expect("read")
+                .expect("connection open");
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}"));
+            if pred(&v) {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_client_chats_with_a_websocket_client() {
+    let c = cluster(65).await;
+    let mut ws = ws_agent(&c.b.ws, "5", "a1").await;
+    let mut t = TextClient::connect(&c.text).await;
+    t.send(json!({"method": "login", "bid": "5", "customer_id": "t1", "customer_name": "Terminal", "token": token("5", "t1")})).await;
+    let r = t.next_where(|v| v["method"] == "login").await;
+    assert!(r.get("code").is_none(), "text login: {r}");
+    let mut ids: Vec<&str> = r["customer_list"].as_array().expect("list").iter().filter_map(|a| a["customer_id"].as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a1", "t1"], "the text agent sees the WebSocket agent: {r}");
+    ws.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "t1").await;
+
+    // One room, both ways.
+    ws.request(json!({"method": "join", "room": "ops"}), "join").await;
+    t.send(json!({"method": "join", "room": "ops"})).await;
+    t.next_where(|v| v["method"] == "join").await;
+    t.send(json!({"method": "say", "room": "ops", "content": "from the terminal", "cid": "t-1"})).await;
+    let m = ws.next_where(|v| v["method"] == "say" && v["room"] == "ops").await;
+    assert_eq!((m["from_uid"].as_str(), m["content"].as_str()), (Some("t1"), Some("from the terminal")));
+    t.next_where(|v| v["method"] == "say_ack" && v["cid"] == "t-1").await;
+    ws.send_json(json!({"method": "say", "room": "ops", "content": "from the browser", "cid": "w-1"})).await;
+    let m = t.next_where(|v| v["method"] == "say" && v["cid"] == "w-1").await;
+    assert_eq!(m["content"], "from the browser");
+
+    // One private conversation, both ways.
+    t.send(json!({"method": "say", "to_uid": "a1", "content": "psst", "cid": "t-2"})).await;
+    let m = ws.next_where(|v| v["method"] == "say" && v["cid"] == "t-2").await;
+    assert_eq!((m["from_uid"].as_str(), m["to_uid"].as_str()), (Some("t1"), Some("a1")));
+    ws.send_json(json!({"method": "say", "to_uid": "t1", "content": "hi back", "cid": "w-2"})).await;
+    let m = t.next_where(|v| v["method"] == "say" && v["cid"] == "w-2").await;
+    assert_eq!(m["content"], "hi back");
+
+    // Bad input: a line that is not JSON gets the error frame and the connection stays.
+    t.write.write_all(b"{not json\n").await.expect("send");
+    let e = t.next_where(|v| v.get("code").is_some()).await;
+    assert_eq!(e["code"], "10005");
+    // A line over the maximum closes only that connection.
+    let mut long = TcpStream::connect(&c.text).await.expect("connect");
+    long.write_all(&vec![b'x'; MAX + 10]).await.expect("write");
+    expect_closed(&mut long, "an over-long line").await;
+    t.send(json!({"method": "say", "to_uid": "a1", "content": "still here", "cid": "t-3"})).await;
+    ws.next_where(|v| v["cid"] == "t-3").await;
+    wait_log(&c.a.proc, "max line length exceeded", 1).await;
+}
+
+// ---------------------------------------------------------------- goim packets
+
+/// One packet, as the format says: i32 length, i16 header length 16, i16 version, i32 op, i32 seq.
+fn packet(op: i32, seq: i32, body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16 + body.len());
+    p.extend_from_slice(&((16 + body.len()) as i32).to_be_bytes());
+    p.extend_from_slice(&16i16.to_be_bytes());
+    p.extend_from_slice(&1i16.to_be_bytes());
+    p.extend_from_slice(&op.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(body);
+    p
+}
+
+#[derive(Debug, Clone)]
+struct Pkt {
+    op: i32,
+    seq: i32,
+    body: Vec<u8>,
+}
+
+impl Pkt {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Cuts packets off a byte buffer (whole ones only).
+fn take_packets(buf: &mut Vec<u8>) -> Vec<Pkt> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = i32::from_be_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+        assert_eq!(i16::from_be_bytes(buf[4..6].try_into().expect("2 bytes")), 16, "header length");
+        if buf.len() < len {
+            break;
+        }
+        let op = i32::from_be_bytes(buf[8..12].try_into().expect("4 bytes"));
+        let seq = i32::from_be_bytes(buf[12..16].try_into().expect("4 bytes"));
+        out.push(Pkt { op, seq, body: buf[16..len].to_vec() });
+        buf.drain(..len);
+    }
+    out
+}
+
+struct Goim {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    backlog: VecDeque<Pkt>,
+}
+
+impl Goim {
+    async fn connect(addr: &str) -> Goim {
+        Goim { stream: TcpStream::connect(addr).await.expect("goim connect"), buf: Vec::new(), backlog: VecDeque::new() }
+    }
+
+    async fn send(&mut self, op: i32, seq: i32, body: Value) {
+        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        self.stream.write_all(&packet(op, seq, &body)).await.expect("goim send");
+    }
+
+    async fn next_where(&mut self, pred: impl Fn(&Pkt) -> bool) -> Pkt {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i).expect("index");
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            for p in take_packets(&mut self.buf) {
+                self.backlog.push_back(p);
+            }
+            if let Some(i) = self.backlog.iter().position(&pred) {
+                return self.backlog.remove(i).expect("index");
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("goim: nothing matching; backlog {:?}", self.backlog))
+                .expect("read");
+            assert!(n > 0, "goim: connection closed; backlog {:?}", self.backlog);
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Authenticates as agent `mid` (the token names its shop) in `room`.
+    async fn auth(addr: &str, mid: &str, shop: &str, room: &str) -> (Goim, Value) {
+        let mut g = Goim::connect(addr).await;
+        let body = json!({"mid": mid, "room_id": room, "platform": "android", "accepts": [1000], "key": "k-1", "token": token(shop, mid)});
+        g.send(7, 1, body).await;
+        let r = g.next_where(|p| p.op == 8).await;
+        assert_eq!(r.seq, 1, "the reply carries the request's sequence");
+        let v = r.json();
+        assert!(v.get("code").is_none(), "auth refused: {v}");
+        (g, v)
+    }
+
+    async fn push(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.next_where(|p| p.op == 5 && pred(&p.json())).await.json()
+    }
+
+    async fn heartbeat(&mut self, seq: i32) -> i32 {
+        self.send(2, seq, Value::Null).await;
+        let p = self.next_where(|p| p.op == 3 && p.seq == seq).await;
+        i32::from_be_bytes(p.body[..].try_into().expect("the heartbeat reply is an int32"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goim_clients_chat_with_websocket_clients_sync_and_ack() {
+    let c = cluster(66).await;
+    // A refused token gets its auth reply, then the connection closes.
+    let mut bad = Goim::connect(&c.goim).await;
+    bad.send(7, 3, json!({"mid": "g1", "room_id": "lobby", "token": "nope"})).await;
+    let r = bad.next_where(|p| p.op == 8).await;
+    assert_eq!((r.seq, r.json()["code"].as_str()), (3, Some("10004")));
+    expect_closed(&mut bad.stream, "refused auth").await;
+
+    let (mut g, auth) = Goim::auth(&c.goim, "g1", "3", "lobby").await;
+    assert_eq!((auth["mid"].as_str(), auth["shop_id"].as_str(), auth["room_id"].as_str()), (Some("g1"), Some("3"), Some("lobby")));
+    let mut a1 = ws_agent(&c.b.ws, "3", "a1").await;
+    g.push(|v| v["method"] == "login_push" && v["customer_id"] == "a1").await;
+    a1.request(json!({"method": "join", "room": "lobby"}), "join").await;
+    g.push(|v| v["method"] == "join_push" && v["uid"] == "a1").await;
+    assert_eq!(g.heartbeat(9).await, 2, "online in lobby: g1 on gateway A, a1 on gateway B");
+
+    // One room, both ways.
+    g.send(4, 10, json!({"method": "say", "room": "lobby", "content": "from the app", "cid": "g-1"})).await;
+    let m = a1.next_where(|v| v["method"] == "say" && v["cid"] == "g-1").await;
+    assert_eq!((m["from_uid"].as_str(), m["room"].as_str()), (Some("g1"), Some("lobby")));
+    g.push(|v| v["method"] == "say_ack" && v["cid"] == "g-1").await;
+    a1.send_json(json!({"method": "say", "room": "lobby", "content": "from the browser", "cid": "w-1"})).await;
+    let m = g.push(|v| v["method"] == "say" && v["cid"] == "w-1").await;
+    assert_eq!(m["content"], "from the browser");
+
+    // One private conversation, both ways: the pair's thread.
+    g.send(4, 11, json!({"method": "say", "to_uid": "a1", "content": "app to browser", "cid": "g-2"})).await;
+    a1.next_where(|v| v["method"] == "say" && v["cid"] == "g-2" && v["to_uid"] == "a1").await;
+    a1.send_json(json!({"method": "say", "to_uid": "g1", "content": "browser to app", "cid": "w-2"})).await;
+    let last_seen = g.push(|v| v["method"] == "say" && v["cid"] == "w-2").await;
+    let last_seen: i64 = last_seen["id"].as_str().expect("id").parse().expect("numeric id");
+
+    // The app goes away; three private messages and one in the room arrive meanwhile.
+    drop(g);
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        let cid = format!("w-missed-{i}");
+        a1.send_json(json!({"method": "say", "to_uid": "g1", "content": format!("missed {i}"), "cid": cid})).await;
+        let ack = a1.next_where(|v| v["method"] == "say_ack" && v["cid"] == cid.as_str()).await;
+        missed.push(ack["id"].as_str().expect("id").to_string());
+    }
+    // Sync after reconnecting returns exactly the missed ones, oldest first.
+    let (mut g, _) = Goim::auth(&c.goim, "g1", "3", "lobby").await;
+    g.send(14, 20, json!({"with_uid": "a1", "id": last_seen})).await;
+    let s = g.next_where(|p| p.op == 15).await;
+    assert_eq!(s.seq, 20);
+    let s = s.json();
+    let got: Vec<&str> = s["messages"].as_array().expect("messages").iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(got, missed, "exactly the missed messages: {s}");
+    assert_eq!(s["more"], false);
+
+    // The same user in a browser sees one unread count, which the app's ack moves.
+    let mut g1_web = ws_agent(&c.b.ws, "3", "g1").await;
+    let before = g1_web.request(json!({"method": "sync", "with_uid": "a1", "id": last_seen}), "sync").await;
+    let unread_before = before["unread"].as_u64().expect("unread");
+    assert!(unread_before >= 3, "unread before the ack: {before}");
+    g.send(16, 21, json!({"with_uid": "a1", "id": missed[2]})).await;
+    let ack = g.next_where(|p| p.op == 17).await;
+    assert_eq!((ack.seq, ack.json()["unread"].as_u64()), (21, Some(0)), "ack reply: {:?}", ack.json());
+    let after = g1_web.request(json!({"method": "sync", "with_uid": "a1", "id": missed[2]}), "sync").await;
+    assert_eq!(after["unread"], 0, "the browser sees the app's ack: {after}");
+
+    // goim inside binary WebSocket frames (path /sub) meets the TCP goim client in the room.
+    let (mut sub, _) = tokio_tungstenite::connect_async(format!("{}/sub", c.b.ws)).await.expect("ws /sub");
+    use futures_util::{SinkExt, StreamExt};
+    let auth = json!({"mid": "a2", "room_id": "lobby", "token": token("3", "a2")}).to_string();
+    sub.send(tokio_tungstenite::tungstenite::Message::Binary(packet(7, 1, auth.as_bytes()).into())).await.expect("send");
+    let say = json!({"method": "say", "room": "lobby", "content": "from a ws app", "cid": "s-1"}).to_string();
+    let mut reply_ops = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(WAIT, sub.next()).await.expect("frame in time").expect("open").expect("frame");
+        let tokio_tungstenite::tungstenite::Message::Binary(b) = frame else { continue };
+        let mut buf = b.to_vec();
+        let pkts = take_packets(&mut buf);
+        assert!(buf.is_empty(), "one whole packet per frame");
+        for p in pkts {
+            reply_ops.push(p.op);
+            if p.op == 8 {
+                assert!(p.json().get("code").is_none(), "ws goim auth: {:?}", p.json());
+                sub.send(tokio_tungstenite::tungstenite::Message::Binary(packet(4, 2, say.as_bytes()).into())).await.expect("send");
+            }
+        }
+        if reply_ops.contains(&8) && reply_ops.iter().filter(|o| **o == 5).count() >= 1 {
+            break;
+        }
+    }
+    let m = g.push(|v| v["method"] == "say" && v["cid"] == "s-1").await;
+    assert_eq!(m["from_uid"], "a2");
+
+    // Malformed packets each close only their own connection.
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("short length", {
+            let mut p = packet(2, 1, b"");
+            p[0..4].copy_from_slice(&10i32.to_be_bytes());
+            p
+        }, false),
+        ("negative length", (-5i32).to_be_bytes().to_vec(), false),
+        ("oversized length", ((MAX as i32) + 1).to_be_bytes().to_vec(), false),
+        ("unknown op", packet(99, 1, b"{}"), true),
+        ("body not JSON", packet(4, 1, b"hello?"), true),
+        ("not auth first", packet(4, 1, br#"{"method":"say"}"#), false),
+    ];
+    for (what, bytes, authed_first) in cases {
+        let mut victim = if authed_first { Goim::auth(&c.goim, "g9", "3", "lobby").await.0 } else { Goim::connect(&c.goim).await };
+        victim.stream.write_all(&bytes).await.expect("write");
+        expect_closed(&mut victim.stream, what).await;
+        // g1, a1 and a2 are still in the lobby (the victim, once its close is processed, not).
+        let mut online = 0;
+        for seq in 30..80 {
+            online = g.heartbeat(seq).await;
+            if online == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(online, 3, "{what}: the others are unaffected");
+    }
+    a1.send_json(json!({"method": "say", "to_uid": "g1", "content": "still fine", "cid": "w-end"})).await;
+    g.push(|v| v["cid"] == "w-end").await;
+    wait_log(&c.a.proc, "unknown operation 99", 1).await;
+}
