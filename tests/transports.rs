@@ -410,3 +410,128 @@ async fn goim_clients_chat_with_websocket_clients_sync_and_ack() {
     g.push(|v| v["cid"] == "w-end").await;
     wait_log(&c.a.proc, "unknown operation 99", 1).await;
 }
+
+// ---------------------------------------------------------------- HTTP long polling
+
+struct PollClient {
+    http: reqwest::Client,
+    base: String,
+    sid: String,
+    ack: u64,
+    sent: u64,
+    backlog: VecDeque<Value>,
+}
+
+impl PollClient {
+    async fn open(ws_url: &str) -> PollClient {
+        let http = reqwest::Client::new();
+        let base = format!("{}/poll", ws_url.replace("ws://", "http://"));
+        let r: Value = http.post(&base).send().await.expect("open").json().await.expect("json");
+        let sid = r["sid"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        PollClient { http, base, sid, ack: 0, sent: 0, backlog: VecDeque::new() }
+    }
+
+    /// Sends lines numbered from `seq` (a retry passes the same number again).
+    async fn send_at(&mut self, seq: u64, msgs: &[Value]) -> Value {
+        let body = msgs.iter().map(Value::to_string).collect::<Vec<_>>().join("\n");
+        let url = format!("{}/send?sid={}&seq={seq}", self.base, self.sid);
+        let r: Value = self.http.post(url).body(body).send().await.expect("send").json().await.expect("json");
+        self.sent = r["received"].as_u64().expect("received");
+        r
+    }
+
+    async fn send(&mut self, v: Value) {
+        let seq = self.sent;
+        let r = self.send_at(seq, &[v]).await;
+        assert_eq!(r["received"], seq + 1, "taken: {r}");
+    }
+
+    /// One poll acknowledging up to `ack`: `(seq, message)` pairs.
+    async fn poll(&self, ack: u64) -> Vec<(u64, Value)> {
+        let url = format!("{}?sid={}&ack={ack}", self.base, self.sid);
+        let r: Value = self.http.get(url).send().await.expect("poll").json().await.expect("json");
+        assert!(r["closed"].is_null(), "session closed: {r}");
+        r["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| (m["seq"].as_u64().expect("seq"), serde_json::from_str(m["data"].as_str().expect("data")).expect("JSON")))
+            .collect()
+    }
+
+    async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.backlog.iter().position(&pred) {
+                return self.backlog.remove(i).expect("index");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "poll client: nothing matching; backlog {:?}", self.backlog);
+            for (seq, v) in self.poll(self.ack).await {
+                assert!(seq > self.ack, "only what was not acknowledged");
+                self.ack = seq;
+                self.backlog.push_back(v);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_polling_client_chats_with_a_websocket_client() {
+    let c = cluster(67).await;
+    let mut ws = ws_agent(&c.b.ws, "6", "a1").await;
+    let mut p = PollClient::open(&c.a.ws).await;
+    p.send(json!({"method": "login", "bid": "6", "customer_id": "p1", "customer_name": "Polly", "token": token("6", "p1")})).await;
+    let r = p.next_where(|v| v["method"] == "login").await;
+    assert!(r.get("code").is_none(), "poll login: {r}");
+    ws.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "p1").await;
+
+    // One room and one private conversation, both ways.
+    ws.request(json!({"method": "join", "room": "desk"}), "join").await;
+    p.send(json!({"method": "join", "room": "desk"})).await;
+    p.next_where(|v| v["method"] == "join").await;
+    p.send(json!({"method": "say", "room": "desk", "content": "over HTTP", "cid": "p-1"})).await;
+    let m = ws.next_where(|v| v["method"] == "say" && v["cid"] == "p-1").await;
+    assert_eq!((m["from_uid"].as_str(), m["room"].as_str()), (Some("p1"), Some("desk")));
+    ws.send_json(json!({"method": "say", "to_uid": "p1", "content": "over WebSocket", "cid": "w-1"})).await;
+    let m = p.next_where(|v| v["method"] == "say" && v["cid"] == "w-1").await;
+    assert_eq!(m["content"], "over WebSocket");
+
+    // An answer lost on the way: polling again without acknowledging gets the same messages.
+    ws.send_json(json!({"method": "say", "to_uid": "p1", "content": "once", "cid": "w-2"})).await;
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        first = p.poll(p.ack).await;
+        if first.iter().any(|(_, v)| v["cid"] == "w-2") {
+            break;
+        }
+    }
+    assert!(first.iter().any(|(_, v)| v["cid"] == "w-2"), "the message arrived: {first:?}");
+    let again = p.poll(p.ack).await;
+    assert_eq!(again, first, "unacknowledged messages come again, with the same numbers");
+    p.ack = first.last().expect("one").0;
+
+    // A send retried with the same number is not delivered twice (different cids, so the chat's
+    // own dedup cannot be what stops it).
+    let seq = p.sent;
+    let once = json!({"method": "say", "to_uid": "a1", "content": "retried", "cid": "p-2"});
+    p.send_at(seq, &[once]).await;
+    let r = p.send_at(seq, &[json!({"method": "say", "to_uid": "a1", "content": "retried", "cid": "p-3"})]).await;
+    assert_eq!(r["received"], seq + 1, "the retry was skipped: {r}");
+    ws.next_where(|v| v["cid"] == "p-2").await;
+    ws.expect_none(Duration::from_millis(500), |v| v["cid"] == "p-3").await;
+
+    // Bad requests are refused without touching the session.
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{}?sid=nope", p.base)).send().await.expect("poll");
+    assert_eq!(r.status(), 404);
+    let r = http.post(format!("{}/send?sid={}", p.base, p.sid)).body(vec![b'x'; MAX + 1]).send().await.expect("send");
+    assert_eq!(r.status(), 413);
+    p.send(json!({"method": "say", "room": "desk", "content": "still here", "cid": "p-4"})).await;
+    ws.next_where(|v| v["cid"] == "p-4").await;
+
+    // Closing the session is a disconnect: the agent's last connection went, so logout_push.
+    let r = http.post(format!("{}/close?sid={}", p.base, p.sid)).send().await.expect("close");
+    assert_eq!(r.status(), 200);
+    let out = ws.next_where(|v| v["method"] == "logout_push").await;
+    assert_eq!(out["customer_id"], "p1");
+}

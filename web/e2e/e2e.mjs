@@ -172,6 +172,49 @@ try {
   await other.press('#reply input', 'Enter');
   await other.locator('.msg.me .delivery', { hasText: 'sent' }).waitFor({ timeout: T });
   await other.screenshot({ path: shots + '/agent-console-line.png' });
+
+  step('a visitor whose network blocks WebSocket: the widget falls back to long polling by itself');
+  const blocked = await browser.newContext({ viewport: { width: 420, height: 720 } });
+  await blocked.addInitScript(() => {
+    // As behind a proxy that refuses the upgrade: every WebSocket fails before it opens.
+    window.WebSocket = class {
+      constructor() {
+        this.readyState = 0;
+        setTimeout(() => { this.readyState = 3; if (this.onerror) this.onerror({}); if (this.onclose) this.onclose({ code: 1006, reason: '' }); }, 10);
+      }
+      send() { throw new Error('not open'); }
+      close() {}
+    };
+  });
+  const polling = await blocked.newPage();
+  let sockets = 0, pollSends = 0;
+  polling.on('websocket', () => { sockets += 1; });
+  polling.on('request', (r) => { if (r.url().includes('/poll/send')) pollSends += 1; });
+  polling.on('pageerror', (e) => console.error('page error:', e.message));
+  await polling.goto(base + '/demo.html');
+  await polling.click('.btn');
+  await polling.fill('.panel input', 'via polling');
+  await polling.press('.panel input', 'Enter');
+  await polling.locator('.msg.me .state', { hasText: 'delivered' }).waitFor({ timeout: T });
+  let answering = null;
+  const found = Date.now() + T;
+  while (!answering) {
+    for (const p of [alice, bob]) {
+      await p.click('.tabs button[data-tab=mine]');
+      if (!answering && await p.locator('#conversations li', { hasText: 'via polling' }).count() > 0) answering = p;
+    }
+    if (!answering && Date.now() > found) throw new Error('no agent got the polling visitor');
+    if (!answering) await alice.waitForTimeout(200);
+  }
+  await answering.locator('#conversations li', { hasText: 'via polling' }).click();
+  await waitCount(answering, 'via polling', 1);
+  await answering.fill('#reply input', 'answer over polling');
+  await answering.press('#reply input', 'Enter');
+  await waitCount(polling, 'answer over polling', 1);
+  await polling.waitForTimeout(500);
+  await waitCount(polling, 'answer over polling', 1);
+  if (sockets !== 0) throw new Error(sockets + ' WebSocket(s) opened on the blocked page');
+  if (pollSends === 0) throw new Error('the blocked page never used /poll/send');
   if (alerts) throw new Error(alerts + ' alert(s) ran: text was executed as HTML');
   console.log('e2e: ok');
 } catch (e) {

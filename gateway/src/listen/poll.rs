@@ -9,7 +9,9 @@
 //!   sent again by the next poll, and nothing is dropped;
 //! * `POST /poll/send?sid=S&seq=K` with one client message per line → `{"received"}`: line i is
 //!   message K+i, and a message number already received is skipped, so a retried send is not
-//!   delivered twice.
+//!   delivered twice;
+//! * `POST /poll/close?sid=S` ends it at once (a page being left); otherwise a session nobody
+//!   polls for `idle` ends by itself.
 //!
 //! Each session is an actor owning its buffer of unacknowledged messages; requests reach it
 //! through the registry, a map from session id to the actor's channel.
@@ -91,6 +93,7 @@ struct Answer {
 enum Cmd {
     Poll { ack: u64, reply: oneshot::Sender<Answer> },
     Send { first: u64, lines: Vec<Bytes>, reply: oneshot::Sender<(u64, Option<(u16, String)>)> },
+    Close,
 }
 
 /// The long-polling sessions of one gateway, and how they behave.
@@ -178,6 +181,10 @@ where
         ("POST", "/poll") => open(addr, hub, polls).await,
         ("GET", "/poll") => poll(&req, polls).await,
         ("POST", "/poll/send") => send(&req, polls).await,
+        ("POST", "/poll/close") => match req.param("sid").and_then(|s| polls.lookup(s)) {
+            Some(tx) if tx.send(Cmd::Close).await.is_ok() => ("200 OK", Some(json!({"closed": true}))),
+            _ => unknown_session(),
+        },
         _ => ("404 Not Found", Some(json!({"error": "no such poll endpoint"}))),
     };
     match body {
@@ -375,6 +382,10 @@ async fn session(sid: String, client: Client, mut out_rx: mpsc::Receiver<Out>, m
                         }
                     }
                     let _ = reply.send((received, closed.clone()));
+                }
+                Some(Cmd::Close) => {
+                    debug!(conn, %addr, "long-poll session closed by the page");
+                    closed = Some((1000, String::new()));
                 }
             },
             _ = async { tokio::time::sleep_until(wait_until.unwrap_or_else(Instant::now)).await }, if wait_until.is_some() => {
