@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite (issue #6): starts a fresh `switchboard start` on this box, runs every
 # workload with `switchboard bench` (the chat's client protocol over real WebSocket
-# connections, from several processes and source addresses), and writes docs/BENCHMARKS.md
+# connections, from several processes and source addresses; workload 8 over goim packets and
+# text lines), and writes docs/BENCHMARKS.md
 # from the results. Loopback only; every run is bounded in count and time.
 #
 #   scripts/bench.sh            the full suite (about 10 minutes), rewrites docs/BENCHMARKS.md
@@ -44,6 +45,8 @@ listen = "127.0.0.1:$base"
 [gateway]
 listen = "127.0.0.1:$((base + 1))"
 inner_port = $((base + 2))
+text_listen = "127.0.0.1:$((base + 20))"
+goim_listen = "127.0.0.1:$((base + 21))"
 max_connections_per_ip = 0
 rate_limit = 0.0
 [events]
@@ -52,6 +55,8 @@ rate_limit = 0.0
 upstream_url = "http://127.0.0.1:$UPSTREAM_PORT/api/{method}"
 TOML
   URL="ws://127.0.0.1:$((base + 1))"
+  TEXT_URL="127.0.0.1:$((base + 20))"
+  GOIM_URL="127.0.0.1:$((base + 21))"
   (cd "$WORK" && "$BIN" start -d >/dev/null)
   SERVERS=$(cd "$WORK" && "$BIN" status --json | python3 -c '
 import json, sys
@@ -59,10 +64,16 @@ print(",".join("%s:%s" % (r["role"], r["pid"]) for r in json.load(sys.stdin) if 
 }
 
 # bench <name> <args...>: one run; its JSON goes to $RESULTS/<name>.json, a table to the terminal.
+# The connections go to $URL over WebSocket, or with `--transport text|goim` to that listener.
 bench() {
   local name=$1; shift
+  local url=$URL
+  case " $* " in
+    *" --transport text "*) url=$TEXT_URL ;;
+    *" --transport goim "*) url=$GOIM_URL ;;
+  esac
   echo "--- $name: $*"
-  "$BIN" bench --url "$URL" --server "$SERVERS" --json "$@" > "$RESULTS/$name.json"
+  "$BIN" bench --url "$url" --server "$SERVERS" --json "$@" > "$RESULTS/$name.json"
   python3 - "$RESULTS/$name.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -83,6 +94,9 @@ if [ $SMOKE = 1 ]; then
   start_system 2
   bench smoke-room --workload room --connections 100 --room-size 10 --rate 4 --duration 2 --drain 2 --sources "$(sources 2)"
   bench smoke-pairs --workload pairs --connections 40 --room-size 2 --rate 4 --duration 2 --drain 2
+  bench smoke-room-goim --workload room --transport goim --connections 100 --room-size 10 --rate 4 --duration 2 --drain 2
+  bench smoke-room-text --workload room --transport text --connections 100 --room-size 10 --rate 4 --duration 2 --drain 2
+  bench smoke-hold-goim --workload hold --transport goim --connections 200 --duration 2 --drain 0.5 --beat 1
   bench smoke-hold --workload hold --connections 2000 --processes 2 --duration 2 --drain 0.5 --beat 1 --sources "$(sources 2)"
   bench smoke-login --workload login --connections 100 --duration 3 --drain 0
   bench smoke-proxy --workload proxy --connections 40 --rate 4 --duration 2 --drain 2
@@ -122,6 +136,8 @@ for rate in 1 2 4 8 16; do
   python3 -c "import sys; sys.exit(0 if $p99 > 50 else 1)" && break
 done
 bench 3-pairs-r8 --workload pairs --connections 1000 --room-size 2 --rate 8 --duration 10 --sources "$(sources 2)"
+bench 8-room-goim-r8 --workload room --transport goim --connections 1000 --room-size 50 --rate 8 --duration 10 --sources "$(sources 2)"
+bench 8-room-text-r8 --workload room --transport text --connections 1000 --room-size 50 --rate 8 --duration 10 --sources "$(sources 2)"
 bench 5-login --workload login --connections 5000 --duration 20 --drain 0 --sources "$(sources 2)"
 bench 6-proxy-r2 --workload proxy --connections 1000 --rate 2 --duration 10 --sources "$(sources 2)"
 (sleep 4 && cd "$WORK" && "$BIN" reload > "$WORK/reload.out" 2>&1) &

@@ -8,19 +8,14 @@
 use super::tally::{content_of, parse_content, Tally};
 use super::{BenchArgs, Workload};
 use anyhow::Context as _;
-use futures_util::{SinkExt, StreamExt};
+use super::wire::{self, Incoming, Rx, Transport, Tx};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// What one process measured; the parent adds these up.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -63,37 +58,38 @@ pub fn members(i: usize, n: usize, room: usize) -> u64 {
     (n.min((r + 1) * room) - r * room) as u64
 }
 
-async fn connect(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
-    let hostport = url.trim_start_matches("ws://").split('/').next().unwrap_or("");
-    let addr: SocketAddr = hostport.parse().with_context(|| format!("{url}: expected ws://ip:port"))?;
-    let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
-        socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("bind {ip}"))?;
-    }
-    let stream = socket.connect(addr).await.with_context(|| format!("connect {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await.context("handshake")?;
-    Ok(ws)
-}
-
-/// Reads frames until one with `"method":"<method>"` comes; false if the connection ends.
-async fn await_method(ws: &mut Ws, method: &str) -> bool {
+/// Reads until a message with `"method":"<method>"` comes; false if the connection ends.
+async fn await_method(rx: &mut Rx, method: &str) -> bool {
     let needle = format!("\"method\":\"{method}\"");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.contains(&needle) => return true,
-            Ok(Some(Ok(_))) => {}
+        match tokio::time::timeout_at(deadline, rx.next()).await {
+            Ok(Incoming::Text(t)) if t.contains(&needle) => return true,
+            Ok(Incoming::Text(_)) => {}
             _ => return false,
         }
     }
 }
 
-fn login_frame(args: &BenchArgs, i: usize, bid: &str) -> anyhow::Result<String> {
+/// The agent login: `login`, or for goim clients `auth` (op 7), which also joins `room`.
+fn login_frame(args: &BenchArgs, i: usize, bid: &str, room: Option<&str>) -> anyhow::Result<String> {
     let id = format!("c{i}");
     let token = events::auth::mint(args.agent_secret.as_deref().unwrap_or(""), bid, &id, 3600)
         .context("the chat workloads log in as agents: give --agent-secret (or SWITCHBOARD_AGENT_SECRET)")?;
-    Ok(json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": id, "token": token}).to_string())
+    Ok(match args.transport {
+        Transport::Goim => json!({"method": "auth", "mid": id, "room_id": room, "platform": "bench", "token": token}),
+        _ => json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": id, "token": token}),
+    }
+    .to_string())
+}
+
+/// The method of the login's answer.
+fn login_reply(args: &BenchArgs) -> &'static str {
+    if args.transport == Transport::Goim {
+        "auth"
+    } else {
+        "login"
+    }
 }
 
 fn bid_of(args: &BenchArgs, i: usize) -> String {
@@ -103,12 +99,13 @@ fn bid_of(args: &BenchArgs, i: usize) -> String {
     }
 }
 
-/// Connects and prepares one connection; `None` (counted) when it fails.
-async fn prepare(args: &BenchArgs, i: usize) -> Result<Ws, bool> {
+/// Connects and prepares one connection; `Err(true)` when it could not connect, `Err(false)`
+/// when its setup failed (both counted).
+async fn prepare(args: &BenchArgs, i: usize) -> Result<(Tx, Rx), bool> {
     let url = &args.urls[i % args.urls.len()];
     let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
-    let mut ws = match connect(url, source).await {
-        Ok(ws) => ws,
+    let (mut tx, mut rx) = match wire::connect(args.transport, url, source).await {
+        Ok(c) => c.split(),
         Err(e) => {
             tracing::warn!("connection {i}: {e:#}");
             return Err(true);
@@ -116,23 +113,33 @@ async fn prepare(args: &BenchArgs, i: usize) -> Result<Ws, bool> {
     };
     let ok = match args.workload {
         Workload::Room | Workload::Pairs => {
-            let frame = match login_frame(args, i, &bid_of(args, i)) {
+            // A goim client enters its room with its auth; the others join after logging in.
+            let room = (args.workload == Workload::Room).then_some("r");
+            let frame = match login_frame(args, i, &bid_of(args, i), room) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!("{e:#}");
                     return Err(false);
                 }
             };
-            ws.send(Message::Text(frame.into())).await.is_ok()
-                && await_method(&mut ws, "login").await
-                && (args.workload == Workload::Pairs || {
-                    ws.send(Message::Text(r#"{"method":"join","room":"r"}"#.into())).await.is_ok() && await_method(&mut ws, "join").await
+            tx.send(frame).await.is_ok()
+                && await_method(&mut rx, login_reply(args)).await
+                && (room.is_none() || args.transport == Transport::Goim || {
+                    tx.send(r#"{"method":"join","room":"r"}"#.into()).await.is_ok() && await_method(&mut rx, "join").await
                 })
         }
+        // goim clients must authenticate before anything else, heartbeats included.
+        Workload::Hold | Workload::Proxy if args.transport == Transport::Goim => match login_frame(args, i, &bid_of(args, i), None) {
+            Ok(f) => tx.send(f).await.is_ok() && await_method(&mut rx, "auth").await,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return Err(false);
+            }
+        },
         Workload::Hold | Workload::Login | Workload::Proxy => true,
     };
     if ok {
-        Ok(ws)
+        Ok((tx, rx))
     } else {
         Err(false)
     }
@@ -175,10 +182,10 @@ impl Lat<'_> {
     }
 }
 
-async fn drive(args: Arc<BenchArgs>, i: usize, ws: Ws, hist: Arc<Mutex<Histogram<u64>>>, stop_at: Instant, drain_until: Instant) -> ConnResult {
+async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<Histogram<u64>>>, stop_at: Instant, drain_until: Instant) -> ConnResult {
     let n = args.connections;
     let mut r = ConnResult::default();
-    let (mut tx, mut rx) = ws.split();
+    let (mut tx, mut rx) = conn;
     let mut lat = Lat { buf: Vec::new(), hist: &hist };
     let sends = matches!(args.workload, Workload::Room | Workload::Pairs | Workload::Proxy);
     let period = match args.workload {
@@ -196,10 +203,10 @@ async fn drive(args: Arc<BenchArgs>, i: usize, ws: Ws, hist: Arc<Mutex<Histogram
     let mut known_count = 0usize;
     let mut login_sent_us = 0u64;
     if args.workload == Workload::Login {
-        match login_frame(&args, i, "storm") {
+        match login_frame(&args, i, "storm", None) {
             Ok(f) => {
                 login_sent_us = now_us();
-                if tx.send(Message::Text(f.into())).await.is_err() {
+                if tx.send(f).await.is_err() {
                     r.close = Some("send failed".into());
                     return r;
                 }
@@ -243,7 +250,7 @@ async fn drive(args: Arc<BenchArgs>, i: usize, ws: Ws, hist: Arc<Mutex<Histogram
                 if r.first_send_us == 0 {
                     r.first_send_us = now_us();
                 }
-                if tx.send(Message::Text(frame.into())).await.is_err() {
+                if tx.send(frame).await.is_err() {
                     r.close.get_or_insert_with(|| "send failed".into());
                     break;
                 }
@@ -253,18 +260,9 @@ async fn drive(args: Arc<BenchArgs>, i: usize, ws: Ws, hist: Arc<Mutex<Histogram
             }
             m = rx.next() => {
                 let t = match m {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(c))) => {
-                        r.close = Some(c.map(|c| format!("{} {}", u16::from(c.code), c.reason)).unwrap_or_else(|| "close".into()));
-                        break;
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        r.close = Some(format!("error: {e}"));
-                        break;
-                    }
-                    None => {
-                        r.close.get_or_insert_with(|| "ended".into());
+                    Incoming::Text(t) => t,
+                    Incoming::Closed(why) => {
+                        r.close.get_or_insert(why);
                         break;
                     }
                 };
@@ -286,7 +284,7 @@ async fn drive(args: Arc<BenchArgs>, i: usize, ws: Ws, hist: Arc<Mutex<Histogram
                 } else if args.workload == Workload::Login {
                     let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
                     match v["method"].as_str() {
-                        Some("login") => {
+                        Some("login" | "auth") => {
                             r.login_answered = true;
                             lat.add(now.saturating_sub(login_sent_us));
                             for c in v["customer_list"].as_array().into_iter().flatten() {
@@ -317,7 +315,7 @@ where
 {
     let mine: Vec<usize> = (0..args.connections).filter(|i| i % processes == index).collect();
     let started = Instant::now();
-    let prepared: Vec<(usize, Result<Ws, bool>)> = futures_util::stream::iter(mine)
+    let prepared: Vec<(usize, Result<(Tx, Rx), bool>)> = futures_util::stream::iter(mine)
         .map(|i| {
             let args = args.clone();
             async move { (i, prepare(&args, i).await) }

@@ -1,5 +1,5 @@
-//! `switchboard bench`: the load generator. It speaks the client protocol over real WebSocket
-//! connections to a running system (the chat application), and reports exactly what was
+//! `switchboard bench`: the load generator. It speaks the client protocol over real WebSocket,
+//! text or goim connections (`wire`) to a running system (the chat application), and reports exactly what was
 //! delivered, lost and duplicated, latency percentiles, and the servers' CPU and memory.
 //!
 //! `load` is one process's share of the connections (spread over source addresses so loopback
@@ -13,6 +13,7 @@ mod procstat;
 mod report;
 mod tally;
 pub mod upstream;
+mod wire;
 
 use anyhow::Context as _;
 use std::net::IpAddr;
@@ -36,9 +37,13 @@ pub enum Workload {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Gateway WebSocket URLs (ws://ip:port); connections are spread over them.
+    /// Gateway addresses (ws://ip:port, or ip:port of a text or goim listener); connections
+    /// are spread over them.
     #[arg(long = "url", default_value = "ws://127.0.0.1:7272", value_delimiter = ',')]
     pub urls: Vec<String>,
+    /// How the connections talk to the gateway.
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: wire::Transport,
     #[arg(long, value_enum, default_value = "room")]
     pub workload: Workload,
     /// Connections to open, over every process.
