@@ -99,9 +99,12 @@ fn bid_of(args: &BenchArgs, i: usize) -> String {
     }
 }
 
+/// A connection ready for the workload, or why not (see `prepare`).
+type Prepared = Result<(Tx, Rx), bool>;
+
 /// Connects and prepares one connection; `Err(true)` when it could not connect, `Err(false)`
 /// when its setup failed (both counted).
-async fn prepare(args: &BenchArgs, i: usize) -> Result<(Tx, Rx), bool> {
+async fn prepare(args: &BenchArgs, i: usize) -> Prepared {
     let url = &args.urls[i % args.urls.len()];
     let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
     let (mut tx, mut rx) = match wire::connect(args.transport, url, source).await {
@@ -315,7 +318,7 @@ where
 {
     let mine: Vec<usize> = (0..args.connections).filter(|i| i % processes == index).collect();
     let started = Instant::now();
-    let prepared: Vec<(usize, Result<(Tx, Rx), bool>)> = futures_util::stream::iter(mine)
+    let prepared: Vec<(usize, Prepared)> = futures_util::stream::iter(mine)
         .map(|i| {
             let args = args.clone();
             async move { (i, prepare(&args, i).await) }
