@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -185,7 +186,34 @@ impl Lat<'_> {
     }
 }
 
-async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<Histogram<u64>>>, stop_at: Instant, drain_until: Instant) -> ConnResult {
+/// When the run ends: `drain` seconds after sending stopped during which nothing arrived on any
+/// of this process's connections (a message still on its way is late, not lost), or at
+/// `give_up` at the latest.
+#[derive(Clone)]
+struct End {
+    stop_at: Instant,
+    quiet: Duration,
+    give_up: Instant,
+    /// The last delivery on any connection of this process, µs since the epoch.
+    last_delivery: Arc<AtomicU64>,
+}
+
+impl End {
+    fn reached(&self) -> bool {
+        let now = Instant::now();
+        if now < self.stop_at + self.quiet {
+            return false;
+        }
+        let quiet_us = self.quiet.as_micros() as u64;
+        now >= self.give_up || now_us().saturating_sub(self.last_delivery.load(Ordering::Relaxed)) >= quiet_us
+    }
+}
+
+async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<Histogram<u64>>>, end: End) -> ConnResult {
+    let stop_at = end.stop_at;
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut noted_us = 0u64;
     let n = args.connections;
     let mut r = ConnResult::default();
     let (mut tx, mut rx) = conn;
@@ -198,7 +226,9 @@ async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<H
     // Spread the first sends over one period so connections do not fire in lockstep.
     let offset = period.mul_f64((i as f64 * 0.618_033_988_7) % 1.0);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A late tick is made up at once, so the offered rate is the rate asked for even when the
+    // box is busy (Delay would let every late tick push the next one back).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let my_room = i / args.room_size;
     let partner = i ^ 1;
     let mut seq = 0u64;
@@ -275,6 +305,10 @@ async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<H
                 } else if let Some((sender, s, at)) = content_of(&t).and_then(parse_content) {
                     r.tally.record(sender, s);
                     r.last_delivery_us = now;
+                    if now.saturating_sub(noted_us) > 10_000 {
+                        noted_us = now;
+                        end.last_delivery.fetch_max(now, Ordering::Relaxed);
+                    }
                     lat.add(now.saturating_sub(at));
                     let wrong = match args.workload {
                         Workload::Room => sender as usize / args.room_size != my_room,
@@ -302,7 +336,11 @@ async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<H
                     }
                 }
             }
-            _ = tokio::time::sleep_until(drain_until.into()) => break,
+            _ = check.tick() => {
+                if end.reached() {
+                    break;
+                }
+            }
         }
     }
     lat.flush();
@@ -340,10 +378,15 @@ where
     go.await;
     let hist = Arc::new(Mutex::new(new_hist()));
     let stop_at = Instant::now() + Duration::from_secs_f64(args.duration);
-    let drain_until = stop_at + Duration::from_secs_f64(args.drain);
+    let end = End {
+        stop_at,
+        quiet: Duration::from_secs_f64(args.drain),
+        give_up: stop_at + Duration::from_secs_f64(args.drain.max(args.drain_max)),
+        last_delivery: Arc::new(AtomicU64::new(0)),
+    };
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|(i, ws)| tokio::spawn(drive(args.clone(), i, ws, hist.clone(), stop_at, drain_until)))
+        .map(|(i, ws)| tokio::spawn(drive(args.clone(), i, ws, hist.clone(), end.clone())))
         .collect();
     let mut presence_max = 0u64;
     for t in tasks {

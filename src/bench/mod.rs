@@ -58,9 +58,13 @@ pub struct BenchArgs {
     /// Seconds of measured sending.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Seconds to keep reading after the last send.
+    /// After the last send, the run ends once nothing arrived for this many seconds: what is
+    /// still missing then is lost (a slow delivery is only late).
     #[arg(long, default_value_t = 3.0)]
     pub drain: f64,
+    /// Seconds after the last send when the run ends anyway.
+    #[arg(long, default_value_t = 60.0)]
+    pub drain_max: f64,
     /// Heartbeat period of the hold workload, in seconds.
     #[arg(long, default_value_t = 20.0)]
     pub beat: f64,
@@ -89,6 +93,12 @@ pub struct BenchArgs {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0 && args.room_size > 0 && args.rate > 0.0 && args.processes > 0, "connections, room size, rate and processes must be positive");
+    if matches!(args.workload, Workload::Room | Workload::Pairs | Workload::Login) || args.transport == wire::Transport::Goim {
+        anyhow::ensure!(
+            args.agent_secret.as_deref().is_some_and(|s| !s.is_empty()),
+            "this workload logs in as agents: give --agent-secret (or SWITCHBOARD_AGENT_SECRET), the system's agent secret"
+        );
+    }
     let args = Arc::new(args);
     if let Some(k) = args.child {
         return child(args, k).await;

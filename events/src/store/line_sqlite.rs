@@ -6,7 +6,7 @@ use super::line::{InboxEvent, LineStore, LineUser, OutItem};
 use super::sqlite::SqliteStore;
 use super::{Result, StoreError};
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 
 pub(super) const SCHEMA: &str = "
@@ -33,7 +33,7 @@ fn encode(item: &OutItem) -> String {
 impl LineStore for SqliteStore {
     async fn line_inbox_put(&self, events: Vec<InboxEvent>) -> Result<usize> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let mut n = 0;
             for e in &events {
                 n += tx.execute(
@@ -121,7 +121,7 @@ impl LineStore for SqliteStore {
     async fn line_reply_token_take(&self, bid: &str, user: &str, fresh_since: i64) -> Result<Option<(String, i64)>> {
         let (bid, user) = (bid.to_string(), user.to_string());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let found: Option<(Option<String>, i64)> = tx
                 .query_row("SELECT reply_token, token_at FROM line_users WHERE bid = ?1 AND user = ?2", params![bid, user], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -137,7 +137,7 @@ impl LineStore for SqliteStore {
 
     async fn line_outbox_push(&self, item: OutItem) -> Result<OutItem> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let old: Option<String> = tx
                 .query_row("SELECT item FROM line_outbox WHERE thread = ?1 AND msg_id = ?2", params![item.thread, item.msg_id], |r| r.get(0))
                 .optional()?;

@@ -2,19 +2,29 @@
 //!
 //! rusqlite is blocking, so each process keeps one connection in a thread of its own (an actor:
 //! jobs arrive on a channel, answers leave on oneshots) and async callers never block the
-//! runtime. Writes that must be atomic run inside `BEGIN IMMEDIATE` transactions, which SQLite
-//! serialises across processes.
+//! runtime. The thread takes every job waiting and runs them in one `BEGIN IMMEDIATE`
+//! transaction (group commit: one lock and one WAL commit for a burst instead of one per
+//! message, which is what bounded the chat's throughput; figures in docs/BENCHMARKS.md). Each
+//! job is atomic on its own inside a savepoint, and its answer leaves only once the batch is
+//! committed, so nothing is acknowledged that a failed commit could lose. SQLite serialises the
+//! batches of several processes.
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A job runs against the connection and returns how to answer once the batch's fate is known
+/// (`true`: committed).
+type Job = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(bool) + Send>;
+
+/// Jobs run in one transaction at most (a bound on how long one batch holds the write lock).
+const MAX_BATCH: usize = 256;
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
@@ -103,22 +113,58 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-store".into())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, batch);
                 }
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(SqliteStore { jobs: tx })
     }
 
+    /// Runs `f` on the store thread; work that must be atomic uses `c.savepoint()`.
     pub(super) async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Box::new(move |c| {
-                let _ = tx.send(f(c));
+                let result = f(c);
+                Box::new(move |committed| {
+                    let _ = tx.send(if committed { result } else { Err(StoreError::Corrupt("the store's commit failed".into())) });
+                })
             }))
             .map_err(|_| StoreError::Gone)?;
         rx.await.map_err(|_| StoreError::Gone)?
+    }
+}
+
+/// One transaction around every job of the batch; the answers go after the commit.
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    // BEGIN IMMEDIATE waits (busy_timeout) for other processes' batches.
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!("store: cannot begin a transaction: {e}");
+        // Each job then runs in autocommit mode, its savepoint its own transaction.
+        for job in batch {
+            job(conn)(true);
+        }
+        return;
+    }
+    let answers: Vec<Answer> = batch.into_iter().map(|job| job(conn)).collect();
+    let committed = match conn.execute_batch("COMMIT") {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("store: commit of {} jobs failed, refusing them: {e}", answers.len());
+            let _ = conn.execute_batch("ROLLBACK");
+            false
+        }
+    };
+    for answer in answers {
+        answer(committed);
     }
 }
 
@@ -140,20 +186,22 @@ pub fn new_id() -> String {
 impl Store for SqliteStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             if let Some(cid) = &m.cid {
                 let sql = format!("SELECT {MSG_COLS} FROM messages WHERE from_uid = ?1 AND cid = ?2");
-                if let Some(old) = tx.query_row(&sql, params![m.from_uid, cid], row_message).optional()? {
+                if let Some(old) = tx.prepare_cached(&sql)?.query_row(params![m.from_uid, cid], row_message).optional()? {
                     return Ok(Inserted::Duplicate(old));
                 }
             }
-            let id: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1", [&m.thread], |r| r.get(0))?;
+            let id: i64 = tx
+                .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?
+                .query_row([&m.thread], |r| r.get(0))?;
             let ts = now_ms();
             let dest = serde_json::Value::Object(m.to.clone()).to_string();
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts],
-            )?;
+            )?
+            .execute(params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts])?;
             tx.commit()?;
             Ok(Inserted::New(StoredMessage {
                 id,
@@ -223,7 +271,7 @@ impl Store for SqliteStore {
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<Conversation> {
         let (bid, visitor_id, visitor_name) = (bid.to_string(), visitor_id.to_string(), visitor_name.to_string());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = c.savepoint()?;
             let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND visitor_id = ?2 AND open = 1");
             if let Some(conv) = tx.query_row(&sql, params![bid, visitor_id], row_conversation).optional()? {
                 return Ok(conv);

@@ -151,6 +151,7 @@ where
     let origin = req.origin.clone();
     if let Some(o) = &origin {
         if !polls.allowed_origins.is_empty() && !polls.allowed_origins.iter().any(|a| a == o) {
+            register::stats::inc(&polls.limits.stats.limited);
             info!(%addr, origin = %o, "long poll from an origin that is not allowed: 403");
             return reply(stream, "403 Forbidden", origin.as_deref(), &json!({"error": "origin not allowed"})).await;
         }

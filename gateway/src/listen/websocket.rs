@@ -253,6 +253,11 @@ async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed
             }
         };
         let data = match next {
+            Some(Ok(Message::Text(_))) if matches!(framing, Framing::Goim(_)) => {
+                info!(conn, %addr, "closing goim client: a text frame where packets go in binary frames");
+                closing = Some(close(1003, "goim packets go in binary frames"));
+                break;
+            }
             Some(Ok(Message::Text(t))) => Bytes::from(t),
             Some(Ok(Message::Binary(b))) => b,
             Some(Ok(Message::Close(_))) | None => break,
