@@ -1,22 +1,64 @@
 #!/usr/bin/env python3
-"""Renders scripts/bench.sh's JSON results (one file per run) as docs/BENCHMARKS.md."""
-import json, os, platform, subprocess, sys
+"""Renders scripts/bench.sh's JSON results (one file per run) as docs/BENCHMARKS.md, followed by
+docs/benchmarks-notes.md (targets, what the profile shows, before/after figures)."""
+import json, os, platform, re, subprocess, sys
 
 d = sys.argv[1]
-rows = [(f[:-5], json.load(open(os.path.join(d, f)))) for f in sorted(os.listdir(d)) if f.endswith(".json")]
+
+def order(name):
+    # "1-room-r16" after "1-room-r8": the workload number, then the rate as a number.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+rows = sorted(((f[:-5], json.load(open(os.path.join(d, f)))) for f in os.listdir(d) if f.endswith(".json")), key=lambda r: order(r[0]))
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-cores = os.cpu_count()
+cpu = ""
+try:
+    cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+except (OSError, StopIteration):
+    pass
+mem = ""
+try:
+    mem = "%.0f GiB" % (int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 1048576)
+except (OSError, StopIteration):
+    pass
+
+def num(v, fmt="{:.1f}"):
+    # Figures a run cannot measure (a process replaced mid-run, memory of a system already warm) show as —.
+    return "—" if v is None or v < 0 else fmt.format(v)
+
 print("# Benchmarks\n")
-print("Written by `scripts/bench.sh` (the table is its output; nothing here is a timed test).\n")
-print(f"Machine: {cores} cores, {platform.system()} {platform.release()}; load generator on the same box. Commit {commit}.\n")
-print("| run | conns | offered msg/s | deliveries/s | lost | dup | p50 ms | p99 ms | p99.9 ms | max ms | open at end | server CPU s | gateway bytes/conn |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("Written by `scripts/bench.sh` (the tables are its output; nothing here is a timed test).\n")
+print(f"Machine: {os.cpu_count()} cores ({cpu}), {mem}, {platform.system()} {platform.release()}; the load generator runs on the same box "
+      f"and competes with the servers for the cores. Commit {commit}. System: `switchboard start` with 2 gateways and 2 chat workers "
+      f"(SQLite store), 7 gateways for the hold run.\n")
+print("Every message is stored by a chat worker before it is delivered. `lost` is what never arrived although the system went quiet "
+      "for `--drain` seconds after the last send; a slow delivery counts in the latency, not as lost. Latency is from the sender's "
+      "send to each member's receipt.\n")
+print("| run | transport | conns | offered msg/s | deliveries/s | lost | dup | p50 ms | p99 ms | p99.9 ms | max ms | open at end | server CPU s |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, r in rows:
     l = r["latency_ms"]
-    print(f'| {name} | {r["connections"]} | {r["offered_msgs_per_second"]:.0f} | {r["deliveries_per_second"]:.0f} | {r["lost"]} | {r["duplicated"]} '
-          f'| {l["p50"]:.1f} | {l["p99"]:.1f} | {l["p999"]:.1f} | {l["max"]:.1f} | {r["still_open"]} | {r["server_cpu_secs_run"]:.1f} '
-          f'| {r["gateway_rss_bytes_per_connection"]:.0f} |')
+    print(f'| {name} | {r.get("transport", "ws")} | {r["connections"]} | {r["offered_msgs_per_second"]:.0f} | {r["deliveries_per_second"]:.0f} '
+          f'| {r["lost"]} | {r["duplicated"]} | {l["p50"]:.1f} | {l["p99"]:.1f} | {l["p999"]:.1f} | {l["max"]:.1f} '
+          f'| {r["still_open"]} of {r["connections"]} | {num(r["server_cpu_secs_run"])} |')
+hold = [(n, r) for n, r in rows if r["workload"] == "hold"]
+if hold:
+    print("\nIdle connections (hold: a heartbeat every `--beat` seconds, no messages):\n")
+    print("| run | conns | open at end | closed by the server | gateway RSS per connection | gateway CPU, % of one core | load generator CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for n, r in hold:
+        print(f'| {n} | {r["connections"]} | {r["still_open"]} | {r["closed_by_server"]} | {num(r["gateway_rss_bytes_per_connection"], "{:.0f} bytes")} '
+              f'| {num(r["gateway_cpu_percent_of_one_core"])} | {r["load_generator_cpu_secs"]:.1f} |')
+login = [(n, r) for n, r in rows if r["workload"] == "login"]
+if login:
+    print("\nLogin storm (every agent of one bot logs in at once; each must see every other, in its login's list or a `login_push`):\n")
+    print("| run | agents | logins answered | saw every agent | login answer p50 / p99 / max ms | slowest to see every agent, ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for n, r in login:
+        l = r["latency_ms"]
+        print(f'| {n} | {r["connections"]} | {r["logins_answered"]} | {r["presence_complete"]} | {l["p50"]:.0f} / {l["p99"]:.0f} / {l["max"]:.0f} '
+              f'| {r["presence_max_ms"]:.0f} |')
 notes = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks-notes.md")
 if os.path.exists(notes):
     print()
-    print(open(notes).read())
+    print(open(notes).read().rstrip())

@@ -144,6 +144,9 @@ bench 6-proxy-r2 --workload proxy --connections 1000 --rate 2 --duration 10 --so
 (sleep 4 && cd "$WORK" && "$BIN" reload > "$WORK/reload.out" 2>&1) &
 bench 7-reload-r8 --workload room --connections 1000 --room-size 50 --rate 8 --duration 20 --drain 5 --sources "$(sources 2)"
 wait $!
+# The run only counts if the workers really were replaced under it.
+grep -q "reloaded" "$WORK/reload.out" || { echo "reload did not happen: $(cat "$WORK/reload.out")" >&2; exit 1; }
+echo "    $(cat "$WORK/reload.out")"
 start_system 7
 bench 4-hold --workload hold --connections 100000 --processes 10 --duration 60 --drain 1 --beat 20 --connect-concurrency 128 --sources "$(sources 10)"
 

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${FUZZ_SECONDS:-30}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for target in inner_packets register_line session query_string client_json; do
+for target in inner_packets register_line session query_string client_json goim_packets; do
   if [ -n "${FUZZ_RUNS:-}" ]; then echo "== fuzz $target: $FUZZ_RUNS runs, seed 1"; else echo "== fuzz $target: ${SECONDS_EACH}s"; fi
   mkdir -p "fuzz/corpus/$target"
   # New inputs go to a scratch corpus; the committed seed corpus stays small and stable.

@@ -46,3 +46,23 @@ pub fn query_string(data: &[u8]) {
     let _ = websocket_connect::parse_str(data);
     let _ = websocket_connect::urldecode(data);
 }
+
+/// goim packets from a client: framing, the request each becomes (JSON the hub forwards), and
+/// the wrapping of arbitrary worker messages as replies or pushes.
+pub fn goim_packets(data: &[u8]) {
+    use crate::listen::goim::Goim;
+    use crate::protocol::goim::{self, op};
+    let g = Goim::new(1 << 20);
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(p)) = goim::Packet::decode(&mut buf, 1 << 20) {
+        let body = p.body.clone();
+        if let Ok(json) = g.request(p) {
+            assert!(serde_json::from_slice::<serde_json::Value>(&json).is_ok(), "a forwarded request is JSON");
+        }
+        // Whatever a worker answers, it becomes one packet (a reply or a push).
+        let text = String::from_utf8_lossy(&body).into_owned();
+        if let Ok((packet, _)) = g.response(&tokio_tungstenite::tungstenite::Message::Text(text.into())) {
+            assert!(matches!(packet.op, op::PUSH | op::AUTH_REPLY | op::HEARTBEAT_REPLY | op::SYNC_REPLY | op::ACK_REPLY));
+        }
+    }
+}

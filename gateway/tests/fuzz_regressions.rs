@@ -40,3 +40,8 @@ fn sessions() {
 fn query_strings() {
     each("query_string", gateway::fuzz::query_string);
 }
+
+#[test]
+fn goim_packets() {
+    assert!(each("goim_packets", gateway::fuzz::goim_packets) > 0, "the seed corpus is there");
+}

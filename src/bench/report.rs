@@ -62,6 +62,7 @@ pub fn summarize(args: &super::BenchArgs, parts: &[Partial], s: &ServerSamples, 
     let server_cpu = s.servers.iter().enumerate().map(|(i, _)| s.after[i].cpu_secs - s.connected[i].cpu_secs).sum::<f64>();
     Ok(json!({
         "workload": format!("{:?}", args.workload).to_lowercase(),
+        "transport": format!("{:?}", args.transport).to_lowercase(),
         "connections": connections,
         "connect_failures": sum(|p| p.connect_failures),
         "setup_failures": sum(|p| p.setup_failures),

@@ -88,8 +88,10 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         }
         let mut conn = Connection::open(path)?;
-        // Several worker processes write the same file: wait for each other's locks.
-        conn.busy_timeout(Duration::from_secs(10))?;
+        // Several worker processes write the same file: wait for each other's locks, polling
+        // every fraction of a millisecond (SQLite's own busy_timeout sleeps up to 100 ms at a
+        // time, which showed as latency spikes with two workers; docs/BENCHMARKS.md).
+        conn.busy_handler(Some(wait_for_lock))?;
         // Switching to WAL can report "locked" at once, without waiting, while another process
         // is doing the same; retry for a while instead of failing the worker's start.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -141,6 +143,16 @@ impl SqliteStore {
             .map_err(|_| StoreError::Gone)?;
         rx.await.map_err(|_| StoreError::Gone)?
     }
+}
+
+/// SQLite's busy handler: `true` = try again. About 10 s in all, as the old busy_timeout.
+fn wait_for_lock(attempt: i32) -> bool {
+    let pause = if attempt < 200 { Duration::from_micros(50) } else { Duration::from_micros(500) };
+    if attempt > 20_000 {
+        return false;
+    }
+    std::thread::sleep(pause);
+    true
 }
 
 /// One transaction around every job of the batch; the answers go after the commit.

@@ -121,8 +121,12 @@ impl Goim {
     }
 }
 
+/// A JSON object, in UTF-8. Skipping a value (`IgnoredAny`) does not check the UTF-8 inside
+/// strings, so that is checked first (found by fuzzing: `fuzz/regressions/goim_packets/`).
 fn is_json_object(body: &[u8]) -> bool {
-    body.trim_ascii_start().first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+    std::str::from_utf8(body).is_ok()
+        && body.trim_ascii_start().first() == Some(&b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 impl Wire for Goim {
@@ -191,6 +195,7 @@ mod tests {
         g.request(Packet::new(op::AUTH, 1, &b"{}"[..])).expect("auth");
         assert!(g.request(Packet::new(op::SEND, 2, &b"[1,2]"[..])).is_err());
         assert!(g.request(Packet::new(op::SEND, 2, &b"{\"a\":"[..])).is_err());
+        assert!(g.request(Packet::new(op::SEND, 2, &b"{\"a\":\"\x94\"}"[..])).is_err(), "invalid UTF-8 in a string");
         assert!(g.request(Packet::new(99, 2, &b"{}"[..])).is_err());
         for i in 0..MAX_PENDING - 1 {
             g.request(Packet::new(op::HEARTBEAT, i as i32, Bytes::new())).expect("room for it");
