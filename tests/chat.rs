@@ -39,28 +39,14 @@ async fn chat_cluster(net: u8, events_toml: &str) -> Chat {
     let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg, &[]);
     let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg, &[]);
     let cfg = config.to_str().expect("path");
-    let workers: Vec<Proc> = (1..=2)
-        .map(|i| {
-            Proc::start_env(
-                &format!("n{net}-chat-worker-{i}"),
-                &["--config", cfg, "business", "--register", &reg, "--name", &format!("chat{i}")],
-                &[("SWITCHBOARD_AGENT_SECRET", SECRET)],
-            )
-        })
-        .collect();
+    let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, SECRET, 2);
     wait_log(&a.proc, "business worker connected", 2).await;
     wait_log(&b.proc, "business worker connected", 2).await;
     Chat { _register: register, a, b, _workers: workers, _dir: TempDir(dir) }
 }
 
 fn token(bid: &str, agent: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["token", "--bid", bid, "--agent", agent])
-        .env("SWITCHBOARD_AGENT_SECRET", SECRET)
-        .output()
-        .expect("switchboard token");
-    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    mint_token(SECRET, bid, agent)
 }
 
 async fn agent(url: &str, bid: &str, id: &str, name: &str) -> (Client, Value) {

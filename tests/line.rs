@@ -78,12 +78,7 @@ async fn system(net: u8, api: &str) -> System {
 }
 
 fn token(bid: &str, agent: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["token", "--bid", bid, "--agent", agent])
-        .env("SWITCHBOARD_AGENT_SECRET", AGENT_SECRET)
-        .output()
-        .expect("switchboard token");
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    mint_token(AGENT_SECRET, bid, agent)
 }
 
 async fn agent(url: &str, id: &str) -> Client {

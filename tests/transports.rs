@@ -54,28 +54,14 @@ async fn cluster(net: u8) -> Cluster {
     );
     let b = start_gateway(&format!("n{net}-gateway-b"), &ip(3), &reg, &["--max-message-size", &max]);
     let cfg = config.to_str().expect("path");
-    let workers = (1..=2)
-        .map(|i| {
-            Proc::start_env(
-                &format!("n{net}-chat-worker-{i}"),
-                &["--config", cfg, "business", "--register", &reg, "--name", &format!("chat{i}")],
-                &[("SWITCHBOARD_AGENT_SECRET", SECRET)],
-            )
-        })
-        .collect();
+    let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, SECRET, 2);
     wait_log(&a.proc, "business worker connected", 2).await;
     wait_log(&b.proc, "business worker connected", 2).await;
     Cluster { _register: register, a, b, text, goim, _workers: workers, dir }
 }
 
 fn token(bid: &str, agent: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["token", "--bid", bid, "--agent", agent])
-        .env("SWITCHBOARD_AGENT_SECRET", SECRET)
-        .output()
-        .expect("switchboard token");
-    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+    mint_token(SECRET, bid, agent)
 }
 
 async fn ws_agent(url: &str, bid: &str, id: &str) -> Client {

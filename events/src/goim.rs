@@ -83,12 +83,7 @@ impl Chat {
         let me = who.uid().unwrap_or_default();
         let (thread, key, value) = self.thread_of(&target, &me);
         let key = if key == "to_uid" { "with_uid" } else { key };
-        let limit = match req.get("limit") {
-            None | Some(Value::Null) => self.config.history_limit,
-            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))? as usize,
-            Some(_) => return Err(Fail::bad("limit must be a number")),
-        }
-        .clamp(1, self.config.history_limit);
+        let limit = self.limit_field(req, self.config.history_limit)?;
         let since = Self::int_field(req, "id")?;
         let mut messages = self.store.history(&thread, None, since, limit + 1).await?;
         let more = messages.len() > limit;

@@ -141,6 +141,16 @@ impl Chat {
         Ok(())
     }
 
+    /// `limit`, `default` when absent, between 1 and `history_limit`.
+    pub(crate) fn limit_field(&self, req: &Map<String, Value>, default: usize) -> Result<usize, Fail> {
+        let limit = match req.get("limit") {
+            None | Some(Value::Null) => default,
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))? as usize,
+            Some(_) => return Err(Fail::bad("limit must be a number")),
+        };
+        Ok(limit.clamp(1, self.config.history_limit))
+    }
+
     pub(crate) fn int_field(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, Fail> {
         match id_field(req, key)? {
             None => Ok(None),
@@ -153,12 +163,7 @@ impl Chat {
         let me = who.uid().unwrap_or_default();
         let (thread, key, value) = self.thread_of(&target, &me);
         let key = if key == "to_uid" { "with_uid" } else { key };
-        let limit = match req.get("limit") {
-            None | Some(Value::Null) => 50,
-            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))? as usize,
-            Some(_) => return Err(Fail::bad("limit must be a number")),
-        }
-        .clamp(1, self.config.history_limit);
+        let limit = self.limit_field(req, 50)?;
         let before = Self::int_field(req, "before_id")?;
         let after = Self::int_field(req, "after_id")?;
         let messages = self.store.history(&thread, before, after, limit).await?;

@@ -373,6 +373,31 @@ pub async fn small_cluster(net: u8, extra: &[&str], gateway_extra: &[&str]) -> S
     Small { register, reg, gw, worker }
 }
 
+/// An agent token from `switchboard token`, signed with `secret`.
+pub fn mint_token(secret: &str, bid: &str, agent: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["token", "--bid", bid, "--agent", agent])
+        .env("SWITCHBOARD_AGENT_SECRET", secret)
+        .output()
+        .expect("switchboard token");
+    assert!(out.status.success(), "token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").trim().to_string()
+}
+
+/// `n` chat workers (`<prefix>-chat-worker-<i>`, named chat<i>) with this config file and agent
+/// secret, registered at `register`.
+pub fn start_chat_workers(prefix: &str, config: &str, register: &str, secret: &str, n: usize) -> Vec<Proc> {
+    (1..=n)
+        .map(|i| {
+            Proc::start_env(
+                &format!("{prefix}-chat-worker-{i}"),
+                &["--config", config, "business", "--register", register, "--name", &format!("chat{i}")],
+                &[("SWITCHBOARD_AGENT_SECRET", secret)],
+            )
+        })
+        .collect()
+}
+
 /// Waits until `proc`'s log contains `needle` at least `n` times.
 pub async fn wait_log(proc: &Proc, needle: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
