@@ -320,7 +320,15 @@ async fn rows(handles: &[Handle]) -> Vec<status::Row> {
         let text = |k: &str| ready.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let (address, connections, messages_in, messages_out) = match i.role {
             "register" => (text("address"), m("gateways").zip(m("workers")).map(|(a, b)| a + b), None, None),
-            "gateway" => (format!("{} (inner {})", text("address"), text("inner")), m("clients"), m("messages_in_total"), m("messages_out_total")),
+            "gateway" => {
+                // The text and goim listeners, when on, by port (they share the client port's host).
+                let side: String = [("text", text("text")), ("goim", text("goim"))]
+                    .iter()
+                    .filter(|(_, a)| !a.is_empty())
+                    .map(|(k, a)| format!(", {k} :{}", a.rsplit(':').next().unwrap_or("")))
+                    .collect();
+                (format!("{} (inner {}{side})", text("address"), text("inner")), m("clients"), m("messages_in_total"), m("messages_out_total"))
+            }
             "line" => (format!("{} (webhooks)", text("address")), None, None, None),
             _ => (format!("{} gateways", m("gateways").unwrap_or(0)), m("clients"), m("events_total"), None),
         };
