@@ -5,7 +5,7 @@
 # text lines), and writes docs/BENCHMARKS.md
 # from the results. Loopback only; every run is bounded in count and time.
 #
-#   scripts/bench.sh            the full suite (about 10 minutes), rewrites docs/BENCHMARKS.md
+#   scripts/bench.sh            the full suite (about 6 minutes here), rewrites docs/BENCHMARKS.md
 #   scripts/bench.sh --smoke    small N, under a minute, checks nothing is lost; writes nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -311,7 +311,7 @@ impl Store for SqliteStore {
     async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>> {
         let bid = bid.to_string();
         self.run(move |c| {
-            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND open = 1 ORDER BY created ASC");
+            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND open = 1 ORDER BY created ASC, rowid ASC");
             let mut st = c.prepare_cached(&sql)?;
             let rows = st.query_map([bid], row_conversation)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
