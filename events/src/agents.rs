@@ -105,7 +105,7 @@ impl Chat {
         Err(Fail::denied(format!("agent token {why}: log in again")))
     }
 
-    fn revoked(&self, bid: &str, id: &str) -> bool {
+    pub(crate) fn revoked(&self, bid: &str, id: &str) -> bool {
         self.config.revoked_agents.iter().any(|r| r.split_once(':') == Some((bid, id)))
     }
 

@@ -43,7 +43,7 @@ impl Chat {
         } else {
             (shop.ok_or_else(|| Fail::bad("shop_id is required"))?, None)
         };
-        if self.config.revoked_agents.iter().any(|r| r.split_once(':') == Some((bid.as_str(), mid.as_str()))) {
+        if self.revoked(&bid, &mid) {
             return Err(Fail::denied("agent token revoked"));
         }
         let signed = self.sign_in(ctx, &bid, &mid, &name, exp).await?;

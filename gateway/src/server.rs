@@ -141,34 +141,26 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
     let address = config.inner_address().to_string();
     info!(listen = %public, inner = %address, "gateway started");
     announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address.clone());
+    // One set of per-connection limits for every transport.
+    let limits = Limits {
+        first: secs(config.first_message_timeout),
+        rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
+        stats: stats.clone(),
+    };
+    let handshake_timeout = secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10));
+    let allowed_origins = Arc::new(config.allowed_origins.clone());
     let ws_config = WsConfig {
         assets,
         max_message_size: config.max_message_size,
         queue: config.client_queue,
-        handshake_timeout: secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10)),
+        handshake_timeout,
         pending: Arc::new(tokio::sync::Semaphore::new(config.max_pending_handshakes.max(1))),
-        first_message_timeout: secs(config.first_message_timeout),
-        rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
-        allowed_origins: Arc::new(config.allowed_origins.clone()),
-        stats: stats.clone(),
+        limits: limits.clone(),
+        allowed_origins: allowed_origins.clone(),
         tls,
-        polls: Polls::new(
-            config.client_queue,
-            Limits {
-                first: secs(config.first_message_timeout),
-                rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
-                stats: stats.clone(),
-            },
-            config.max_message_size,
-            secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10)),
-            Arc::new(config.allowed_origins.clone()),
-        ),
+        polls: Polls::new(config.client_queue, limits.clone(), config.max_message_size, handshake_timeout, allowed_origins),
     };
-    let tcp_config = TcpConfig {
-        queue: config.client_queue,
-        limits: Limits { first: ws_config.first_message_timeout, rate: ws_config.rate, stats: stats.clone() },
-        pending: ws_config.pending.clone(),
-    };
+    let tcp_config = TcpConfig { queue: config.client_queue, limits, pending: ws_config.pending.clone() };
     let mut side = Vec::new();
     let mut text = None;
     if let Some(l) = text_listener {

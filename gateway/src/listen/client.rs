@@ -14,6 +14,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+/// The bytes of a message for a transport that frames them itself (text, goim, long poll). A
+/// pre-framed WebSocket message (FLAG_NOT_CALL_ENCODE) has no meaning there.
+pub fn payload(msg: &tokio_tungstenite::tungstenite::Message) -> Result<Bytes, String> {
+    use tokio_tungstenite::tungstenite::Message;
+    match msg {
+        Message::Text(t) => Ok(Bytes::from(t.clone())),
+        Message::Binary(b) => Ok(b.clone()),
+        _ => Err("a pre-framed WebSocket message cannot go to this transport".into()),
+    }
+}
+
 /// The limits a connection's reader enforces itself (no shared state: no locks).
 #[derive(Clone)]
 pub struct Limits {

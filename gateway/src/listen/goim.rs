@@ -90,11 +90,7 @@ impl Goim {
 
     /// The packet for one message from the hub; `true` when the connection closes after it.
     pub fn response(&self, msg: &Message) -> Result<(Packet, bool), String> {
-        let payload = match msg {
-            Message::Text(t) => Bytes::from(t.clone()),
-            Message::Binary(b) => b.clone(),
-            _ => return Err("a pre-framed WebSocket message cannot go to a goim client".into()),
-        };
+        let payload = super::client::payload(msg)?;
         let push = || Ok((Packet::new(op::PUSH, 0, payload.clone()), false));
         let mut pending = self.state.pending.lock().map_err(|_| "connection state poisoned".to_string())?;
         if pending.is_empty() {

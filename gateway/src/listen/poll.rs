@@ -418,12 +418,5 @@ async fn session(sid: String, client: Client, mut out_rx: mpsc::Receiver<Out>, m
 }
 
 fn text_of(m: &Message) -> Option<Bytes> {
-    match m {
-        Message::Text(t) => Some(Bytes::from(t.clone())),
-        Message::Binary(b) => Some(b.clone()),
-        _ => {
-            warn!("a pre-framed WebSocket message cannot go to a long-poll client; not sent");
-            None
-        }
-    }
+    super::client::payload(m).map_err(|why| warn!("message not sent: {why}")).ok()
 }

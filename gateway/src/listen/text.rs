@@ -33,16 +33,12 @@ impl Wire for Text {
     }
 
     fn outbound(&self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String> {
-        let payload: &[u8] = match msg {
-            Message::Text(t) => t.as_bytes(),
-            Message::Binary(b) => b,
-            _ => return Err("a pre-framed WebSocket message cannot go to a text client".into()),
-        };
+        let payload = super::client::payload(msg)?;
         // A newline inside would split it into two messages on the client's side.
         if payload.contains(&b'\n') {
             return Err("message holds a newline, which the text protocol cannot carry".into());
         }
-        dst.put_slice(payload);
+        dst.put_slice(&payload);
         dst.put_u8(b'\n');
         Ok(false)
     }

@@ -11,7 +11,6 @@ use super::goim::Goim;
 use super::poll;
 use crate::hub::{close, HubMsg, Out};
 use crate::protocol::goim::Packet;
-use crate::stats::Stats;
 use register::stats::inc;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -49,11 +48,9 @@ pub struct WsConfig {
     pub handshake_timeout: Duration,
     /// One permit per connection still in its handshake.
     pub pending: Arc<Semaphore>,
-    pub first_message_timeout: Option<Duration>,
-    /// Messages per second and burst (rate 0 = no limit).
-    pub rate: (f64, f64),
+    /// First-message deadline, message rate and the counters, as every transport has them.
+    pub limits: Limits,
     pub allowed_origins: Arc<Vec<String>>,
-    pub stats: Arc<Stats>,
     /// Set when the client port speaks TLS (wss:// and https://).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The HTTP long-polling sessions served on this port.
@@ -77,7 +74,7 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsC
                                 Ok(Ok(tls)) => client_task(tls, addr, hub, config).await,
                                 Ok(Err(e)) => debug!(%addr, "TLS handshake failed: {e}"),
                                 Err(_) => {
-                                    inc(&config.stats.limited);
+                                    inc(&config.limits.stats.limited);
                                     info!(%addr, "TLS handshake not finished within {:?}, closing", config.handshake_timeout);
                                 }
                             }
@@ -100,7 +97,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
     // Handshakes in progress are bounded, so half-open slowloris connections cannot pile up.
     let Ok(permit) = config.pending.clone().try_acquire_owned() else {
-        inc(&config.stats.limited);
+        inc(&config.limits.stats.limited);
         info!(%addr, "too many connections in their handshake: closing this one");
         return;
     };
@@ -119,8 +116,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         }
     };
     let stream = web::Prefixed::new(head, stream);
-    let limits = Limits { first: config.first_message_timeout, rate: config.rate, stats: config.stats.clone() };
-    let (client, out_rx) = match admit(&hub, addr, config.queue, limits).await {
+    let (client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
         Admit::Yes(client, out_rx) => (Some(client), out_rx),
         Admit::NoWorker(out_rx) => (None, out_rx),
         Admit::TooManyFromIp => {
@@ -147,7 +143,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         |req: &Request, mut resp: Response| {
             if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
                 if !config.allowed_origins.is_empty() && !config.allowed_origins.iter().any(|a| a == origin) {
-                    inc(&config.stats.limited);
+                    inc(&config.limits.stats.limited);
                     info!(%addr, origin, "WebSocket from an origin that is not allowed: 403");
                     let mut refusal = ErrorResponse::new(Some("origin not allowed".to_string()));
                     *refusal.status_mut() = StatusCode::FORBIDDEN;

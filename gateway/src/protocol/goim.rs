@@ -50,17 +50,14 @@ impl Packet {
         Packet { ver: 1, op, seq, body: body.into() }
     }
 
-    pub fn len(&self) -> usize {
+    /// The whole packet's length, header included.
+    fn wire_len(&self) -> usize {
         HEADER_LEN + self.body.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     pub fn encode(&self, dst: &mut BytesMut) {
-        dst.reserve(self.len());
-        dst.put_i32(self.len() as i32);
+        dst.reserve(self.wire_len());
+        dst.put_i32(self.wire_len() as i32);
         dst.put_i16(HEADER_LEN as i16);
         dst.put_i16(self.ver);
         dst.put_i32(self.op);
@@ -69,7 +66,7 @@ impl Packet {
     }
 
     pub fn to_bytes(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(self.len());
+        let mut b = BytesMut::with_capacity(self.wire_len());
         self.encode(&mut b);
         b.freeze()
     }
