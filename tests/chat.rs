@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::time::Duration;
 
 const SECRET: &str = "test-agent-secret";
@@ -389,4 +390,78 @@ async fn an_expired_token_ends_the_agent_session() {
     watcher.next_where(|m| m["method"] == "logout_push" && m["customer_id"] == "t1").await;
     let r = t.request(json!({"method": "join", "room": "x"}), "join").await;
     assert_eq!(r["code"], "10004", "no longer an agent: {r}");
+}
+
+/// What one agent learned from a frame: agents that came (`login` list, `login_push`, the
+/// login changes of a `presence_push`) and agents that went.
+fn presence_news(v: &Value, came: &mut HashSet<String>, went: &mut HashSet<String>) {
+    let id = |x: &Value| x["customer_id"].as_str().unwrap_or("").to_string();
+    match v["method"].as_str() {
+        Some("login") => came.extend(v["customer_list"].as_array().expect("customer_list").iter().map(id)),
+        Some("login_push") => {
+            came.insert(id(v));
+        }
+        Some("logout_push") => {
+            went.insert(id(v));
+        }
+        Some("presence_push") => {
+            for c in v["changes"].as_array().expect("changes") {
+                presence_news(c, came, went);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads presence frames until `done` holds, checking each is of the kind the agent asked for.
+async fn follow_presence(c: &mut Client, batch: bool, came: &mut HashSet<String>, went: &mut HashSet<String>, done: impl Fn(&HashSet<String>, &HashSet<String>) -> bool) {
+    while !done(came, went) {
+        let v = c.next_where(|v| matches!(v["method"].as_str(), Some("login" | "login_push" | "logout_push" | "presence_push"))).await;
+        let wrong = if batch { "login_push" } else { "presence_push" };
+        assert_ne!(v["method"], wrong, "an agent with presence {} got {v}", if batch { "batch" } else { "single" });
+        assert!(v.get("code").is_none(), "refused: {v}");
+        presence_news(&v, came, went);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_leaves_every_agent_knowing_every_other() {
+    // Agents on two gateways, served by two workers, all logging in at once: each must learn of
+    // every other from its login's list or a push (a race lost there leaves an agent blind to
+    // a colleague), in the form it asked for, and of every one that leaves.
+    let c = chat_cluster(59, "").await;
+    const N: usize = 120;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        clients.push(Client::chat(if i % 2 == 0 { &c.a.ws } else { &c.b.ws }).await);
+    }
+    let r = clients[0]
+        .request(json!({"method": "login", "bid": "s", "customer_id": "x", "customer_name": "X", "token": token("s", "x"), "presence": 5}), "login")
+        .await;
+    assert_eq!(r["code"], "10005", "presence must be batch or single: {r}");
+    let batch = |i: usize| !i.is_multiple_of(3);
+    for (i, cl) in clients.iter_mut().enumerate() {
+        let id = format!("s{i}");
+        let presence = if batch(i) { "batch" } else { "single" };
+        cl.send_json(json!({"method": "login", "bid": "s", "customer_id": id, "customer_name": id, "token": token("s", &id), "presence": presence}))
+            .await;
+    }
+    let everyone: HashSet<String> = (0..N).map(|i| format!("s{i}")).collect();
+    let mut known: Vec<(HashSet<String>, HashSet<String>)> = vec![Default::default(); N];
+    futures_util::future::join_all(clients.iter_mut().zip(known.iter_mut()).enumerate().map(|(i, (cl, (came, went)))| {
+        let everyone = &everyone;
+        async move { follow_presence(cl, batch(i), came, went, |came, _| came == everyone).await }
+    }))
+    .await;
+
+    // The first half leaves; the rest hear of each departure.
+    let stay = clients.split_off(N / 2);
+    drop(clients);
+    let gone: HashSet<String> = (0..N / 2).map(|i| format!("s{i}")).collect();
+    let mut stay = stay;
+    futures_util::future::join_all(stay.iter_mut().zip(known.iter_mut().skip(N / 2)).enumerate().map(|(k, (cl, (came, went)))| {
+        let gone = &gone;
+        async move { follow_presence(cl, batch(N / 2 + k), came, went, |_, went| went == gone).await }
+    }))
+    .await;
 }

@@ -324,6 +324,24 @@ impl Api {
         }
     }
 
+    /// The groups of some connections of one gateway, as it has them now (CMD_SELECT on that
+    /// gateway only); a connection it does not hold is absent.
+    ///
+    /// Commands travel on the worker's link and queries on pooled connections, so a query
+    /// can overtake a `join_group` sent just before it; asking this until the group shows is
+    /// how a caller knows its join has been applied before it lists the group.
+    pub async fn groups_of(&self, gateway: &str, conns: &[u32]) -> Result<HashMap<u32, Vec<String>>> {
+        let filter = SelectWhere { connection_ids: Some(conns.to_vec()), ..SelectWhere::default() };
+        let cmd = Command::Select { fields: vec!["groups".to_string()], filter };
+        let reply = self.query(gateway, cmd).await?;
+        let mut out = HashMap::new();
+        for (id, row) in by_conn(gateway, &reply) {
+            let groups = row.as_array().and_then(|r| r.get(&Key::Str(b"groups".to_vec()))).and_then(Value::as_array);
+            out.insert(id.conn, groups.into_iter().flatten().filter_map(|(_, g)| text_of(g)).collect());
+        }
+        Ok(out)
+    }
+
     /// CMD_GET_CLIENT_ID_BY_UID on every gateway.
     pub async fn get_client_id_by_uid(&self, uid: &str) -> Result<Vec<ClientId>> {
         let replies = self.query_all(Command::GetClientIdByUid { uid: Bytes::copy_from_slice(uid.as_bytes()) }).await?;

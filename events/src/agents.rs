@@ -2,20 +2,55 @@
 //! comes or goes. An agent's connections are bound to uid = customer_id and join the group
 //! named by the bot id, as the contract says.
 
+use crate::presence::{self, Change, Snapshot};
 use crate::protocol::{code, escape_html, id_field, now_secs};
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
 use business::Context;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::sync::Arc;
 use tracing::info;
 
 /// What a fresh agent login sees.
 pub(crate) struct SignedIn {
+    pub id: String,
     /// The display name as stored (HTML-escaped).
     pub name: String,
-    pub customer_list: Vec<Value>,
+    /// The bot's agents online, listed after this login's join (so it is among them).
+    pub online: Arc<Snapshot>,
     pub conversations: Value,
     pub timestamp: i64,
+}
+
+impl SignedIn {
+    /// The `customer_list` of the login reply. The agent itself is in it, also when its join
+    /// was still not applied when the listing ran (then the list is built for this login).
+    pub fn customer_list_json(&self) -> Cow<'_, str> {
+        if self.online.agents().iter().any(|(i, _)| *i == self.id) {
+            return Cow::Borrowed(self.online.customer_list_json());
+        }
+        Cow::Owned(Value::Array(self.customer_list()).to_string())
+    }
+
+    pub fn customer_list(&self) -> Vec<Value> {
+        let mut list: Vec<Value> =
+            self.online.agents().iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
+        if !self.online.agents().iter().any(|(i, _)| *i == self.id) {
+            list.push(json!({"customer_id": self.id, "customer_name": self.name, "status": 1}));
+        }
+        list
+    }
+}
+
+/// The login's `presence` field: `"batch"` asks for `presence_push` frames.
+pub(crate) fn presence_batch(req: &Map<String, Value>) -> Result<bool, Fail> {
+    match req.get("presence") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::String(s)) if s == "batch" => Ok(true),
+        Some(Value::String(s)) if s == "single" => Ok(false),
+        Some(_) => Err(Fail::bad("presence must be \"batch\" or \"single\"")),
+    }
 }
 
 impl Chat {
@@ -42,23 +77,34 @@ impl Chat {
                 .map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
             exp = Some(claims.exp);
         }
-        let s = self.sign_in(ctx, &bid, &id, &name, exp).await?;
-        self.reply(
-            ctx,
-            json!({"method": "login", "customer_id": id, "customer_name": s.name, "timestamp": s.timestamp,
-                   "customer_list": s.customer_list, "conversations": s.conversations}),
-        )
-        .await;
+        let batch = presence_batch(req)?;
+        let s = self.sign_in(ctx, &bid, &id, &name, exp, batch).await?;
+        // Built around the shared, already serialized list: in a login storm every login of
+        // a tick answers with the same few hundred kilobytes.
+        let head = json!({"method": "login", "customer_id": id, "customer_name": s.name, "timestamp": s.timestamp}).to_string();
+        let frame = format!(
+            "{},\"customer_list\":{},\"conversations\":{}}}",
+            head.strip_suffix('}').unwrap_or(&head),
+            s.customer_list_json(),
+            s.conversations
+        );
+        if let Err(e) = ctx.send(frame).await {
+            tracing::warn!(client = %ctx.client_id, "reply not sent: {e}");
+        }
         Ok(())
     }
 
     /// Makes this connection agent `id` of bot `bid` (identity already verified): session,
-    /// uid, bot group, the store's agent list, and `login_push` to the others.
-    pub(crate) async fn sign_in(&self, ctx: &mut Context, bid: &str, id: &str, name: &str, exp: Option<u64>) -> Result<SignedIn, Fail> {
+    /// uid, bot group, presence group, the store's agent list, and the presence change for the
+    /// others. `batch` is the client's `"presence":"batch"` (see `presence`).
+    pub(crate) async fn sign_in(&self, ctx: &mut Context, bid: &str, id: &str, name: &str, exp: Option<u64>, batch: bool) -> Result<SignedIn, Fail> {
         let name = escape_html(name);
         if let Who::Agent { bid: old_bid, .. } = Who::of(ctx) {
             if old_bid != bid {
                 ctx.api.leave_group(&ctx.id(), &old_bid).await?;
+            }
+            for g in [presence::single_group(&old_bid), presence::batch_group(&old_bid)] {
+                ctx.api.leave_group(&ctx.id(), &g).await?;
             }
         }
         let me = Who::Agent { bid: bid.to_string(), id: id.to_string(), name: name.clone() };
@@ -68,20 +114,18 @@ impl Chat {
         ctx.save_session().await?;
         ctx.api.bind_uid(&ctx.id(), id).await?;
         ctx.api.join_group(&ctx.id(), bid).await?;
+        let pushes = if batch { presence::batch_group(bid) } else { presence::single_group(bid) };
+        ctx.api.join_group(&ctx.id(), &pushes).await?;
         self.store.add_agent(bid, id, &name).await?;
-        let mut online = self.online_agents(&ctx.api, bid).await?;
-        // Our own join may still be in flight to the gateway.
-        if !online.iter().any(|(i, _)| i == id) {
-            online.push((id.to_string(), name.clone()));
-        }
-        let customer_list: Vec<Value> =
-            online.iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
+        // Joined (both groups: one link, in order) before listing: see `presence`.
+        self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
+        let online = self.roster.list(&ctx.api, bid).await?;
         let conversations = self.conversation_summaries(bid, id).await?;
         let timestamp = now_secs();
-        let push = json!({"method": "login_push", "customer_id": id, "customer_name": name, "timestamp": timestamp});
-        ctx.api.send_to_group(&[bid], push.to_string(), &[&ctx.id()]).await?;
+        let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
+        self.announcer.announce(&ctx.api, bid, change).await;
         info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent logged in");
-        Ok(SignedIn { name, customer_list, conversations: conversations.into(), timestamp })
+        Ok(SignedIn { id: id.to_string(), name, online, conversations: conversations.into(), timestamp })
     }
 
     /// Every agent action re-checks the token's expiry: an expired token ends the agent's
@@ -100,7 +144,9 @@ impl Chat {
         crate::who::set_token_exp(ctx, None);
         ctx.save_session().await?;
         ctx.api.unbind_uid(&ctx.id(), id).await?;
-        ctx.api.leave_group(&ctx.id(), bid).await?;
+        for g in [bid.clone(), presence::single_group(bid), presence::batch_group(bid)] {
+            ctx.api.leave_group(&ctx.id(), &g).await?;
+        }
         self.agent_gone(ctx, bid, id, name).await?;
         Err(Fail::denied(format!("agent token {why}: log in again")))
     }
@@ -111,10 +157,10 @@ impl Chat {
 
     /// An agent connection closed: tell the bot's agents if it was that agent's last one.
     pub(crate) async fn agent_gone(&self, ctx: &Context, bid: &str, id: &str, name: &str) -> Outcome {
-        let still_here = self.online_agents_except(&ctx.api, bid, Some(ctx.client_id)).await?.iter().any(|(i, _)| i == id);
-        if !still_here {
-            let push = json!({"method": "logout_push", "customer_id": id, "customer_name": name, "timestamp": now_secs()});
-            ctx.api.send_to_group(&[bid], push.to_string(), &[]).await?;
+        let online = self.roster.list(&ctx.api, bid).await?;
+        if !online.has_agent_besides(id, ctx.client_id) {
+            let change = Change { method: "logout_push", id: id.to_string(), name: name.to_string(), timestamp: now_secs(), client: None };
+            self.announcer.announce(&ctx.api, bid, change).await;
             info!(bid = %bid, agent = %id, "agent logged out");
         }
         Ok(())

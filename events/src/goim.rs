@@ -46,9 +46,10 @@ impl Chat {
         if self.revoked(&bid, &mid) {
             return Err(Fail::denied("agent token revoked"));
         }
-        let signed = self.sign_in(ctx, &bid, &mid, &name, exp).await?;
+        let batch = crate::agents::presence_batch(req)?;
+        let signed = self.sign_in(ctx, &bid, &mid, &name, exp, batch).await?;
         let mut reply = json!({"method": "auth", "mid": mid, "shop_id": bid, "name": signed.name,
-                               "timestamp": signed.timestamp, "customer_list": signed.customer_list,
+                               "timestamp": signed.timestamp, "customer_list": signed.customer_list(),
                                "conversations": signed.conversations});
         if let Some(room) = &room {
             let members = self.enter_room(ctx, &bid, &mid, &signed.name, room).await?;

@@ -13,6 +13,7 @@ pub mod config;
 pub mod goim;
 pub mod line;
 pub mod messages;
+pub mod presence;
 pub mod protocol;
 pub mod proxy;
 pub mod rooms;
@@ -79,6 +80,9 @@ pub struct Chat {
     pub config: Config,
     pub assignment: Assignment,
     upstream: Option<Arc<proxy::Upstream>>,
+    roster: presence::Roster,
+    announcer: presence::Announcer,
+    joins: presence::Joins,
 }
 
 impl Chat {
@@ -100,7 +104,7 @@ impl Chat {
             _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
         };
         let upstream = proxy::Upstream::new(&config)?.map(Arc::new);
-        Ok(Chat { store, config, assignment, upstream })
+        Ok(Chat { store, config, assignment, upstream, roster: Default::default(), announcer: Default::default(), joins: Default::default() })
     }
 
     pub async fn reply(&self, ctx: &Context, v: Value) {
@@ -111,22 +115,7 @@ impl Chat {
 
     /// Agents of a bot online right now: `(customer_id, customer_name)`, each once.
     pub async fn online_agents(&self, api: &Api, bid: &str) -> Result<Vec<(String, String)>, Fail> {
-        self.online_agents_except(api, bid, None).await
-    }
-
-    /// The same, not counting one connection (one that is leaving: its own session write and
-    /// group change may not have reached the gateway yet).
-    pub async fn online_agents_except(&self, api: &Api, bid: &str, except: Option<business::ClientId>) -> Result<Vec<(String, String)>, Fail> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let sessions = api.get_client_sessions_by_group(bid).await?;
-        for session in sessions.into_iter().filter(|(id, _)| Some(*id) != except).filter_map(|(_, s)| s) {
-            if let Who::Agent { bid: b, id, name } = Who::from_session(Some(&session)) {
-                if b == bid && !out.iter().any(|(i, _)| *i == id) {
-                    out.push((id, name));
-                }
-            }
-        }
-        Ok(out)
+        Ok(self.roster.list(api, bid).await?.agents().to_vec())
     }
 
     async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {

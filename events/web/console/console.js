@@ -215,7 +215,8 @@
     client.on('open', (info) => {
       $('conn').textContent = 'online';
       $('conn').classList.remove('down');
-      client.send({ method: 'login', bid: me.bid, customer_id: me.customer_id, customer_name: me.customer_name, token: me.token });
+      // presence: 'batch' — a tick's arrivals and departures come in one presence_push.
+      client.send({ method: 'login', bid: me.bid, customer_id: me.customer_id, customer_name: me.customer_name, token: me.token, presence: 'batch' });
       if (info.reconnect) {
         for (const room of state.rooms) client.send({ method: 'join', room: room });
         // Catch up on the open thread: everything after the last message we saw.
@@ -243,8 +244,13 @@
       renderConversations();
       renderPane();
     });
-    client.on('login_push', (m) => { state.agents.set(m.customer_id, m.customer_name); renderAgents(); });
-    client.on('logout_push', (m) => { state.agents.delete(m.customer_id); renderAgents(); });
+    const presence = (m) => {
+      if (m.method === 'login_push') state.agents.set(m.customer_id, m.customer_name);
+      if (m.method === 'logout_push') state.agents.delete(m.customer_id);
+    };
+    client.on('login_push', (m) => { presence(m); renderAgents(); });
+    client.on('logout_push', (m) => { presence(m); renderAgents(); });
+    client.on('presence_push', (m) => { (m.changes || []).forEach(presence); renderAgents(); });
     client.on('conversation_push', (m) => {
       const c = state.conversations.get(m.conversation_id) || { unread: 0, last_message: null };
       Object.assign(c, { conversation_id: m.conversation_id, visitor_id: m.visitor_id, visitor_name: m.visitor_name, assigned: m.assigned });

@@ -1,0 +1,274 @@
+//! Presence: which agents of a bot are online, and telling the others when one comes or goes.
+//!
+//! Both are shaped for the login storm (every agent of a big bot logging in at once after an
+//! outage): the obvious way — list the bot's sessions on every gateway for each login, push
+//! one `login_push` per login to every agent — costs n listings of n sessions and n² frames.
+//!
+//! * [`Roster`] coalesces listings: a caller needs a list *taken after it asked* (after its own
+//!   join, so two agents logging in at once always learn of each other), and every caller
+//!   waiting while one listing runs shares the next one. A storm of n logins costs as many
+//!   listings as fit in its duration, not n.
+//! * [`Announcer`] is an actor per bot that sends presence changes in order. Agents that asked
+//!   for it at login (`"presence":"batch"`) get every change of a tick in one `presence_push`
+//!   frame; the others get the contract's one `login_push`/`logout_push` per change. The first
+//!   change after a quiet tick goes out at once, so a lone login is not delayed.
+//!
+//! Why the join is confirmed first: commands travel on the worker's link and queries on other
+//! connections, so a listing can overtake the caller's own `join_group`. Once each agent's join
+//! is known applied before its listing starts, of two agents logging in at once the later one
+//! lists the earlier, and the earlier gets the later's push (sent after the later's join, so
+//! after the earlier's join reached its gateway).
+
+use crate::who::Who;
+use business::{Api, ApiError, ClientId};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+/// The group of a bot's agents that get one frame per presence change (the contract's).
+pub fn single_group(bid: &str) -> String {
+    format!("presence:{bid}")
+}
+
+/// The group of a bot's agents that get a tick's changes in one `presence_push`.
+pub fn batch_group(bid: &str) -> String {
+    format!("presence+:{bid}")
+}
+
+/// How long changes gather before the next `presence_push` (after one was just sent).
+const TICK: Duration = Duration::from_millis(25);
+/// How long a login waits for its own join to be applied before listing anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(3);
+/// Pause between two rounds of join confirmations on one gateway.
+const ROUND: Duration = Duration::from_millis(2);
+
+/// One agent connection found in a listing.
+#[derive(Debug, Clone)]
+pub struct Online {
+    pub client: ClientId,
+    pub id: String,
+    pub name: String,
+}
+
+/// A listing of a bot's agent connections, and what is derived from it once.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The ticket counter's value when the listing started.
+    started: u64,
+    pub connections: Vec<Online>,
+    agents: OnceLock<Vec<(String, String)>>,
+    customer_list: OnceLock<String>,
+}
+
+impl Snapshot {
+    /// `(customer_id, customer_name)` of every agent online, each once, in listing order.
+    pub fn agents(&self) -> &[(String, String)] {
+        self.agents.get_or_init(|| {
+            let mut seen = HashSet::new();
+            self.connections.iter().filter(|o| seen.insert(o.id.as_str())).map(|o| (o.id.clone(), o.name.clone())).collect()
+        })
+    }
+
+    /// The login reply's `customer_list`, serialized once for every login that shares it.
+    pub fn customer_list_json(&self) -> &str {
+        self.customer_list.get_or_init(|| {
+            let list: Vec<Value> =
+                self.agents().iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
+            Value::Array(list).to_string()
+        })
+    }
+
+    /// Whether agent `id` has a connection here other than `except`.
+    pub fn has_agent_besides(&self, id: &str, except: ClientId) -> bool {
+        self.connections.iter().any(|o| o.id == id && o.client != except)
+    }
+}
+
+/// Coalesced listings of one bot's agents.
+#[derive(Default)]
+struct Listing {
+    /// Held while a listing runs; holds the newest one.
+    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+}
+
+/// Listings of every bot's agents (see the module doc).
+#[derive(Default)]
+pub struct Roster {
+    tickets: AtomicU64,
+    bots: Mutex<HashMap<String, Arc<Listing>>>,
+}
+
+impl Roster {
+    /// Agent connections of bot `bid`, listed after this call began.
+    pub async fn list(&self, api: &Api, bid: &str) -> Result<Arc<Snapshot>, ApiError> {
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
+        let listing = {
+            let mut bots = self.bots.lock().unwrap_or_else(|p| p.into_inner());
+            bots.entry(bid.to_string()).or_default().clone()
+        };
+        let mut last = listing.last.lock().await;
+        if let Some(s) = last.as_ref().filter(|s| s.started > ticket) {
+            return Ok(s.clone());
+        }
+        let started = self.tickets.fetch_add(1, Ordering::SeqCst);
+        let sessions = api.get_client_sessions_by_group(bid).await?;
+        let connections = sessions
+            .into_iter()
+            .filter_map(|(client, s)| match Who::from_session(s.as_ref()) {
+                Who::Agent { bid: b, id, name } if b == bid => Some(Online { client, id, name }),
+                _ => None,
+            })
+            .collect();
+        let snapshot = Arc::new(Snapshot { started, connections, agents: OnceLock::new(), customer_list: OnceLock::new() });
+        *last = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+/// A login waiting for its join to show on its gateway.
+struct JoinWait {
+    conn: u32,
+    group: String,
+    since: tokio::time::Instant,
+    done: oneshot::Sender<()>,
+}
+
+/// One actor per gateway confirming joins (see the module doc): every round asks the gateway
+/// once about every connection still waiting, so a storm of logins costs a query per round,
+/// not per login.
+#[derive(Default)]
+pub struct Joins {
+    gateways: Mutex<HashMap<String, mpsc::UnboundedSender<JoinWait>>>,
+}
+
+impl Joins {
+    /// Returns once `client`'s gateway has it in `group` (or after `JOIN_WAIT`, logged).
+    pub async fn joined(&self, api: &Api, client: ClientId, group: &str) {
+        let gateway = client.gateway().to_string();
+        let (done, wait) = oneshot::channel();
+        let w = JoinWait { conn: client.conn, group: group.to_string(), since: tokio::time::Instant::now(), done };
+        let sent = {
+            let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = gateways.entry(gateway.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(confirm_loop(api.clone(), gateway.clone(), rx));
+                tx
+            });
+            tx.send(w).is_ok()
+        };
+        if !sent || wait.await.is_err() {
+            warn!(client = %client, "join confirmation unavailable: listing anyway");
+        }
+    }
+}
+
+async fn confirm_loop(api: Api, gateway: String, mut rx: mpsc::UnboundedReceiver<JoinWait>) {
+    let mut waiting: Vec<JoinWait> = Vec::new();
+    loop {
+        if waiting.is_empty() {
+            match rx.recv().await {
+                Some(w) => waiting.push(w),
+                None => return,
+            }
+        }
+        while let Ok(w) = rx.try_recv() {
+            waiting.push(w);
+        }
+        let conns: Vec<u32> = waiting.iter().map(|w| w.conn).collect();
+        match api.groups_of(&gateway, &conns).await {
+            Ok(groups) => {
+                let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|w| {
+                    let joined = groups.get(&w.conn).is_some_and(|gs| gs.contains(&w.group));
+                    if !joined && w.since.elapsed() >= JOIN_WAIT {
+                        warn!(gateway = %gateway, conn = w.conn, group = %w.group, "join not applied after {JOIN_WAIT:?}: listing anyway");
+                        return true;
+                    }
+                    joined
+                });
+                waiting = still;
+                for w in ready {
+                    let _ = w.done.send(());
+                }
+            }
+            Err(e) => {
+                warn!(gateway = %gateway, "cannot confirm joins ({e}): listing anyway");
+                for w in waiting.drain(..) {
+                    let _ = w.done.send(());
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            tokio::time::sleep(ROUND).await;
+        }
+    }
+}
+
+/// A presence change, as the contract's push names it.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// `login_push` or `logout_push`.
+    pub method: &'static str,
+    pub id: String,
+    pub name: String,
+    pub timestamp: i64,
+    /// The connection that caused it, which its own single push skips.
+    pub client: Option<ClientId>,
+}
+
+impl Change {
+    fn to_json(&self) -> Value {
+        json!({"method": self.method, "customer_id": self.id, "customer_name": self.name, "timestamp": self.timestamp})
+    }
+}
+
+/// One actor per bot sending its presence changes (see the module doc).
+#[derive(Default)]
+pub struct Announcer {
+    bots: Mutex<HashMap<String, mpsc::Sender<Change>>>,
+}
+
+impl Announcer {
+    /// Queues a change for bot `bid`'s agents; waits only while the bot's queue is full.
+    pub async fn announce(&self, api: &Api, bid: &str, change: Change) {
+        let tx = {
+            let mut bots = self.bots.lock().unwrap_or_else(|p| p.into_inner());
+            bots.entry(bid.to_string())
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(4096);
+                    tokio::spawn(announce_loop(api.clone(), bid.to_string(), rx));
+                    tx
+                })
+                .clone()
+        };
+        if tx.send(change).await.is_err() {
+            warn!(bid, "presence change not announced: the bot's announcer has stopped");
+        }
+    }
+}
+
+async fn announce_loop(api: Api, bid: String, mut rx: mpsc::Receiver<Change>) {
+    let (single, batch) = (single_group(&bid), batch_group(&bid));
+    while let Some(first) = rx.recv().await {
+        let mut changes = vec![first];
+        while let Ok(c) = rx.try_recv() {
+            changes.push(c);
+        }
+        for c in &changes {
+            let skip: Vec<String> = c.client.iter().map(ClientId::to_string).collect();
+            let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
+            if let Err(e) = api.send_to_group(&[&single], c.to_json().to_string(), &skip).await {
+                warn!(bid = %bid, "presence push not sent: {e}");
+            }
+        }
+        let frame = json!({"method": "presence_push", "changes": changes.iter().map(Change::to_json).collect::<Vec<_>>()});
+        if let Err(e) = api.send_to_group(&[&batch], frame.to_string(), &[]).await {
+            warn!(bid = %bid, "presence push not sent: {e}");
+        }
+        // What comes in meanwhile goes out together in the next frame.
+        tokio::time::sleep(TICK).await;
+    }
+}
