@@ -114,6 +114,11 @@ struct GatewayArgs {
     /// Text sent to idle clients at each heartbeat (default: nothing).
     #[arg(long)]
     ping_data: Option<String>,
+    /// Client messages the gateway keeps as heartbeats instead of passing them to a worker, as
+    /// a JSON list; '[]' passes every message on, as GatewayWorker does (default
+    /// '["beat", "{\"method\":\"beat\"}"]').
+    #[arg(long)]
+    heartbeat_messages: Option<String>,
     /// Largest client message in bytes; larger ones are refused with close code 1009 (default 1 MiB).
     #[arg(long)]
     max_message_size: Option<usize>,
@@ -279,6 +284,9 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             );
             if args.inner_listen.is_some() {
                 c.inner_listen = args.inner_listen;
+            }
+            if let Some(list) = &args.heartbeat_messages {
+                c.heartbeat_messages = serde_json::from_str(list).context("--heartbeat-messages: a JSON list of strings")?;
             }
             if args.text_listen.is_some() {
                 c.text_listen = args.text_listen;

@@ -162,8 +162,21 @@ async fn heartbeat_closes_silent_clients() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(silent.raw_next(WAIT).await.is_none_or(|m| m.is_close()), "silent client closed");
+    // The gateway kept the beats: the probe, which answers anything that is not JSON, saw none.
+    chatty.expect_none(Duration::from_millis(300), |v| v["error"] == "not JSON").await;
     assert_eq!(chatty.call("is_online", json!([silent_id])).await, false);
     assert_eq!(chatty.call("is_online", json!([chatty.id])).await, true);
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_reach_workers_when_the_gateway_keeps_none() {
+    // GatewayWorker's behaviour, for applications that want to see them.
+    let c = cluster(14, &["--heartbeat-messages", "[]"]).await;
+    let mut client = Client::connect(&c.a.ws).await;
+    client.send_text("beat").await;
+    let r = client.next_where(|v| v.get("error").is_some()).await;
+    assert_eq!(r["error"], "not JSON", "the probe got the beat: {r}");
     drop(c);
 }
 

@@ -11,6 +11,7 @@ use crate::router::{LinkId, Router};
 use crate::stats::Stats;
 use register::stats::{inc, set};
 use crate::tables::{id_key, ConnId, Tables};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub struct ClientHandle {
     pub worker: Option<LinkId>,
     /// Heartbeat counter (spec §10): -1 after any data from the client.
     pub silent_ticks: i64,
+    /// Set by the reader on a heartbeat it kept (`Config::heartbeat_messages`).
+    pub heard: Arc<AtomicBool>,
     pub since: Instant,
 }
 
@@ -81,7 +84,7 @@ pub enum Admission {
 pub enum HubMsg {
     /// A client TCP connection was accepted; the reply is its connection id, or `None` when no
     /// worker is connected to take its events.
-    Accept { addr: SocketAddr, out: mpsc::Sender<Out>, kill: CancellationToken, reply: oneshot::Sender<Admission> },
+    Accept { addr: SocketAddr, out: mpsc::Sender<Out>, kill: CancellationToken, heard: Arc<AtomicBool>, reply: oneshot::Sender<Admission> },
     /// The WebSocket handshake finished; `body` is the serialized `{get, server, cookie}`.
     Handshake { conn: ConnId, body: Bytes },
     /// A data frame from a client.
@@ -191,7 +194,7 @@ impl Hub {
 
     fn handle(&mut self, msg: HubMsg) {
         match msg {
-            HubMsg::Accept { addr, out, kill, reply } => {
+            HubMsg::Accept { addr, out, kill, heard, reply } => {
                 if !self.router.has_workers() {
                     let _ = reply.send(Admission::NoWorker);
                     return;
@@ -203,7 +206,7 @@ impl Hub {
                     return;
                 }
                 let conn =
-                    self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, since: Instant::now() });
+                    self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, heard, since: Instant::now() });
                 *self.per_ip.entry(addr.ip()).or_default() += 1;
                 set(&self.stats.clients, self.tables.len());
                 if reply.send(Admission::Admitted(conn)).is_ok() {
@@ -518,6 +521,9 @@ impl Hub {
     fn heartbeat(&mut self) {
         let limit = self.ping_limit as i64;
         for c in self.tables.clients.values_mut() {
+            if c.handle.heard.swap(false, Ordering::Relaxed) {
+                c.handle.silent_ticks = -1;
+            }
             if limit > 0 && c.handle.silent_ticks >= 2 * limit {
                 if !c.handle.kill.is_cancelled() {
                     info!(addr = %c.handle.addr, "client heartbeat timed out, closing it");

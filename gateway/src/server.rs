@@ -146,6 +146,7 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
         first: secs(config.first_message_timeout),
         rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
         stats: stats.clone(),
+        heartbeats: Arc::new(config.heartbeat_messages.iter().map(|h| bytes::Bytes::copy_from_slice(h.trim().as_bytes())).collect()),
     };
     let handshake_timeout = secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10));
     let allowed_origins = Arc::new(config.allowed_origins.clone());

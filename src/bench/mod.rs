@@ -109,16 +109,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let before = procstat::sample(&args.servers);
     let connected = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let window_end = Arc::new(std::sync::Mutex::new(Vec::new()));
     let parts = if args.processes == 1 {
-        let (servers, c) = (args.servers.clone(), connected.clone());
+        let (servers, c, end, duration) = (args.servers.clone(), connected.clone(), window_end.clone(), args.duration);
         let ready = move || {
             if let Ok(mut c) = c.lock() {
                 *c = procstat::sample(&servers);
             }
+            sample_window_end(servers, duration, end);
         };
         vec![load::share(args.clone(), 0, 1, ready, async {}).await?]
     } else {
-        let (parts, c) = children(&args).await?;
+        let (parts, c) = children(&args, window_end.clone()).await?;
         if let Ok(mut slot) = connected.lock() {
             *slot = c;
         }
@@ -126,7 +128,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let after = procstat::sample(&args.servers);
     let connected = connected.lock().map(|c| c.clone()).unwrap_or_default();
-    let samples = report::ServerSamples { servers: args.servers.clone(), before, connected, after };
+    let window_end = window_end.lock().map(|c| c.clone()).unwrap_or_default();
+    let samples = report::ServerSamples { servers: args.servers.clone(), before, connected, window_end, after };
     let summary = report::summarize(&args, &parts, &samples, args.duration)?;
     if args.json {
         println!("{summary}");
@@ -134,6 +137,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         report::print_table(&summary);
     }
     Ok(())
+}
+
+/// Samples the servers when the measured window ends, `duration` seconds from now.
+fn sample_window_end(servers: Vec<procstat::Server>, duration: f64, slot: Arc<std::sync::Mutex<Vec<procstat::Usage>>>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(duration)).await;
+        let usage = procstat::sample(&servers);
+        if let Ok(mut s) = slot.lock() {
+            *s = usage;
+        }
+    });
 }
 
 /// A child: its share, `ready` on stdout, `go` on stdin, then `result <json>`.
@@ -148,7 +162,7 @@ async fn child(args: Arc<BenchArgs>, k: usize) -> anyhow::Result<()> {
 }
 
 /// Starts the children, waits until all are set up, samples the servers, starts them together.
-async fn children(args: &BenchArgs) -> anyhow::Result<(Vec<load::Partial>, Vec<procstat::Usage>)> {
+async fn children(args: &BenchArgs, window_end: Arc<std::sync::Mutex<Vec<procstat::Usage>>>) -> anyhow::Result<(Vec<load::Partial>, Vec<procstat::Usage>)> {
     let exe = std::env::current_exe().context("own executable")?;
     let own_args: Vec<String> = std::env::args().skip(1).collect();
     let mut kids = Vec::new();
@@ -179,6 +193,7 @@ async fn children(args: &BenchArgs) -> anyhow::Result<(Vec<load::Partial>, Vec<p
         stdin.write_all(b"go\n").await?;
         stdin.flush().await?;
     }
+    sample_window_end(args.servers.clone(), args.duration, window_end);
     let mut parts = Vec::new();
     for (mut child, mut out, _) in kids {
         let mut got = None;

@@ -26,10 +26,14 @@ pub struct ServerSamples {
     pub servers: Vec<Server>,
     pub before: Vec<Usage>,
     pub connected: Vec<Usage>,
+    /// When the measured window (`--duration` after the start) ends: before the load
+    /// generator's connections close, whose teardown is not the servers' steady state.
+    pub window_end: Vec<Usage>,
     pub after: Vec<Usage>,
 }
 
 pub fn summarize(args: &super::BenchArgs, parts: &[Partial], s: &ServerSamples, window_secs: f64) -> anyhow::Result<Value> {
+    let end = if s.window_end.len() == s.connected.len() { &s.window_end } else { &s.after };
     let mut h = new_hist();
     let sum = |f: fn(&Partial) -> u64| parts.iter().map(f).sum::<u64>();
     for p in parts {
@@ -91,7 +95,7 @@ pub fn summarize(args: &super::BenchArgs, parts: &[Partial], s: &ServerSamples, 
         "servers": servers,
         "server_cpu_secs_run": server_cpu,
         "gateway_rss_bytes_per_connection": if connections > 0 { gw_rss_growth / connections as f64 } else { 0.0 },
-        "gateway_cpu_percent_of_one_core": 100.0 * by_role("gateway", &|i| s.after[i].cpu_secs - s.connected[i].cpu_secs) / window_secs.max(0.001),
+        "gateway_cpu_percent_of_one_core": 100.0 * by_role("gateway", &|i| end[i].cpu_secs - s.connected[i].cpu_secs) / window_secs.max(0.001),
         "load_generator_cpu_secs": parts.iter().map(|p| p.cpu_secs).sum::<f64>(),
     }))
 }

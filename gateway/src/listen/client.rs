@@ -8,6 +8,7 @@ use crate::tables::ConnId;
 use bytes::Bytes;
 use register::stats::inc;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +33,8 @@ pub struct Limits {
     /// Messages per second and burst (rate 0 = no limit).
     pub rate: (f64, f64),
     pub stats: Arc<Stats>,
+    /// Messages the gateway keeps as heartbeats (`Config::heartbeat_messages`).
+    pub heartbeats: Arc<Vec<Bytes>>,
 }
 
 /// A token bucket: `rate` messages per second, up to `burst` at once.
@@ -68,8 +71,9 @@ pub enum Admit {
 pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Limits) -> Admit {
     let (out_tx, out_rx) = mpsc::channel::<Out>(queue);
     let kill = CancellationToken::new();
+    let heard = Arc::new(AtomicBool::new(false));
     let (reply_tx, reply_rx) = oneshot::channel();
-    let accept = HubMsg::Accept { addr, out: out_tx.clone(), kill: kill.clone(), reply: reply_tx };
+    let accept = HubMsg::Accept { addr, out: out_tx.clone(), kill: kill.clone(), heard: heard.clone(), reply: reply_tx };
     if hub.send(accept).await.is_err() {
         return Admit::Gone;
     }
@@ -77,7 +81,7 @@ pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, l
         Ok(Admission::Admitted(conn)) => {
             let deadline = limits.first.map(|d| tokio::time::Instant::now() + d);
             let bucket = Bucket { tokens: limits.rate.1, at: Instant::now() };
-            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, kill, limits, deadline, bucket }, out_rx)
+            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, kill, heard, limits, deadline, bucket }, out_rx)
         }
         Ok(Admission::NoWorker) => Admit::NoWorker(out_rx),
         Ok(Admission::TooManyFromIp) => {
@@ -118,6 +122,8 @@ pub struct Client {
     /// The connection's own queue, for replies the transport makes itself.
     pub out: mpsc::Sender<Out>,
     pub kill: CancellationToken,
+    /// Set on a heartbeat the gateway keeps; the hub's heartbeat tick reads and clears it.
+    heard: Arc<AtomicBool>,
     limits: Limits,
     deadline: Option<tokio::time::Instant>,
     bucket: Bucket,
@@ -145,6 +151,10 @@ impl Client {
             inc(&self.limits.stats.limited);
             info!(conn = self.conn, addr = %self.addr, "message flood: more than {rate}/s (burst {burst}); closing");
             return Err(Stop::Flood);
+        }
+        if self.limits.heartbeats.iter().any(|h| h[..] == *data.trim_ascii()) {
+            self.heard.store(true, Ordering::Relaxed);
+            return Ok(());
         }
         self.hub.send(HubMsg::Data { conn: self.conn, data }).await.map_err(|_| Stop::HubGone)
     }
