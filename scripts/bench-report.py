@@ -51,7 +51,7 @@ if hold:
               f'| {num(r["gateway_cpu_percent_of_one_core"])} | {r["load_generator_cpu_secs"]:.1f} |')
 login = [(n, r) for n, r in rows if r["workload"] == "login"]
 if login:
-    print("\nLogin storm (every agent of one bot logs in at once; each must see every other, in its login's list or a `login_push`):\n")
+    print("\nLogin storm (every agent of one bot logs in at once; each must see every other, in its login's list, a `login_push` or a `presence_push`):\n")
     print("| run | agents | logins answered | saw every agent | login answer p50 / p99 / max ms | slowest to see every agent, ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for n, r in login:
