@@ -7,7 +7,9 @@ use crate::protocol::{code, escape_html, id_field, now_secs};
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
 use business::Context;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
 use tracing::info;
@@ -24,23 +26,28 @@ pub(crate) struct SignedIn {
 }
 
 impl SignedIn {
-    /// The `customer_list` of the login reply. The agent itself is in it, also when its join
-    /// was still not applied when the listing ran (then the list is built for this login).
-    pub fn customer_list_json(&self) -> Cow<'_, str> {
-        if self.online.agents().iter().any(|(i, _)| *i == self.id) {
-            return Cow::Borrowed(self.online.customer_list_json());
+    /// The `customer_list` of the login reply: the listing's own, shared with the other
+    /// logins it served. The agent itself is in it unless its join was still not applied
+    /// when the listing ran; then a list with it added is built for this login.
+    pub fn customer_list(&self) -> Cow<'_, RawValue> {
+        let agents = self.online.agents();
+        if agents.iter().any(|(i, _)| *i == self.id) {
+            return Cow::Borrowed(self.online.customer_list());
         }
-        Cow::Owned(Value::Array(self.customer_list()).to_string())
+        let with_me = agents.iter().map(|(i, n)| (i.as_str(), n.as_str())).chain([(self.id.as_str(), self.name.as_str())]);
+        Cow::Owned(presence::customer_list(with_me))
     }
+}
 
-    pub fn customer_list(&self) -> Vec<Value> {
-        let mut list: Vec<Value> =
-            self.online.agents().iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
-        if !self.online.agents().iter().any(|(i, _)| *i == self.id) {
-            list.push(json!({"customer_id": self.id, "customer_name": self.name, "status": 1}));
-        }
-        list
-    }
+/// The login reply, written around the already serialized `customer_list`.
+#[derive(Serialize)]
+struct LoginReply<'a> {
+    method: &'static str,
+    customer_id: &'a str,
+    customer_name: &'a str,
+    timestamp: i64,
+    customer_list: &'a RawValue,
+    conversations: &'a Value,
 }
 
 /// The login's `presence` field: `"batch"` asks for `presence_push` frames.
@@ -79,18 +86,16 @@ impl Chat {
         }
         let batch = presence_batch(req)?;
         let s = self.sign_in(ctx, &bid, &id, &name, exp, batch).await?;
-        // Built around the shared, already serialized list: in a login storm every login of
-        // a tick answers with the same few hundred kilobytes.
-        let head = json!({"method": "login", "customer_id": id, "customer_name": s.name, "timestamp": s.timestamp}).to_string();
-        let frame = format!(
-            "{},\"customer_list\":{},\"conversations\":{}}}",
-            head.strip_suffix('}').unwrap_or(&head),
-            s.customer_list_json(),
-            s.conversations
-        );
-        if let Err(e) = ctx.send(frame).await {
-            tracing::warn!(client = %ctx.client_id, "reply not sent: {e}");
-        }
+        let list = s.customer_list();
+        let reply = LoginReply {
+            method: "login",
+            customer_id: &id,
+            customer_name: &s.name,
+            timestamp: s.timestamp,
+            customer_list: &list,
+            conversations: &s.conversations,
+        };
+        self.send_serialized(ctx, &reply).await;
         Ok(())
     }
 

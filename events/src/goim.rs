@@ -19,6 +19,22 @@ use serde_json::{json, Map, Value};
 /// The session key holding the room a goim client authenticated into (its heartbeat counts it).
 const HOME_ROOM: &[u8] = b"goim_room";
 
+/// The answer to op 7, written around the login's already serialized `customer_list`.
+#[derive(serde::Serialize)]
+struct AuthReply<'a> {
+    method: &'static str,
+    mid: &'a str,
+    shop_id: &'a str,
+    name: &'a str,
+    timestamp: i64,
+    customer_list: &'a serde_json::value::RawValue,
+    conversations: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<Value>>,
+}
+
 impl Chat {
     pub(crate) async fn auth(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
         let mid = id_field(req, "mid")?.ok_or_else(|| Fail::bad("mid is required"))?;
@@ -48,17 +64,25 @@ impl Chat {
         }
         let batch = crate::agents::presence_batch(req)?;
         let signed = self.sign_in(ctx, &bid, &mid, &name, exp, batch).await?;
-        let mut reply = json!({"method": "auth", "mid": mid, "shop_id": bid, "name": signed.name,
-                               "timestamp": signed.timestamp, "customer_list": signed.customer_list(),
-                               "conversations": signed.conversations});
+        let mut members = None;
         if let Some(room) = &room {
-            let members = self.enter_room(ctx, &bid, &mid, &signed.name, room).await?;
+            members = Some(self.enter_room(ctx, &bid, &mid, &signed.name, room).await?);
             ctx.session_mut().insert(Key::Str(HOME_ROOM.to_vec()), Php::Str(room.as_bytes().to_vec()));
             ctx.save_session().await?;
-            reply["room_id"] = room.clone().into();
-            reply["members"] = members.into();
         }
-        self.reply(ctx, reply).await;
+        let list = signed.customer_list();
+        let reply = AuthReply {
+            method: "auth",
+            mid: &mid,
+            shop_id: &bid,
+            name: &signed.name,
+            timestamp: signed.timestamp,
+            customer_list: &list,
+            conversations: &signed.conversations,
+            room_id: room.as_deref(),
+            members,
+        };
+        self.send_serialized(ctx, &reply).await;
         Ok(())
     }
 

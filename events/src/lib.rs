@@ -107,15 +107,22 @@ impl Chat {
         Ok(Chat { store, config, assignment, upstream, roster: Default::default(), announcer: Default::default(), joins: Default::default() })
     }
 
+    /// Sends a reply built as a struct (one that embeds already serialized JSON).
+    pub async fn send_serialized<T: serde::Serialize>(&self, ctx: &Context, reply: &T) {
+        match serde_json::to_string(reply) {
+            Ok(frame) => {
+                if let Err(e) = ctx.send(frame).await {
+                    warn!(client = %ctx.client_id, "reply not sent: {e}");
+                }
+            }
+            Err(e) => warn!(client = %ctx.client_id, "reply not serialized: {e}"),
+        }
+    }
+
     pub async fn reply(&self, ctx: &Context, v: Value) {
         if let Err(e) = ctx.send(v.to_string()).await {
             warn!(client = %ctx.client_id, "reply not sent: {e}");
         }
-    }
-
-    /// Agents of a bot online right now: `(customer_id, customer_name)`, each once.
-    pub async fn online_agents(&self, api: &Api, bid: &str) -> Result<Vec<(String, String)>, Fail> {
-        Ok(self.roster.list(api, bid).await?.agents().to_vec())
     }
 
     async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {

@@ -8,6 +8,8 @@
 //!   join, so two agents logging in at once always learn of each other), and every caller
 //!   waiting while one listing runs shares the next one. A storm of n logins costs as many
 //!   listings as fit in its duration, not n.
+//! * [`Joins`] is an actor per gateway that confirms logins' joins, one query per round for
+//!   every login waiting (see below for why a login waits).
 //! * [`Announcer`] is an actor per bot that sends presence changes in order. Agents that asked
 //!   for it at login (`"presence":"batch"`) get every change of a tick in one `presence_push`
 //!   frame; the others get the contract's one `login_push`/`logout_push` per change. The first
@@ -21,6 +23,7 @@
 
 use crate::who::Who;
 use business::{Api, ApiError, ClientId};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,7 +64,13 @@ pub struct Snapshot {
     started: u64,
     pub connections: Vec<Online>,
     agents: OnceLock<Vec<(String, String)>>,
-    customer_list: OnceLock<String>,
+    customer_list: OnceLock<Box<RawValue>>,
+}
+
+/// A `customer_list`: `[{"customer_id","customer_name","status":1}, ...]`.
+pub fn customer_list<'a>(agents: impl Iterator<Item = (&'a str, &'a str)>) -> Box<RawValue> {
+    let list: Vec<Value> = agents.map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
+    serde_json::value::to_raw_value(&list).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 impl Snapshot {
@@ -73,13 +82,10 @@ impl Snapshot {
         })
     }
 
-    /// The login reply's `customer_list`, serialized once for every login that shares it.
-    pub fn customer_list_json(&self) -> &str {
-        self.customer_list.get_or_init(|| {
-            let list: Vec<Value> =
-                self.agents().iter().map(|(i, n)| json!({"customer_id": i, "customer_name": n, "status": 1})).collect();
-            Value::Array(list).to_string()
-        })
+    /// The login reply's `customer_list`, serialized once for every login that shares it
+    /// (in a storm, hundreds of kilobytes per login).
+    pub fn customer_list(&self) -> &RawValue {
+        self.customer_list.get_or_init(|| customer_list(self.agents().iter().map(|(i, n)| (i.as_str(), n.as_str()))))
     }
 
     /// Whether agent `id` has a connection here other than `except`.
@@ -258,9 +264,8 @@ async fn announce_loop(api: Api, bid: String, mut rx: mpsc::Receiver<Change>) {
             changes.push(c);
         }
         for c in &changes {
-            let skip: Vec<String> = c.client.iter().map(ClientId::to_string).collect();
-            let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
-            if let Err(e) = api.send_to_group(&[&single], c.to_json().to_string(), &skip).await {
+            let skip = c.client.map(|id| id.to_string());
+            if let Err(e) = api.send_to_group(&[&single], c.to_json().to_string(), skip.as_deref().as_slice()).await {
                 warn!(bid = %bid, "presence push not sent: {e}");
             }
         }

@@ -73,7 +73,8 @@ impl Chat {
         if conv.assigned.is_some() || self.assignment == Assignment::None {
             return Ok(conv);
         }
-        let online = self.online_agents(api, &conv.bid).await?;
+        let listing = self.roster.list(api, &conv.bid).await?;
+        let online = listing.agents();
         if online.is_empty() {
             return Ok(conv);
         }
