@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 cargo build --release --quiet
-BIN=$PWD/target/release/switchboard
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/switchboard
 WORK=$(mktemp -d)
 RESULTS=$WORK/results
 mkdir -p "$RESULTS"
