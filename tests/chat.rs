@@ -10,40 +10,8 @@ use std::time::Duration;
 
 const SECRET: &str = "test-agent-secret";
 
-struct Chat {
-    _register: Proc,
-    a: Gw,
-    b: Gw,
-    _workers: Vec<Proc>,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn chat_cluster(net: u8, events_toml: &str) -> Chat {
-    let dir = std::env::temp_dir().join(format!("sb-chat-{net}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("switchboard.toml");
-    let db = dir.join("chat.db");
-    let store = if events_toml.contains("store =") { String::new() } else { format!("store = \"sqlite:{}\"\n", db.display()) };
-    std::fs::write(&config, format!("[events]\n{store}{events_toml}\n")).expect("config");
-    let reg_ip = format!("127.{net}.0.1");
-    let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
-    let register = start_register(&format!("n{net}-register"), &reg, &[]);
-    wait_listening(&reg).await;
-    let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg, &[]);
-    let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg, &[]);
-    let cfg = config.to_str().expect("path");
-    let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, SECRET, 2);
-    wait_log(&a.proc, "business worker connected", 2).await;
-    wait_log(&b.proc, "business worker connected", 2).await;
-    Chat { _register: register, a, b, _workers: workers, _dir: TempDir(dir) }
+async fn chat_system(net: u8, events_toml: &str) -> ChatSystem {
+    chat_system_with(net, events_toml, SECRET).await
 }
 
 fn token(bid: &str, agent: &str) -> String {
@@ -51,12 +19,7 @@ fn token(bid: &str, agent: &str) -> String {
 }
 
 async fn agent(url: &str, bid: &str, id: &str, name: &str) -> (Client, Value) {
-    let mut c = Client::chat(url).await;
-    let reply = c
-        .request(json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": name, "token": token(bid, id)}), "login")
-        .await;
-    assert!(reply.get("code").is_none(), "login refused: {reply}");
-    (c, reply)
+    agent_with(url, SECRET, bid, id, name).await
 }
 
 fn ids(list: &Value) -> Vec<String> {
@@ -68,7 +31,7 @@ fn ids(list: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_log_in_see_each_other_and_log_out_after_the_last_tab() {
-    let c = chat_cluster(51, "").await;
+    let c = chat_system(51, "").await;
     let mut anon = Client::chat(&c.a.ws).await;
     // Refusals, each with its code.
     let r = anon.request(json!({"method": "login", "bid": "1", "customer_id": "a1", "customer_name": "A"}), "login").await;
@@ -115,7 +78,7 @@ async fn agents_log_in_see_each_other_and_log_out_after_the_last_tab() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_are_assigned_and_converse_with_history_and_unread() {
-    let c = chat_cluster(52, "").await;
+    let c = chat_system(52, "").await;
     let (mut a1, _) = agent(&c.a.ws, "7", "a1", "Alice").await;
     let (b2, _) = agent(&c.b.ws, "7", "b2", "Bob").await;
     let mut v = Client::chat(&c.a.ws).await;
@@ -215,7 +178,7 @@ async fn two_workers_racing_never_assign_twice_on_redis() {
 }
 
 async fn race(net: u8, events_toml: &str) {
-    let c = chat_cluster(net, events_toml).await;
+    let c = chat_system(net, events_toml).await;
     let (mut watcher, _) = agent(&c.a.ws, "9", "a1", "Alice").await;
     let (_b2, _) = agent(&c.b.ws, "9", "b2", "Bob").await;
     let mut convs = Vec::new();
@@ -250,7 +213,7 @@ async fn race(net: u8, events_toml: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_and_private_messages_across_gateways() {
-    let c = chat_cluster(54, "").await;
+    let c = chat_system(54, "").await;
     let (mut a1, _) = agent(&c.a.ws, "3", "a1", "Alice").await;
     let (mut b2, _) = agent(&c.b.ws, "3", "b2", "Bob").await;
     let (mut b2_tab, _) = agent(&c.a.ws, "3", "b2", "Bob").await;
@@ -292,7 +255,7 @@ async fn rooms_and_private_messages_across_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unassigned_fan_out_and_bad_input() {
-    let c = chat_cluster(55, "assignment = \"none\"\nmax_content = 10\nrate_limit = 10.0\nrate_burst = 10.0").await;
+    let c = chat_system(55, "assignment = \"none\"\nmax_content = 10\nrate_limit = 10.0\nrate_burst = 10.0").await;
     let (mut a1, _) = agent(&c.a.ws, "5", "a1", "Alice").await;
     let (mut b2, _) = agent(&c.b.ws, "5", "b2", "Bob").await;
     let mut v = Client::chat(&c.a.ws).await;
@@ -337,7 +300,7 @@ async fn unassigned_fan_out_and_bad_input() {
 async fn other_methods_go_to_the_upstream() {
     let (url, _) = start_upstream("127.56.0.9").await;
     let cfg = format!("upstream_url = \"{url}\"\nupstream_token = \"up-secret\"\nupstream_timeout = 1.0");
-    let c = chat_cluster(56, &cfg).await;
+    let c = chat_system(56, &cfg).await;
     let (mut a1, _) = agent(&c.a.ws, "8", "a1", "Alice").await;
     let r = a1.request(json!({"method": "echo", "x": [1, "two"]}), "echo").await;
     assert_eq!(r["target"], "/api/echo?token=up-secret");
@@ -362,34 +325,9 @@ async fn other_methods_go_to_the_upstream() {
     assert_eq!(r["code"], "504");
     let r = a1.request(json!({"method": "../x"}), "../x").await;
     assert_eq!(r["code"], "10005");
-    for w in &c._workers {
+    for w in &c.workers {
         assert!(!w.log_text().contains("up-secret"), "the upstream token never reaches the logs");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_token_ends_the_agent_session() {
-    let c = chat_cluster(58, "").await;
-    let (mut watcher, _) = agent(&c.a.ws, "6", "w1", "Watcher").await;
-    let short = {
-        let out = std::process::Command::new(BIN)
-            .args(["token", "--bid", "6", "--agent", "t1", "--ttl", "2"])
-            .env("SWITCHBOARD_AGENT_SECRET", SECRET)
-            .output()
-            .expect("token");
-        String::from_utf8(out.stdout).expect("utf8").trim().to_string()
-    };
-    let mut t = Client::chat(&c.b.ws).await;
-    let r = t.request(json!({"method": "login", "bid": "6", "customer_id": "t1", "customer_name": "Temp", "token": short}), "login").await;
-    assert!(r.get("code").is_none(), "{r}");
-    let r = t.request(json!({"method": "conversation_list"}), "conversation_list").await;
-    assert!(r.get("code").is_none(), "valid at first: {r}");
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    let r = t.request(json!({"method": "conversation_list"}), "conversation_list").await;
-    assert_eq!(r["code"], "10004", "expired: {r}");
-    watcher.next_where(|m| m["method"] == "logout_push" && m["customer_id"] == "t1").await;
-    let r = t.request(json!({"method": "join", "room": "x"}), "join").await;
-    assert_eq!(r["code"], "10004", "no longer an agent: {r}");
 }
 
 /// What one agent learned from a frame: agents that came (`login` list, `login_push`, the
@@ -429,7 +367,7 @@ async fn a_login_storm_leaves_every_agent_knowing_every_other() {
     // Agents on two gateways, served by two workers, all logging in at once: each must learn of
     // every other from its login's list or a push (a race lost there leaves an agent blind to
     // a colleague), in the form it asked for, and of every one that leaves.
-    let c = chat_cluster(59, "").await;
+    let c = chat_system(59, "").await;
     const N: usize = 120;
     let mut clients = Vec::new();
     for i in 0..N {

@@ -85,7 +85,7 @@ async fn start_status_restart_and_stop() {
     a.request(json!({"method": "join", "room": "ops"}), "join").await;
     let conns = ok(&sb(&dir.0, &["connections", "--json"]));
     let conns: Value = serde_json::from_str(&conns).expect("json");
-    let mine = conns.as_array().and_then(|l| l.iter().find(|c| c["uid"] == "a1")).cloned().expect("a1 is listed");
+    let mine = conns.as_array().and_then(|l| l.iter().find(|c| c["uid"] == "a:1:a1")).cloned().expect("a1 is listed, by its bot-scoped uid");
     assert!(mine["groups"].as_array().is_some_and(|g| g.contains(&json!("room:1:ops"))), "{mine}");
     let gw = status(&dir.0).into_iter().find(|r| r["role"] == "gateway").expect("gateway row");
     assert!(gw["messages_in"].as_u64().unwrap_or(0) >= 2, "{gw}");

@@ -1,18 +1,29 @@
 //! Agents of a bot: `login` (verified token), the online list, and the pushes when an agent
-//! comes or goes. An agent's connections are bound to uid = customer_id and join the group
-//! named by the bot id, as the contract says.
+//! comes or goes. An agent's connections are bound to its bot-scoped uid and join its bot's
+//! group (`keys`: the contract's uid = customer_id and group = bid, made safe between bots).
 
 use crate::presence::{self, Change, Snapshot};
+use crate::keys;
 use crate::protocol::{code, escape_html, id_field, now_secs};
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
-use business::Context;
+use business::{Api, ClientId, Context};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
+
+/// The frame an agent gets when its token stops counting, just before its connection closes.
+fn ended_frame(why: &str) -> String {
+    crate::protocol::error(Some("logout"), code::NOT_AUTHORISED, &format!("agent token {why}: log in again"))
+}
+
+/// Whether a token expiring at `exp` (Unix seconds) is still valid now.
+fn valid_now(exp: Option<u64>) -> bool {
+    exp.is_none_or(|e| e > now_secs() as u64)
+}
 
 /// What a fresh agent login sees.
 pub(crate) struct SignedIn {
@@ -22,6 +33,8 @@ pub(crate) struct SignedIn {
     /// The bot's agents online, listed after this login's join (so it is among them).
     pub online: Arc<Snapshot>,
     pub conversations: Value,
+    /// More open conversations than the answer carries: page on with `conversation_list`.
+    pub conversations_more: bool,
     pub timestamp: i64,
 }
 
@@ -48,6 +61,7 @@ struct LoginReply<'a> {
     timestamp: i64,
     customer_list: &'a RawValue,
     conversations: &'a Value,
+    conversations_more: bool,
 }
 
 /// The login's `presence` field: `"batch"` asks for `presence_push` frames.
@@ -74,6 +88,7 @@ impl Chat {
         if name.chars().count() > 64 {
             return Err(Fail::bad("customer_name is longer than 64 characters"));
         }
+        self.one_identity(ctx, &Who::Agent { bid: bid.clone(), id: id.clone(), name: String::new() })?;
         if self.revoked(&bid, &id) {
             return Err(Fail::denied("agent token revoked"));
         }
@@ -94,6 +109,7 @@ impl Chat {
             timestamp: s.timestamp,
             customer_list: &list,
             conversations: &s.conversations,
+            conversations_more: s.conversations_more,
         };
         self.send_serialized(ctx, &reply).await;
         Ok(())
@@ -106,7 +122,7 @@ impl Chat {
         let name = escape_html(name);
         if let Who::Agent { bid: old_bid, .. } = Who::of(ctx) {
             if old_bid != bid {
-                ctx.api.leave_group(&ctx.id(), &old_bid).await?;
+                ctx.api.leave_group(&ctx.id(), &keys::bot_group(&old_bid)).await?;
             }
             for g in [presence::single_group(&old_bid), presence::batch_group(&old_bid)] {
                 ctx.api.leave_group(&ctx.id(), &g).await?;
@@ -117,47 +133,97 @@ impl Chat {
         crate::who::set_token_exp(ctx, exp);
         // Written before joining the group, so anyone listing the group sees who this is.
         ctx.save_session().await?;
-        ctx.api.bind_uid(&ctx.id(), id).await?;
-        ctx.api.join_group(&ctx.id(), bid).await?;
+        ctx.api.bind_uid(&ctx.id(), &keys::agent_uid(bid, id)).await?;
+        ctx.api.join_group(&ctx.id(), &keys::bot_group(bid)).await?;
         let pushes = if batch { presence::batch_group(bid) } else { presence::single_group(bid) };
         ctx.api.join_group(&ctx.id(), &pushes).await?;
         self.store.add_agent(bid, id, &name).await?;
         // Joined (both groups: one link, in order) before listing: see `presence`.
         self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
         let online = self.roster.list(&ctx.api, bid).await?;
-        let conversations = self.conversation_summaries(bid, id).await?;
+        let (conversations, conversations_more) = self.conversation_summaries(bid, id, None, self.config.conversation_page.max(1)).await?;
         let timestamp = now_secs();
         let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
         self.announcer.announce(&ctx.api, bid, change).await;
+        if let Some(exp) = exp {
+            expire_at(&ctx.api, ctx.client_id, bid, id, exp);
+        }
         info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent logged in");
-        Ok(SignedIn { id: id.to_string(), name, online, conversations: conversations.into(), timestamp })
+        Ok(SignedIn { id: id.to_string(), name, online, conversations: conversations.into(), conversations_more, timestamp })
     }
 
-    /// Every agent action re-checks the token's expiry: an expired token ends the agent's
-    /// session on this connection (it is no longer bound, grouped or named), which then needs
-    /// a fresh `login`.
+    /// A connection is one identity for its life: an agent cannot also become a visitor (and
+    /// so a second party to conversations it may read), a visitor cannot log in as an agent,
+    /// and neither can turn into another agent or visitor. Logging in again as the same one
+    /// (a fresh token, a resumed conversation) is fine.
+    pub(crate) fn one_identity(&self, ctx: &Context, wanted: &Who) -> Outcome {
+        let now = Who::of(ctx);
+        if now == Who::Nobody || now.same_identity(wanted) {
+            return Ok(());
+        }
+        let what = match now {
+            Who::Agent { .. } => "an agent",
+            _ => "a visitor",
+        };
+        Err(Fail::denied(format!("this connection is already {what}: one identity per connection, open another")))
+    }
+
+    /// Every agent action re-checks the token: an expired or revoked one gets the `logout`
+    /// frame and its connection is closed, as the expiry timer would have done.
     pub(crate) async fn check_token(&self, ctx: &mut Context, who: &Who) -> Outcome {
-        let Who::Agent { bid, id, name } = who else { return Ok(()) };
+        let Who::Agent { bid, id, .. } = who else { return Ok(()) };
         let revoked = self.revoked(bid, id);
-        let expired = crate::who::token_exp(ctx).is_some_and(|exp| exp <= crate::protocol::now_secs() as u64);
-        if !revoked && !expired {
+        if !revoked && valid_now(crate::who::token_exp(ctx)) {
             return Ok(());
         }
         let why = if revoked { "revoked" } else { "expired" };
-        info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent token {why}: ending the agent session");
-        Who::Nobody.store(ctx);
-        crate::who::set_token_exp(ctx, None);
-        ctx.save_session().await?;
-        ctx.api.unbind_uid(&ctx.id(), id).await?;
-        for g in [bid.clone(), presence::single_group(bid), presence::batch_group(bid)] {
-            ctx.api.leave_group(&ctx.id(), &g).await?;
-        }
-        self.agent_gone(ctx, bid, id, name).await?;
+        end_agent(&ctx.api, ctx.client_id, bid, id, why).await;
         Err(Fail::denied(format!("agent token {why}: log in again")))
     }
 
     pub(crate) fn revoked(&self, bid: &str, id: &str) -> bool {
-        self.config.revoked_agents.iter().any(|r| r.split_once(':') == Some((bid, id)))
+        revoked(&self.config.revoked_agents, bid, id)
+    }
+
+    /// The bot's agents that may be given work now: online, token valid, not revoked; each
+    /// once, in listing order.
+    pub(crate) fn valid_agents<'a>(&self, bid: &str, listing: &'a Snapshot) -> Vec<&'a str> {
+        let mut seen = std::collections::HashSet::new();
+        listing
+            .connections
+            .iter()
+            .filter(|o| valid_now(o.exp) && !self.revoked(bid, &o.id))
+            .filter(|o| seen.insert(o.id.as_str()))
+            .map(|o| o.id.as_str())
+            .collect()
+    }
+
+    /// At a worker's start (every `reload` starts new ones with the config as it is now),
+    /// once the gateways are known: agents revoked meanwhile are ended, and every agent
+    /// session gets its expiry timer here too, since timers die with the worker that set them.
+    pub(crate) fn sweep_agents(&self, api: &Api) {
+        let (api, revoked_list) = (api.clone(), self.config.revoked_agents.clone());
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                if api.gateways().await.is_ok_and(|g| !g.is_empty()) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let sessions = match api.get_all_client_sessions().await {
+                Ok(s) => s,
+                Err(e) => return warn!("agent sweep: cannot list sessions: {e}"),
+            };
+            for (client, s) in sessions {
+                if let Who::Agent { bid, id, .. } = Who::from_session(s.as_ref()) {
+                    if revoked(&revoked_list, &bid, &id) {
+                        end_agent(&api, client, &bid, &id, "revoked").await;
+                    } else if let Some(exp) = s.as_ref().and_then(crate::who::session_token_exp) {
+                        expire_at(&api, client, &bid, &id, exp);
+                    }
+                }
+            }
+        });
     }
 
     /// An agent connection closed: tell the bot's agents if it was that agent's last one.
@@ -170,4 +236,42 @@ impl Chat {
         }
         Ok(())
     }
+}
+
+/// Ends an agent's session whose token stopped counting: the `logout` frame, then the
+/// connection closes, which takes it out of its uid, bot, presence and room groups on the
+/// gateway at once; `on_close` tells the bot's other agents.
+pub(crate) async fn end_agent(api: &Api, client: ClientId, bid: &str, id: &str, why: &str) {
+    info!(bid = %bid, agent = %id, %client, "agent token {why}: closing the agent's connection");
+    if let Err(e) = api.close_client(&client.to_string(), Some(bytes::Bytes::from(ended_frame(why)))).await {
+        warn!(%client, "could not close an agent whose token {why}: {e}");
+    }
+}
+
+/// Whether `"<bid>:<id>"` is in the configured list of revoked agents.
+fn revoked(list: &[String], bid: &str, id: &str) -> bool {
+    list.iter().any(|r| r.split_once(':') == Some((bid, id)))
+}
+
+/// Ends agent `id`'s session on `client` when its token expires at `exp`, without waiting for
+/// the agent to act (one sleeping task per login). A later login on that connection with a
+/// fresh token changes the session's `token_exp`, and this timer then does nothing.
+fn expire_at(api: &Api, client: ClientId, bid: &str, id: &str, exp: u64) {
+    let (api, bid, id) = (api.clone(), bid.to_string(), id.to_string());
+    tokio::spawn(async move {
+        let wait = (exp as i64 - now_secs()).max(0) as u64;
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        // Whole seconds: wait for the one `exp` names to be over.
+        while valid_now(Some(exp)) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let session = match api.get_session(&client.to_string()).await {
+            Ok(s) => s,
+            Err(e) => return warn!(%client, "expiry check failed: {e}"),
+        };
+        let still = matches!(Who::from_session(session.as_ref()), Who::Agent { bid: b, id: i, .. } if b == bid && i == id);
+        if still && session.as_ref().and_then(crate::who::session_token_exp) == Some(exp) {
+            end_agent(&api, client, &bid, &id, "expired").await;
+        }
+    });
 }

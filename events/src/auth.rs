@@ -53,6 +53,9 @@ pub fn verify_any_bot(secret: &str, token: &str, agent: &str) -> Result<Claims, 
     }
     let mut v = Validation::new(Algorithm::HS256);
     v.set_required_spec_claims(&["exp", "sub"]);
+    // No grace after `exp` (the library allows 60 s): an expired token is refused at login as
+    // it is at every later action and by the expiry timer.
+    v.leeway = 0;
     let data = decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)?;
     if data.claims.sub != agent {
         return Err(AuthError::Mismatch { sub: data.claims.sub, bid: data.claims.bid });

@@ -25,6 +25,11 @@ pub struct Config {
     pub rate_burst: f64,
     /// Most messages one `history` call returns.
     pub history_limit: usize,
+    /// New conversations one client address may open per minute (per worker process), in
+    /// bursts of as many; 0 = unlimited. See `flood`.
+    pub visitor_conversations_per_minute: f64,
+    /// Conversations in an agent's login answer and in one `conversation_list` page.
+    pub conversation_page: usize,
     /// Where methods that are not built in go: a URL with `{method}` in it ('' = nowhere).
     pub upstream_url: String,
     /// Sent to the upstream as `?token=` and `Authorization: Bearer` (or `SWITCHBOARD_UPSTREAM_TOKEN`).
@@ -50,6 +55,8 @@ impl Default for Config {
             rate_limit: 20.0,
             rate_burst: 40.0,
             history_limit: 100,
+            visitor_conversations_per_minute: 30.0,
+            conversation_page: 100,
             upstream_url: String::new(),
             upstream_token: String::new(),
             upstream_timeout: 5.0,

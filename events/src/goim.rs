@@ -9,7 +9,7 @@
 
 use crate::messages::Target;
 use crate::protocol::{id_field, message_json, text_field};
-use crate::rooms::room_group;
+use crate::keys::room_group;
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
 use business::php::{Key, Value as Php};
@@ -29,6 +29,7 @@ struct AuthReply<'a> {
     timestamp: i64,
     customer_list: &'a serde_json::value::RawValue,
     conversations: &'a Value,
+    conversations_more: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     room_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,6 +60,7 @@ impl Chat {
         } else {
             (shop.ok_or_else(|| Fail::bad("shop_id is required"))?, None)
         };
+        self.one_identity(ctx, &Who::Agent { bid: bid.clone(), id: mid.clone(), name: String::new() })?;
         if self.revoked(&bid, &mid) {
             return Err(Fail::denied("agent token revoked"));
         }
@@ -79,6 +81,7 @@ impl Chat {
             timestamp: signed.timestamp,
             customer_list: &list,
             conversations: &signed.conversations,
+            conversations_more: signed.conversations_more,
             room_id: room.as_deref(),
             members,
         };
@@ -106,7 +109,7 @@ impl Chat {
     pub(crate) async fn sync(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
         let target = self.target(who, req, "with_uid").await?;
         let me = who.uid().unwrap_or_default();
-        let (thread, key, value) = self.thread_of(&target, &me);
+        let (thread, key, value) = self.thread_of(&target, who);
         let key = if key == "to_uid" { "with_uid" } else { key };
         let limit = self.limit_field(req, self.config.history_limit)?;
         let since = Self::int_field(req, "id")?;

@@ -10,7 +10,9 @@
 pub mod agents;
 pub mod auth;
 pub mod config;
+pub mod flood;
 pub mod goim;
+pub mod keys;
 pub mod line;
 pub mod messages;
 pub mod presence;
@@ -83,6 +85,7 @@ pub struct Chat {
     roster: presence::Roster,
     announcer: presence::Announcer,
     joins: presence::Joins,
+    new_conversations: flood::PerIp,
 }
 
 impl Chat {
@@ -104,7 +107,17 @@ impl Chat {
             _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
         };
         let upstream = proxy::Upstream::new(&config)?.map(Arc::new);
-        Ok(Chat { store, config, assignment, upstream, roster: Default::default(), announcer: Default::default(), joins: Default::default() })
+        let new_conversations = flood::PerIp::per_minute(config.visitor_conversations_per_minute);
+        Ok(Chat {
+            store,
+            config,
+            assignment,
+            upstream,
+            roster: Default::default(),
+            announcer: Default::default(),
+            joins: Default::default(),
+            new_conversations,
+        })
     }
 
     /// Sends a reply built as a struct (one that embeds already serialized JSON).
@@ -142,7 +155,7 @@ impl Chat {
             "read" => self.read(ctx, &who, req).await,
             "join" => self.join(ctx, &who, req).await,
             "leave" => self.leave(ctx, &who, req).await,
-            "conversation_list" => self.conversation_list(ctx, &who).await,
+            "conversation_list" => self.conversation_list(ctx, &who, req).await,
             "typing" => self.typing(ctx, &who, req).await,
             "claim" => self.claim(ctx, &who, req).await,
             "transfer" => self.transfer(ctx, &who, req).await,
@@ -177,13 +190,14 @@ const ABUSE_CLOSE: u32 = 100;
 
 #[async_trait]
 impl Events for Chat {
-    async fn on_worker_start(&self, _api: &Api) {
+    async fn on_worker_start(&self, api: &Api) {
         // Said by the processes that take logins, not by `switchboard line`, which shares `Chat`.
         if !self.config.agent_auth {
             warn!("AGENT AUTHENTICATION IS DISABLED: anyone can log in as any agent (development only)");
         } else if self.config.agent_secret.is_empty() {
             warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
         }
+        self.sweep_agents(api);
         info!(store = %self.config.store, assignment = ?self.assignment, "chat application ready");
     }
 

@@ -3,19 +3,12 @@
 //! original acknowledgement and is not delivered again.
 
 use crate::protocol::{id_field, message_json, text_field};
-use crate::rooms::{room_group, room_thread};
+use crate::keys::{agent_uid, conversation_thread, private_thread, room_group, room_thread, visitor_uid};
 use crate::store::{Inserted, NewMessage};
-use crate::visitors::conversation_thread;
-use crate::who::{rooms, visitor_uid, Who};
+use crate::who::{rooms, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
 use serde_json::{json, Map, Value};
-
-/// The thread of a private conversation between two agents of a bot (order-independent).
-pub fn private_thread(bid: &str, a: &str, b: &str) -> String {
-    let (x, y) = if a <= b { (a, b) } else { (b, a) };
-    format!("d:{bid}:{}", json!([x, y]))
-}
 
 /// Where a message goes, after the caller's rights were checked.
 pub(crate) enum Target {
@@ -57,7 +50,12 @@ impl Chat {
         }
     }
 
-    pub(crate) fn thread_of(&self, t: &Target, me: &str) -> (String, &'static str, String) {
+    /// The thread `t` names for the caller `who`, and the field and value clients know it by.
+    pub(crate) fn thread_of(&self, t: &Target, who: &Who) -> (String, &'static str, String) {
+        let me = match who {
+            Who::Agent { id, .. } => id.as_str(),
+            _ => "",
+        };
         match t {
             Target::Conversation(c) => (conversation_thread(&c.id), "conversation_id", c.id.clone()),
             Target::Room { bid, room } => (room_thread(bid, room), "room", room.clone()),
@@ -75,7 +73,7 @@ impl Chat {
         }
         let cid = id_field(req, "cid")?;
         let mut target = self.target(who, req, "to_uid").await?;
-        let me = who.uid().unwrap_or_default();
+        let (me, from_uid) = (who.uid().unwrap_or_default(), who.from_uid().unwrap_or_default());
         match &mut target {
             Target::Room { room, .. } if !rooms(ctx).contains(room) => return Err(Fail::denied("join the room first")),
             Target::Conversation(c) if !c.open => return Err(Fail::denied("the conversation is closed")),
@@ -84,12 +82,12 @@ impl Chat {
             }
             _ => {}
         }
-        let (thread, key, value) = self.thread_of(&target, &me);
+        let (thread, key, value) = self.thread_of(&target, who);
         let mut to = Map::new();
         to.insert(key.into(), value.into());
         let stored = self
             .store
-            .insert_message(NewMessage { thread, from_uid: me.clone(), from_name: who.name().to_string(), cid, content, to })
+            .insert_message(NewMessage { thread, sender: me.clone(), from_uid, from_name: who.name().to_string(), cid, content, to })
             .await?;
         let (msg, fresh) = match stored {
             Inserted::New(m) => (m, true),
@@ -113,7 +111,7 @@ impl Chat {
             match &target {
                 Target::Conversation(c) => self.deliver_in_conversation(api, c, matches!(who, Who::Visitor { .. }), frame).await?,
                 Target::Room { bid, room } => api.send_to_group(&[&room_group(bid, room)], frame, &[]).await?,
-                Target::Private { to, .. } => api.send_to_uid(&[to, &me], frame).await?,
+                Target::Private { bid, to } => api.send_to_uid(&[&agent_uid(bid, to), &me], frame).await?,
             }
         }
         let mut ack = json!({"method": "say_ack", "id": msg.id.to_string(), "timestamp": msg.timestamp});
@@ -132,11 +130,11 @@ impl Chat {
         let Target::Conversation(c) = self.target(who, req, "to_uid").await? else {
             return Err(Fail::bad("typing is for conversations"));
         };
-        let push = json!({"method": "typing_push", "conversation_id": c.id, "from_uid": who.uid(), "from_name": who.name()}).to_string();
+        let push = json!({"method": "typing_push", "conversation_id": c.id, "from_uid": who.from_uid(), "from_name": who.name()}).to_string();
         match (who, &c.assigned) {
-            (Who::Visitor { .. }, Some(agent)) => ctx.api.send_to_uid(&[agent], push).await?,
-            (Who::Visitor { .. }, None) => ctx.api.send_to_group(&[&c.bid], push, &[]).await?,
-            _ => ctx.api.send_to_uid(&[&visitor_uid(&c.visitor_id)], push).await?,
+            (Who::Visitor { .. }, Some(agent)) => ctx.api.send_to_uid(&[&agent_uid(&c.bid, agent)], push).await?,
+            (Who::Visitor { .. }, None) => ctx.api.send_to_group(&[&crate::keys::bot_group(&c.bid)], push, &[]).await?,
+            _ => ctx.api.send_to_uid(&[&visitor_uid(&c.bid, &c.visitor_id)], push).await?,
         }
         Ok(())
     }
@@ -160,8 +158,7 @@ impl Chat {
 
     pub(crate) async fn history(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
         let target = self.target(who, req, "with_uid").await?;
-        let me = who.uid().unwrap_or_default();
-        let (thread, key, value) = self.thread_of(&target, &me);
+        let (thread, key, value) = self.thread_of(&target, who);
         let key = if key == "to_uid" { "with_uid" } else { key };
         let limit = self.limit_field(req, 50)?;
         let before = Self::int_field(req, "before_id")?;
@@ -186,7 +183,7 @@ impl Chat {
     pub(crate) async fn mark_read(&self, who: &Who, req: &Map<String, Value>, method: &str) -> Result<Value, Fail> {
         let target = self.target(who, req, "with_uid").await?;
         let me = who.uid().unwrap_or_default();
-        let (thread, key, value) = self.thread_of(&target, &me);
+        let (thread, key, value) = self.thread_of(&target, who);
         let key = if key == "to_uid" { "with_uid" } else { key };
         let id = Self::int_field(req, "id")?.ok_or_else(|| Fail::bad("id is required"))?;
         self.store.mark_read(&thread, &me, id).await?;

@@ -34,12 +34,12 @@ use tracing::warn;
 
 /// The group of a bot's agents that get one frame per presence change (the contract's).
 pub fn single_group(bid: &str) -> String {
-    format!("presence:{bid}")
+    crate::keys::presence_single_group(bid)
 }
 
 /// The group of a bot's agents that get a tick's changes in one `presence_push`.
 pub fn batch_group(bid: &str) -> String {
-    format!("presence+:{bid}")
+    crate::keys::presence_batch_group(bid)
 }
 
 /// How long changes gather before the next `presence_push` (after one was just sent).
@@ -55,6 +55,8 @@ pub struct Online {
     pub client: ClientId,
     pub id: String,
     pub name: String,
+    /// When its token expires (None: agent auth is off).
+    pub exp: Option<u64>,
 }
 
 /// A listing of a bot's agent connections, and what is derived from it once.
@@ -121,11 +123,13 @@ impl Roster {
             return Ok(s.clone());
         }
         let started = self.tickets.fetch_add(1, Ordering::SeqCst);
-        let sessions = api.get_client_sessions_by_group(bid).await?;
+        let sessions = api.get_client_sessions_by_group(&crate::keys::bot_group(bid)).await?;
         let connections = sessions
             .into_iter()
             .filter_map(|(client, s)| match Who::from_session(s.as_ref()) {
-                Who::Agent { bid: b, id, name } if b == bid => Some(Online { client, id, name }),
+                Who::Agent { bid: b, id, name } if b == bid => {
+                    Some(Online { client, id, name, exp: s.as_ref().and_then(crate::who::session_token_exp) })
+                }
                 _ => None,
             })
             .collect();

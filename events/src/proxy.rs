@@ -55,7 +55,7 @@ impl Upstream {
         let who = Who::of(ctx);
         let (uid, bid) = match &who {
             Who::Nobody => (String::new(), String::new()),
-            Who::Agent { bid, .. } | Who::Visitor { bid, .. } => (who.uid().unwrap_or_default(), bid.clone()),
+            Who::Agent { bid, .. } | Who::Visitor { bid, .. } => (who.from_uid().unwrap_or_default(), bid.clone()),
         };
         let me = self.clone();
         let api = ctx.api.clone();

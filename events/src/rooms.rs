@@ -1,19 +1,12 @@
 //! Rooms: agents of a bot join and leave named rooms and see who is in them. A room is a
-//! gateway group named `room:<bid>:<room>`, so rooms of different bots never meet.
+//! gateway group named by `keys::room_group`, so rooms of different bots never meet.
 
+use crate::keys::room_group;
 use crate::protocol::{id_field, now_secs};
 use crate::who::{rooms, set_rooms, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
 use serde_json::{json, Map, Value};
-
-pub fn room_group(bid: &str, room: &str) -> String {
-    format!("room:{bid}:{room}")
-}
-
-pub fn room_thread(bid: &str, room: &str) -> String {
-    format!("r:{bid}:{room}")
-}
 
 impl Chat {
     fn room_of(&self, who: &Who, req: &Map<String, Value>) -> Result<(String, String, String, String), Fail> {

@@ -4,16 +4,12 @@
 use crate::config::Assignment;
 use crate::protocol::{escape_html, id_field, message_json, text_field};
 use crate::store::{sqlite::new_id, Conversation};
-use crate::who::{visitor_uid, Who};
+use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
+use crate::who::Who;
 use crate::{Chat, Fail, Outcome};
 use business::{Api, Context};
 use serde_json::{json, Map, Value};
 use tracing::info;
-
-/// The thread a conversation's messages are stored under.
-pub fn conversation_thread(id: &str) -> String {
-    format!("c:{id}")
-}
 
 pub(crate) fn push_of(conv: &Conversation) -> Value {
     json!({"method": "conversation_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id,
@@ -23,22 +19,33 @@ pub(crate) fn push_of(conv: &Conversation) -> Value {
 impl Chat {
     pub(crate) async fn visitor_login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
         let bid = id_field(req, "bid")?.ok_or_else(|| Fail::bad("bid is required"))?;
-        let visitor_id = match id_field(req, "visitor_id")? {
+        let visitor_id = match (id_field(req, "visitor_id")?, Who::of(ctx)) {
             // LINE users' ids are not secrets: nobody may open their conversations from a page.
-            Some(v) if crate::line::line_user(&v).is_some() => return Err(Fail::denied("visitor ids starting with line: are reserved")),
-            Some(v) => v,
-            None => new_id(),
+            (Some(v), _) if crate::line::line_user(&v).is_some() => return Err(Fail::denied("visitor ids starting with line: are reserved")),
+            (Some(v), _) => v,
+            // Asked again on a visitor's connection: the same visitor.
+            (None, Who::Visitor { id, .. }) => id,
+            (None, _) => new_id(),
         };
+        self.one_identity(ctx, &Who::Visitor { bid: bid.clone(), id: visitor_id.clone(), name: String::new(), conversation: String::new() })?;
         let name = match text_field(req, "name")? {
             Some(n) if !n.trim().is_empty() => n.trim().chars().take(64).collect(),
             _ => format!("Visitor {}", visitor_id.chars().take(6).collect::<String>()),
         };
         let name = escape_html(&name);
-        let conv = self.store.open_conversation(&bid, &visitor_id, &name).await?;
+        let ip = ctx.client_addr.ip();
+        if !self.new_conversations.allows(ip) {
+            info!(client = %ctx.client_id, %ip, "visitor_login refused: too many new conversations from this address");
+            return Err(Fail::bad("too many new conversations from your address: try again in a minute"));
+        }
+        let (conv, created) = self.store.open_conversation(&bid, &visitor_id, &name).await?;
+        if created {
+            self.new_conversations.take(ip);
+        }
         let me = Who::Visitor { bid: bid.clone(), id: visitor_id.clone(), name, conversation: conv.id.clone() };
         me.store(ctx);
         ctx.save_session().await?;
-        ctx.api.bind_uid(&ctx.id(), &visitor_uid(&visitor_id)).await?;
+        ctx.api.bind_uid(&ctx.id(), &visitor_uid(&bid, &visitor_id)).await?;
         let history = self.store.history(&conversation_thread(&conv.id), None, None, 50).await?;
         let assigned = self.agent_info(&bid, conv.assigned.as_deref()).await?;
         self.reply(
@@ -47,7 +54,7 @@ impl Chat {
                    "history": history.iter().map(message_json).collect::<Vec<_>>(), "assigned": assigned}),
         )
         .await;
-        ctx.api.send_to_group(&[&bid], push_of(&conv).to_string(), &[]).await?;
+        ctx.api.send_to_group(&[&bot_group(&bid)], push_of(&conv).to_string(), &[]).await?;
         Ok(())
     }
 
@@ -74,18 +81,20 @@ impl Chat {
             return Ok(conv);
         }
         let listing = self.roster.list(api, &conv.bid).await?;
-        let online = listing.agents();
+        // Only agents whose token is valid now: an expired or revoked one may still be
+        // connected for the moment before its timer closes it.
+        let online = self.valid_agents(&conv.bid, &listing);
         if online.is_empty() {
             return Ok(conv);
         }
         let pick = match self.assignment {
             Assignment::RoundRobin => {
                 let n = self.store.next_turn(&conv.bid).await?;
-                online[(n as usize) % online.len()].0.clone()
+                online[(n as usize) % online.len()].to_string()
             }
             _ => {
                 let load = self.store.load(&conv.bid).await?;
-                online.iter().min_by_key(|(id, _)| load.get(id).copied().unwrap_or(0)).map(|(id, _)| id.clone()).unwrap_or_default()
+                online.iter().min_by_key(|id| load.get(**id).copied().unwrap_or(0)).map(|id| id.to_string()).unwrap_or_default()
             }
         };
         if self.store.assign(&conv.id, &pick, None).await? {
@@ -101,20 +110,20 @@ impl Chat {
     async fn announce_assignment(&self, api: &Api, conv: &Conversation) -> Outcome {
         let info = self.agent_info(&conv.bid, conv.assigned.as_deref()).await?;
         let push = json!({"method": "assign_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id, "assigned": info});
-        api.send_to_group(&[&conv.bid], push.to_string(), &[]).await?;
-        api.send_to_uid(&[&visitor_uid(&conv.visitor_id)], push.to_string()).await?;
+        api.send_to_group(&[&bot_group(&conv.bid)], push.to_string(), &[]).await?;
+        api.send_to_uid(&[&visitor_uid(&conv.bid, &conv.visitor_id)], push.to_string()).await?;
         Ok(())
     }
 
     /// Delivers a stored conversation message: a visitor's reaches its agent (every agent of
     /// the bot while unassigned); an agent's reaches the visitor and every agent.
     pub(crate) async fn deliver_in_conversation(&self, api: &Api, conv: &Conversation, from_visitor: bool, frame: String) -> Outcome {
-        let visitor = visitor_uid(&conv.visitor_id);
+        let visitor = visitor_uid(&conv.bid, &conv.visitor_id);
         match (&conv.assigned, from_visitor) {
-            (Some(agent), true) => api.send_to_uid(&[&visitor, agent], frame).await?,
+            (Some(agent), true) => api.send_to_uid(&[&visitor, &agent_uid(&conv.bid, agent)], frame).await?,
             _ => {
                 api.send_to_uid(&[&visitor], frame.clone()).await?;
-                api.send_to_group(&[&conv.bid], frame, &[]).await?;
+                api.send_to_group(&[&bot_group(&conv.bid)], frame, &[]).await?;
             }
         }
         Ok(())
@@ -166,20 +175,27 @@ impl Chat {
         let ok = self.store.close_conversation(&id).await?;
         if ok {
             let push = json!({"method": "close_push", "conversation_id": id, "visitor_id": conv.visitor_id});
-            ctx.api.send_to_group(&[&conv.bid], push.to_string(), &[]).await?;
-            ctx.api.send_to_uid(&[&visitor_uid(&conv.visitor_id)], push.to_string()).await?;
+            ctx.api.send_to_group(&[&bot_group(&conv.bid)], push.to_string(), &[]).await?;
+            ctx.api.send_to_uid(&[&visitor_uid(&conv.bid, &conv.visitor_id)], push.to_string()).await?;
         }
         self.reply(ctx, json!({"method": "close", "conversation_id": id, "ok": ok})).await;
         Ok(())
     }
 
-    /// Open conversations of a bot as one agent sees them: waiting / mine / others, unread
-    /// counts and the last message.
-    pub(crate) async fn conversation_summaries(&self, bid: &str, me: &str) -> Result<Vec<Value>, Fail> {
+    /// A page of a bot's open conversations (oldest first, after conversation `after`) as one
+    /// agent sees them: waiting / mine / others, unread counts and the last message; `true`
+    /// when there are more. Paged because each costs store reads and bytes in the answer.
+    pub(crate) async fn conversation_summaries(&self, bid: &str, me: &str, after: Option<&str>, limit: usize) -> Result<(Vec<Value>, bool), Fail> {
+        let all = self.store.conversations(bid).await?;
+        let start = match after {
+            Some(a) => all.iter().position(|c| c.id == a).map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let more = all.len() > start + limit;
         let mut out = Vec::new();
-        for c in self.store.conversations(bid).await? {
+        for c in all.into_iter().skip(start).take(limit) {
             let thread = conversation_thread(&c.id);
-            let unread = self.store.unread(&thread, me).await?;
+            let unread = self.store.unread(&thread, &agent_uid(bid, me)).await?;
             let last = self.store.history(&thread, None, None, 1).await?.first().map(message_json);
             let state = match c.assigned.as_deref() {
                 None => "waiting",
@@ -195,13 +211,21 @@ impl Chat {
             }
             out.push(summary);
         }
-        Ok(out)
+        Ok((out, more))
     }
 
-    pub(crate) async fn conversation_list(&self, ctx: &mut Context, who: &Who) -> Outcome {
+    /// `{"method":"conversation_list","after":"<conversation_id>","limit":n}`: a page of the
+    /// bot's open conversations; `more` says whether to ask again after the last one.
+    pub(crate) async fn conversation_list(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
         let (bid, me) = self.agent_of(who)?;
-        let list = self.conversation_summaries(bid, me).await?;
-        self.reply(ctx, json!({"method": "conversation_list", "conversations": list})).await;
+        let after = id_field(req, "after")?;
+        let page = self.config.conversation_page.max(1);
+        let limit = match req.get("limit") {
+            None | Some(Value::Null) => page,
+            Some(v) => v.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))?.clamp(1, page as u64) as usize,
+        };
+        let (list, more) = self.conversation_summaries(bid, me, after.as_deref(), limit).await?;
+        self.reply(ctx, json!({"method": "conversation_list", "conversations": list, "more": more})).await;
         Ok(())
     }
 }

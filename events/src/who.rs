@@ -23,8 +23,8 @@ fn put(s: &mut php::Array, k: &str, v: &str) {
     s.insert(Key::Str(k.as_bytes().to_vec()), Value::Str(v.as_bytes().to_vec()));
 }
 
-/// The uid a visitor's connections are bound to (agents use their customer_id).
-pub fn visitor_uid(visitor_id: &str) -> String {
+/// The `from_uid` clients see for a visitor (agents are shown by their customer_id).
+pub fn visitor_from_uid(visitor_id: &str) -> String {
     format!("v:{visitor_id}")
 }
 
@@ -68,12 +68,23 @@ impl Who {
         }
     }
 
-    /// The uid this identity's connections are bound to.
+    /// The uid this identity's connections are bound to: scoped by bot (`keys`), and the
+    /// sender identity messages are deduplicated and read marks kept by.
     pub fn uid(&self) -> Option<String> {
         match self {
             Who::Nobody => None,
+            Who::Agent { bid, id, .. } => Some(crate::keys::agent_uid(bid, id)),
+            Who::Visitor { bid, id, .. } => Some(crate::keys::visitor_uid(bid, id)),
+        }
+    }
+
+    /// The `from_uid` clients see: an agent's customer_id, `v:<visitor_id>` for a visitor
+    /// (within one bot, as every client only sees its own bot).
+    pub fn from_uid(&self) -> Option<String> {
+        match self {
+            Who::Nobody => None,
             Who::Agent { id, .. } => Some(id.clone()),
-            Who::Visitor { id, .. } => Some(visitor_uid(id)),
+            Who::Visitor { id, .. } => Some(visitor_from_uid(id)),
         }
     }
 
@@ -100,9 +111,25 @@ pub fn set_rooms(ctx: &mut Context, rooms: &[String]) {
 
 /// When the agent token this connection logged in with expires (Unix seconds).
 pub fn token_exp(ctx: &Context) -> Option<u64> {
-    match ctx.session.as_ref()?.get(&Key::Str(b"token_exp".to_vec()))? {
+    session_token_exp(ctx.session.as_ref()?)
+}
+
+/// `token_exp` of a session read from a gateway (listings, sweeps).
+pub fn session_token_exp(s: &php::Array) -> Option<u64> {
+    match s.get(&Key::Str(b"token_exp".to_vec()))? {
         Value::Int(i) => u64::try_from(*i).ok(),
         _ => None,
+    }
+}
+
+impl Who {
+    /// Whether `other` is this same identity (a visitor's display name may change).
+    pub fn same_identity(&self, other: &Who) -> bool {
+        match (self, other) {
+            (Who::Agent { bid: b1, id: i1, .. }, Who::Agent { bid: b2, id: i2, .. }) => b1 == b2 && i1 == i2,
+            (Who::Visitor { bid: b1, id: i1, .. }, Who::Visitor { bid: b2, id: i2, .. }) => b1 == b2 && i1 == i2,
+            _ => false,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ fn msg(thread: &str, from: &str, cid: Option<&str>, content: &str) -> NewMessage
     to.insert("room".into(), "lobby".into());
     NewMessage {
         thread: thread.into(),
+        sender: format!("a:bot:{from}"),
         from_uid: from.into(),
         from_name: format!("{from} name"),
         cid: cid.map(str::to_string),
@@ -35,6 +36,16 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     }
     let Inserted::New(o) = a.insert_message(msg("t2", "u1", None, "other thread")).await.expect("insert") else { panic!("new") };
     assert_eq!(o.id, 1);
+    // A cid means "the same message" only from the same sender in the same thread: reused in
+    // another thread, or by another sender (another bot's agent of the same id), it is new.
+    let Inserted::New(o2) = b.insert_message(msg("t2", "u1", Some("c1"), "c1 elsewhere")).await.expect("insert") else {
+        panic!("a cid reused in another thread is a new message")
+    };
+    assert_eq!((o2.id, o2.content.as_str()), (2, "c1 elsewhere"));
+    let mut other_bot = msg("t1", "u1", Some("c1"), "another bot's u1");
+    other_bot.sender = "a:bot2:u1".into();
+    let Inserted::New(o3) = a.insert_message(other_bot).await.expect("insert") else { panic!("another sender's cid is a new message") };
+    assert_eq!(o3.id, 3);
 
     // Concurrent inserts from both handles: distinct ids, one winner per cid.
     let mut tasks = Vec::new();
@@ -56,24 +67,31 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
         a.insert_message(msg("t1", "u2", None, &format!("m{i}"))).await.expect("insert");
     }
     let last2 = a.history("t1", None, None, 2).await.expect("history");
-    assert_eq!(last2.iter().map(|m| m.id).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(last2.iter().map(|m| m.id).collect::<Vec<_>>(), vec![6, 7]);
     let before = b.history("t1", Some(5), None, 10).await.expect("history");
     assert_eq!(before.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     let after = b.history("t1", None, Some(4), 10).await.expect("history");
-    assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), vec![5, 6]);
+    assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), vec![5, 6, 7]);
     assert_eq!(before[0].from_name, "u1 name");
+    assert_eq!(before[0].sender, "a:bot:u1");
 
-    // Unread: others' messages after the mark; the mark never moves back.
-    assert_eq!(a.unread("t1", "u1").await.expect("unread"), 5);
-    a.mark_read("t1", "u1", 4).await.expect("mark");
-    b.mark_read("t1", "u1", 2).await.expect("mark");
-    assert_eq!(a.unread("t1", "u1").await.expect("unread"), 2);
+    // Unread: others' messages after the mark (by sender identity); the mark never moves back.
+    assert_eq!(a.unread("t1", "a:bot:u1").await.expect("unread"), 6);
+    a.mark_read("t1", "a:bot:u1", 4).await.expect("mark");
+    b.mark_read("t1", "a:bot:u1", 2).await.expect("mark");
+    assert_eq!(a.unread("t1", "a:bot:u1").await.expect("unread"), 3);
 
     // Conversations: one open per visitor and bot; resumed; closed ones are not resumed.
-    let c1 = a.open_conversation("bot", "v1", "Vee").await.expect("open");
-    let again = b.open_conversation("bot", "v1", "Vee").await.expect("open");
+    let (c1, created) = a.open_conversation("bot", "v1", "Vee").await.expect("open");
+    assert!(created);
+    let (again, created) = b.open_conversation("bot", "v1", "Vee").await.expect("open");
     assert_eq!(c1.id, again.id);
-    let c2 = b.open_conversation("bot", "v2", "Wee").await.expect("open");
+    assert!(!created, "resumed, not created");
+    let (c2, _) = b.open_conversation("bot", "v2", "Wee").await.expect("open");
+    // Ids joined by a separator cannot meet: bot "bot:v2" visitor "x" is not bot "bot" visitor "v2:x".
+    let (s1, _) = a.open_conversation("b:1", "x", "X").await.expect("open");
+    let (s2, _) = a.open_conversation("b", "1:x", "X").await.expect("open");
+    assert_ne!(s1.id, s2.id);
     assert_eq!(a.conversations("bot").await.expect("list").len(), 2);
 
     // Assignment is a compare-and-set: racing handles, exactly one winner.
@@ -88,7 +106,7 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert!(a.close_conversation(&c1.id).await.expect("close"));
     assert!(!b.close_conversation(&c1.id).await.expect("close twice"));
     assert!(!a.assign(&c1.id, "dave", Some("carol")).await.expect("closed"), "a closed conversation keeps its agent");
-    let c3 = a.open_conversation("bot", "v1", "Vee").await.expect("reopen");
+    let (c3, _) = a.open_conversation("bot", "v1", "Vee").await.expect("reopen");
     assert_ne!(c3.id, c1.id);
     // By creation time; two opened in the same millisecond may come in either order.
     let open = b.conversations("bot").await.expect("list");
@@ -227,4 +245,92 @@ async fn redis_store() {
         .unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
     let b = RedisStore::connect(&url, &prefix).await.expect("second connection");
     suite(Arc::new(a), Arc::new(b)).await;
+}
+
+/// A database written before senders were scoped by bot (schema version 1) opens, keeps its
+/// messages and read marks under their senders' bot-scoped identities, and recognises a re-sent
+/// `cid` of an old message in its own thread only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_migrates_version_1() {
+    let dir = std::env::temp_dir().join(format!("sb-store-v1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("old.db");
+    {
+        let c = rusqlite::Connection::open(&path).expect("open");
+        c.execute_batch(
+            "CREATE TABLE messages (thread TEXT NOT NULL, id INTEGER NOT NULL, from_uid TEXT NOT NULL, from_name TEXT NOT NULL,
+                 cid TEXT, content TEXT NOT NULL, dest TEXT NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (thread, id));
+             CREATE UNIQUE INDEX messages_cid ON messages(from_uid, cid) WHERE cid IS NOT NULL;
+             CREATE TABLE read_marks (thread TEXT NOT NULL, uid TEXT NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (thread, uid));
+             CREATE TABLE conversations (id TEXT PRIMARY KEY, bid TEXT NOT NULL, visitor_id TEXT NOT NULL,
+                 visitor_name TEXT NOT NULL, assigned TEXT, open INTEGER NOT NULL, created INTEGER NOT NULL);
+             INSERT INTO conversations VALUES ('conv1', '10', 'vis', 'Vee', 'shared', 1, 1);
+             INSERT INTO messages VALUES ('c:conv1', 1, 'v:vis', 'Vee', 'k1', 'hello', '{}', 1);
+             INSERT INTO messages VALUES ('c:conv1', 2, 'shared', 'Sam', 'k1', 'hi', '{}', 2);
+             INSERT INTO messages VALUES ('r:10:lobby', 1, 'shared', 'Sam', 'k2', 'room', '{}', 3);
+             INSERT INTO read_marks VALUES ('c:conv1', 'shared', 1);",
+        )
+        .expect("old schema");
+    }
+    let s = SqliteStore::open(&path).expect("migrating open");
+    let agent = "a:10:shared";
+    assert_eq!(s.unread("c:conv1", agent).await.expect("unread"), 0, "the agent's mark and own message kept");
+    assert_eq!(s.unread("c:conv1", "v:10:vis").await.expect("unread"), 1);
+    let mut retry = msg("c:conv1", "shared", Some("k1"), "hi again");
+    retry.sender = agent.into();
+    match s.insert_message(retry).await.expect("insert") {
+        Inserted::Duplicate(d) => assert_eq!((d.id, d.content.as_str()), (2, "hi")),
+        other => panic!("an old message's retry is a duplicate, got {other:?}"),
+    }
+    let mut elsewhere = msg("r:10:lobby", "shared", Some("k1"), "same cid, other thread");
+    elsewhere.sender = agent.into();
+    assert!(matches!(s.insert_message(elsewhere).await.expect("insert"), Inserted::New(_)));
+    drop(s);
+    // Opening again (another worker, a restart) finds it done.
+    let again = SqliteStore::open(&path).expect("open again");
+    assert_eq!(again.history("r:10:lobby", None, None, 10).await.expect("history").len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same for Redis data written by version 1: dedup keys, read marks, open conversations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_migrates_version_1() {
+    use redis::AsyncCommands;
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let p = format!("sbtest-v1:{}:{}:", std::process::id(), events::store::now_ms());
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
+    let old = |id: i64, from: &str, cid: &str, content: &str| {
+        serde_json::json!({"from_uid": from, "from_name": "n", "cid": cid, "content": content, "to": {}, "ts": 1, "id": id}).to_string()
+    };
+    let _: () = redis::pipe()
+        .hset_multiple(format!("{p}conv:conv1"), &[("bid", "10"), ("visitor_id", "line:U1"), ("visitor_name", "Vee"), ("open", "1"), ("created", "1")])
+        .set(format!("{p}open:10:line:U1"), "conv1")
+        .zadd(format!("{p}convs:10"), "conv1", 1)
+        .zadd(format!("{p}msg:c:conv1"), old(1, "v:line:U1", "k1", "hello"), 1)
+        .zadd(format!("{p}msg:c:conv1"), old(2, "shared", "k1", "hi"), 2)
+        .set(format!("{p}seq:c:conv1"), 2)
+        .set(format!("{p}cid:shared:k1"), old(2, "shared", "k1", "hi"))
+        .hset(format!("{p}read:c:conv1"), "shared", 1)
+        .query_async(&mut c)
+        .await
+        .expect("old data");
+    let s = RedisStore::connect(&url, &p).await.expect("migrating connect");
+    assert_eq!(s.unread("c:conv1", "a:10:shared").await.expect("unread"), 0, "the agent's mark and own message kept");
+    assert_eq!(s.unread("c:conv1", "v:10:line%3AU1").await.expect("unread"), 1);
+    let mut retry = msg("c:conv1", "shared", Some("k1"), "hi again");
+    retry.sender = "a:10:shared".into();
+    match s.insert_message(retry).await.expect("insert") {
+        Inserted::Duplicate(d) => assert_eq!((d.id, d.content.as_str()), (2, "hi")),
+        other => panic!("an old message's retry is a duplicate, got {other:?}"),
+    }
+    let (conv, created) = s.open_conversation("10", "line:U1", "Vee").await.expect("open");
+    assert_eq!((conv.id.as_str(), created), ("conv1", false), "the LINE user's open conversation is resumed");
+    let again = RedisStore::connect(&url, &p).await.expect("second connect");
+    assert_eq!(again.history("c:conv1", None, None, 10).await.expect("history").len(), 2);
+    let keys: Vec<String> = c.keys(format!("{p}*")).await.expect("keys");
+    let _: () = c.del(keys).await.expect("clean up");
 }

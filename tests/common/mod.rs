@@ -195,9 +195,22 @@ impl Client {
     /// Connects to a gateway whose workers run the chat, retrying until a worker answers
     /// (an unknown method gets an error reply from any chat worker).
     pub async fn chat(url: &str) -> Client {
+        Client::chat_from(None, url).await
+    }
+
+    /// `chat` from a chosen source address (another client host on 127.0.0.0/8).
+    pub async fn chat_from(source: Option<&str>, url: &str) -> Client {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let connect = || async {
+            let Some(source) = source else { return tokio_tungstenite::connect_async(url).await.map(|(ws, _)| ws) };
+            let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+            sock.bind(format!("{source}:0").parse().expect("source")).expect("bind source");
+            let target = url.trim_start_matches("ws://").split('/').next().unwrap_or("");
+            let stream = sock.connect(target.parse().expect("target")).await.map_err(tokio_tungstenite::tungstenite::Error::Io)?;
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.map(|(ws, _)| ws)
+        };
         loop {
-            if let Ok(Ok((mut ws, _))) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
+            if let Ok(Ok(mut ws)) = tokio::time::timeout(WAIT, connect()).await {
                 let probe = json!({"method": "__ready__"}).to_string();
                 if ws.send(Message::Text(probe.into())).await.is_ok() {
                     if let Ok(Some(Ok(Message::Text(_)))) = tokio::time::timeout(WAIT, ws.next()).await {
@@ -375,8 +388,13 @@ pub async fn small_cluster(net: u8, extra: &[&str], gateway_extra: &[&str]) -> S
 
 /// An agent token from `switchboard token`, signed with `secret`.
 pub fn mint_token(secret: &str, bid: &str, agent: &str) -> String {
+    mint_token_ttl(secret, bid, agent, 86_400)
+}
+
+/// An agent token valid for `ttl` seconds.
+pub fn mint_token_ttl(secret: &str, bid: &str, agent: &str, ttl: u64) -> String {
     let out = Command::new(BIN)
-        .args(["token", "--bid", bid, "--agent", agent])
+        .args(["token", "--bid", bid, "--agent", agent, "--ttl", &ttl.to_string()])
         .env("SWITCHBOARD_AGENT_SECRET", secret)
         .output()
         .expect("switchboard token");
@@ -475,3 +493,56 @@ pub async fn start_upstream(ip: &str) -> (String, std::sync::Arc<std::sync::atom
     (format!("http://{addr}/api/{{method}}"), answered)
 }
 
+
+/// Removes its directory when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The chat as it runs on several servers, on 127.`net`.0.x: a register, two gateways (`a`
+/// on .2 and `b` on .3) and two chat workers sharing one store (SQLite in `dir` unless
+/// `events_toml` names one), agents' tokens signed with `secret`.
+pub struct ChatSystem {
+    pub register: Proc,
+    pub reg: String,
+    pub a: Gw,
+    pub b: Gw,
+    pub workers: Vec<Proc>,
+    pub config: std::path::PathBuf,
+    pub dir: TempDir,
+}
+
+pub async fn chat_system_with(net: u8, events_toml: &str, secret: &str) -> ChatSystem {
+    let dir = std::env::temp_dir().join(format!("sb-chat-{net}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("switchboard.toml");
+    let db = dir.join("chat.db");
+    let store = if events_toml.contains("store =") { String::new() } else { format!("store = \"sqlite:{}\"\n", db.display()) };
+    std::fs::write(&config, format!("[events]\n{store}{events_toml}\n")).expect("config");
+    let reg_ip = format!("127.{net}.0.1");
+    let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
+    let register = start_register(&format!("n{net}-register"), &reg, &[]);
+    wait_listening(&reg).await;
+    let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg, &[]);
+    let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg, &[]);
+    let cfg = config.to_str().expect("path");
+    let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, secret, 2);
+    wait_log(&a.proc, "business worker connected", 2).await;
+    wait_log(&b.proc, "business worker connected", 2).await;
+    ChatSystem { register, reg, a, b, workers, config, dir: TempDir(dir) }
+}
+
+/// Logs an agent in on a new connection, with a token signed by `secret`; the login answer
+/// comes back beside the client.
+pub async fn agent_with(url: &str, secret: &str, bid: &str, id: &str, name: &str) -> (Client, Value) {
+    let mut c = Client::chat(url).await;
+    let reply = c
+        .request(json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": name, "token": mint_token(secret, bid, id)}), "login")
+        .await;
+    assert!(reply.get("code").is_none(), "login refused: {reply}");
+    (c, reply)
+}

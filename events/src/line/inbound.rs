@@ -11,8 +11,9 @@ use super::client::Answer;
 use super::{Line, VISITOR_PREFIX};
 use crate::protocol::{escape_html, message_json};
 use crate::store::{now_ms, Conversation, Inserted, NewMessage};
-use crate::visitors::{conversation_thread, push_of};
-use crate::who::visitor_uid;
+use crate::keys::{bot_group, conversation_thread, visitor_uid};
+use crate::visitors::push_of;
+use crate::who::visitor_from_uid;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,12 +126,13 @@ async fn handle(line: &Line, bid: &str, raw: &str) -> Result<(), Skip> {
         }
     };
     let name = display_name(line, bid, &user).await;
-    let conv = store.open_conversation(bid, &format!("{VISITOR_PREFIX}{user}"), &name).await?;
+    let (conv, _) = store.open_conversation(bid, &format!("{VISITOR_PREFIX}{user}"), &name).await?;
     extra.insert("conversation_id".into(), conv.id.clone().into());
     extra.insert("channel".into(), "line".into());
     let msg = NewMessage {
         thread: conversation_thread(&conv.id),
-        from_uid: visitor_uid(&conv.visitor_id),
+        sender: visitor_uid(&conv.bid, &conv.visitor_id),
+        from_uid: visitor_from_uid(&conv.visitor_id),
         from_name: conv.visitor_name.clone(),
         cid: Some(cid),
         content,
@@ -153,7 +155,7 @@ async fn handle(line: &Line, bid: &str, raw: &str) -> Result<(), Skip> {
 async fn deliver(line: &Line, conv: Conversation, stored: &crate::store::StoredMessage) -> Result<(), Skip> {
     let (chat, api) = (&line.chat, &line.api);
     if stored.id == 1 {
-        api.send_to_group(&[&conv.bid], push_of(&conv).to_string(), &[]).await.map_err(|e| Skip::Later(e.to_string()))?;
+        api.send_to_group(&[&bot_group(&conv.bid)], push_of(&conv).to_string(), &[]).await.map_err(|e| Skip::Later(e.to_string()))?;
     }
     let conv = chat.auto_assign(api, conv).await?;
     chat.deliver_in_conversation(api, &conv, true, message_json(stored).to_string()).await?;

@@ -104,7 +104,7 @@ async fn send(line: &Line, mut item: OutItem) -> Result<(), crate::store::StoreE
     if item.state != delivery::QUEUED {
         let push = json!({"method": "delivery_push", "conversation_id": item.conversation_id, "id": item.msg_id.to_string(),
                           "delivery": item.state, "delivery_error": item.error});
-        if let Err(e) = line.api.send_to_group(&[&item.bid], push.to_string(), &[]).await {
+        if let Err(e) = line.api.send_to_group(&[&crate::keys::bot_group(&item.bid)], push.to_string(), &[]).await {
             // The state is stored; agents see it in history and at their next conversation_list.
             warn!("delivery state not pushed to agents: {e}");
         }

@@ -100,7 +100,7 @@ fn decode(raw: &str) -> Result<OutItem> {
 
 impl RedisStore {
     fn user_key(&self, bid: &str, user: &str) -> String {
-        self.key(&["line", "user", bid, user])
+        self.id_key("line:user", &[bid, user])
     }
 }
 

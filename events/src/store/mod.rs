@@ -33,6 +33,10 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub thread: String,
+    /// Who sent it, scoped by bot (`keys::agent_uid` / `keys::visitor_uid`): what a re-sent
+    /// `cid` is recognised by, within its thread.
+    pub sender: String,
+    /// The sender as clients see it (`Who::from_uid`).
     pub from_uid: String,
     pub from_name: String,
     pub cid: Option<String>,
@@ -46,6 +50,7 @@ pub struct NewMessage {
 pub struct StoredMessage {
     pub id: i64,
     pub thread: String,
+    pub sender: String,
     pub from_uid: String,
     pub from_name: String,
     pub cid: Option<String>,
@@ -54,7 +59,7 @@ pub struct StoredMessage {
     pub timestamp: i64,
 }
 
-/// `Duplicate` when the sender already sent this `cid`: the original message comes back.
+/// `Duplicate` when the sender already sent this `cid` in this thread: the original comes back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {
     New(StoredMessage),
@@ -74,17 +79,20 @@ pub struct Conversation {
 
 #[async_trait]
 pub trait Store: line::LineStore + Send + Sync + 'static {
-    /// Stores a message under the next id of its thread, unless `(from_uid, cid)` was seen.
+    /// Stores a message under the next id of its thread, unless `(thread, sender, cid)` was
+    /// seen: a `cid` only means "the same message" from the same sender in the same thread.
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted>;
     /// Up to `limit` messages with `after < id < before`, oldest first; without `after`, the
     /// newest ones before `before` (paging backwards).
     async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>>;
-    /// Moves `uid`'s read mark in `thread` forward to `id` (never backwards).
-    async fn mark_read(&self, thread: &str, uid: &str, id: i64) -> Result<()>;
-    /// Messages in `thread` after `uid`'s read mark that `uid` did not send.
-    async fn unread(&self, thread: &str, uid: &str) -> Result<u64>;
-    /// The visitor's open conversation with this bot, created if there is none.
-    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<Conversation>;
+    /// Moves `reader`'s read mark in `thread` forward to `id` (never backwards); `reader` is a
+    /// sender identity (`keys`).
+    async fn mark_read(&self, thread: &str, reader: &str, id: i64) -> Result<()>;
+    /// Messages in `thread` after `reader`'s read mark that `reader` did not send.
+    async fn unread(&self, thread: &str, reader: &str) -> Result<u64>;
+    /// The visitor's open conversation with this bot, created if there is none (`true`: it
+    /// was created by this call).
+    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)>;
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>>;
     /// Open conversations of a bot, oldest first.
     async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>>;
@@ -101,6 +109,23 @@ pub trait Store: line::LineStore + Send + Sync + 'static {
     async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>>;
     /// A counter per bot for round-robin assignment.
     async fn next_turn(&self, bid: &str) -> Result<u64>;
+}
+
+/// The sender identity of a message stored before senders were scoped by bot: what
+/// `Who::uid` would have made of its `from_uid` (`v:<visitor>` for visitors, the bare
+/// customer_id for agents), given the bot its thread belongs to.
+pub(crate) fn legacy_sender(bid: &str, from_uid: &str) -> String {
+    match from_uid.strip_prefix("v:") {
+        Some(visitor) => crate::keys::visitor_uid(bid, visitor),
+        None => crate::keys::agent_uid(bid, from_uid),
+    }
+}
+
+/// The bot of a room or private thread stored before ids were escaped (`r:<bid>:…`,
+/// `d:<bid>:…`); conversation threads (`c:<id>`) name their bot in the conversation.
+pub(crate) fn legacy_thread_bot(thread: &str) -> Option<&str> {
+    let rest = thread.strip_prefix("r:").or_else(|| thread.strip_prefix("d:"))?;
+    rest.split(':').next()
 }
 
 pub fn now_ms() -> i64 {

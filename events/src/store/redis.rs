@@ -2,11 +2,13 @@
 //! messages, conversations and read marks. Each operation that must be atomic is one Lua
 //! script, which Redis runs without interleaving anything else.
 //!
-//! Keys (all under the configured prefix): `seq:<thread>` (message id counter), `msg:<thread>`
-//! (sorted set of message JSON by id), `cid:<uid>:<cid>` (dedup), `read:<thread>` (hash uid →
-//! id), `conv:<id>` (hash), `open:<bid>:<visitor>` (the visitor's open conversation),
-//! `convs:<bid>` (open conversations by creation time), `agents:<bid>` (hash id → name),
-//! `turn:<bid>` (round-robin counter).
+//! Keys (all under the configured prefix; ids escaped as `keys` does, so none can contain the
+//! separator; threads are already canonical): `seq:<thread>` (message id counter),
+//! `msg:<thread>` (sorted set of message JSON by id), `dedup:<thread>:<sender>:<cid>` (a
+//! re-sent `cid`), `read:<thread>` (hash sender identity → id), `conv:<id>` (hash),
+//! `open:<bid>:<visitor>` (the visitor's open conversation), `convs:<bid>` (open conversations
+//! by creation time), `agents:<bid>` (hash id → name), `turn:<bid>` (round-robin counter),
+//! `schema` (the data's version, see `migrate`).
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
@@ -41,12 +43,12 @@ return {1, enc}
 
 const OPEN: &str = r#"
 local existing = redis.call('GET', KEYS[1])
-if existing and redis.call('HGET', ARGV[1] .. existing, 'open') == '1' then return existing end
+if existing and redis.call('HGET', ARGV[1] .. existing, 'open') == '1' then return {existing, 0} end
 local id = ARGV[2]
 redis.call('HSET', ARGV[1] .. id, 'bid', ARGV[3], 'visitor_id', ARGV[4], 'visitor_name', ARGV[5], 'open', '1', 'created', ARGV[6])
 redis.call('SET', KEYS[1], id)
 redis.call('ZADD', KEYS[2], ARGV[6], id)
-return id
+return {id, 1}
 "#;
 
 const ASSIGN: &str = r#"
@@ -75,6 +77,9 @@ if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) en
 return 1
 "#;
 
+/// The version of the data's layout this code writes (`migrate`).
+const SCHEMA_VERSION: i64 = 2;
+
 fn err(e: redis::RedisError) -> StoreError {
     StoreError::Redis(e.to_string())
 }
@@ -85,6 +90,7 @@ fn decode(thread: &str, raw: &str) -> Result<StoredMessage> {
     Ok(StoredMessage {
         id: v.get("id").and_then(Value::as_f64).unwrap_or(0.0) as i64,
         thread: thread.to_string(),
+        sender: s("sender"),
         from_uid: s("from_uid"),
         from_name: s("from_name"),
         cid: v.get("cid").and_then(Value::as_str).map(str::to_string),
@@ -99,7 +105,7 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore> {
         let client = redis::Client::open(url).map_err(err)?;
         let conn = client.get_connection_manager().await.map_err(err)?;
-        Ok(RedisStore {
+        let store = RedisStore {
             conn,
             prefix: prefix.to_string(),
             insert: Script::new(INSERT),
@@ -107,15 +113,127 @@ impl RedisStore {
             assign: Script::new(ASSIGN),
             close: Script::new(CLOSE),
             mark: Script::new(MARK),
-        })
+        };
+        store.migrate().await?;
+        Ok(store)
     }
 
+    /// A key of fixed words and already canonical names (threads), joined as they are.
     pub(super) fn key(&self, parts: &[&str]) -> String {
         format!("{}{}", self.prefix, parts.join(":"))
     }
 
+    /// A key of a kind and ids from outside, each escaped (`keys::key`).
+    pub(super) fn id_key(&self, kind: &str, ids: &[&str]) -> String {
+        format!("{}{}", self.prefix, crate::keys::key(kind, ids))
+    }
+
+    /// Brings data written by an older Switchboard up to `SCHEMA_VERSION`, once: the first
+    /// worker takes a lock and migrates, the others wait for the version to change.
+    ///
+    /// Version 2: a re-sent `cid` is recognised per thread and per bot-scoped sender (it was
+    /// per bare `from_uid` across every bot, so one bot's agent could shadow another's message);
+    /// messages carry their sender identity, read marks are kept by it, and the visitor's open
+    /// conversation pointer is keyed by escaped ids.
+    async fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let schema = self.key(&["schema"]);
+        let lock = self.key(&["schema", "migrating"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let v: Option<i64> = conn.get(&schema).await.map_err(err)?;
+            if v.unwrap_or(0) >= SCHEMA_VERSION {
+                return Ok(());
+            }
+            let took: bool = redis::cmd("SET").arg(&lock).arg(1).arg("NX").arg("EX").arg(300).query_async::<Option<String>>(&mut conn).await.map_err(err)?.is_some();
+            if took {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Redis("another worker's migration of the store did not finish in 120 s".into()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let (mut messages, mut marks, mut opens) = (0usize, 0usize, 0usize);
+        for key in self.scan(&mut conn, "open:*").await? {
+            let Some((bid, visitor)) = key[self.prefix.len() + "open:".len()..].split_once(':') else { continue };
+            let new = self.id_key("open", &[bid, visitor]);
+            if new != key {
+                let _: i64 = conn.rename_nx(&key, &new).await.map_err(err)?;
+                opens += 1;
+            }
+        }
+        for key in self.scan(&mut conn, "msg:*").await? {
+            let thread = key[self.prefix.len() + "msg:".len()..].to_string();
+            let bid = self.thread_bot(&mut conn, &thread).await?;
+            let all: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await.map_err(err)?;
+            for (raw, score) in all {
+                let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&raw) else { continue };
+                if m.contains_key("sender") {
+                    continue;
+                }
+                let sender = super::legacy_sender(&bid, m.get("from_uid").and_then(Value::as_str).unwrap_or(""));
+                m.insert("sender".into(), sender.clone().into());
+                let enc = Value::Object(m.clone()).to_string();
+                let mut pipe = redis::pipe();
+                pipe.atomic().zrem(&key, &raw).zadd(&key, &enc, score);
+                if let Some(cid) = m.get("cid").and_then(Value::as_str) {
+                    pipe.set(self.id_key("dedup", &[&thread, &sender, cid]), &enc);
+                }
+                pipe.exec_async(&mut conn).await.map_err(err)?;
+                messages += 1;
+            }
+        }
+        for key in self.scan(&mut conn, "read:*").await? {
+            let thread = key[self.prefix.len() + "read:".len()..].to_string();
+            let bid = self.thread_bot(&mut conn, &thread).await?;
+            let h: HashMap<String, i64> = conn.hgetall(&key).await.map_err(err)?;
+            for (uid, id) in h {
+                let reader = super::legacy_sender(&bid, &uid);
+                let _: () = redis::pipe().atomic().hdel(&key, &uid).hset(&key, &reader, id).query_async(&mut conn).await.map_err(err)?;
+                marks += 1;
+            }
+        }
+        let _: () = redis::pipe().set(&schema, SCHEMA_VERSION).del(&lock).query_async(&mut conn).await.map_err(err)?;
+        if messages + marks + opens > 0 {
+            tracing::info!(messages, read_marks = marks, open_conversations = opens, "store migrated: senders scoped by bot");
+        }
+        Ok(())
+    }
+
+    /// Every key under the prefix matching `pattern` (SCAN, so Redis is never blocked).
+    async fn scan(&self, conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}{pattern}", self.prefix))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(conn)
+                .await
+                .map_err(err)?;
+            out.extend(keys);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The bot a thread written before version 2 belongs to.
+    async fn thread_bot(&self, conn: &mut ConnectionManager, thread: &str) -> Result<String> {
+        if let Some(conv) = thread.strip_prefix("c:") {
+            let bid: Option<String> = conn.hget(self.id_key("conv", &[conv]), "bid").await.map_err(err)?;
+            return Ok(bid.unwrap_or_default());
+        }
+        Ok(super::legacy_thread_bot(thread).unwrap_or_default().to_string())
+    }
+
     async fn conversation_of(&self, conn: &mut ConnectionManager, id: &str) -> Result<Option<Conversation>> {
-        let h: HashMap<String, String> = conn.hgetall(self.key(&["conv", id])).await.map_err(err)?;
+        let h: HashMap<String, String> = conn.hgetall(self.id_key("conv", &[id])).await.map_err(err)?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -136,11 +254,11 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
         let mut conn = self.conn.clone();
-        let body = json!({"from_uid": m.from_uid, "from_name": m.from_name, "cid": m.cid, "content": m.content,
+        let body = json!({"sender": m.sender, "from_uid": m.from_uid, "from_name": m.from_name, "cid": m.cid, "content": m.content,
                           "to": m.to, "ts": now_ms()});
         let cid_key = match &m.cid {
-            Some(cid) => self.key(&["cid", &m.from_uid, cid]),
-            None => self.key(&["cid", "-"]),
+            Some(cid) => self.id_key("dedup", &[&m.thread, &m.sender, cid]),
+            None => self.key(&["dedup", "-"]),
         };
         let (fresh, raw): (i64, String) = self
             .insert
@@ -183,19 +301,19 @@ impl Store for RedisStore {
             conn.zrangebyscore(self.key(&["msg", thread]), format!("({}", mark.unwrap_or(0)), "+inf").await.map_err(err)?;
         let mut n = 0;
         for r in &raw {
-            if decode(thread, r)?.from_uid != uid {
+            if decode(thread, r)?.sender != uid {
                 n += 1;
             }
         }
         Ok(n)
     }
 
-    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<Conversation> {
+    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)> {
         let mut conn = self.conn.clone();
-        let id: String = self
+        let (id, created): (String, i64) = self
             .open
-            .key(self.key(&["open", bid, visitor_id]))
-            .key(self.key(&["convs", bid]))
+            .key(self.id_key("open", &[bid, visitor_id]))
+            .key(self.id_key("convs", &[bid]))
             .arg(self.key(&["conv", ""]))
             .arg(super::sqlite::new_id())
             .arg(bid)
@@ -205,7 +323,8 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
-        self.conversation_of(&mut conn, &id).await?.ok_or_else(|| StoreError::Corrupt(format!("conversation {id} vanished")))
+        let conv = self.conversation_of(&mut conn, &id).await?.ok_or_else(|| StoreError::Corrupt(format!("conversation {id} vanished")))?;
+        Ok((conv, created == 1))
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
@@ -215,7 +334,7 @@ impl Store for RedisStore {
 
     async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>> {
         let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn.zrange(self.key(&["convs", bid]), 0, -1).await.map_err(err)?;
+        let ids: Vec<String> = conn.zrange(self.id_key("convs", &[bid]), 0, -1).await.map_err(err)?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(c) = self.conversation_of(&mut conn, &id).await?.filter(|c| c.open) {
@@ -229,7 +348,7 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let n: i64 = self
             .assign
-            .key(self.key(&["conv", id]))
+            .key(self.id_key("conv", &[id]))
             .arg(agent)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(expected.unwrap_or(""))
@@ -244,9 +363,9 @@ impl Store for RedisStore {
         let Some(c) = self.conversation_of(&mut conn, id).await? else { return Ok(false) };
         let n: i64 = self
             .close
-            .key(self.key(&["conv", id]))
-            .key(self.key(&["open", &c.bid, &c.visitor_id]))
-            .key(self.key(&["convs", &c.bid]))
+            .key(self.id_key("conv", &[id]))
+            .key(self.id_key("open", &[&c.bid, &c.visitor_id]))
+            .key(self.id_key("convs", &[&c.bid]))
             .arg(id)
             .invoke_async(&mut conn)
             .await
@@ -266,17 +385,17 @@ impl Store for RedisStore {
 
     async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()> {
         let mut conn = self.conn.clone();
-        let _: i64 = conn.hset(self.key(&["agents", bid]), agent, name).await.map_err(err)?;
+        let _: i64 = conn.hset(self.id_key("agents", &[bid]), agent, name).await.map_err(err)?;
         Ok(())
     }
 
     async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>> {
         let mut conn = self.conn.clone();
-        conn.hget(self.key(&["agents", bid]), agent).await.map_err(err)
+        conn.hget(self.id_key("agents", &[bid]), agent).await.map_err(err)
     }
 
     async fn next_turn(&self, bid: &str) -> Result<u64> {
         let mut conn = self.conn.clone();
-        conn.incr(self.key(&["turn", bid]), 1).await.map_err(err)
+        conn.incr(self.id_key("turn", &[bid]), 1).await.map_err(err)
     }
 }

@@ -33,9 +33,8 @@ pub struct SqliteStore {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     thread TEXT NOT NULL, id INTEGER NOT NULL, from_uid TEXT NOT NULL, from_name TEXT NOT NULL,
-    cid TEXT, content TEXT NOT NULL, dest TEXT NOT NULL, ts INTEGER NOT NULL,
+    cid TEXT, content TEXT NOT NULL, dest TEXT NOT NULL, ts INTEGER NOT NULL, sender TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (thread, id));
-CREATE UNIQUE INDEX IF NOT EXISTS messages_cid ON messages(from_uid, cid) WHERE cid IS NOT NULL;
 CREATE TABLE IF NOT EXISTS read_marks (thread TEXT NOT NULL, uid TEXT NOT NULL, id INTEGER NOT NULL,
     PRIMARY KEY (thread, uid));
 CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, bid TEXT NOT NULL, visitor_id TEXT NOT NULL,
@@ -52,9 +51,65 @@ impl SqliteStore {
     }
 }
 
+/// What `PRAGMA user_version` says once `migrate` has run: 2 = senders scoped by bot.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Brings a database written by an older Switchboard up to `SCHEMA_VERSION`, once, whichever
+/// of the box's workers gets there first (the IMMEDIATE transaction makes the others wait,
+/// then find it done).
+///
+/// Version 2: a re-sent `cid` is recognised per thread and per bot-scoped sender, no longer
+/// per bare `from_uid` across every bot (where an agent of one bot reusing another's id, or a
+/// `cid` reused in a second conversation, was answered with the other message and lost). Old
+/// messages and read marks get the sender identity their `from_uid` had within their bot.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let has_sender = tx.prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'sender'")?.exists([])?;
+    if !has_sender {
+        tx.execute_batch("ALTER TABLE messages ADD COLUMN sender TEXT NOT NULL DEFAULT ''")?;
+    }
+    let bot_of = |tx: &rusqlite::Transaction<'_>, thread: &str| -> Result<Option<String>> {
+        if let Some(conv) = thread.strip_prefix("c:") {
+            return Ok(tx.query_row("SELECT bid FROM conversations WHERE id = ?1", [conv], |r| r.get(0)).optional()?);
+        }
+        Ok(super::legacy_thread_bot(thread).map(str::to_string))
+    };
+    let old: Vec<(i64, String, String)> = tx
+        .prepare("SELECT rowid, thread, from_uid FROM messages WHERE sender = ''")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut migrated = 0usize;
+    for (rowid, thread, from_uid) in &old {
+        let bid = bot_of(&tx, thread)?.unwrap_or_default();
+        tx.execute("UPDATE messages SET sender = ?1 WHERE rowid = ?2", params![super::legacy_sender(&bid, from_uid), rowid])?;
+        migrated += 1;
+    }
+    let marks: Vec<(String, String)> =
+        tx.prepare("SELECT thread, uid FROM read_marks")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    for (thread, uid) in &marks {
+        let bid = bot_of(&tx, thread)?.unwrap_or_default();
+        tx.execute("UPDATE OR REPLACE read_marks SET uid = ?1 WHERE thread = ?2 AND uid = ?3", params![super::legacy_sender(&bid, uid), thread, uid])?;
+    }
+    tx.execute_batch(&format!(
+        "DROP INDEX IF EXISTS messages_cid;
+         CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages(thread, sender, cid) WHERE cid IS NOT NULL;
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))?;
+    tx.commit()?;
+    if migrated > 0 || !marks.is_empty() {
+        tracing::info!(messages = migrated, read_marks = marks.len(), "store migrated: senders scoped by bot");
+    }
+    Ok(())
+}
+
 fn row_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let dest: String = r.get(6)?;
     Ok(StoredMessage {
+        sender: r.get(8)?,
         thread: r.get(0)?,
         id: r.get(1)?,
         from_uid: r.get(2)?,
@@ -78,7 +133,7 @@ fn row_conversation(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
     })
 }
 
-const MSG_COLS: &str = "thread, id, from_uid, from_name, cid, content, dest, ts";
+const MSG_COLS: &str = "thread, id, from_uid, from_name, cid, content, dest, ts, sender";
 const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
 
 impl SqliteStore {
@@ -99,16 +154,18 @@ impl SqliteStore {
             let setup = conn
                 .pragma_update(None, "journal_mode", "WAL")
                 .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
-                .and_then(|_| conn.execute_batch(&Self::schema()));
+                .and_then(|_| conn.execute_batch(&Self::schema()))
+                .map_err(StoreError::from)
+                .and_then(|_| migrate(&mut conn));
             match setup {
                 Ok(()) => break,
-                Err(rusqlite::Error::SqliteFailure(e, _))
+                Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
                     if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         let (tx, rx) = mpsc::channel::<Job>();
@@ -200,8 +257,8 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.savepoint()?;
             if let Some(cid) = &m.cid {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE from_uid = ?1 AND cid = ?2");
-                if let Some(old) = tx.prepare_cached(&sql)?.query_row(params![m.from_uid, cid], row_message).optional()? {
+                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ?1 AND sender = ?2 AND cid = ?3");
+                if let Some(old) = tx.prepare_cached(&sql)?.query_row(params![m.thread, m.sender, cid], row_message).optional()? {
                     return Ok(Inserted::Duplicate(old));
                 }
             }
@@ -211,13 +268,14 @@ impl Store for SqliteStore {
             let ts = now_ms();
             let dest = serde_json::Value::Object(m.to.clone()).to_string();
             tx.prepare_cached(
-                "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts])?;
+            .execute(params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender])?;
             tx.commit()?;
             Ok(Inserted::New(StoredMessage {
                 id,
                 thread: m.thread,
+                sender: m.sender,
                 from_uid: m.from_uid,
                 from_name: m.from_name,
                 cid: m.cid,
@@ -270,7 +328,7 @@ impl Store for SqliteStore {
         let (thread, uid) = (thread.to_string(), uid.to_string());
         self.run(move |c| {
             let n: i64 = c.query_row(
-                "SELECT COUNT(*) FROM messages WHERE thread = ?1 AND from_uid != ?2
+                "SELECT COUNT(*) FROM messages WHERE thread = ?1 AND sender != ?2
                  AND id > COALESCE((SELECT id FROM read_marks WHERE thread = ?1 AND uid = ?2), 0)",
                 params![thread, uid],
                 |r| r.get(0),
@@ -280,13 +338,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<Conversation> {
+    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)> {
         let (bid, visitor_id, visitor_name) = (bid.to_string(), visitor_id.to_string(), visitor_name.to_string());
         self.run(move |c| {
             let tx = c.savepoint()?;
             let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND visitor_id = ?2 AND open = 1");
             if let Some(conv) = tx.query_row(&sql, params![bid, visitor_id], row_conversation).optional()? {
-                return Ok(conv);
+                return Ok((conv, false));
             }
             let conv = Conversation { id: random_id(), bid, visitor_id, visitor_name, assigned: None, open: true, created: now_ms() };
             tx.execute(
@@ -294,7 +352,7 @@ impl Store for SqliteStore {
                 params![conv.id, conv.bid, conv.visitor_id, conv.visitor_name, conv.created],
             )?;
             tx.commit()?;
-            Ok(conv)
+            Ok((conv, true))
         })
         .await
     }

@@ -1,0 +1,102 @@
+//! Every name the chat builds from ids it was given — gateway uids and groups, store threads,
+//! the sender identity messages are deduplicated by — is made here, in one canonical encoding:
+//! a kind, then each id escaped (`%` → `%25`, `:` → `%3A`), joined by `:`.
+//!
+//! Why: bots are tenants, and the ids inside them (bot ids, agent ids, room names, visitor ids)
+//! are chosen by whoever calls `login` or `visitor_login`. Joined as they are, bot `1` room
+//! `2:x` and bot `1:2` room `x` name the same group, and agent `shared` of bot 10 and agent
+//! `shared` of bot 20 the same uid. Escaped, no id can contain the separator, so two different
+//! (kind, ids) tuples never make the same name. Ids without `:` or `%` read as before.
+
+use std::borrow::Cow;
+
+/// One id, made safe to place between separators.
+pub fn escape(id: &str) -> Cow<'_, str> {
+    if !id.contains([':', '%']) {
+        return Cow::Borrowed(id);
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for c in id.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `kind:part1:part2…`, each part escaped.
+pub fn key(kind: &str, parts: &[&str]) -> String {
+    let mut out = String::with_capacity(kind.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    out.push_str(kind);
+    for p in parts {
+        out.push(':');
+        out.push_str(&escape(p));
+    }
+    out
+}
+
+/// The uid an agent's connections are bound to, and the sender identity of its messages.
+pub fn agent_uid(bid: &str, agent: &str) -> String {
+    key("a", &[bid, agent])
+}
+
+/// The uid a visitor's connections are bound to, and the sender identity of its messages.
+pub fn visitor_uid(bid: &str, visitor: &str) -> String {
+    key("v", &[bid, visitor])
+}
+
+/// The group of every agent connection of a bot.
+pub fn bot_group(bid: &str) -> String {
+    key("bot", &[bid])
+}
+
+/// A room of a bot.
+pub fn room_group(bid: &str, room: &str) -> String {
+    key("room", &[bid, room])
+}
+
+/// The agents of a bot that get one frame per presence change (the contract's).
+pub fn presence_single_group(bid: &str) -> String {
+    key("presence", &[bid])
+}
+
+/// The agents of a bot that get a tick's presence changes in one `presence_push`.
+pub fn presence_batch_group(bid: &str) -> String {
+    key("presence+", &[bid])
+}
+
+/// The thread a conversation's messages are stored under (conversation ids are the store's
+/// own, unique across bots).
+pub fn conversation_thread(id: &str) -> String {
+    key("c", &[id])
+}
+
+/// The thread of a room's messages.
+pub fn room_thread(bid: &str, room: &str) -> String {
+    key("r", &[bid, room])
+}
+
+/// The thread of a private conversation between two agents of a bot (order-independent). The
+/// pair is a JSON array after the bot, as it always was: the last part needs no escaping.
+pub fn private_thread(bid: &str, a: &str, b: &str) -> String {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    format!("{}:{}", key("d", &[bid]), serde_json::json!([x, y]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_collide_through_the_separator() {
+        assert_ne!(room_group("1", "2:x"), room_group("1:2", "x"));
+        assert_ne!(bot_group("room:7:r"), room_group("7", "r"));
+        assert_ne!(agent_uid("10", "shared"), agent_uid("20", "shared"));
+        assert_ne!(agent_uid("1", "v"), visitor_uid("1", "v"));
+        assert_ne!(key("k", &["a%3Ab"]), key("k", &["a:b"]));
+        assert_eq!(room_thread("1", "lobby"), "r:1:lobby");
+        assert_eq!(escape("50%:x"), "50%25%3Ax");
+    }
+}
