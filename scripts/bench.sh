@@ -49,6 +49,7 @@ inner_port = $((base + 2))
 text_listen = "127.0.0.1:$((base + 20))"
 goim_listen = "127.0.0.1:$((base + 21))"
 max_connections_per_ip = 0
+max_pending_handshakes_per_ip = 0
 rate_limit = 0.0
 [events]
 store = "sqlite:$WORK/run/chat.db"

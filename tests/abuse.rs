@@ -157,3 +157,43 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One address opening silent TCP connections (never sending a request head) gets only its
+/// share of the handshake permits, refused at accept beyond it; a client from another address
+/// still connects and is served while the attacker holds its connections open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_handshake_permit() {
+    let dir = std::env::temp_dir().join(format!("sb-abuse-pending-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("limits.toml");
+    // 40 permits in all: an eighth (5) per address by default.
+    std::fs::write(&cfg, "[gateway]\nmax_pending_handshakes = 40\nhandshake_timeout = 10.0\n").expect("config");
+    let reg = format!("127.162.0.1:{}", free_port("127.162.0.1"));
+    let _r = start_register("n162-register", &reg, &[]);
+    wait_listening(&reg).await;
+    let g = start_gateway("n162-gateway", "127.162.0.2", &reg, &["--config", cfg.to_str().expect("path")]);
+    let _w = start_worker("n162-worker", &reg, &[]);
+    wait_ready(&[&g], 1).await;
+    let target = g.ws.trim_start_matches("ws://").to_string();
+
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(connect_from("127.162.0.50", &target).await);
+    }
+    let mut held = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await.is_err() {
+            held += 1;
+        }
+    }
+    assert!(held <= 5, "one address holds {held} handshakes");
+    for i in 0..5 {
+        let mut ws = ws_from(&format!("127.162.0.{}", 60 + i), &g.ws, None).await.expect("another address gets through");
+        let hello = tokio::time::timeout(WAIT, ws.next()).await.expect("served in time");
+        assert!(matches!(hello, Some(Ok(Message::Text(_)))), "{hello:?}");
+    }
+    assert!(g.proc.log_text().contains("too many handshakes in progress from this address"), "the refusals are logged with their reason");
+    drop(silent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,6 +58,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Connections still in their HTTP/WebSocket handshake at once; more are closed at once.
     pub max_pending_handshakes: usize,
+    /// How many of those one address may hold (unset: an eighth of `max_pending_handshakes`;
+    /// 0 = no share), so one address cannot take every permit and lock others out.
+    pub max_pending_handshakes_per_ip: Option<usize>,
     /// Seconds a new WebSocket may stay silent before its first message (0 = no limit).
     pub first_message_timeout: f64,
     /// Messages per second one connection may send (0 = no limit), with bursts up to
@@ -98,6 +101,7 @@ impl Default for Config {
             web: true,
             max_connections_per_ip: 1000,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_ip: None,
             first_message_timeout: 60.0,
             rate_limit: 100.0,
             rate_burst: 200.0,
@@ -112,6 +116,11 @@ impl Config {
     /// The address registered with the register and encoded in client ids.
     pub fn inner_address(&self) -> std::net::SocketAddrV4 {
         std::net::SocketAddrV4::new(self.lan_ip, self.inner_port)
+    }
+
+    /// The per-address share of handshake permits (0 = none).
+    pub fn pending_handshakes_per_ip(&self) -> usize {
+        self.max_pending_handshakes_per_ip.unwrap_or((self.max_pending_handshakes / 8).max(1))
     }
 
     pub fn inner_bind(&self) -> SocketAddr {

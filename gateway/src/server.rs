@@ -6,6 +6,7 @@ use crate::stats::Stats;
 use std::sync::Arc;
 use crate::inner::{self, InnerConfig};
 use crate::listen::client::Limits;
+use crate::listen::door::Door;
 use crate::listen::goim::Goim;
 use crate::listen::poll::Polls;
 use crate::listen::tcp::{self, TcpConfig};
@@ -136,6 +137,7 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
         max_packet: config.max_packet_size,
         queue: config.worker_queue,
         stats: stats.clone(),
+        door: InnerConfig::door(),
     };
     tokio::spawn(inner::serve(inner_listener, hub_tx.clone(), inner_config));
     let address = config.inner_address().to_string();
@@ -155,13 +157,17 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
         max_message_size: config.max_message_size,
         queue: config.client_queue,
         handshake_timeout,
-        pending: Arc::new(tokio::sync::Semaphore::new(config.max_pending_handshakes.max(1))),
+        door: Door::new(
+            config.max_connections_per_ip,
+            config.pending_handshakes_per_ip(),
+            Arc::new(tokio::sync::Semaphore::new(config.max_pending_handshakes.max(1))),
+        ),
         limits: limits.clone(),
         allowed_origins: allowed_origins.clone(),
         tls,
         polls: Polls::new(config.client_queue, limits.clone(), config.max_message_size, handshake_timeout, allowed_origins),
     };
-    let tcp_config = TcpConfig { queue: config.client_queue, limits, pending: ws_config.pending.clone() };
+    let tcp_config = TcpConfig { queue: config.client_queue, limits, door: ws_config.door.clone() };
     let mut side = Vec::new();
     let mut text = None;
     if let Some(l) = text_listener {

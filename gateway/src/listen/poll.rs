@@ -16,6 +16,7 @@
 //! Each session is an actor owning its buffer of unacknowledged messages; requests reach it
 //! through the registry, a map from session id to the actor's channel.
 
+use super::door::Entry;
 use super::client::{admit, Admit, Client, Limits};
 use crate::hub::{HubMsg, Out};
 use bytes::{Bytes, BytesMut};
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
@@ -144,7 +145,7 @@ impl Polls {
 }
 
 /// Answers one `/poll...` request on its own connection, then closes it.
-pub async fn handle<S>(mut stream: S, addr: SocketAddr, mut req: Request, hub: &mpsc::Sender<HubMsg>, polls: &Polls, permit: OwnedSemaphorePermit)
+pub async fn handle<S>(mut stream: S, addr: SocketAddr, mut req: Request, hub: &mpsc::Sender<HubMsg>, polls: &Polls, entry: &mut Entry)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -176,7 +177,7 @@ where
     }
     req.body.truncate(req.content_length);
     // From here the request only waits: it no longer counts as a handshake in progress.
-    drop(permit);
+    entry.handshake_done();
     let (status, body) = match (req.method.as_str(), req.path.as_str()) {
         ("OPTIONS", _) => ("204 No Content", None),
         ("POST", "/poll") => open(addr, hub, polls).await,

@@ -7,12 +7,12 @@ use crate::hub::{HubMsg, Out};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use super::door::{Door, Entry};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -40,16 +40,24 @@ pub trait Wire: Clone + Send + Sync + 'static {
 pub struct TcpConfig {
     pub queue: usize,
     pub limits: Limits,
-    /// Connections accepted but not yet admitted by the hub, bounded like pending handshakes.
-    pub pending: Arc<Semaphore>,
+    /// Connections per address, and permits for those not yet admitted (see `door`).
+    pub door: Door,
 }
 
 pub async fn serve<W: Wire>(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let entry = match config.door.enter(addr.ip()) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        register::stats::inc(&config.limits.stats.limited);
+                        info!(%addr, transport = W::NAME, "{}: closing this one", why.reason());
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection(stream, addr, hub.clone(), config.clone(), wire.connection()));
+                tokio::spawn(connection(stream, addr, hub.clone(), config.clone(), wire.connection(), entry));
             }
             Err(e) => {
                 warn!(transport = W::NAME, "client accept failed: {e}");
@@ -59,11 +67,7 @@ pub async fn serve<W: Wire>(listener: TcpListener, hub: mpsc::Sender<HubMsg>, co
     }
 }
 
-async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W) {
-    let Ok(permit) = config.pending.clone().try_acquire_owned() else {
-        info!(%addr, transport = W::NAME, "too many connections being admitted: closing this one");
-        return;
-    };
+async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W, mut entry: Entry) {
     let (mut client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
         Admit::Yes(client, out_rx) => (client, out_rx),
         Admit::NoWorker(_) => {
@@ -73,7 +77,7 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
         }
         Admit::TooManyFromIp | Admit::Gone => return,
     };
-    drop(permit);
+    entry.handshake_done();
     let (read, write) = stream.into_split();
     let writer = tokio::spawn(write_loop(write, out_rx, client.kill.clone(), wire.clone()));
     let mut frames = FramedRead::with_capacity(read, wire.decoder(), 1024);

@@ -14,7 +14,7 @@ use crate::protocol::goim::Packet;
 use register::stats::inc;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use super::door::{Door, Entry, Refused};
 use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
@@ -46,8 +46,8 @@ pub struct WsConfig {
     pub max_message_size: usize,
     pub queue: usize,
     pub handshake_timeout: Duration,
-    /// One permit per connection still in its handshake.
-    pub pending: Arc<Semaphore>,
+    /// Connections per address, and handshake permits (see `door`).
+    pub door: Door,
     /// First-message deadline, message rate and the counters, as every transport has them.
     pub limits: Limits,
     pub allowed_origins: Arc<Vec<String>>,
@@ -61,17 +61,24 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsC
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
+                let entry = match config.door.enter(addr.ip()) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        refuse(&stream, addr, why, &config.limits);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (hub, config) = (hub.clone(), config.clone());
                 match config.tls.clone() {
                     None => {
-                        tokio::spawn(client_task(stream, addr, hub, config));
+                        tokio::spawn(client_task(stream, addr, hub, config, entry));
                     }
                     Some(acceptor) => {
                         tokio::spawn(async move {
                             // The TLS handshake shares the handshake deadline: a slow one is a slowloris.
                             match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => client_task(tls, addr, hub, config).await,
+                                Ok(Ok(tls)) => client_task(tls, addr, hub, config, entry).await,
                                 Ok(Err(e)) => debug!(%addr, "TLS handshake failed: {e}"),
                                 Err(_) => {
                                     inc(&config.limits.stats.limited);
@@ -90,22 +97,26 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: WsC
     }
 }
 
+/// Closes a connection the door refused, with a 429 when the address holds too many (written
+/// without waiting: nothing is spent on it), logged with the reason.
+fn refuse(stream: &tokio::net::TcpStream, addr: SocketAddr, why: Refused, limits: &Limits) {
+    inc(&limits.stats.limited);
+    info!(%addr, "{}: closing this one", why.reason());
+    if why != Refused::TooManyPending {
+        let _ = stream.try_write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    }
+}
+
 /// Anything a client can connect over: plain TCP or TLS.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
-async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig) {
-    // Handshakes in progress are bounded, so half-open slowloris connections cannot pile up.
-    let Ok(permit) = config.pending.clone().try_acquire_owned() else {
-        inc(&config.limits.stats.limited);
-        info!(%addr, "too many connections in their handshake: closing this one");
-        return;
-    };
+async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig, mut entry: Entry) {
     // The request head decides between a page and a WebSocket (a slow head is a slowloris).
     let head = match tokio::time::timeout(config.handshake_timeout, web::read_head(&mut stream)).await {
         Ok(web::Head::Upgrade(bytes)) => bytes,
         Ok(web::Head::Get(path)) => return web::respond(stream, &path, config.assets.as_ref()).await,
-        Ok(web::Head::Poll(req)) => return poll::handle(stream, addr, req, &hub, &config.polls, permit).await,
+        Ok(web::Head::Poll(req)) => return poll::handle(stream, addr, req, &hub, &config.polls, &mut entry).await,
         Ok(web::Head::Bad(why)) => {
             debug!(%addr, "not a WebSocket client: {why}");
             return;
@@ -192,11 +203,12 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
             return;
         }
     };
-    drop(permit);
+    entry.handshake_done();
     if let Some(body) = body {
         let _ = hub.send(HubMsg::Handshake { conn: client.conn, body }).await;
     }
     run(client, ws, out_rx, framing).await;
+    drop(entry);
 }
 
 /// The subprotocol a goim client asks for; the path `/sub` (goim's own) works too.
@@ -259,7 +271,13 @@ async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed
             }
             Some(Ok(Message::Text(t))) => Bytes::from(t),
             Some(Ok(Message::Binary(b))) => b,
-            Some(Ok(Message::Close(_))) | None => break,
+            // The client closes: answer with its own code (RFC 6455 §5.5.1), after what it is
+            // already owed, so it sees a clean close and not 1006.
+            Some(Ok(Message::Close(frame))) => {
+                closing = Some(frame.unwrap_or_else(|| close(1000, "")));
+                break;
+            }
+            None => break,
             Some(Ok(_)) => continue, // ping/pong: answered by tungstenite; not heartbeat activity (spec §10)
             Some(Err(e)) => {
                 let (code, why) = match &e {
@@ -345,6 +363,9 @@ async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>
                 Out::Send(m) => match framed(&framing, m) {
                     Ok((m, false)) => {
                         if sink.feed(m).await.is_err() {
+                            // The client closed first: closing the sink still sends the
+                            // close frame tungstenite queued in answer to its own.
+                            let _ = sink.close().await;
                             return;
                         }
                     }
@@ -392,6 +413,8 @@ fn framed(framing: &Framing, m: Message) -> Result<(Message, bool), String> {
     }
 }
 
+/// Ends the connection with `frame`. When the client closed first, tungstenite has already
+/// queued the echo of the client's frame (the send is refused) and the close flushes it.
 async fn finish<S: Transport>(sink: &mut Sink<S>, frame: CloseFrame) {
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;

@@ -1,0 +1,138 @@
+//! The door every client connection passes at accept, before the gateway spends anything on
+//! it (no task, no buffer, no handshake permit): how many connections one address holds, and
+//! how many of those are still in their handshake.
+//!
+//! Why here and not in the hub: the hub admits a connection only once its request head has
+//! been read, and reading it needs a handshake permit. Counted there, an address that opens
+//! silent TCP connections takes every permit first, and clients from everywhere else are
+//! refused for as long as it keeps reopening. Counted at the door, an address gets at most
+//! its share of the permits, and the global ones stay for everyone else.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Why the door refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The address already holds `max_connections_per_ip` connections.
+    TooManyFromIp,
+    /// The address already has its share of connections in their handshake.
+    TooManyPendingFromIp,
+    /// Every handshake permit is taken.
+    TooManyPending,
+}
+
+impl Refused {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::TooManyFromIp => "too many connections from this address",
+            Refused::TooManyPendingFromIp => "too many handshakes in progress from this address",
+            Refused::TooManyPending => "too many connections in their handshake",
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Count {
+    open: usize,
+    pending: usize,
+}
+
+#[derive(Clone)]
+pub struct Door {
+    counts: Arc<Mutex<HashMap<IpAddr, Count>>>,
+    /// 0 = no limit.
+    max_open: usize,
+    /// 0 = no per-address share.
+    max_pending: usize,
+    permits: Arc<Semaphore>,
+}
+
+impl Door {
+    pub fn new(max_open: usize, max_pending: usize, permits: Arc<Semaphore>) -> Door {
+        Door { counts: Default::default(), max_open, max_pending, permits }
+    }
+
+    /// Lets a new connection from `ip` in, in its handshake; the address's limits are checked
+    /// before a global permit is taken.
+    pub fn enter(&self, ip: IpAddr) -> Result<Entry, Refused> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let c = counts.get(&ip).copied().unwrap_or_default();
+        if self.max_open > 0 && c.open >= self.max_open {
+            return Err(Refused::TooManyFromIp);
+        }
+        if self.max_pending > 0 && c.pending >= self.max_pending {
+            return Err(Refused::TooManyPendingFromIp);
+        }
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| Refused::TooManyPending)?;
+        let c = counts.entry(ip).or_default();
+        c.open += 1;
+        c.pending += 1;
+        Ok(Entry { door: self.clone(), ip, permit: Some(permit) })
+    }
+
+    fn leave(&self, ip: IpAddr, pending: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = counts.get_mut(&ip) {
+            c.open = c.open.saturating_sub(1);
+            if pending {
+                c.pending = c.pending.saturating_sub(1);
+            }
+            if c.open == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+
+    fn handshake_over(&self, ip: IpAddr) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = counts.get_mut(&ip) {
+            c.pending = c.pending.saturating_sub(1);
+        }
+    }
+}
+
+/// One connection inside: counted for its address while it lives.
+pub struct Entry {
+    door: Door,
+    ip: IpAddr,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Entry {
+    /// The handshake is over: its permit and its place in the address's share go back.
+    pub fn handshake_done(&mut self) {
+        if self.permit.take().is_some() {
+            self.door.handshake_over(self.ip);
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.door.leave(self.ip, self.permit.is_some());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_its_share_and_no_more() {
+        let door = Door::new(4, 2, Arc::new(Semaphore::new(3)));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let mut a1 = door.enter(a).expect("first");
+        let _a2 = door.enter(a).expect("second");
+        assert_eq!(door.enter(a).err(), Some(Refused::TooManyPendingFromIp));
+        let _b1 = door.enter(b).expect("another address still gets a permit");
+        assert_eq!(door.enter(b).err(), Some(Refused::TooManyPending), "three permits in all");
+        a1.handshake_done();
+        let _a3 = door.enter(a).expect("a finished handshake frees a place");
+        let _a4 = door.enter(a).err();
+        drop(a1);
+        assert_eq!(door.counts.lock().unwrap().get(&a).map(|c| c.open), Some(2));
+    }
+}
