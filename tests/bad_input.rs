@@ -162,3 +162,80 @@ async fn one_shot_php_style_command_before_fin_is_delivered() {
     c.expect_text("from php-fpm").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Kilobytes of resident memory of a process.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Peers that have not shown the secret key cannot make the gateway allocate: a first packet
+/// announcing 10 MiB is refused at its header, a silent or half-sent first packet is cut off
+/// in seconds, and only a share of the strangers' places goes to one address — while a real
+/// worker and its clients carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_inner_peers_cannot_make_the_gateway_allocate() {
+    let key = ["--secret-key", "s3cr3t"];
+    let cl = small_cluster(161, &key, &[]).await;
+    let g = &cl.gw;
+    let mut good = Client::connect(&g.ws).await;
+    let before = rss_kb(g.proc.pid());
+
+    // 40 peers each announce a 10 MiB packet and send the first MiB of it.
+    let mut hogs = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(&g.inner).await.expect("connect inner");
+        let mut bytes = header(10 * 1024 * 1024, 12);
+        bytes.extend(std::iter::repeat_n(b'x', 1024 * 1024));
+        // The gateway may close before all of it is written: that is the point.
+        let _ = s.write_all(&bytes).await;
+        hogs.push(s);
+    }
+    for mut s in hogs {
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await.expect("a hog is cut off at once");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    let grown = rss_kb(g.proc.pid()).saturating_sub(before);
+    println!("gateway RSS grew by {grown} KiB for 40 peers announcing 10 MiB each");
+    assert!(grown < 32 * 1024, "the gateway buffered strangers' packets: +{grown} KiB");
+
+    // A silent peer and one that stops halfway through its first packet are dropped in time.
+    for partial in [Vec::new(), header(300, 12)[..10].to_vec()] {
+        let mut s = TcpStream::connect(&g.inner).await.expect("connect inner");
+        s.write_all(&partial).await.expect("write");
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await.expect("a silent stranger is dropped within seconds");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+
+    // Many silent strangers from one address: only its share is held, the rest are refused
+    // at once; another address still reaches the inner port and authenticates.
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(&g.inner).await.expect("connect inner"));
+    }
+    let mut refused = 0;
+    for s in &mut silent {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 50, "one address held {} strangers' places", 100 - refused);
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.161.0.77:0".parse().expect("source")).expect("bind");
+    let mut other = sock.connect(g.inner.parse().expect("inner")).await.expect("another address connects");
+    use gateway::protocol::Command;
+    let mut req = Command::GatewayClientConnect { secret_key: "s3cr3t".into() }.into_packet().to_bytes().to_vec();
+    req.extend_from_slice(&Command::GetClientCountByGroup { group: Default::default() }.into_packet().to_bytes());
+    other.write_all(&req).await.expect("write");
+    let mut len = [0u8; 4];
+    tokio::time::timeout(WAIT, other.read_exact(&mut len)).await.expect("answered in time").expect("answer");
+    drop(silent);
+
+    good.call("send_to_client", json!([good.id, "unharmed"])).await;
+    good.expect_text("unharmed").await;
+}

@@ -521,3 +521,57 @@ async fn a_long_polling_client_chats_with_a_websocket_client() {
     let out = ws.next_where(|v| v["method"] == "logout_push").await;
     assert_eq!(out["customer_id"], "p1");
 }
+
+/// Reads one WebSocket frame from the server (unmasked): `(opcode, payload)`.
+async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.expect("frame head");
+    let mut len = (head[1] & 0x7f) as usize;
+    if len == 126 {
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l).await.expect("length");
+        len = u16::from_be_bytes(l) as usize;
+    } else if len == 127 {
+        let mut l = [0u8; 8];
+        s.read_exact(&mut l).await.expect("length");
+        len = u64::from_be_bytes(l) as usize;
+    }
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.expect("payload");
+    (head[0] & 0x0f, payload)
+}
+
+/// RFC 6455 §5.5.1: a client's Close frame is answered with a Close frame carrying its code,
+/// so the client sees its own code and not 1006. Written byte by byte, as a raw client would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_frame_is_echoed() {
+    let small = small_cluster(160, &[], &[]).await;
+    let addr = small.gw.ws.trim_start_matches("ws://").to_string();
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.expect("response head"));
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // The probe worker says hello first: a text frame.
+    let (op, _) = tokio::time::timeout(WAIT, read_frame(&mut s)).await.expect("hello in time");
+    assert_eq!(op, 0x1);
+    // Close, code 4001 "bye", masked as a client must.
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let payload: Vec<u8> = [&4001u16.to_be_bytes()[..], b"bye"].concat();
+    let mut frame = vec![0x88, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).await.expect("close");
+    let (op, body) = tokio::time::timeout(WAIT, read_frame(&mut s)).await.expect("the close answered in time");
+    assert_eq!(op, 0x8, "a close frame comes back");
+    assert_eq!(u16::from_be_bytes([body[0], body[1]]), 4001, "with the client's own code");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await.expect("then the server closes TCP").unwrap_or(0);
+    assert_eq!(n, 0, "nothing after the close");
+}

@@ -2,8 +2,15 @@
 //! GatewayProtocol. Each connection is a task that frames packets, checks the secret key on
 //! the first packet and hands commands to the hub; replies and client events come back through
 //! the connection's outbound queue.
+//!
+//! Until a peer has shown the secret key it is a stranger, and a stranger gets little: its
+//! first packet must be small (`FIRST_PACKET_MAX`, where PHP would buffer up to 10 MiB before
+//! looking at the key) and arrive within `FIRST_PACKET_WAIT`, and strangers are counted at
+//! accept like client handshakes (`listen::door`): a bounded number at once, a share of them
+//! per address.
 
 use crate::hub::HubMsg;
+use crate::listen::door::{Door, Entry};
 use crate::protocol::{Command, PacketCodec};
 use crate::router::LinkId;
 use bytes::Bytes;
@@ -24,6 +31,23 @@ pub struct InnerConfig {
     pub secret_key: Arc<str>,
     pub max_packet: usize,
     pub queue: usize,
+    /// Links still to authenticate, per address and in all.
+    pub door: Door,
+}
+
+/// Largest first packet from a peer that has not shown the secret key: an authentication
+/// (CMD_WORKER_CONNECT / CMD_GATEWAY_CLIENT_CONNECT) is a few hundred bytes.
+pub const FIRST_PACKET_MAX: usize = 64 * 1024;
+/// How long a new peer may take to send that packet (a worker sends it at once).
+pub const FIRST_PACKET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Unauthenticated links at once, and per address (see `listen::door`).
+pub const STRANGERS: usize = 256;
+pub const STRANGERS_PER_IP: usize = 32;
+
+impl InnerConfig {
+    pub fn door() -> Door {
+        Door::new(0, STRANGERS_PER_IP, Arc::new(tokio::sync::Semaphore::new(STRANGERS)))
+    }
 }
 
 /// Accepts inner connections until the listener fails.
@@ -32,8 +56,16 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: Inn
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let entry = match config.door.enter(peer.ip()) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        register::stats::inc(&config.stats.errors);
+                        warn!(%peer, "inner port: {} (peers still to authenticate), closing", why.reason());
+                        continue;
+                    }
+                };
                 let link = NEXT.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(link_task(link, stream, peer, hub.clone(), config.clone()));
+                tokio::spawn(link_task(link, stream, peer, hub.clone(), config.clone(), entry));
             }
             Err(e) => {
                 warn!("inner accept failed: {e}");
@@ -43,7 +75,7 @@ pub async fn serve(listener: TcpListener, hub: mpsc::Sender<HubMsg>, config: Inn
     }
 }
 
-async fn link_task(link: LinkId, stream: TcpStream, peer: SocketAddr, hub: mpsc::Sender<HubMsg>, config: InnerConfig) {
+async fn link_task(link: LinkId, stream: TcpStream, peer: SocketAddr, hub: mpsc::Sender<HubMsg>, config: InnerConfig, mut entry: Entry) {
     register::keepalive(&stream);
     let (read, write) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(config.queue);
@@ -53,7 +85,7 @@ async fn link_task(link: LinkId, stream: TcpStream, peer: SocketAddr, hub: mpsc:
     }
     let writer = tokio::spawn(write_loop(write, out_rx, kill.clone()));
     let reason = tokio::select! {
-        r = read_loop(link, read, &hub, &config) => r,
+        r = read_loop(link, read, &hub, &config, &mut entry) => r,
         _ = kill.cancelled() => "replaced or closed by the gateway".to_string(),
     };
     debug!(link, %peer, "inner connection closed: {reason}");
@@ -71,11 +103,29 @@ async fn read_loop(
     read: tokio::net::tcp::OwnedReadHalf,
     hub: &mpsc::Sender<HubMsg>,
     config: &InnerConfig,
+    entry: &mut Entry,
 ) -> String {
     let peer = read.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mut packets = FramedRead::new(read, PacketCodec { max_len: config.max_packet });
     let mut authorized = config.secret_key.is_empty();
-    while let Some(next) = packets.next().await {
+    if authorized {
+        // No key to check: every peer is trusted, as in GatewayWorker.
+        entry.handshake_done();
+    }
+    let first_max = if authorized { config.max_packet } else { FIRST_PACKET_MAX.min(config.max_packet) };
+    let mut packets = FramedRead::with_capacity(read, PacketCodec { max_len: first_max }, 1024);
+    loop {
+        let next = if authorized {
+            packets.next().await
+        } else {
+            match tokio::time::timeout(FIRST_PACKET_WAIT, packets.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    warn!(%peer, "inner peer sent no authentication within {FIRST_PACKET_WAIT:?}, disconnecting");
+                    return "no authentication in time".into();
+                }
+            }
+        };
+        let Some(next) = next else { break };
         let packet = match next {
             Ok(p) => p,
             Err(e) => {
@@ -111,6 +161,8 @@ async fn read_loop(
                 return "wrong secret key".into();
             }
             authorized = true;
+            entry.handshake_done();
+            packets.decoder_mut().max_len = config.max_packet;
         }
         if matches!(cmd, Command::WorkerConnect { .. }) {
             info!(%peer, link, "worker authenticated");
