@@ -13,6 +13,12 @@ case "${1:-start}" in
     for s in a b c; do
       echo "== server $s"
       "$BIN" --config "scripts/three-servers/server-$s.toml" start -d
+      # Server A runs the register: it generated the inner secret key (run/server-a/secret-key,
+      # mode 0600). The other servers get it from there, as you would copy it to real ones.
+      if [ "$s" = a ] && [ -z "${SWITCHBOARD_SECRET_KEY:-}" ]; then
+        SWITCHBOARD_SECRET_KEY=$(cat run/server-a/secret-key)
+        export SWITCHBOARD_SECRET_KEY
+      fi
     done
     echo "clients: ws://127.0.0.2:7272 and ws://127.0.0.3:7272 (one system)"
     ;;

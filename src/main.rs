@@ -74,7 +74,8 @@ enum Role {
         #[arg(long, default_value_t = 20)]
         delay_ms: u64,
     },
-    /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET or [events] agent_secret).
+    /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET, [events] agent_secret
+    /// or the run directory's generated agent-secret).
     Token(TokenArgs),
 }
 
@@ -237,8 +238,13 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if secret.is_empty() {
                 secret = std::env::var("SWITCHBOARD_AGENT_SECRET").unwrap_or_default();
             }
+            if secret.is_empty() {
+                // The one `start` generated for this box, if it did.
+                let run_dir = std::path::PathBuf::from(file.run_dir.clone().unwrap_or_else(|| "run".into()));
+                secret = std::fs::read_to_string(run_dir.join("agent-secret")).map(|s| s.trim().to_string()).unwrap_or_default();
+            }
             let token = events::auth::mint(&secret, &args.bid, &args.agent, args.ttl)
-                .context("set SWITCHBOARD_AGENT_SECRET (or [events] agent_secret) first")?;
+                .context("set SWITCHBOARD_AGENT_SECRET (or [events] agent_secret) first, or run `switchboard start` here once to generate run/agent-secret")?;
             println!("{token}");
         }
         Role::Register(args) => {

@@ -24,6 +24,7 @@ fn sb(dir: &Path, args: &[&str]) -> Output {
     std::process::Command::new(BIN)
         .current_dir(dir)
         .env_remove("SWITCHBOARD_AGENT_SECRET")
+        .env_remove("SWITCHBOARD_SECRET_KEY")
         .args(args)
         .output()
         .expect("run switchboard")
@@ -63,6 +64,53 @@ async fn agent(url: &str, dir: &Path, id: &str) -> Client {
     let r = c.request(json!({"method": "login", "bid": "1", "customer_id": id, "customer_name": id, "token": token(dir, "1", id)}), "login").await;
     assert!(r.get("code").is_none(), "{r}");
     c
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+}
+
+/// Safe defaults (#15 item 7): a box started with nothing configured generates an inner secret
+/// key shared by its roles (kept 0600 in run/, printed with how to give it to other servers);
+/// a peer without it is refused by the register and the inner port; the run directory and
+/// every file the chat writes there are private; the open Origin default is said at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_box_is_keyed_and_private() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (dir, url) = setup(75, "");
+    let out = ok(&sb(&dir.0, &["start", "-d"]));
+    assert!(out.contains("inner secret key: run/secret-key") && out.contains("SWITCHBOARD_SECRET_KEY="), "{out}");
+    assert!(out.contains("any web origin"), "{out}");
+    let run = dir.0.join("run");
+    let key = std::fs::read_to_string(run.join("secret-key")).expect("a generated secret key");
+    assert_eq!(key.trim().len(), 64);
+    // Every role got it: the workers joined the gateway, so the chat answers.
+    let _agent = agent(&url, &dir.0, "a1").await;
+    // Without it, a forged worker is refused by the register and by the gateway's inner port.
+    let toml = std::fs::read_to_string(dir.0.join("switchboard.toml")).expect("config");
+    let field = |name: &str| -> String {
+        let line = toml.lines().find(|l| l.starts_with(name)).expect("field");
+        line.split('"').nth(1).expect("quoted").to_string()
+    };
+    let (register, gw_ip) = (field("listen"), field("lan_ip"));
+    let inner_port = toml.lines().find_map(|l| l.strip_prefix("inner_port = ")).expect("inner port").trim().to_string();
+    let mut r = tokio::net::TcpStream::connect(&register).await.expect("register");
+    r.write_all(b"{\"event\":\"worker_connect\",\"secret_key\":\"\"}\n").await.expect("write");
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(WAIT, r.read(&mut buf)).await.expect("answered in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the register accepted a worker without the key");
+    let mut g = tokio::net::TcpStream::connect(format!("{gw_ip}:{inner_port}")).await.expect("inner port");
+    let forged = gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new() };
+    g.write_all(&forged.into_packet().to_bytes()).await.expect("write");
+    let n = tokio::time::timeout(WAIT, g.read(&mut buf)).await.expect("answered in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the gateway accepted a worker without the key");
+    // Private files: the directory, the secrets, the log, the store and its WAL.
+    assert_eq!(mode(&run), 0o700, "run/");
+    for f in ["secret-key", "agent-secret", "switchboard.log", "switchboard.db", "switchboard.db-wal"] {
+        assert_eq!(mode(&run.join(f)) & 0o077, 0, "run/{f} is readable by others: {:o}", mode(&run.join(f)));
+    }
+    ok(&sb(&dir.0, &["stop"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

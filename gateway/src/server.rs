@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -152,6 +152,9 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
     };
     let handshake_timeout = secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10));
     let allowed_origins = Arc::new(config.allowed_origins.clone());
+    if allowed_origins.is_empty() {
+        warn!("allowed_origins is empty: a page on any web origin may open WebSockets and long polls here (fine for the demo; list your sites for production)");
+    }
     let ws_config = WsConfig {
         assets,
         max_message_size: config.max_message_size,

@@ -130,36 +130,81 @@ struct Handle {
     tx: mpsc::Sender<slot::Cmd>,
 }
 
+/// A secret kept in the run directory: read if there, else generated once (32 random bytes,
+/// hex) and written readable by this user only.
+fn box_secret(plan: &Plan, name: &str, what: &str) -> anyhow::Result<String> {
+    let path = plan.run_dir.join(name);
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for the {what}: {e}"))?;
+    let secret: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    info!(file = %path.display(), "generated the {what} for this box");
+    Ok(secret)
+}
+
 /// The agent secret for this box: the environment's, the config's, or one generated once and
 /// kept in the run directory, so `switchboard start` works with nothing set up.
 fn agent_secret(plan: &Plan, file: &File) -> anyhow::Result<Option<String>> {
     if std::env::var_os("SWITCHBOARD_AGENT_SECRET").is_some() || !file.events.agent_secret.is_empty() || !plan.runs("business") {
         return Ok(None);
     }
-    let path = plan.run_dir.join("agent-secret");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        if !s.trim().is_empty() {
-            return Ok(Some(s.trim().to_string()));
-        }
+    box_secret(plan, "agent-secret", "agent secret").map(Some)
+}
+
+/// Where the inner secret key generated for a box is kept (see `secret_key`).
+pub const SECRET_KEY_FILE: &str = "secret-key";
+
+/// The inner ports' and register's secret key when none is configured anywhere: generated
+/// once by the box that runs the register (the one every other server connects to), kept in
+/// the run directory and given to every role this `start` runs. Without it, anyone who can
+/// reach the inner ports or the register (any local user or container) could register a fake
+/// gateway or worker and read every session. `secret_key = ""` keeps GatewayWorker's "no check".
+fn secret_key(plan: &Plan, file: &File) -> anyhow::Result<Option<String>> {
+    let configured = std::env::var_os("SWITCHBOARD_SECRET_KEY").is_some()
+        || file.secret_key.is_some()
+        || file.register.secret_key.is_some()
+        || file.business.secret_key.is_some()
+        || file.gateway.as_ref().is_some_and(|g| !g.secret_key.is_empty());
+    if configured {
+        return Ok(None);
     }
-    let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for the agent secret: {e}"))?;
-    let secret: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    if !plan.runs("register") {
+        warn!("no secret_key configured: this box's register must have none either; copy the register box's {}/{SECRET_KEY_FILE} into SWITCHBOARD_SECRET_KEY or secret_key", plan.run_dir.display());
+        return Ok(None);
     }
-    info!(file = %path.display(), "generated an agent secret for this box");
-    Ok(Some(secret))
+    box_secret(plan, SECRET_KEY_FILE, "inner secret key").map(Some)
+}
+
+/// The run directory, private to this user (it holds the store, the log, the secrets and
+/// the control socket); one made by an older version with wider rights is narrowed.
+fn private_run_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("run directory {}", dir.display()))?;
+    let mode = std::fs::metadata(dir).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o700);
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+        info!(dir = %dir.display(), "run directory made private (was {mode:o})");
+    }
+    Ok(())
 }
 
 /// Runs the master in the foreground until it is told to stop.
 pub async fn master(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let file = File::load(config_path.as_deref())?;
     let plan = Plan::new(&file, config_path.as_deref())?;
-    std::fs::create_dir_all(&plan.run_dir).with_context(|| format!("run directory {}", plan.run_dir.display()))?;
+    private_run_dir(&plan.run_dir)?;
     let socket = plan.socket();
     if control::ask(&socket, &Request::Status, Duration::from_secs(2)).await.is_ok() {
         bail!("switchboard is already running (control socket {})", socket.display());
@@ -171,6 +216,9 @@ pub async fn master(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let mut env = Vec::new();
     if let Some(secret) = agent_secret(&plan, &file)? {
         env.push(("SWITCHBOARD_AGENT_SECRET".to_string(), secret));
+    }
+    if let Some(key) = secret_key(&plan, &file)? {
+        env.push(("SWITCHBOARD_SECRET_KEY".to_string(), key));
     }
 
     let mut handles: Vec<Handle> = Vec::new();
@@ -415,15 +463,20 @@ fn spawn_signals(to_master: mpsc::Sender<(Request, oneshot::Sender<Value>)>) -> 
 /// `start -d`: starts the master in the background (its output to the log file) and returns
 /// once every child is ready, or fails with the reason from the log.
 pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let file = File::load(config_path.as_deref())?;
     let plan = Plan::new(&file, config_path.as_deref())?;
-    std::fs::create_dir_all(&plan.run_dir)?;
+    private_run_dir(&plan.run_dir)?;
     if control::ask(&plan.socket(), &Request::Status, Duration::from_secs(2)).await.is_ok() {
         bail!("switchboard is already running (control socket {})", plan.socket().display());
     }
     let log_path = plan.log_file();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("log file {}", log_path.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path).with_context(|| format!("log file {}", log_path.display()))?;
     let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
@@ -456,6 +509,9 @@ pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             let rows: Vec<status::Row> = serde_json::from_value(v["rows"].clone()).unwrap_or_default();
             if !rows.is_empty() && rows.iter().all(|r| r.ready) {
                 print!("{}", status::table(&rows));
+                for note in start_notes(&plan, &file) {
+                    println!("{note}");
+                }
                 println!("switchboard started (pid {}, log {}). Stop it with: switchboard stop", child.id(), log_path.display());
                 return Ok(());
             }
@@ -517,4 +573,22 @@ pub async fn command(config_path: Option<PathBuf>, req: Request, json_out: bool)
         }
     }
     Ok(())
+}
+
+/// What `start -d` tells the operator about this box's defaults (docs/security.md).
+fn start_notes(plan: &Plan, file: &File) -> Vec<String> {
+    let mut notes = Vec::new();
+    let key = plan.run_dir.join(SECRET_KEY_FILE);
+    if plan.runs("register") && key.exists() {
+        notes.push(format!(
+            "inner secret key: {} (other servers joining this register need it: SWITCHBOARD_SECRET_KEY=$(cat {}) or secret_key in their config)",
+            key.display(),
+            key.display()
+        ));
+    }
+    let open = file.gateway.as_ref().map_or(true, |g| g.allowed_origins.is_empty());
+    if plan.runs("gateway") && open {
+        notes.push("any web origin may open WebSockets and long polls here (demo default): set [gateway] allowed_origins for production".into());
+    }
+    notes
 }

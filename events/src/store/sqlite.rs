@@ -142,6 +142,16 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("{}: {e}", dir.display())))?;
         }
+        // Every customer's history is in this file: readable by this user only. SQLite gives
+        // the -wal and -shm files the database file's own permissions.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StoreError::Corrupt(format!("{}: {e}", path.display()))),
+            }
+        }
         let mut conn = Connection::open(path)?;
         // Several worker processes write the same file: wait for each other's locks, polling
         // every fraction of a millisecond (SQLite's own busy_timeout sleeps up to 100 ms at a
