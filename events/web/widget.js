@@ -43,6 +43,12 @@
     button.send { border: 0; background: none; color: #1f6feb; font-weight: 600; padding: 0 14px; cursor: pointer; }`;
   root.appendChild(style);
 
+  // An agent's name is its own choice: its id goes beside it, so a copied name cannot pass
+  // for someone else.
+  function label(name, id) {
+    return (name || 'Agent') + (id ? ' (' + id + ')' : '');
+  }
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -82,7 +88,7 @@
     if (!b) {
       b = el('div', 'msg ' + (mine ? 'me' : 'them'));
       b.dataset.testid = 'message';
-      if (!mine) b.append(el('span', 'who', m.from_name || ''));
+      if (!mine) b.append(el('span', 'who', label(m.from_name, m.from_uid)));
       b.append(el('span', 'text', m.content));
       b.append(el('span', 'state', ''));
       log.appendChild(b);
@@ -106,7 +112,7 @@
     visitorId = m.visitor_id;
     conversation = m.conversation_id;
     localStorage.setItem(storeKey, visitorId);
-    if (m.assigned) agentLine.textContent = m.assigned.customer_name + ' is here to help';
+    if (m.assigned) agentLine.textContent = label(m.assigned.customer_name, m.assigned.customer_id) + ' is here to help';
   });
   client.on('message', (m) => {
     const mine = m.from_uid === 'v:' + visitorId;
@@ -119,7 +125,7 @@
     if (b) setState(b, 'delivered');
   });
   client.on('assign_push', (m) => {
-    if (m.assigned) agentLine.textContent = m.assigned.customer_name + ' is here to help';
+    if (m.assigned) agentLine.textContent = label(m.assigned.customer_name, m.assigned.customer_id) + ' is here to help';
   });
   client.on('close_push', () => {
     agentLine.textContent = 'This conversation was closed';
@@ -127,7 +133,7 @@
   });
   let typingTimer = null;
   client.on('typing_push', (m) => {
-    typing.textContent = (m.from_name || 'Agent') + ' is typing…';
+    typing.textContent = label(m.from_name, m.from_uid) + ' is typing…';
     clearTimeout(typingTimer);
     typingTimer = setTimeout(() => { typing.textContent = ''; }, 3000);
   });

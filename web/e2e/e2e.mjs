@@ -84,16 +84,17 @@ try {
   await visitor.locator('.msg.me .state', { hasText: 'delivered' }).waitFor({ timeout: T });
 
   step('one agent is assigned and the other sees it');
-  let holder = null, other = null, holderName = '';
+  let holder = null, other = null, holderName = '', holderId = '';
   const deadline = Date.now() + T;
   while (!holder) {
-    if (await tabCount(alice, 'mine') === 1) { holder = alice; other = bob; holderName = 'Alice'; }
-    else if (await tabCount(bob, 'mine') === 1) { holder = bob; other = alice; holderName = 'Bob'; }
+    if (await tabCount(alice, 'mine') === 1) { holder = alice; other = bob; holderName = 'Alice'; holderId = 'a1'; }
+    else if (await tabCount(bob, 'mine') === 1) { holder = bob; other = alice; holderName = 'Bob'; holderId = 'b2'; }
     else if (Date.now() > deadline) throw new Error('no agent got the conversation');
     else await alice.waitForTimeout(100);
   }
   await other.waitForFunction(() => /Others \(1\)/.test(document.querySelector('.tabs button[data-tab=others]').textContent), null, { timeout: T });
-  await visitor.locator('.agent', { hasText: holderName + ' is here to help' }).waitFor({ timeout: T });
+  // A name is shown with its id, so a copied name cannot pass for someone else.
+  await visitor.locator('.agent', { hasText: holderName + ' (' + holderId + ') is here to help' }).waitFor({ timeout: T });
 
   step('the unread count moves');
   await holder.click('.tabs button[data-tab=mine]');
@@ -111,6 +112,9 @@ try {
   await visitor.locator('.typing', { hasText: 'is typing' }).waitFor({ timeout: T });
   await holder.press('#reply input', 'Enter');
   await waitCount(visitor, 'hi there', 1);
+  await visitor.locator('#switchboard-widget .msg.them .who', { hasText: holderName + ' (' + holderId + ')' }).first().waitFor({ timeout: T });
+  await holder.locator('.log .msg.them .who', { hasText: '(v:' }).first().waitFor({ timeout: T });
+  await other.locator('#agents li', { hasText: holderName + ' (' + holderId + ')' }).waitFor({ timeout: T });
 
   step('the gateway is killed; both pages reconnect; nothing is lost or shown twice');
   const rows = JSON.parse(execFileSync(bin, ['status', '--json'], { cwd: dir }).toString());
@@ -139,7 +143,8 @@ try {
   await visitor.reload();
   await visitor.click('.btn');
   for (const text of [evil, 'hi there', 'after the cut', 'agent after the cut']) await waitCount(visitor, text, 1);
-  await visitor.locator('.agent', { hasText: holderName + ' is here to help' }).waitFor({ timeout: T });
+  // A name is shown with its id, so a copied name cannot pass for someone else.
+  await visitor.locator('.agent', { hasText: holderName + ' (' + holderId + ') is here to help' }).waitFor({ timeout: T });
 
   step('the visitor types; the agent sees it');
   await visitor.type('.panel input', 'thinking', { delay: 20 });

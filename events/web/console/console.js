@@ -9,6 +9,12 @@
   const $ = (id) => document.getElementById(id);
   const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/';
 
+  // Names are chosen by whoever logs in: a sender is always shown with its id beside the
+  // name, so a copied name cannot pass for someone else.
+  function label(name, id) {
+    return (name || id) + ' (' + id + ')';
+  }
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -82,7 +88,7 @@
       if (String(c.visitor_id || '').startsWith('line:')) row.append(el('span', 'channel', c.followed === false ? 'LINE · unfollowed' : 'LINE'));
       if (c.unread > 0) row.append(el('span', 'badge', c.unread));
       li.append(row);
-      const who = c.assigned ? (state.agents.get(c.assigned) || c.assigned) : 'waiting';
+      const who = c.assigned ? label(state.agents.get(c.assigned), c.assigned) : 'waiting';
       li.append(el('span', 'last', (c.last_message ? c.last_message.content : '') + ' · ' + who));
       li.addEventListener('click', () => open({ kind: 'conversation', key: c.conversation_id, title: c.visitor_name }));
       list.append(li);
@@ -100,11 +106,11 @@
     const select = $('transfer-to');
     select.replaceChildren();
     for (const [id, name] of state.agents) {
-      const li = el('li', null, name + (id === state.me.customer_id ? ' (you)' : ''));
+      const li = el('li', null, label(name, id) + (id === state.me.customer_id ? ' · you' : ''));
       if (id !== state.me.customer_id) {
         li.title = 'Private message';
         li.addEventListener('click', () => open({ kind: 'private', key: id, title: 'Private: ' + name }));
-        const opt = el('option', null, name);
+        const opt = el('option', null, label(name, id));
         opt.value = id;
         select.append(opt);
       }
@@ -127,7 +133,7 @@
     const log = $('log');
     log.replaceChildren();
     const conv = a && a.kind === 'conversation' ? state.conversations.get(a.key) : null;
-    $('pane-title').textContent = a ? a.title + (conv ? ' — ' + (conv.assigned ? 'with ' + (state.agents.get(conv.assigned) || conv.assigned) : 'waiting') : '') : 'Pick a conversation';
+    $('pane-title').textContent = a ? a.title + (conv ? ' — ' + (conv.assigned ? 'with ' + label(state.agents.get(conv.assigned), conv.assigned) : 'waiting') : '') : 'Pick a conversation';
     $('reply').classList.toggle('hidden', !a);
     $('older').classList.toggle('hidden', !a);
     $('claim').classList.toggle('hidden', !conv || !!conv.assigned);
@@ -140,7 +146,7 @@
       const mine = m.from_uid === state.me.customer_id;
       const div = el('div', 'msg ' + (mine ? 'me' : 'them'));
       div.dataset.testid = 'message';
-      div.append(el('span', 'who', m.from_name));
+      div.append(el('span', 'who', label(m.from_name, m.from_uid)));
       const picture = m.image || (m.sticker && m.sticker.url);
       if (picture && /^https?:\/\//.test(picture)) {
         const img = el('img', m.image ? 'image' : 'sticker');
@@ -240,9 +246,27 @@
       }
       state.agents = new Map(m.customer_list.map((a) => [a.customer_id, a.customer_name]));
       state.conversations = new Map((m.conversations || []).map((c) => [c.conversation_id, c]));
+      if (m.conversations_more) morePages(m.conversations);
       renderAgents();
       renderConversations();
       renderPane();
+    });
+    // The login answer carries the first page of open conversations; the rest come in pages.
+    const morePages = (page) => {
+      if (page.length) client.send({ method: 'conversation_list', after: page[page.length - 1].conversation_id });
+    };
+    client.on('conversation_list', (m) => {
+      for (const c of m.conversations || []) state.conversations.set(c.conversation_id, c);
+      if (m.more) morePages(m.conversations || []);
+      renderConversations();
+    });
+    // The token expired or was revoked: the server closes the connection after this frame.
+    client.on('logout', (m) => {
+      sessionStorage.removeItem('switchboard:agent');
+      $('signin-error').textContent = (m.msg || 'Signed out') + '';
+      $('signin').classList.remove('hidden');
+      $('app').classList.add('hidden');
+      client.close();
     });
     const presence = (m) => {
       if (m.method === 'login_push') state.agents.set(m.customer_id, m.customer_name);
@@ -303,7 +327,7 @@
     let typingTimer = null;
     client.on('typing_push', (m) => {
       if (!state.active || state.active.key !== m.conversation_id) return;
-      $('typing').textContent = m.from_name + ' is typing…';
+      $('typing').textContent = label(m.from_name, m.from_uid) + ' is typing…';
       clearTimeout(typingTimer);
       typingTimer = setTimeout(() => { $('typing').textContent = ''; }, 3000);
     });
