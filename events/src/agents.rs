@@ -120,11 +120,10 @@ impl Chat {
     /// others. `batch` is the client's `"presence":"batch"` (see `presence`).
     pub(crate) async fn sign_in(&self, ctx: &mut Context, bid: &str, id: &str, name: &str, exp: Option<u64>, batch: bool) -> Result<SignedIn, Fail> {
         let name = escape_html(name);
-        if let Who::Agent { bid: old_bid, .. } = Who::of(ctx) {
-            if old_bid != bid {
-                ctx.api.leave_group(&ctx.id(), &keys::bot_group(&old_bid)).await?;
-            }
-            for g in [presence::single_group(&old_bid), presence::batch_group(&old_bid)] {
+        if let Who::Agent { .. } = Who::of(ctx) {
+            // Logging in again as the same agent (`one_identity`), with a fresh token: the
+            // presence form it asks for may differ from last time.
+            for g in [presence::single_group(bid), presence::batch_group(bid)] {
                 ctx.api.leave_group(&ctx.id(), &g).await?;
             }
         }
