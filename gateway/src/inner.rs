@@ -6,8 +6,8 @@
 //! Until a peer has shown the secret key it is a stranger, and a stranger gets little: its
 //! first packet must be small (`FIRST_PACKET_MAX`, where PHP would buffer up to 10 MiB before
 //! looking at the key) and arrive within `FIRST_PACKET_WAIT`, and strangers are counted at
-//! accept like client handshakes (`listen::door`): a bounded number at once, a share of them
-//! per address.
+//! accept like client handshakes (`listen::door`): a bounded number at once, at most half of
+//! them from one address.
 
 use crate::hub::HubMsg;
 use crate::listen::door::{Door, Entry};
@@ -37,12 +37,17 @@ pub struct InnerConfig {
 
 /// Largest first packet from a peer that has not shown the secret key: an authentication
 /// (CMD_WORKER_CONNECT / CMD_GATEWAY_CLIENT_CONNECT) is a few hundred bytes.
-pub const FIRST_PACKET_MAX: usize = 64 * 1024;
+pub const FIRST_PACKET_MAX: usize = 8 * 1024;
 /// How long a new peer may take to send that packet (a worker sends it at once).
 pub const FIRST_PACKET_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Unauthenticated links at once, and per address (see `listen::door`).
-pub const STRANGERS: usize = 256;
-pub const STRANGERS_PER_IP: usize = 32;
+/// Unauthenticated links at once (at most `FIRST_PACKET_MAX` each: 32 MiB in all), and per
+/// address (see `listen::door`). Generous, because a stranger is also every new connection of a
+/// legitimate peer until its first packet is read: a busy worker opens query connections in
+/// bursts (one per concurrent query beyond its pool), a PHP web server one per request, and
+/// under load the gateway reads their authentication late. (A share of 32 per address cut a
+/// loaded worker's queries off in the goim benchmark run.)
+pub const STRANGERS: usize = 4096;
+pub const STRANGERS_PER_IP: usize = STRANGERS / 2;
 
 impl InnerConfig {
     pub fn door() -> Door {
