@@ -40,9 +40,12 @@ struct Count {
     pending: usize,
 }
 
+/// One pointer, so the entry every connection holds for its life stays small.
 #[derive(Clone)]
-pub struct Door {
-    counts: Arc<Mutex<HashMap<IpAddr, Count>>>,
+pub struct Door(Arc<Inner>);
+
+struct Inner {
+    counts: Mutex<HashMap<IpAddr, Count>>,
     /// 0 = no limit.
     max_open: usize,
     /// 0 = no per-address share.
@@ -52,21 +55,22 @@ pub struct Door {
 
 impl Door {
     pub fn new(max_open: usize, max_pending: usize, permits: Arc<Semaphore>) -> Door {
-        Door { counts: Default::default(), max_open, max_pending, permits }
+        Door(Arc::new(Inner { counts: Default::default(), max_open, max_pending, permits }))
     }
 
     /// Lets a new connection from `ip` in, in its handshake; the address's limits are checked
     /// before a global permit is taken.
     pub fn enter(&self, ip: IpAddr) -> Result<Entry, Refused> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let d = &self.0;
+        let mut counts = d.counts.lock().unwrap_or_else(|p| p.into_inner());
         let c = counts.get(&ip).copied().unwrap_or_default();
-        if self.max_open > 0 && c.open >= self.max_open {
+        if d.max_open > 0 && c.open >= d.max_open {
             return Err(Refused::TooManyFromIp);
         }
-        if self.max_pending > 0 && c.pending >= self.max_pending {
+        if d.max_pending > 0 && c.pending >= d.max_pending {
             return Err(Refused::TooManyPendingFromIp);
         }
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| Refused::TooManyPending)?;
+        let permit = d.permits.clone().try_acquire_owned().map_err(|_| Refused::TooManyPending)?;
         let c = counts.entry(ip).or_default();
         c.open += 1;
         c.pending += 1;
@@ -74,7 +78,7 @@ impl Door {
     }
 
     fn leave(&self, ip: IpAddr, pending: bool) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = counts.get_mut(&ip) {
             c.open = c.open.saturating_sub(1);
             if pending {
@@ -87,7 +91,7 @@ impl Door {
     }
 
     fn handshake_over(&self, ip: IpAddr) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = counts.get_mut(&ip) {
             c.pending = c.pending.saturating_sub(1);
         }
@@ -133,6 +137,6 @@ mod tests {
         let _a3 = door.enter(a).expect("a finished handshake frees a place");
         let _a4 = door.enter(a).err();
         drop(a1);
-        assert_eq!(door.counts.lock().unwrap().get(&a).map(|c| c.open), Some(2));
+        assert_eq!(door.0.counts.lock().unwrap().get(&a).map(|c| c.open), Some(2));
     }
 }
