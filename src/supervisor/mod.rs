@@ -248,6 +248,9 @@ pub async fn master(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         bail!("start failed: {reason}");
     }
     info!(processes = handles.len(), socket = %socket.display(), "switchboard started");
+    for note in start_notes(&plan, &file) {
+        println!("{note}");
+    }
     crate::ready_line(&json!({"role": "master", "processes": handles.len()}).to_string());
 
     let (req_tx, mut req_rx) = mpsc::channel::<(Request, oneshot::Sender<Value>)>(16);
@@ -575,9 +578,28 @@ pub async fn command(config_path: Option<PathBuf>, req: Request, json_out: bool)
     Ok(())
 }
 
-/// What `start -d` tells the operator about this box's defaults (docs/security.md).
+/// What `start` tells the operator once the box is ready: where to go next, and this box's
+/// defaults (docs/security.md).
 fn start_notes(plan: &Plan, file: &File) -> Vec<String> {
     let mut notes = Vec::new();
+    let gateway = file.gateway.clone().unwrap_or_default();
+    if plan.runs("gateway") && gateway.web {
+        // 0.0.0.0 listens everywhere; a browser on this box reaches it on loopback.
+        let mut at = gateway.listen;
+        if at.ip().is_unspecified() {
+            at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let scheme = if gateway.tls_cert.is_some() { "https" } else { "http" };
+        notes.push(format!("visitor widget demo: {scheme}://{at}/demo.html    agent console: {scheme}://{at}/console/"));
+    }
+    if plan.runs("business") {
+        let config = plan.config.as_ref().map(|c| format!("--config {} ", c.display())).unwrap_or_default();
+        notes.push(format!("an agent token for the console: switchboard {config}token --bid 1 --agent a1"));
+        if file.events.store.starts_with("sqlite:") {
+            notes.push(format!("chat history: {}", file.events.store.trim_start_matches("sqlite:")));
+        }
+    }
+    notes.push(format!("log: {}    processes and metrics: switchboard status    stop: switchboard stop", plan.log_file().display()));
     let key = plan.run_dir.join(SECRET_KEY_FILE);
     if plan.runs("register") && key.exists() {
         notes.push(format!(
