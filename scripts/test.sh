@@ -18,6 +18,8 @@ fi
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
 if [ -z "${REDIS_URL:-}" ] && ! redis_up; then
   redis-server --daemonize yes --port 6379 --save '' --appendonly no
+  # Started here, so stopped here: the machine is left as it was found.
+  trap 'redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true' EXIT
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   redis_up || { echo "Redis did not start" >&2; exit 1; }
 fi

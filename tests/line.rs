@@ -19,7 +19,8 @@ struct System {
     webhook: String,
     config: String,
     reg: String,
-    _dir: std::path::PathBuf,
+    /// Removed when the system is dropped (after its processes: fields drop in order).
+    _dir: TempDir,
 }
 
 impl System {
@@ -70,7 +71,7 @@ async fn system(net: u8, api: &str) -> System {
         webhook: format!("http://{listen}/line/shop1/webhook"),
         config,
         reg,
-        _dir: dir,
+        _dir: TempDir(dir),
     };
     s.line = Some(s.start_line(&format!("n{net}-line")));
     wait_listening(&listen).await;

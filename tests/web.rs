@@ -1,6 +1,8 @@
 //! The web pages in a real browser: headless Chromium (Debian's), driven by playwright-core,
 //! against a system started with `switchboard start -d`. The browser flow is web/e2e/e2e.mjs;
-//! it writes screenshots to docs/screenshots/. `.ci/run` installs Chromium and the npm package.
+//! its screenshots go to a temporary directory, or to docs/screenshots/ with
+//! `UPDATE_SCREENSHOTS=1` (so running the tests leaves the checkout as it was). `.ci/run`
+//! installs Chromium and the npm package.
 
 mod common;
 
@@ -39,7 +41,7 @@ fn visitor_widget_and_agent_console_in_chromium() {
     let started = sb(&["start", "-d"]);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let token = |agent: &str| String::from_utf8_lossy(&sb(&["token", "--bid", "1", "--agent", agent]).stdout).trim().to_string();
-    let shots = root.join("docs/screenshots");
+    let shots = if std::env::var_os("UPDATE_SCREENSHOTS").is_some() { root.join("docs/screenshots") } else { dir.join("screenshots") };
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let out = std::process::Command::new("node")
         .arg(e2e.join("e2e.mjs"))
@@ -51,9 +53,10 @@ fn visitor_widget_and_agent_console_in_chromium() {
         .output()
         .expect("node");
     let _ = sb(&["stop"]);
+    let shot_taken = shots.join("visitor-widget.png").exists() && shots.join("agent-console.png").exists();
     let _ = std::fs::remove_dir_all(&dir);
     let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && log.contains("e2e: ok"), "{log}");
-    assert!(shots.join("visitor-widget.png").exists() && shots.join("agent-console.png").exists());
+    assert!(shot_taken, "the screenshots were taken");
     assert_eq!(fake.delivered_texts("Uweb1"), ["Thanks, we are on it!"], "the console's answer reached LINE once");
 }

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
@@ -220,6 +220,15 @@ async fn peer_task(id: PeerId, stream: TcpStream, peer: SocketAddr, config: Conf
                         let reply = bad_request_reply(&peer.ip().to_string(), &line);
                         warn!(peer = id, %peer, "{}", String::from_utf8_lossy(&reply).trim_end());
                         let _ = write.write_all(&reply).await;
+                        // Close gracefully: FIN after the reply, then read what the peer still
+                        // sends (briefly) before dropping the socket. Dropping it with unread
+                        // input makes the kernel reset the connection, and the peer may lose
+                        // the reply it has not read yet ("connection reset", seen in CI).
+                        let _ = write.shutdown().await;
+                        let mut read = lines.into_inner();
+                        let mut sink = [0u8; 1024];
+                        let drain = async { while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {} };
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
                         return false;
                     }
                     Err(e) => {
