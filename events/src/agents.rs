@@ -88,7 +88,7 @@ impl Chat {
         if name.chars().count() > 64 {
             return Err(Fail::bad("customer_name is longer than 64 characters"));
         }
-        self.one_identity(ctx, &Who::Agent { bid: bid.clone(), id: id.clone(), name: String::new() })?;
+        self.one_identity(ctx, &Who::agent(&bid, &id))?;
         if self.revoked(&bid, &id) {
             return Err(Fail::denied("agent token revoked"));
         }

@@ -60,7 +60,7 @@ impl Chat {
         } else {
             (shop.ok_or_else(|| Fail::bad("shop_id is required"))?, None)
         };
-        self.one_identity(ctx, &Who::Agent { bid: bid.clone(), id: mid.clone(), name: String::new() })?;
+        self.one_identity(ctx, &Who::agent(&bid, &mid))?;
         if self.revoked(&bid, &mid) {
             return Err(Fail::denied("agent token revoked"));
         }

@@ -5,7 +5,8 @@
 //! rooms (`rooms`) and privately. Every message is stored before it is acknowledged and can be
 //! paged back (`messages`, `store`). LINE users reach the same agents through `line`, app
 //! clients speaking goim packets through `goim`. The wire format is in `protocol` and
-//! docs/protocol.md.
+//! docs/protocol.md. Every uid, group and thread name is made by `keys`, scoped by bot; `flood`
+//! budgets what anonymous visitors can open.
 
 pub mod agents;
 pub mod auth;

@@ -27,7 +27,7 @@ impl Chat {
             (None, Who::Visitor { id, .. }) => id,
             (None, _) => new_id(),
         };
-        self.one_identity(ctx, &Who::Visitor { bid: bid.clone(), id: visitor_id.clone(), name: String::new(), conversation: String::new() })?;
+        self.one_identity(ctx, &Who::visitor(&bid, &visitor_id))?;
         let name = match text_field(req, "name")? {
             Some(n) if !n.trim().is_empty() => n.trim().chars().take(64).collect(),
             _ => format!("Visitor {}", visitor_id.chars().take(6).collect::<String>()),

@@ -123,6 +123,16 @@ pub fn session_token_exp(s: &php::Array) -> Option<u64> {
 }
 
 impl Who {
+    /// Agent `id` of bot `bid`, as far as identity goes (the name is not part of it).
+    pub fn agent(bid: &str, id: &str) -> Who {
+        Who::Agent { bid: bid.to_string(), id: id.to_string(), name: String::new() }
+    }
+
+    /// Visitor `id` of bot `bid`, as far as identity goes.
+    pub fn visitor(bid: &str, id: &str) -> Who {
+        Who::Visitor { bid: bid.to_string(), id: id.to_string(), name: String::new(), conversation: String::new() }
+    }
+
     /// Whether `other` is this same identity (a visitor's display name may change).
     pub fn same_identity(&self, other: &Who) -> bool {
         match (self, other) {

@@ -608,7 +608,7 @@ fn start_notes(plan: &Plan, file: &File) -> Vec<String> {
             key.display()
         ));
     }
-    let open = file.gateway.as_ref().map_or(true, |g| g.allowed_origins.is_empty());
+    let open = file.gateway.as_ref().is_none_or(|g| g.allowed_origins.is_empty());
     if plan.runs("gateway") && open {
         notes.push("any web origin may open WebSockets and long polls here (demo default): set [gateway] allowed_origins for production".into());
     }
