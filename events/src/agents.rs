@@ -123,7 +123,7 @@ impl Chat {
         if let Who::Agent { .. } = Who::of(ctx) {
             // Logging in again as the same agent (`one_identity`), with a fresh token: the
             // presence form it asks for may differ from last time.
-            for g in [presence::single_group(bid), presence::batch_group(bid)] {
+            for g in [keys::presence_single_group(bid), keys::presence_batch_group(bid)] {
                 ctx.api.leave_group(&ctx.id(), &g).await?;
             }
         }
@@ -134,7 +134,7 @@ impl Chat {
         ctx.save_session().await?;
         ctx.api.bind_uid(&ctx.id(), &keys::agent_uid(bid, id)).await?;
         ctx.api.join_group(&ctx.id(), &keys::bot_group(bid)).await?;
-        let pushes = if batch { presence::batch_group(bid) } else { presence::single_group(bid) };
+        let pushes = if batch { keys::presence_batch_group(bid) } else { keys::presence_single_group(bid) };
         ctx.api.join_group(&ctx.id(), &pushes).await?;
         self.store.add_agent(bid, id, &name).await?;
         // Joined (both groups: one link, in order) before listing: see `presence`.

@@ -33,19 +33,11 @@ impl PerIp {
         self.rate <= 0.0 || ip.is_unspecified()
     }
 
-    /// Whether `ip` may make one more now (nothing is taken).
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    /// Takes one of `ip`'s budget if there is one left (checked and taken under one lock, so
+    /// concurrent requests cannot both spend the last one).
+    pub fn try_take(&self, ip: IpAddr) -> bool {
         if self.exempt(ip) {
             return true;
-        }
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        buckets.get(&ip).is_none_or(|(tokens, at)| self.refill(*tokens, *at) >= 1.0)
-    }
-
-    /// Counts one made by `ip`.
-    pub fn take(&self, ip: IpAddr) {
-        if self.exempt(ip) {
-            return;
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_ADDRESSES && !buckets.contains_key(&ip) {
@@ -58,8 +50,23 @@ impl PerIp {
             }
         }
         let now = Instant::now();
-        let (tokens, at) = buckets.get(&ip).copied().unwrap_or((self.burst, now));
-        buckets.insert(ip, ((self.refill(tokens, at) - 1.0).max(0.0), now));
+        let tokens = buckets.get(&ip).map_or(self.burst, |(t, at)| self.refill(*t, *at));
+        if tokens < 1.0 {
+            return false;
+        }
+        buckets.insert(ip, (tokens - 1.0, now));
+        true
+    }
+
+    /// Returns one taken by `try_take` that was not used after all.
+    pub fn give_back(&self, ip: IpAddr) {
+        if self.exempt(ip) {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tokens, _)) = buckets.get_mut(&ip) {
+            *tokens = (*tokens + 1.0).min(self.burst);
+        }
     }
 
     fn refill(&self, tokens: f64, at: Instant) -> f64 {
@@ -76,12 +83,13 @@ mod tests {
         let p = PerIp::per_minute(3.0);
         let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         for _ in 0..3 {
-            assert!(p.allows(a));
-            p.take(a);
+            assert!(p.try_take(a));
         }
-        assert!(!p.allows(a));
-        assert!(p.allows(b), "another address has its own budget");
-        assert!(PerIp::per_minute(0.0).allows(a), "0 = unlimited");
-        assert!(p.allows("0.0.0.0".parse().unwrap()), "IPv6 clients (0.0.0.0) are not lumped together");
+        assert!(!p.try_take(a));
+        p.give_back(a);
+        assert!(p.try_take(a), "one given back can be taken again");
+        assert!(p.try_take(b), "another address has its own budget");
+        assert!(PerIp::per_minute(0.0).try_take(a), "0 = unlimited");
+        assert!(p.try_take("0.0.0.0".parse().unwrap()), "IPv6 clients (0.0.0.0) are not lumped together");
     }
 }

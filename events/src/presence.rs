@@ -32,15 +32,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-/// The group of a bot's agents that get one frame per presence change (the contract's).
-pub fn single_group(bid: &str) -> String {
-    crate::keys::presence_single_group(bid)
-}
-
-/// The group of a bot's agents that get a tick's changes in one `presence_push`.
-pub fn batch_group(bid: &str) -> String {
-    crate::keys::presence_batch_group(bid)
-}
 
 /// How long changes gather before the next `presence_push` (after one was just sent).
 const TICK: Duration = Duration::from_millis(25);
@@ -261,7 +252,7 @@ impl Announcer {
 }
 
 async fn announce_loop(api: Api, bid: String, mut rx: mpsc::Receiver<Change>) {
-    let (single, batch) = (single_group(&bid), batch_group(&bid));
+    let (single, batch) = (crate::keys::presence_single_group(&bid), crate::keys::presence_batch_group(&bid));
     while let Some(first) = rx.recv().await {
         let mut changes = vec![first];
         while let Ok(c) = rx.try_recv() {

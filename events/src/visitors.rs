@@ -34,14 +34,16 @@ impl Chat {
         };
         let name = escape_html(&name);
         let ip = ctx.client_addr.ip();
-        if !self.new_conversations.allows(ip) {
+        // Taken before the store call (it may create one), given back when it only resumed.
+        if !self.new_conversations.try_take(ip) {
             info!(client = %ctx.client_id, %ip, "visitor_login refused: too many new conversations from this address");
             return Err(Fail::bad("too many new conversations from your address: try again in a minute"));
         }
-        let (conv, created) = self.store.open_conversation(&bid, &visitor_id, &name).await?;
-        if created {
-            self.new_conversations.take(ip);
+        let opened = self.store.open_conversation(&bid, &visitor_id, &name).await;
+        if !matches!(opened, Ok((_, true))) {
+            self.new_conversations.give_back(ip);
         }
+        let (conv, _) = opened?;
         let me = Who::Visitor { bid: bid.clone(), id: visitor_id.clone(), name, conversation: conv.id.clone() };
         me.store(ctx);
         ctx.save_session().await?;
@@ -186,14 +188,11 @@ impl Chat {
     /// agent sees them: waiting / mine / others, unread counts and the last message; `true`
     /// when there are more. Paged because each costs store reads and bytes in the answer.
     pub(crate) async fn conversation_summaries(&self, bid: &str, me: &str, after: Option<&str>, limit: usize) -> Result<(Vec<Value>, bool), Fail> {
-        let all = self.store.conversations(bid).await?;
-        let start = match after {
-            Some(a) => all.iter().position(|c| c.id == a).map_or(0, |i| i + 1),
-            None => 0,
-        };
-        let more = all.len() > start + limit;
+        let mut page = self.store.conversations(bid, after, limit.saturating_add(1)).await?;
+        let more = page.len() > limit;
+        page.truncate(limit);
         let mut out = Vec::new();
-        for c in all.into_iter().skip(start).take(limit) {
+        for c in page {
             let thread = conversation_thread(&c.id);
             let unread = self.store.unread(&thread, &agent_uid(bid, me)).await?;
             let last = self.store.history(&thread, None, None, 1).await?.first().map(message_json);

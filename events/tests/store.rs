@@ -92,7 +92,17 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let (s1, _) = a.open_conversation("b:1", "x", "X").await.expect("open");
     let (s2, _) = a.open_conversation("b", "1:x", "X").await.expect("open");
     assert_ne!(s1.id, s2.id);
-    assert_eq!(a.conversations("bot").await.expect("list").len(), 2);
+    assert_eq!(a.conversations("bot", None, usize::MAX).await.expect("list").len(), 2);
+    // Pages: the first one, then the rest after it (two opened in the same millisecond may
+    // come in either order, so the pages are checked as a whole).
+    let first = b.conversations("bot", None, 1).await.expect("page");
+    assert_eq!(first.len(), 1);
+    let rest = a.conversations("bot", Some(&first[0].id), 10).await.expect("page");
+    let mut paged: Vec<&str> = first.iter().chain(&rest).map(|c| c.id.as_str()).collect();
+    paged.sort();
+    let mut both = vec![c1.id.as_str(), c2.id.as_str()];
+    both.sort();
+    assert_eq!(paged, both);
 
     // Assignment is a compare-and-set: racing handles, exactly one winner.
     let (x, y) = tokio::join!(a.assign(&c1.id, "alice", None), b.assign(&c1.id, "bob", None));
@@ -109,7 +119,7 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let (c3, _) = a.open_conversation("bot", "v1", "Vee").await.expect("reopen");
     assert_ne!(c3.id, c1.id);
     // By creation time; two opened in the same millisecond may come in either order.
-    let open = b.conversations("bot").await.expect("list");
+    let open = b.conversations("bot", None, usize::MAX).await.expect("list");
     assert!(open.windows(2).all(|w| w[0].created <= w[1].created), "ordered by creation time");
     let mut ids: Vec<String> = open.iter().map(|c| c.id.clone()).collect();
     ids.sort();

@@ -94,8 +94,10 @@ pub trait Store: line::LineStore + Send + Sync + 'static {
     /// was created by this call).
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)>;
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>>;
-    /// Open conversations of a bot, oldest first.
-    async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>>;
+    /// Open conversations of a bot, oldest first: at most `limit`, those after conversation
+    /// `after` (which may have closed since; an unknown one means from the start). Paged here,
+    /// not by the caller, so a page costs its own size and not the bot's whole list.
+    async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>>;
     /// Compare-and-set: assigns `agent` only if the conversation is open and currently
     /// assigned to `expected` (`None` = unassigned). True when it changed.
     async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool>;

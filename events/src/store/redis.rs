@@ -332,9 +332,27 @@ impl Store for RedisStore {
         self.conversation_of(&mut conn, id).await
     }
 
-    async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>> {
+    async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
         let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn.zrange(self.id_key("convs", &[bid]), 0, -1).await.map_err(err)?;
+        let key = self.id_key("convs", &[bid]);
+        // The set is ordered by (created, id); the cursor keeps its `created` after it closes.
+        let from: Option<i64> = match after {
+            Some(a) => conn.hget::<_, _, Option<i64>>(self.id_key("conv", &[a]), "created").await.map_err(err)?,
+            None => None,
+        };
+        let count = isize::try_from(limit).unwrap_or(-1);
+        let ids: Vec<String> = match (after, from) {
+            (Some(a), Some(created)) => {
+                // Conversations created in the same millisecond as the cursor come first in the
+                // range; those up to the cursor itself are skipped.
+                let ties: isize = conn.zcount(&key, created, created).await.map_err(err)?;
+                let n = if count < 0 { -1 } else { count.saturating_add(ties) };
+                let found: Vec<(String, i64)> =
+                    conn.zrangebyscore_limit_withscores(&key, created, "+inf", 0, n).await.map_err(err)?;
+                found.into_iter().filter(|(id, score)| *score > created || id.as_str() > a).map(|(id, _)| id).take(limit).collect()
+            }
+            _ => conn.zrange(&key, 0, if count < 0 { -1 } else { count - 1 }).await.map_err(err)?,
+        };
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(c) = self.conversation_of(&mut conn, &id).await?.filter(|c| c.open) {
@@ -375,7 +393,7 @@ impl Store for RedisStore {
 
     async fn load(&self, bid: &str) -> Result<HashMap<String, u64>> {
         let mut out = HashMap::new();
-        for c in self.conversations(bid).await? {
+        for c in self.conversations(bid, None, usize::MAX).await? {
             if let Some(a) = c.assigned {
                 *out.entry(a).or_default() += 1;
             }

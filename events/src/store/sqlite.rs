@@ -376,12 +376,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn conversations(&self, bid: &str) -> Result<Vec<Conversation>> {
-        let bid = bid.to_string();
+    async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
+        let (bid, after) = (bid.to_string(), after.map(str::to_string));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |c| {
-            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND open = 1 ORDER BY created ASC, rowid ASC");
+            // The cursor's place in the order (closed conversations keep their row).
+            let from: (i64, i64) = match after {
+                Some(a) => c
+                    .prepare_cached("SELECT created, rowid FROM conversations WHERE id = ?1")?
+                    .query_row([a], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .unwrap_or((i64::MIN, i64::MIN)),
+                None => (i64::MIN, i64::MIN),
+            };
+            let sql = format!(
+                "SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND open = 1 AND (created, rowid) > (?2, ?3)
+                 ORDER BY created ASC, rowid ASC LIMIT ?4"
+            );
             let mut st = c.prepare_cached(&sql)?;
-            let rows = st.query_map([bid], row_conversation)?;
+            let rows = st.query_map(params![bid, from.0, from.1, limit], row_conversation)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

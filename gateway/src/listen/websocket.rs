@@ -207,8 +207,8 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
     if let Some(body) = body {
         let _ = hub.send(HubMsg::Handshake { conn: client.conn, body }).await;
     }
+    // `entry` lives to here: the connection counts for its address until it ends.
     run(client, ws, out_rx, framing).await;
-    drop(entry);
 }
 
 /// The subprotocol a goim client asks for; the path `/sub` (goim's own) works too.
