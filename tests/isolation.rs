@@ -3,7 +3,8 @@
 //! agents never receive another's customers, messages or typing; an agent whose token expires
 //! or is revoked gets nothing more, without having to act; a connection is one identity; a
 //! `cid` reused elsewhere is a new message, never swallowed; one address cannot flood the
-//! agents with conversations. (Issue #15, items 1, 2, 3 and 6; docs/security.md.)
+//! agents with conversations; a gateway that crashes and restarts hands its new connections
+//! nobody's identity. (Issue #15, items 1, 2, 3 and 6; docs/security.md.)
 
 mod common;
 
@@ -227,4 +228,31 @@ async fn one_address_cannot_flood_the_agents_with_conversations() {
     }
     let unique: std::collections::HashSet<&String> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (opened, opened), "every conversation once: {seen:?}");
+}
+
+/// A gateway crashes and is restarted at the same address (the supervisor does this): the
+/// connections it accepts next are strangers, even where they get a client_id an agent or a
+/// visitor had before the crash. Before, the worker still held those ids' sessions and the
+/// gateway counted from 1 again, so a stranger's first request ran as the old agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_hands_out_no_old_identity() {
+    let mut c = chat_system_with(163, "", SECRET).await;
+    // One worker serves everything, so a reused id would meet the state kept for it.
+    c.workers[1].kill();
+    wait_log(&c.a.proc, "business worker disconnected", 1).await;
+    let (_old_agent, _) = agent(&c.a.ws, "5", "a5", "Ana").await;
+    let (_old_visitor, _) = visitor(&c.a.ws, "5").await;
+
+    c.a.crash_and_restart().await;
+    wait_log(&c.a.proc, "business worker connected", 1).await;
+    for n in 0..4 {
+        let mut stranger = Client::chat(&c.a.ws).await;
+        let r = stranger.request(json!({"method": "conversation_list"}), "conversation_list").await;
+        assert_eq!(r["code"], "10004", "stranger {n} on the restarted gateway was taken for an agent: {r}");
+        let r = stranger.request(json!({"method": "say", "content": "who am I?", "cid": format!("s{n}")}), "say_ack").await;
+        assert!(r.get("code").is_some(), "stranger {n} could post as someone: {r}");
+    }
+    // The agent signs in again as usual (its old session does not block the new one).
+    let (mut back, _) = agent(&c.a.ws, "5", "a5", "Ana").await;
+    back.expect_none(Duration::from_millis(500), |m| m["content"] == "who am I?").await;
 }

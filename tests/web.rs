@@ -53,10 +53,13 @@ fn visitor_widget_and_agent_console_in_chromium() {
         .output()
         .expect("node");
     let _ = sb(&["stop"]);
+    // On failure the system's own log says what the servers saw; the run dir goes away below.
+    let system_log = std::fs::read_to_string(dir.join("run/switchboard.log")).unwrap_or_default();
+    let system_log_tail: String = system_log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     let shot_taken = shots.join("visitor-widget.png").exists() && shots.join("agent-console.png").exists();
     let _ = std::fs::remove_dir_all(&dir);
     let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && log.contains("e2e: ok"), "{log}");
+    assert!(out.status.success() && log.contains("e2e: ok"), "{log}\n--- the system's log (last lines) ---\n{system_log_tail}");
     assert!(shot_taken, "the screenshots were taken");
     assert_eq!(fake.delivered_texts("Uweb1"), ["Thanks, we are on it!"], "the console's answer reached LINE once");
 }

@@ -62,6 +62,16 @@ struct ClientEvent {
     body: Body,
 }
 
+/// What the links hand the dispatcher, in the order they read it.
+enum Dispatch {
+    Event(ClientEvent),
+    /// The link to the gateway at this inner address ended: its clients are gone with it
+    /// (a gateway that dies sends no close events), so their tasks and session state go too.
+    /// A restarted gateway may hand their client_ids to new connections (PHP's does), which
+    /// must not inherit anything.
+    GatewayLost(SocketAddrV4),
+}
+
 /// Where a worker is in its life. Stopping is a hand-over: `Draining` asks every gateway to
 /// stop sending and to hold this worker's clients' events; `Finishing` tells them everything
 /// taken is done, so the held events go to the other workers (nothing lost, nothing twice).
@@ -119,7 +129,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
     let inflight = Arc::new(Inflight::default());
     let api = Api::for_worker(links.clone(), config.secret_key.clone());
     app.on_worker_start(&api).await;
-    let (events_tx, events_rx) = mpsc::channel::<ClientEvent>(65_536);
+    let (events_tx, events_rx) = mpsc::channel::<Dispatch>(65_536);
     tokio::spawn(dispatch(events_rx, app.clone(), api.clone(), inflight.clone(), config.stats.clone()));
 
     let mut gateways = discover_gateways(ClientConfig::new(config.registers.clone(), config.secret_key.clone()));
@@ -205,7 +215,7 @@ struct Link {
     addr: String,
     config: WorkerConfig,
     links: Arc<Links>,
-    events: mpsc::Sender<ClientEvent>,
+    events: mpsc::Sender<Dispatch>,
     listed: watch::Receiver<Option<Vec<String>>>,
     done: mpsc::UnboundedSender<String>,
     phase: watch::Receiver<Phase>,
@@ -284,7 +294,7 @@ impl Link {
                     match Command::from_packet(packet) {
                         Ok(Command::Event { kind, origin, session, body }) => {
                             self.inflight.add();
-                            if self.events.send(ClientEvent { kind, origin, session, body }).await.is_err() {
+                            if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body })).await.is_err() {
                                 self.inflight.done();
                                 break false;
                             }
@@ -300,6 +310,12 @@ impl Link {
             }
         };
         self.publish(None);
+        match self.addr.parse::<SocketAddrV4>() {
+            Ok(gateway) => {
+                let _ = self.events.send(Dispatch::GatewayLost(gateway)).await;
+            }
+            Err(e) => warn!(gateway = %self.addr, "not an IPv4 inner address, its clients' state is kept: {e}"),
+        }
         drop(tx);
         if finished {
             // Let everything queued (the last session writes, then WORKER_DONE) reach the gateway.
@@ -325,16 +341,29 @@ impl Link {
 
 /// Routes each client's events to that client's task, starting one on first sight.
 async fn dispatch<E: Events>(
-    mut rx: mpsc::Receiver<ClientEvent>,
+    mut rx: mpsc::Receiver<Dispatch>,
     app: Arc<E>,
     api: Api,
     inflight: Arc<Inflight>,
     stats: Arc<Stats>,
 ) {
     let mut clients: HashMap<ClientId, mpsc::UnboundedSender<ClientEvent>> = HashMap::new();
-    while let Some(ev) = rx.recv().await {
+    while let Some(next) = rx.recv().await {
+        let ev = match next {
+            Dispatch::Event(ev) => ev,
+            Dispatch::GatewayLost(gateway) => {
+                // Each task still finishes the events it was given, then ends.
+                clients.retain(|id, _| id.gateway() != gateway);
+                set(&stats.clients, clients.len());
+                continue;
+            }
+        };
         let id = ev.origin.client_id();
         let close = ev.kind == EventKind::Close;
+        if ev.kind == EventKind::Connect {
+            // A connect is a new connection, even under an id seen before: fresh state.
+            clients.remove(&id);
+        }
         let ev = match clients.get(&id) {
             Some(tx) => match tx.send(ev) {
                 Ok(()) => None,
@@ -397,5 +426,78 @@ async fn client_task<E: Events>(
         if ev.kind == EventKind::Close {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway::protocol::php::{Key, Value};
+    use std::sync::Mutex;
+
+    /// Records the `who` each message finds in the session; `login` writes one.
+    #[derive(Default)]
+    struct Who(Mutex<Vec<Option<String>>>);
+
+    #[async_trait::async_trait]
+    impl Events for Who {
+        async fn on_message(&self, ctx: &mut Context, message: Bytes) {
+            self.0.lock().expect("lock").push(ctx.session_str("who"));
+            if message.as_ref() == b"login" {
+                ctx.session_mut().insert(Key::from_bytes(b"who"), Value::Str(b"agent a1".to_vec()));
+            }
+        }
+    }
+
+    const GATEWAY: &str = "127.0.0.9:2900";
+
+    fn event(kind: EventKind, conn: u32, body: &'static [u8]) -> Dispatch {
+        let gw: SocketAddrV4 = GATEWAY.parse().expect("addr");
+        let origin = Origin { local_ip: u32::from(*gw.ip()), local_port: gw.port(), conn, ..Origin::default() };
+        // The gateway holds no session for a new connection, and never got our write (no link).
+        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body) })
+    }
+
+    async fn seen_after(events: Vec<Dispatch>) -> Vec<Option<String>> {
+        let app = Arc::new(Who::default());
+        let api = Api::for_worker(Arc::new(Links::default()), String::new());
+        let (tx, rx) = mpsc::channel(64);
+        let inflight = Arc::new(Inflight::default());
+        let task = tokio::spawn(dispatch(rx, app.clone(), api, inflight.clone(), Arc::default()));
+        for ev in events {
+            if matches!(ev, Dispatch::Event(_)) {
+                inflight.add();
+            }
+            tx.send(ev).await.expect("dispatcher alive");
+        }
+        drop(tx);
+        task.await.expect("dispatcher ends");
+        while !inflight.idle() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen = app.0.lock().expect("lock").clone();
+        seen
+    }
+
+    /// A restarted gateway (PHP's counts from 1 again) gives a new connection the id an agent
+    /// had: the new one must not be the agent, whichever way the worker learns of it.
+    #[tokio::test]
+    async fn a_reused_client_id_starts_with_nothing() {
+        let agent = Some("agent a1".to_string());
+        // Same connection: the identity written by login is seen by the next message.
+        let same = seen_after(vec![event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"login"), event(EventKind::Message, 1, b"next")]).await;
+        assert_eq!(same, [None, agent.clone()]);
+        // The gateway's link was lost, then a new connection came with the same id; its
+        // connect went to another worker, so this one sees only the message.
+        let lost = seen_after(vec![
+            event(EventKind::Message, 1, b"login"),
+            Dispatch::GatewayLost(GATEWAY.parse().expect("addr")),
+            event(EventKind::Message, 1, b"who am i"),
+        ])
+        .await;
+        assert_eq!(lost, [None, None]);
+        // A connect under a known id is a new connection.
+        let reconnect = seen_after(vec![event(EventKind::Message, 1, b"login"), event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"who am i")]).await;
+        assert_eq!(reconnect, [None, None]);
     }
 }

@@ -140,13 +140,26 @@ pub struct Hub {
     ping_data: Option<WsMessage>,
 }
 
+/// Where this process's connection ids start: the wall clock in milliseconds (mod 2^32).
+///
+/// Workerman counts from 1 in every process, so a gateway restarted at the same address hands
+/// its first clients the very client_ids its predecessor's clients had. Anything that still
+/// holds such an id (a worker's per-client state, an application that stored it, a message
+/// on its way) then reaches a stranger. Starting from the clock, a restarted gateway's ids lie
+/// beyond every id its predecessor gave unless that one averaged more than 1 000 new
+/// connections a second over its whole life; the format (8 hex digits) is unchanged.
+fn first_connection_id() -> ConnId {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    ms as ConnId
+}
+
 impl Hub {
     pub fn new(config: &Config, public_port: u16, stats: Arc<Stats>) -> Hub {
         Hub {
             stats,
             per_ip: HashMap::new(),
             max_per_ip: config.max_connections_per_ip,
-            tables: Tables::default(),
+            tables: Tables::starting_after(first_connection_id()),
             draining: HashMap::new(),
             links: HashMap::new(),
             workers_by_key: HashMap::new(),

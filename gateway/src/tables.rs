@@ -59,8 +59,13 @@ fn key_value(k: &Key) -> Value {
 }
 
 impl<T> Tables<T> {
-    /// Adds a client under a fresh connection id: ids start at 1, skip ids still in use and
-    /// wrap after u32::MAX (never 0).
+    /// Tables whose first connection id follows `seed`.
+    pub fn starting_after(seed: ConnId) -> Self {
+        Tables { next_id: seed, ..Tables::default() }
+    }
+
+    /// Adds a client under a fresh connection id: the one after the last given, skipping ids
+    /// still in use, wrapping after u32::MAX (never 0).
     pub fn add(&mut self, handle: T) -> ConnId {
         loop {
             self.next_id = self.next_id.wrapping_add(1);

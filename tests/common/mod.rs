@@ -117,6 +117,18 @@ pub struct Gw {
     pub lan_ip: String,
     pub ws: String,
     pub inner: String,
+    args: Vec<String>,
+}
+
+impl Gw {
+    /// A crash and a restart at the same addresses (as a supervisor does): SIGKILL, then the
+    /// same command again, waiting until its client port accepts.
+    pub async fn crash_and_restart(&mut self) {
+        self.proc.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.proc = Proc::start(&self.proc.name.clone(), &args);
+        wait_listening(self.ws.trim_start_matches("ws://")).await;
+    }
 }
 
 pub fn start_register(name: &str, addr: &str, extra: &[&str]) -> Proc {
@@ -133,7 +145,8 @@ pub fn start_gateway(name: &str, lan_ip: &str, register: &str, extra: &[&str]) -
         vec!["gateway", "--register", register, "--listen", &listen, "--lan-ip", lan_ip, "--inner-port", &inner_port];
     args.extend_from_slice(extra);
     let proc = Proc::start(name, &args);
-    Gw { proc, lan_ip: lan_ip.into(), ws: format!("ws://{listen}"), inner: format!("{lan_ip}:{inner_port}") }
+    let args = args.iter().map(|a| a.to_string()).collect();
+    Gw { proc, lan_ip: lan_ip.into(), ws: format!("ws://{listen}"), inner: format!("{lan_ip}:{inner_port}"), args }
 }
 
 pub fn start_worker(name: &str, register: &str, extra: &[&str]) -> Proc {
