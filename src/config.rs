@@ -57,13 +57,7 @@ pub struct BusinessSection {
 
 impl Default for BusinessSection {
     fn default() -> Self {
-        BusinessSection {
-            name: "BusinessWorker".into(),
-            index: None,
-            registers: None,
-            secret_key: None,
-            app: "chat".into(),
-        }
+        BusinessSection { name: "BusinessWorker".into(), index: None, registers: None, secret_key: None, app: "chat".into() }
     }
 }
 

@@ -177,9 +177,7 @@ struct BusinessArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -243,8 +241,9 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 let run_dir = std::path::PathBuf::from(file.run_dir.clone().unwrap_or_else(|| "run".into()));
                 secret = std::fs::read_to_string(run_dir.join("agent-secret")).map(|s| s.trim().to_string()).unwrap_or_default();
             }
-            let token = events::auth::mint(&secret, &args.bid, &args.agent, args.ttl)
-                .context("set SWITCHBOARD_AGENT_SECRET (or [events] agent_secret) first, or run `switchboard start` here once to generate run/agent-secret")?;
+            let token = events::auth::mint(&secret, &args.bid, &args.agent, args.ttl).context(
+                "set SWITCHBOARD_AGENT_SECRET (or [events] agent_secret) first, or run `switchboard start` here once to generate run/agent-secret",
+            )?;
             println!("{token}");
         }
         Role::Register(args) => {
@@ -300,8 +299,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if args.goim_listen.is_some() {
                 c.goim_listen = args.goim_listen;
             }
-            let assets: Option<gateway::listen::web::Assets> =
-                if c.web { Some(Arc::new(|path: &str| events::web::asset(path))) } else { None };
+            let assets: Option<gateway::listen::web::Assets> = if c.web { Some(Arc::new(|path: &str| events::web::asset(path))) } else { None };
             let mut running = gateway::start_with(c, assets).await?;
             serve_metrics(metrics, metrics::Source::Gateway(running.stats.clone(), running.lister())).await?;
             ready_line(
@@ -359,7 +357,9 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             };
             match app.as_str() {
                 "probe" => {
-                    tracing::warn!("running the probe application: every client can drive the whole Gateway API; use it for tests and diagnostics only");
+                    tracing::warn!(
+                        "running the probe application: every client can drive the whole Gateway API; use it for tests and diagnostics only"
+                    );
                     let probe = business::probe::Probe { worker: format!("{}:{}", c.name, c.index) };
                     business::run(c, Arc::new(probe), stop).await;
                 }

@@ -83,10 +83,7 @@ pub async fn serve(addr: SocketAddr, source: Source) -> anyhow::Result<SocketAdd
                     }
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let resp = format!("HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }

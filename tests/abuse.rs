@@ -154,7 +154,9 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
     println!("gateway RSS after the attacks: {} KiB", rss_kb);
     assert!(rss_kb > 0 && rss_kb < 200 * 1024, "gateway memory stays bounded");
     let log = g.proc.log_text();
-    for reason in ["message flood", "no request head within", "too many connections from this address", "no message within", "origin that is not allowed"] {
+    for reason in
+        ["message flood", "no request head within", "too many connections from this address", "no message within", "origin that is not allowed"]
+    {
         assert!(log.contains(reason), "logged: {reason}");
     }
     let _ = std::fs::remove_dir_all(&dir);

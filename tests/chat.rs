@@ -23,8 +23,7 @@ async fn agent(url: &str, bid: &str, id: &str, name: &str) -> (Client, Value) {
 }
 
 fn ids(list: &Value) -> Vec<String> {
-    let mut v: Vec<String> =
-        list.as_array().expect("list").iter().map(|x| x["customer_id"].as_str().unwrap_or("").to_string()).collect();
+    let mut v: Vec<String> = list.as_array().expect("list").iter().map(|x| x["customer_id"].as_str().unwrap_or("").to_string()).collect();
     v.sort();
     v
 }
@@ -36,9 +35,7 @@ async fn agents_log_in_see_each_other_and_log_out_after_the_last_tab() {
     // Refusals, each with its code.
     let r = anon.request(json!({"method": "login", "bid": "1", "customer_id": "a1", "customer_name": "A"}), "login").await;
     assert_eq!(r["code"], "10004", "no token: {r}");
-    let r = anon
-        .request(json!({"method": "login", "bid": "1", "customer_id": "a1", "customer_name": "A", "token": token("2", "a1")}), "login")
-        .await;
+    let r = anon.request(json!({"method": "login", "bid": "1", "customer_id": "a1", "customer_name": "A", "token": token("2", "a1")}), "login").await;
     assert_eq!(r["code"], "10004", "token of another bot: {r}");
     let r = anon.request(json!({"method": "login", "bid": 1, "customer_id": "a1"}), "login").await;
     assert_eq!((r["code"].as_str(), r["method"].as_str()), (Some("10002"), Some("login")));
@@ -97,7 +94,10 @@ async fn visitors_are_assigned_and_converse_with_history_and_unread() {
     v.next_where(|m| m["method"] == "assign_push").await;
     let (mut mine, mut other) = if assigned == "a1" { (a1, b2) } else { (b2, a1) };
     let said = mine.next_where(|m| m["method"] == "say").await;
-    assert_eq!((said["content"].as_str(), said["conversation_id"].as_str(), said["from_name"].as_str()), (Some("hello"), Some(conv.as_str()), Some("Vera")));
+    assert_eq!(
+        (said["content"].as_str(), said["conversation_id"].as_str(), said["from_name"].as_str()),
+        (Some("hello"), Some(conv.as_str()), Some("Vera"))
+    );
     assert_eq!(said["id"], ack["id"]);
     other.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
 
@@ -173,7 +173,11 @@ async fn two_workers_racing_never_assign_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_never_assign_twice_on_redis() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("sbchat:{}:{}:", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    let prefix = format!(
+        "sbchat:{}:{}:",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
     race(57, &format!("store = \"{url}\"\nredis_prefix = \"{prefix}\"")).await;
 }
 
@@ -352,7 +356,13 @@ fn presence_news(v: &Value, came: &mut HashSet<String>, went: &mut HashSet<Strin
 }
 
 /// Reads presence frames until `done` holds, checking each is of the kind the agent asked for.
-async fn follow_presence(c: &mut Client, batch: bool, came: &mut HashSet<String>, went: &mut HashSet<String>, done: impl Fn(&HashSet<String>, &HashSet<String>) -> bool) {
+async fn follow_presence(
+    c: &mut Client,
+    batch: bool,
+    came: &mut HashSet<String>,
+    went: &mut HashSet<String>,
+    done: impl Fn(&HashSet<String>, &HashSet<String>) -> bool,
+) {
     while !done(came, went) {
         let v = c.next_where(|v| matches!(v["method"].as_str(), Some("login" | "login_push" | "logout_push" | "presence_push"))).await;
         let wrong = if batch { "login_push" } else { "presence_push" };

@@ -23,10 +23,7 @@ async fn cluster(net: u8, gateway_extra: &[&str]) -> Cluster {
     wait_listening(&reg_addr).await;
     let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg_addr, gateway_extra);
     let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg_addr, gateway_extra);
-    let workers = vec![
-        start_worker(&format!("n{net}-worker-1"), &reg_addr, &[]),
-        start_worker(&format!("n{net}-worker-2"), &reg_addr, &[]),
-    ];
+    let workers = vec![start_worker(&format!("n{net}-worker-1"), &reg_addr, &[]), start_worker(&format!("n{net}-worker-2"), &reg_addr, &[])];
     wait_listening(&a.ws.replace("ws://", "")).await;
     wait_listening(&b.ws.replace("ws://", "")).await;
     wait_ready(&[&a, &b], 2).await;

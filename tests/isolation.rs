@@ -61,9 +61,8 @@ async fn bots_are_isolated_whatever_ids_agents_pick() {
     holder_client.next_where(|m| m["content"] == "my card number is private").await;
     v.send_json(json!({"method": "typing"})).await;
     holder_client.next_where(|m| m["method"] == "typing_push").await;
-    let reply = holder_client
-        .request(json!({"method": "say", "conversation_id": conv, "content": "we never ask for it", "cid": "r1"}), "say_ack")
-        .await;
+    let reply =
+        holder_client.request(json!({"method": "say", "conversation_id": conv, "content": "we never ask for it", "cid": "r1"}), "say_ack").await;
     assert!(reply.get("code").is_none(), "{reply}");
     v.next_where(|m| m["content"] == "we never ask for it").await;
     other_client.next_where(|m| m["content"] == "we never ask for it").await;
@@ -139,7 +138,10 @@ async fn an_expired_or_revoked_agent_gets_nothing_more() {
         .await;
     assert_eq!(r["code"], "10004", "agent turned another agent: {r}");
     let again = watcher
-        .request(json!({"method": "login", "bid": "6", "customer_id": "w1", "customer_name": "Watcher", "token": mint_token(SECRET, "6", "w1")}), "login")
+        .request(
+            json!({"method": "login", "bid": "6", "customer_id": "w1", "customer_name": "Watcher", "token": mint_token(SECRET, "6", "w1")}),
+            "login",
+        )
         .await;
     assert!(again.get("code").is_none(), "the same agent with a fresh token: {again}");
 

@@ -84,9 +84,7 @@ fn token(bid: &str, agent: &str) -> String {
 
 async fn agent(url: &str, id: &str) -> Client {
     let mut c = Client::chat(url).await;
-    let r = c
-        .request(json!({"method": "login", "bid": "shop1", "customer_id": id, "customer_name": id, "token": token("shop1", id)}), "login")
-        .await;
+    let r = c.request(json!({"method": "login", "bid": "shop1", "customer_id": id, "customer_name": id, "token": token("shop1", id)}), "login").await;
     assert!(r.get("code").is_none(), "login refused: {r}");
     c
 }
@@ -228,10 +226,20 @@ async fn line_users_chat_with_agents_both_ways() {
     assert_eq!(states[1..].iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), ["sent", "sent", "sent", "sent", "failed"]);
 
     // Stickers and images show for the agent; the image's bytes are kept and served.
-    let sticker = event("e2", "Uhtml1", "message", json!({"replyToken": "rt-x", "message": {"id": "1002", "type": "sticker",
-        "packageId": "446", "stickerId": "1988", "stickerResourceType": "STATIC", "keywords": ["hello"]}}));
-    let image = event("e3", "Uhtml1", "message", json!({"replyToken": "rt-y", "message": {"id": "1003", "type": "image",
-        "contentProvider": {"type": "line"}}}));
+    let sticker = event(
+        "e2",
+        "Uhtml1",
+        "message",
+        json!({"replyToken": "rt-x", "message": {"id": "1002", "type": "sticker",
+        "packageId": "446", "stickerId": "1988", "stickerResourceType": "STATIC", "keywords": ["hello"]}}),
+    );
+    let image = event(
+        "e3",
+        "Uhtml1",
+        "message",
+        json!({"replyToken": "rt-y", "message": {"id": "1003", "type": "image",
+        "contentProvider": {"type": "line"}}}),
+    );
     assert_eq!(post_webhook(&s.webhook, &[sticker, image], Some(CHANNEL_SECRET)).await, 200);
     let m = a1.next_where(|m| m["method"] == "say" && m.get("sticker").is_some()).await;
     assert_eq!((m["sticker"]["package_id"].as_str(), m["sticker"]["sticker_id"].as_str()), (Some("446"), Some("1988")));

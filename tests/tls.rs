@@ -16,11 +16,8 @@ async fn the_client_port_speaks_tls() {
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert");
     std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).expect("key");
     let cfg = dir.join("tls.toml");
-    std::fs::write(
-        &cfg,
-        format!("[gateway]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n", dir.join("cert.pem").display(), dir.join("key.pem").display()),
-    )
-    .expect("config");
+    std::fs::write(&cfg, format!("[gateway]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n", dir.join("cert.pem").display(), dir.join("key.pem").display()))
+        .expect("config");
 
     let reg = format!("127.94.0.1:{}", free_port("127.94.0.1"));
     let _r = start_register("n94-register", &reg, &[]);
@@ -65,9 +62,7 @@ async fn the_client_port_speaks_tls() {
         }
     };
     use futures_util::{SinkExt, StreamExt};
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(json!({"call": "gateways", "tag": 1}).to_string().into()))
-        .await
-        .expect("send");
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(json!({"call": "gateways", "tag": 1}).to_string().into())).await.expect("send");
     let reply = ws.next().await.expect("reply").expect("ok");
     assert!(reply.to_text().expect("text").contains("\"tag\":1"), "{reply:?}");
 

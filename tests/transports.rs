@@ -46,12 +46,7 @@ async fn cluster(net: u8) -> Cluster {
     let text = format!("{}:{}", ip(2), free_port(&ip(2)));
     let goim = format!("{}:{}", ip(2), free_port(&ip(2)));
     let max = MAX.to_string();
-    let a = start_gateway(
-        &format!("n{net}-gateway-a"),
-        &ip(2),
-        &reg,
-        &["--text-listen", &text, "--goim-listen", &goim, "--max-message-size", &max],
-    );
+    let a = start_gateway(&format!("n{net}-gateway-a"), &ip(2), &reg, &["--text-listen", &text, "--goim-listen", &goim, "--max-message-size", &max]);
     let b = start_gateway(&format!("n{net}-gateway-b"), &ip(3), &reg, &["--max-message-size", &max]);
     let cfg = config.to_str().expect("path");
     let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, SECRET, 2);
@@ -366,11 +361,15 @@ async fn goim_clients_chat_with_websocket_clients_sync_and_ack() {
 
     // Malformed packets each close only their own connection.
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
-        ("short length", {
-            let mut p = packet(2, 1, b"");
-            p[0..4].copy_from_slice(&10i32.to_be_bytes());
-            p
-        }, false),
+        (
+            "short length",
+            {
+                let mut p = packet(2, 1, b"");
+                p[0..4].copy_from_slice(&10i32.to_be_bytes());
+                p
+            },
+            false,
+        ),
         ("negative length", (-5i32).to_be_bytes().to_vec(), false),
         ("oversized length", ((MAX as i32) + 1).to_be_bytes().to_vec(), false),
         ("unknown op", packet(99, 1, b"{}"), true),

@@ -126,12 +126,7 @@ impl Api {
     /// The API from outside a worker: gateways are looked up in the registers.
     pub fn remote(registers: Vec<String>, secret_key: String) -> Api {
         let register = ClientConfig::new(registers, secret_key.clone());
-        Api {
-            inner: Arc::new(Inner {
-                mode: Mode::Remote { register, cache: Mutex::new(None) },
-                pool: Pool::new(secret_key, TIMEOUT),
-            }),
-        }
+        Api { inner: Arc::new(Inner { mode: Mode::Remote { register, cache: Mutex::new(None) }, pool: Pool::new(secret_key, TIMEOUT) }) }
     }
 
     /// The gateway inner addresses this API talks to.
@@ -410,10 +405,7 @@ impl Api {
     }
 
     fn uids_of(rows: Vec<(ClientId, php::Array)>) -> Vec<String> {
-        let mut uids: Vec<String> = rows
-            .into_iter()
-            .filter_map(|(_, row)| row.get(&Key::Str(b"uid".to_vec())).and_then(text_of))
-            .collect();
+        let mut uids: Vec<String> = rows.into_iter().filter_map(|(_, row)| row.get(&Key::Str(b"uid".to_vec())).and_then(text_of)).collect();
         uids.sort();
         uids.dedup();
         uids

@@ -83,10 +83,7 @@ impl Context {
         if fresh {
             self.local = Some(Box::new(T::default()));
         }
-        self.local
-            .as_mut()
-            .and_then(|b| b.downcast_mut::<T>())
-            .expect("just stored a T")
+        self.local.as_mut().and_then(|b| b.downcast_mut::<T>()).expect("just stored a T")
     }
 
     /// The session, created empty on first use.

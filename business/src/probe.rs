@@ -46,10 +46,7 @@ fn ids(v: Vec<ClientId>) -> J {
 }
 
 fn sessions(m: BTreeMap<ClientId, Option<gateway::protocol::php::Array>>) -> J {
-    m.into_iter()
-        .map(|(k, v)| (k.to_string(), v.map_or(J::Null, |a| to_json(&Value::Array(a)))))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
+    m.into_iter().map(|(k, v)| (k.to_string(), v.map_or(J::Null, |a| to_json(&Value::Array(a))))).collect::<serde_json::Map<_, _>>().into()
 }
 
 fn array_arg(args: &[J], i: usize) -> gateway::protocol::php::Array {
@@ -106,16 +103,10 @@ async fn call(api: &Api, ctx: &mut Context, method: &str, a: &[J]) -> Result<J, 
         "get_session" => api.get_session(&s(a, 0)).await?.map_or(J::Null, |s| to_json(&Value::Array(s))),
         "set_session" => api.set_session(&s(a, 0), &array_arg(a, 1)).await.map(|_| J::Null)?,
         "update_session" => api.update_session(&s(a, 0), &array_arg(a, 1)).await.map(|_| J::Null)?,
-        "batch_get_client_id_by_uid" => api
-            .batch_get_client_id_by_uid(&refs(&list(a, 0)))
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k, ids(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-        "batch_get_client_count_by_group" => {
-            serde_json::to_value(api.batch_get_client_count_by_group(&refs(&list(a, 0))).await?).unwrap_or(J::Null)
+        "batch_get_client_id_by_uid" => {
+            api.batch_get_client_id_by_uid(&refs(&list(a, 0))).await?.into_iter().map(|(k, v)| (k, ids(v))).collect::<serde_json::Map<_, _>>().into()
         }
+        "batch_get_client_count_by_group" => serde_json::to_value(api.batch_get_client_count_by_group(&refs(&list(a, 0))).await?).unwrap_or(J::Null),
         other => return Ok(json!({"unknown_call": other})),
     })
 }

@@ -111,9 +111,7 @@ impl Pool {
 
     async fn ask(&self, addr: &str, mut conn: Conn, packet: Bytes) -> Result<Bytes, QueryError> {
         conn.send(packet).await.map_err(|e| QueryError::Frame(addr.to_string(), e))?;
-        let reply = tokio::time::timeout(self.timeout, conn.next())
-            .await
-            .map_err(|_| QueryError::Timeout(addr.to_string(), self.timeout))?;
+        let reply = tokio::time::timeout(self.timeout, conn.next()).await.map_err(|_| QueryError::Timeout(addr.to_string(), self.timeout))?;
         match reply {
             Some(Ok(payload)) => {
                 self.put(addr, conn);

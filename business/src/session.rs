@@ -112,10 +112,7 @@ pub fn to_json(v: &Value) -> serde_json::Value {
             if is_list {
                 a.values().map(to_json).collect::<Vec<_>>().into()
             } else {
-                a.iter()
-                    .map(|(k, v)| (String::from_utf8_lossy(&k.to_bytes()).into_owned(), to_json(v)))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into()
+                a.iter().map(|(k, v)| (String::from_utf8_lossy(&k.to_bytes()).into_owned(), to_json(v))).collect::<serde_json::Map<_, _>>().into()
             }
         }
     }
@@ -129,8 +126,6 @@ pub fn from_json(v: &serde_json::Value) -> Value {
         serde_json::Value::Number(n) => n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0))),
         serde_json::Value::String(s) => Value::Str(s.as_bytes().to_vec()),
         serde_json::Value::Array(a) => php::list(a.iter().map(from_json)),
-        serde_json::Value::Object(o) => {
-            Value::Array(o.iter().map(|(k, v)| (Key::from_bytes(k.as_bytes()), from_json(v))).collect())
-        }
+        serde_json::Value::Object(o) => Value::Array(o.iter().map(|(k, v)| (Key::from_bytes(k.as_bytes()), from_json(v))).collect()),
     }
 }

@@ -9,11 +9,11 @@ use crate::api::{Api, Links};
 use crate::events::{Context, Events, WebSocketRequest};
 use crate::session::SessionSync;
 use crate::stats::Stats;
-use register::stats::{inc, set};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use gateway::protocol::{Body, ClientId, Command, EventKind, Origin, PacketCodec};
 use register::client::{discover_gateways, ClientConfig};
+use register::stats::{inc, set};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -256,12 +256,10 @@ impl Link {
         register::keepalive(&stream);
         let (read, write) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(100_000);
-        let hello = Command::WorkerConnect {
-            worker_key: format!("{}:{}", self.config.name, self.config.index),
-            secret_key: self.config.secret_key.clone(),
-        }
-        .into_packet()
-        .to_bytes();
+        let hello =
+            Command::WorkerConnect { worker_key: format!("{}:{}", self.config.name, self.config.index), secret_key: self.config.secret_key.clone() }
+                .into_packet()
+                .to_bytes();
         // The authentication is the first packet on the link, before any API command.
         if tx.send(hello).await.is_err() {
             return false;
@@ -340,13 +338,7 @@ impl Link {
 }
 
 /// Routes each client's events to that client's task, starting one on first sight.
-async fn dispatch<E: Events>(
-    mut rx: mpsc::Receiver<Dispatch>,
-    app: Arc<E>,
-    api: Api,
-    inflight: Arc<Inflight>,
-    stats: Arc<Stats>,
-) {
+async fn dispatch<E: Events>(mut rx: mpsc::Receiver<Dispatch>, app: Arc<E>, api: Api, inflight: Arc<Inflight>, stats: Arc<Stats>) {
     let mut clients: HashMap<ClientId, mpsc::UnboundedSender<ClientEvent>> = HashMap::new();
     while let Some(next) = rx.recv().await {
         let ev = match next {
@@ -385,13 +377,7 @@ async fn dispatch<E: Events>(
     }
 }
 
-async fn client_task<E: Events>(
-    id: ClientId,
-    mut rx: mpsc::UnboundedReceiver<ClientEvent>,
-    app: Arc<E>,
-    api: Api,
-    inflight: Arc<Inflight>,
-) {
+async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<ClientEvent>, app: Arc<E>, api: Api, inflight: Arc<Inflight>) {
     let mut sync = SessionSync::default();
     let mut local = None;
     while let Some(ev) = rx.recv().await {
@@ -485,7 +471,8 @@ mod tests {
     async fn a_reused_client_id_starts_with_nothing() {
         let agent = Some("agent a1".to_string());
         // Same connection: the identity written by login is seen by the next message.
-        let same = seen_after(vec![event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"login"), event(EventKind::Message, 1, b"next")]).await;
+        let same =
+            seen_after(vec![event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"login"), event(EventKind::Message, 1, b"next")]).await;
         assert_eq!(same, [None, agent.clone()]);
         // The gateway's link was lost, then a new connection came with the same id; its
         // connect went to another worker, so this one sees only the message.
@@ -497,7 +484,9 @@ mod tests {
         .await;
         assert_eq!(lost, [None, None]);
         // A connect under a known id is a new connection.
-        let reconnect = seen_after(vec![event(EventKind::Message, 1, b"login"), event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"who am i")]).await;
+        let reconnect =
+            seen_after(vec![event(EventKind::Message, 1, b"login"), event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"who am i")])
+                .await;
         assert_eq!(reconnect, [None, None]);
     }
 }

@@ -2,8 +2,8 @@
 //! comes or goes. An agent's connections are bound to its bot-scoped uid and join its bot's
 //! group (`keys`: the contract's uid = customer_id and group = bid, made safe between bots).
 
-use crate::presence::{self, Change, Snapshot};
 use crate::keys;
+use crate::presence::{self, Change, Snapshot};
 use crate::protocol::{code, escape_html, id_field, now_secs};
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
@@ -95,8 +95,7 @@ impl Chat {
         let mut exp = None;
         if self.config.agent_auth {
             let token = req.get("token").and_then(Value::as_str).unwrap_or("");
-            let claims = auth::verify(&self.config.agent_secret, token, &bid, &id)
-                .map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
+            let claims = auth::verify(&self.config.agent_secret, token, &bid, &id).map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
             exp = Some(claims.exp);
         }
         let batch = presence_batch(req)?;

@@ -27,11 +27,7 @@ pub fn mint(secret: &str, bid: &str, agent: &str, ttl_secs: u64) -> Result<Strin
     if secret.is_empty() {
         return Err(AuthError::NoSecret);
     }
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + ttl_secs;
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + ttl_secs;
     let claims = Claims { sub: agent.into(), bid: bid.into(), exp };
     Ok(encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))?)
 }

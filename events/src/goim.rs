@@ -7,9 +7,9 @@
 //! A one-to-one chat between two mids is the private thread of the pair (`messages::private_thread`,
 //! ordered), so app and browser clients share one history and one set of read marks.
 
+use crate::keys::room_group;
 use crate::messages::Target;
 use crate::protocol::{id_field, message_json, text_field};
-use crate::keys::room_group;
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
 use business::php::{Key, Value as Php};
@@ -51,8 +51,7 @@ impl Chat {
         let token = req.get("token").and_then(Value::as_str).unwrap_or("");
         let (bid, exp) = if self.config.agent_auth {
             // The token says which bot; a shop_id, when given, must be the same one.
-            let claims = auth::verify_any_bot(&self.config.agent_secret, token, &mid)
-                .map_err(|e| Fail::denied(format!("token refused: {e}")))?;
+            let claims = auth::verify_any_bot(&self.config.agent_secret, token, &mid).map_err(|e| Fail::denied(format!("token refused: {e}")))?;
             if shop.as_ref().is_some_and(|s| *s != claims.bid) {
                 return Err(Fail::denied("the token is for another shop"));
             }

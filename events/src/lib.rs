@@ -97,13 +97,11 @@ impl Chat {
         }
         let assignment = config.assignment()?;
         let store: Arc<dyn Store> = match config.store.split_once(':') {
-            Some(("sqlite", path)) => Arc::new(
-                store::sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?,
-            ),
+            Some(("sqlite", path)) => {
+                Arc::new(store::sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?)
+            }
             Some(("redis" | "rediss", _)) => Arc::new(
-                store::redis::RedisStore::connect(&config.store, &config.redis_prefix)
-                    .await
-                    .map_err(|e| format!("store {}: {e}", config.store))?,
+                store::redis::RedisStore::connect(&config.store, &config.redis_prefix).await.map_err(|e| format!("store {}: {e}", config.store))?,
             ),
             _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
         };
@@ -240,9 +238,7 @@ impl Events for Chat {
         };
         let method = match req.get("method") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            None | Some(Value::Null) => {
-                return self.send_error(ctx, None, Fail { code: code::MISSING_METHOD, msg: "missing method".into() }).await
-            }
+            None | Some(Value::Null) => return self.send_error(ctx, None, Fail { code: code::MISSING_METHOD, msg: "missing method".into() }).await,
             Some(_) => return self.send_error(ctx, None, Fail::bad("method must be a string")).await,
         };
         if method == "beat" {

@@ -2,8 +2,8 @@
 //! them. A message is stored before it is delivered or acknowledged; a re-sent `cid` gets the
 //! original acknowledgement and is not delivered again.
 
-use crate::protocol::{id_field, message_json, text_field};
 use crate::keys::{agent_uid, conversation_thread, private_thread, room_group, room_thread, visitor_uid};
+use crate::protocol::{id_field, message_json, text_field};
 use crate::store::{Inserted, NewMessage};
 use crate::who::{rooms, Who};
 use crate::{Chat, Fail, Outcome};

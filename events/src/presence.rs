@@ -32,7 +32,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-
 /// How long changes gather before the next `presence_push` (after one was just sent).
 const TICK: Duration = Duration::from_millis(25);
 /// How long a login waits for its own join to be applied before listing anyway.

@@ -32,10 +32,7 @@ impl Upstream {
             return Ok(None);
         }
         let timeout = Duration::from_secs_f64(config.upstream_timeout.max(0.001));
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| format!("upstream HTTP client: {e}"))?;
+        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| format!("upstream HTTP client: {e}"))?;
         let token = if config.upstream_token.is_empty() {
             std::env::var("SWITCHBOARD_UPSTREAM_TOKEN").unwrap_or_default()
         } else {

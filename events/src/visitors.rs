@@ -2,9 +2,9 @@
 //! (automatic on the first message, or `claim` / `transfer`), `close`, and the agents' list.
 
 use crate::config::Assignment;
+use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
 use crate::protocol::{escape_html, id_field, message_json, text_field};
 use crate::store::{sqlite::new_id, Conversation};
-use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
 use crate::who::Who;
 use crate::{Chat, Fail, Outcome};
 use business::{Api, Context};

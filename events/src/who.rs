@@ -99,7 +99,9 @@ impl Who {
 /// The rooms a connection has joined (kept in its session).
 pub fn rooms(ctx: &Context) -> Vec<String> {
     match ctx.session.as_ref().and_then(|s| s.get(&Key::Str(b"rooms".to_vec()))) {
-        Some(Value::Array(a)) => a.values().filter_map(|v| if let Value::Str(b) = v { Some(String::from_utf8_lossy(b).into_owned()) } else { None }).collect(),
+        Some(Value::Array(a)) => {
+            a.values().filter_map(|v| if let Value::Str(b) = v { Some(String::from_utf8_lossy(b).into_owned()) } else { None }).collect()
+        }
         _ => Vec::new(),
     }
 }

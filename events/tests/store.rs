@@ -2,9 +2,9 @@
 //! processes) and a real Redis (REDIS_URL, default redis://127.0.0.1:6379). A missing Redis is
 //! a failure, not a skip: CI starts one.
 
+use events::store::line::{delivery, InboxEvent, OutItem};
 use events::store::redis::RedisStore;
 use events::store::sqlite::SqliteStore;
-use events::store::line::{delivery, InboxEvent, OutItem};
 use events::store::{Inserted, NewMessage, Store};
 use std::sync::Arc;
 
@@ -250,9 +250,7 @@ async fn sqlite_store() {
 async fn redis_store() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("sbtest:{}:{}:", std::process::id(), events::store::now_ms());
-    let a = RedisStore::connect(&url, &prefix)
-        .await
-        .unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
+    let a = RedisStore::connect(&url, &prefix).await.unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
     let b = RedisStore::connect(&url, &prefix).await.expect("second connection");
     suite(Arc::new(a), Arc::new(b)).await;
 }
@@ -309,15 +307,15 @@ async fn redis_store_migrates_version_1() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let p = format!("sbtest-v1:{}:{}:", std::process::id(), events::store::now_ms());
     let client = redis::Client::open(url.as_str()).expect("url");
-    let mut c = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
+    let mut c = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
     let old = |id: i64, from: &str, cid: &str, content: &str| {
         serde_json::json!({"from_uid": from, "from_name": "n", "cid": cid, "content": content, "to": {}, "ts": 1, "id": id}).to_string()
     };
     let _: () = redis::pipe()
-        .hset_multiple(format!("{p}conv:conv1"), &[("bid", "10"), ("visitor_id", "line:U1"), ("visitor_name", "Vee"), ("open", "1"), ("created", "1")])
+        .hset_multiple(
+            format!("{p}conv:conv1"),
+            &[("bid", "10"), ("visitor_id", "line:U1"), ("visitor_name", "Vee"), ("open", "1"), ("created", "1")],
+        )
         .set(format!("{p}open:10:line:U1"), "conv1")
         .zadd(format!("{p}convs:10"), "conv1", 1)
         .zadd(format!("{p}msg:c:conv1"), old(1, "v:line:U1", "k1", "hello"), 1)

@@ -9,13 +9,13 @@ use crate::config::{secs, Config};
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
-use register::stats::{inc, set};
 use crate::tables::{id_key, ConnId, Tables};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use bytes::Bytes;
+use register::stats::{inc, set};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -84,19 +84,45 @@ pub enum Admission {
 pub enum HubMsg {
     /// A client TCP connection was accepted; the reply is its connection id, or `None` when no
     /// worker is connected to take its events.
-    Accept { addr: SocketAddr, out: mpsc::Sender<Out>, kill: CancellationToken, heard: Arc<AtomicBool>, reply: oneshot::Sender<Admission> },
+    Accept {
+        addr: SocketAddr,
+        out: mpsc::Sender<Out>,
+        kill: CancellationToken,
+        heard: Arc<AtomicBool>,
+        reply: oneshot::Sender<Admission>,
+    },
     /// The WebSocket handshake finished; `body` is the serialized `{get, server, cookie}`.
-    Handshake { conn: ConnId, body: Bytes },
+    Handshake {
+        conn: ConnId,
+        body: Bytes,
+    },
     /// A data frame from a client.
-    Data { conn: ConnId, data: Bytes },
+    Data {
+        conn: ConnId,
+        data: Bytes,
+    },
     /// A client connection ended.
-    Gone { conn: ConnId },
-    LinkUp { link: LinkId, peer: SocketAddr, out: mpsc::Sender<Bytes>, kill: CancellationToken },
+    Gone {
+        conn: ConnId,
+    },
+    LinkUp {
+        link: LinkId,
+        peer: SocketAddr,
+        out: mpsc::Sender<Bytes>,
+        kill: CancellationToken,
+    },
     /// An authorized command from an inner link.
-    Command { link: LinkId, cmd: Command },
-    LinkGone { link: LinkId },
+    Command {
+        link: LinkId,
+        cmd: Command,
+    },
+    LinkGone {
+        link: LinkId,
+    },
     /// Lists the client connections.
-    Connections { reply: oneshot::Sender<Vec<ConnectionInfo>> },
+    Connections {
+        reply: oneshot::Sender<Vec<ConnectionInfo>>,
+    },
     /// The gateway is stopping: close every client with 1001 "going away".
     Goodbye,
 }
@@ -218,8 +244,7 @@ impl Hub {
                     let _ = reply.send(Admission::TooManyFromIp);
                     return;
                 }
-                let conn =
-                    self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, heard, since: Instant::now() });
+                let conn = self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, heard, since: Instant::now() });
                 *self.per_ip.entry(addr.ip()).or_default() += 1;
                 set(&self.stats.clients, self.tables.len());
                 if reply.send(Admission::Admitted(conn)).is_ok() {

@@ -2,8 +2,6 @@
 
 use crate::config::{secs, Config};
 use crate::hub::{ConnectionInfo, Hub, HubMsg};
-use crate::stats::Stats;
-use std::sync::Arc;
 use crate::inner::{self, InnerConfig};
 use crate::listen::client::Limits;
 use crate::listen::door::Door;
@@ -12,9 +10,11 @@ use crate::listen::poll::Polls;
 use crate::listen::tcp::{self, TcpConfig};
 use crate::listen::text::Text;
 use crate::listen::websocket::{self, WsConfig};
+use crate::stats::Stats;
 use register::client::{announce_gateway, ClientConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};

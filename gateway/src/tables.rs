@@ -207,9 +207,7 @@ impl<T> Tables<T> {
     }
 
     fn sessions_of(&self, conns: impl Iterator<Item = ConnId>) -> Vec<u8> {
-        let map = conns
-            .filter_map(|id| self.clients.get(&id).map(|c| (Key::Int(id as i64), Value::Str(c.session.to_vec()))))
-            .collect();
+        let map = conns.filter_map(|id| self.clients.get(&id).map(|c| (Key::Int(id as i64), Value::Str(c.session.to_vec())))).collect();
         Value::Array(map).serialize()
     }
 

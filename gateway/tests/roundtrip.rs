@@ -32,12 +32,7 @@ fn ids() -> impl Strategy<Value = Vec<Id>> {
 }
 
 fn command() -> impl Strategy<Value = Command> {
-    let kind = prop_oneof![
-        Just(EventKind::Connect),
-        Just(EventKind::Message),
-        Just(EventKind::Close),
-        Just(EventKind::WebSocketConnect)
-    ];
+    let kind = prop_oneof![Just(EventKind::Connect), Just(EventKind::Message), Just(EventKind::Close), Just(EventKind::WebSocketConnect)];
     let origin = (any::<u32>(), any::<u16>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u16>()).prop_map(
         |(local_ip, local_port, client_ip, client_port, conn, gateway_port)| Origin {
             local_ip,
@@ -49,29 +44,21 @@ fn command() -> impl Strategy<Value = Command> {
         },
     );
     prop_oneof![
-        (kind, origin, bytes(), bytes(), any::<bool>()).prop_map(|(kind, origin, session, data, serialized)| {
-            Command::Event { kind, origin, session, body: Body { data, serialized } }
-        }),
+        (kind, origin, bytes(), bytes(), any::<bool>())
+            .prop_map(|(kind, origin, session, data, serialized)| { Command::Event { kind, origin, session, body: Body { data, serialized } } }),
         ("[ -~]{0,20}", "[ -~é]{0,20}").prop_map(|(worker_key, secret_key)| Command::WorkerConnect { worker_key, secret_key }),
         (any::<u32>(), message()).prop_map(|(conn, msg)| Command::SendToOne { conn, msg }),
         (conns(), message()).prop_map(|(c, msg)| Command::SendToAll { target: AllTarget::Only(c), msg }),
         (conns(), message()).prop_map(|(c, msg)| Command::SendToAll { target: AllTarget::Except(c), msg }),
         (ids(), message()).prop_map(|(uids, msg)| Command::SendToUid { uids, msg }),
-        (ids(), proptest::option::of(conns()), message())
-            .prop_map(|(groups, exclude, msg)| Command::SendToGroup { groups, exclude, msg }),
+        (ids(), proptest::option::of(conns()), message()).prop_map(|(groups, exclude, msg)| Command::SendToGroup { groups, exclude, msg }),
         (any::<u32>(), bytes()).prop_map(|(conn, uid)| Command::BindUid { conn, uid }),
         (any::<u32>(), bytes()).prop_map(|(conn, group)| Command::JoinGroup { conn, group }),
         (any::<u32>(), bytes()).prop_map(|(conn, session)| Command::UpdateSession { conn, session }),
         ids().prop_map(|uids| Command::BatchGetClientIdByUid { uids }),
-        (
-            proptest::option::of(ids()),
-            proptest::option::of(ids()),
-            proptest::option::of(conns())
-        )
-            .prop_map(|(groups, uids, connection_ids)| Command::Select {
-                fields: vec!["uid".into(), "groups".into()],
-                filter: SelectWhere { groups, uids, connection_ids },
-            }),
+        (proptest::option::of(ids()), proptest::option::of(ids()), proptest::option::of(conns())).prop_map(|(groups, uids, connection_ids)| {
+            Command::Select { fields: vec!["uid".into(), "groups".into()], filter: SelectWhere { groups, uids, connection_ids } }
+        }),
     ]
 }
 

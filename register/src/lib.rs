@@ -18,10 +18,8 @@ pub use server::{serve, Config};
 /// Sets TCP keepalive so a peer that vanished without a FIN is noticed within about a minute,
 /// even when it never pings (PHP peers on 127.0.0.1 do not).
 pub fn keepalive(stream: &tokio::net::TcpStream) {
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(std::time::Duration::from_secs(30))
-        .with_interval(std::time::Duration::from_secs(10))
-        .with_retries(3);
+    let ka =
+        socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(30)).with_interval(std::time::Duration::from_secs(10)).with_retries(3);
     if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
     }

@@ -66,9 +66,7 @@ impl Line {
                 let list: Option<Vec<String>> = match v.get("addresses") {
                     Some(serde_json::Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
                     // A PHP register sends an object after duplicate registrations (spec §9).
-                    Some(serde_json::Value::Object(o)) => {
-                        o.values().map(|x| x.as_str().map(str::to_string)).collect()
-                    }
+                    Some(serde_json::Value::Object(o)) => o.values().map(|x| x.as_str().map(str::to_string)).collect(),
                     _ => None,
                 };
                 list.map(Line::BroadcastAddresses).ok_or(LineError::MissingAddresses)
@@ -80,10 +78,9 @@ impl Line {
     /// Encodes the line with its `\n`.
     pub fn encode(&self) -> Bytes {
         let mut s = match self {
-            Line::GatewayConnect { address, secret_key } => format!(
-                "{{\"event\":\"gateway_connect\", \"address\":\"{address}\", \"secret_key\":\"{}\"}}",
-                secret_key.as_deref().unwrap_or("")
-            ),
+            Line::GatewayConnect { address, secret_key } => {
+                format!("{{\"event\":\"gateway_connect\", \"address\":\"{address}\", \"secret_key\":\"{}\"}}", secret_key.as_deref().unwrap_or(""))
+            }
             Line::WorkerConnect { secret_key } => {
                 format!("{{\"event\":\"worker_connect\",\"secret_key\":\"{}\"}}", secret_key.as_deref().unwrap_or(""))
             }

@@ -6,9 +6,9 @@
 //! is the box's, so processes can be compared; the sender and sequence make the tally exact.
 
 use super::tally::{content_of, parse_content, Tally};
+use super::wire::{self, Incoming, Rx, Transport, Tx};
 use super::{BenchArgs, Workload};
 use anyhow::Context as _;
-use super::wire::{self, Incoming, Rx, Transport, Tx};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -403,10 +403,7 @@ where
         give_up: stop_at + Duration::from_secs_f64(args.drain.max(args.drain_max)),
         last_delivery: Arc::new(AtomicU64::new(0)),
     };
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|(i, ws)| tokio::spawn(drive(args.clone(), i, ws, hist.clone(), end.clone())))
-        .collect();
+    let tasks: Vec<_> = conns.into_iter().map(|(i, ws)| tokio::spawn(drive(args.clone(), i, ws, hist.clone(), end.clone()))).collect();
     let mut presence_max = 0u64;
     for t in tasks {
         let r = t.await.context("connection task")?;

@@ -96,7 +96,10 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.connections > 0 && args.room_size > 0 && args.rate > 0.0 && args.processes > 0, "connections, room size, rate and processes must be positive");
+    anyhow::ensure!(
+        args.connections > 0 && args.room_size > 0 && args.rate > 0.0 && args.processes > 0,
+        "connections, room size, rate and processes must be positive"
+    );
     if matches!(args.workload, Workload::Room | Workload::Pairs | Workload::Login) || args.transport == wire::Transport::Goim {
         anyhow::ensure!(
             args.agent_secret.as_deref().is_some_and(|s| !s.is_empty()),
@@ -162,7 +165,10 @@ async fn child(args: Arc<BenchArgs>, k: usize) -> anyhow::Result<()> {
 }
 
 /// Starts the children, waits until all are set up, samples the servers, starts them together.
-async fn children(args: &BenchArgs, window_end: Arc<std::sync::Mutex<Vec<procstat::Usage>>>) -> anyhow::Result<(Vec<load::Partial>, Vec<procstat::Usage>)> {
+async fn children(
+    args: &BenchArgs,
+    window_end: Arc<std::sync::Mutex<Vec<procstat::Usage>>>,
+) -> anyhow::Result<(Vec<load::Partial>, Vec<procstat::Usage>)> {
     let exe = std::env::current_exe().context("own executable")?;
     let own_args: Vec<String> = std::env::args().skip(1).collect();
     let mut kids = Vec::new();

@@ -113,7 +113,13 @@ pub fn print_table(v: &Value) {
         u("processes"),
         u("sources")
     );
-    println!("offered            {:.0} msg/s ({} per connection, rooms of {}) for {:.0}s", f("offered_msgs_per_second"), f("rate_per_connection"), u("room_size"), f("seconds"));
+    println!(
+        "offered            {:.0} msg/s ({} per connection, rooms of {}) for {:.0}s",
+        f("offered_msgs_per_second"),
+        f("rate_per_connection"),
+        u("room_size"),
+        f("seconds")
+    );
     println!("messages           {} sent, {} acknowledged", u("messages_sent"), u("messages_acked"));
     println!(
         "deliveries         {} received of {} expected: lost {}, duplicated {}, misdelivered {}",
@@ -129,7 +135,12 @@ pub fn print_table(v: &Value) {
     println!("latency ms         p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}", g("p50"), g("p99"), g("p999"), g("max"));
     println!("connections at end {} open, {} closed by the server {}", u("still_open"), u("closed_by_server"), v["close_reasons"]);
     if u("logins_answered") > 0 {
-        println!("logins             {} answered, {} saw every agent (slowest {:.0} ms)", u("logins_answered"), u("presence_complete"), f("presence_max_ms"));
+        println!(
+            "logins             {} answered, {} saw every agent (slowest {:.0} ms)",
+            u("logins_answered"),
+            u("presence_complete"),
+            f("presence_max_ms")
+        );
     }
     for s in v["servers"].as_array().into_iter().flatten() {
         println!(
@@ -144,7 +155,11 @@ pub fn print_table(v: &Value) {
         );
     }
     if v["servers"].as_array().is_some_and(|a| !a.is_empty()) {
-        println!("gateway memory     {:.0} bytes per connection; gateway CPU {:.1}% of one core", f("gateway_rss_bytes_per_connection"), f("gateway_cpu_percent_of_one_core"));
+        println!(
+            "gateway memory     {:.0} bytes per connection; gateway CPU {:.1}% of one core",
+            f("gateway_rss_bytes_per_connection"),
+            f("gateway_cpu_percent_of_one_core")
+        );
     }
     println!("load generator     {:.2} CPU s", f("load_generator_cpu_secs"));
 }

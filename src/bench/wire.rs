@@ -119,9 +119,7 @@ impl Rx {
             let got = match self {
                 Rx::Ws(r) => match r.next().await {
                     Some(Ok(Message::Text(t))) => Ok(t.to_string()),
-                    Some(Ok(Message::Close(c))) => {
-                        Err(c.map(|c| format!("{} {}", u16::from(c.code), c.reason)).unwrap_or_else(|| "close".into()))
-                    }
+                    Some(Ok(Message::Close(c))) => Err(c.map(|c| format!("{} {}", u16::from(c.code), c.reason)).unwrap_or_else(|| "close".into())),
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => Err(format!("error: {e}")),
                     None => Err("ended".into()),

@@ -20,9 +20,7 @@ pub enum Request {
 
 /// Sends one request to a running master and returns its answer.
 pub async fn ask(socket: &Path, req: &Request, timeout: Duration) -> anyhow::Result<serde_json::Value> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .with_context(|| format!("switchboard is not running (no master at {})", socket.display()))?;
+    let stream = UnixStream::connect(socket).await.with_context(|| format!("switchboard is not running (no master at {})", socket.display()))?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(req)?;
     line.push('\n');

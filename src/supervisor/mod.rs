@@ -89,13 +89,7 @@ impl Plan {
             a.push(role.to_string());
             a
         };
-        let spec = |role: &'static str, index: usize, args: Vec<String>| slot::Spec {
-            role,
-            index,
-            exe: exe.to_path_buf(),
-            args,
-            env: env.to_vec(),
-        };
+        let spec = |role: &'static str, index: usize, args: Vec<String>| slot::Spec { role, index, exe: exe.to_path_buf(), args, env: env.to_vec() };
         let mut out = Vec::new();
         if self.runs("register") {
             out.push(spec("register", 0, base("register")));
@@ -145,7 +139,12 @@ fn box_secret(plan: &Plan, name: &str, what: &str) -> anyhow::Result<String> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
             .with_context(|| format!("writing {}", path.display()))?;
         f.write_all(secret.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -193,8 +192,7 @@ fn private_run_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("run directory {}", dir.display()))?;
     let mode = std::fs::metadata(dir).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o700);
     if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
-            .with_context(|| format!("making {} private", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).with_context(|| format!("making {} private", dir.display()))?;
         info!(dir = %dir.display(), "run directory made private (was {mode:o})");
     }
     Ok(())
@@ -273,8 +271,7 @@ pub async fn master(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     let _ = reply.send(json!({"ok": false, "error": "a reload is already running"}));
                     continue;
                 }
-                let (handles, reloading, config_path, exe, env) =
-                    (handles.clone(), reloading.clone(), config_path.clone(), exe.clone(), env.clone());
+                let (handles, reloading, config_path, exe, env) = (handles.clone(), reloading.clone(), config_path.clone(), exe.clone(), env.clone());
                 tokio::spawn(async move {
                     let result = reload(&handles, config_path.as_deref(), &exe, &env).await;
                     reloading.store(false, Ordering::SeqCst);
@@ -479,7 +476,8 @@ pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(&log_path).with_context(|| format!("log file {}", log_path.display()))?;
+        .open(&log_path)
+        .with_context(|| format!("log file {}", log_path.display()))?;
     let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);

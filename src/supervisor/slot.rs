@@ -204,12 +204,5 @@ pub async fn run(mut spec: Spec, mut rx: mpsc::Receiver<Cmd>, first: oneshot::Se
 }
 
 fn info(spec: &Spec, p: &Proc, restarts: u32) -> Info {
-    Info {
-        role: spec.role,
-        index: spec.index,
-        pid: p.pid,
-        uptime: p.started.elapsed(),
-        restarts,
-        reported: p.reported.borrow().clone(),
-    }
+    Info { role: spec.role, index: spec.index, pid: p.pid, uptime: p.started.elapsed(), restarts, reported: p.reported.borrow().clone() }
 }

@@ -141,8 +141,7 @@ pub fn start_gateway(name: &str, lan_ip: &str, register: &str, extra: &[&str]) -
     let ws_port = free_port(lan_ip).to_string();
     let inner_port = free_port(lan_ip).to_string();
     let listen = format!("{lan_ip}:{ws_port}");
-    let mut args =
-        vec!["gateway", "--register", register, "--listen", &listen, "--lan-ip", lan_ip, "--inner-port", &inner_port];
+    let mut args = vec!["gateway", "--register", register, "--listen", &listen, "--lan-ip", lan_ip, "--inner-port", &inner_port];
     args.extend_from_slice(extra);
     let proc = Proc::start(name, &args);
     let args = args.iter().map(|a| a.to_string()).collect();
@@ -505,7 +504,6 @@ pub async fn start_upstream(ip: &str) -> (String, std::sync::Arc<std::sync::atom
     });
     (format!("http://{addr}/api/{{method}}"), answered)
 }
-
 
 /// Removes its directory when dropped.
 pub struct TempDir(pub std::path::PathBuf);

@@ -27,11 +27,7 @@ pub struct LineApi {
 
 impl LineApi {
     pub fn new(api_base: &str, data_base: &str, timeout: Duration) -> Result<LineApi, String> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().map_err(|e| format!("HTTP client: {e}"))?;
         Ok(LineApi { http, api_base: api_base.trim_end_matches('/').into(), data_base: data_base.trim_end_matches('/').into() })
     }
 

@@ -9,9 +9,9 @@
 
 use super::client::Answer;
 use super::{Line, VISITOR_PREFIX};
+use crate::keys::{bot_group, conversation_thread, visitor_uid};
 use crate::protocol::{escape_html, message_json};
 use crate::store::{now_ms, Conversation, Inserted, NewMessage};
-use crate::keys::{bot_group, conversation_thread, visitor_uid};
 use crate::visitors::push_of;
 use crate::who::visitor_from_uid;
 use serde_json::{json, Map, Value};
@@ -176,7 +176,8 @@ async fn message_content(line: &Line, bid: &str, id: &str, m: &Value) -> Result<
                 String::new()
             };
             extra.insert("sticker".into(), json!({"package_id": s("packageId"), "sticker_id": sticker, "url": url}));
-            let words = m.get("keywords").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).take(3).collect::<Vec<_>>().join(", "));
+            let words =
+                m.get("keywords").and_then(Value::as_array).map(|k| k.iter().filter_map(Value::as_str).take(3).collect::<Vec<_>>().join(", "));
             match words.filter(|w| !w.is_empty()) {
                 Some(w) => format!("[sticker: {w}]"),
                 None => "[sticker]".into(),

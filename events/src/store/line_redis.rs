@@ -166,13 +166,7 @@ impl LineStore for RedisStore {
 
     async fn line_reply_token_put(&self, bid: &str, user: &str, token: &str, at: i64) -> Result<()> {
         let mut conn = self.conn.clone();
-        Script::new(TOKEN_PUT)
-            .key(self.user_key(bid, user))
-            .arg(token)
-            .arg(at)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map_err(err)?;
+        Script::new(TOKEN_PUT).key(self.user_key(bid, user)).arg(token).arg(at).invoke_async::<i64>(&mut conn).await.map_err(err)?;
         Ok(())
     }
 
@@ -192,14 +186,8 @@ impl LineStore for RedisStore {
 
     async fn line_outbox_claim(&self, owner: &str, now: i64, lease_ms: i64) -> Result<Option<OutItem>> {
         let mut conn = self.conn.clone();
-        let raw: Option<String> = Script::new(CLAIM)
-            .key(&self.prefix)
-            .arg(owner)
-            .arg(now)
-            .arg(now + lease_ms)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let raw: Option<String> =
+            Script::new(CLAIM).key(&self.prefix).arg(owner).arg(now).arg(now + lease_ms).invoke_async(&mut conn).await.map_err(err)?;
         raw.map(|r| decode(&r)).transpose()
     }
 
@@ -215,9 +203,7 @@ impl LineStore for RedisStore {
         let body = serde_json::to_string(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let state = serde_json::json!([item.state, item.error]).to_string();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set(self.key(&["line", "out", "item", &id]), body)
-            .hset(self.key(&["line", "delivery", &item.thread]), item.msg_id, state);
+        pipe.atomic().set(self.key(&["line", "out", "item", &id]), body).hset(self.key(&["line", "delivery", &item.thread]), item.msg_id, state);
         if release {
             pipe.del(self.key(&["line", "out", "lease", &id]));
         }

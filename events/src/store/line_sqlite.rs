@@ -50,9 +50,7 @@ impl LineStore for SqliteStore {
     async fn line_inbox_pending(&self, limit: usize) -> Result<Vec<(i64, InboxEvent)>> {
         self.run(move |c| {
             let mut st = c.prepare_cached("SELECT seq, event_id, bid, event FROM line_inbox WHERE done = 0 ORDER BY seq LIMIT ?1")?;
-            let rows = st.query_map([limit as i64], |r| {
-                Ok((r.get(0)?, InboxEvent { event_id: r.get(1)?, bid: r.get(2)?, event: r.get(3)? }))
-            })?;
+            let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, InboxEvent { event_id: r.get(1)?, bid: r.get(2)?, event: r.get(3)? })))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

@@ -145,7 +145,16 @@ impl RedisStore {
             if v.unwrap_or(0) >= SCHEMA_VERSION {
                 return Ok(());
             }
-            let took: bool = redis::cmd("SET").arg(&lock).arg(1).arg("NX").arg("EX").arg(300).query_async::<Option<String>>(&mut conn).await.map_err(err)?.is_some();
+            let took: bool = redis::cmd("SET")
+                .arg(&lock)
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(300)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map_err(err)?
+                .is_some();
             if took {
                 break;
             }
@@ -297,8 +306,7 @@ impl Store for RedisStore {
     async fn unread(&self, thread: &str, uid: &str) -> Result<u64> {
         let mut conn = self.conn.clone();
         let mark: Option<i64> = conn.hget(self.key(&["read", thread]), uid).await.map_err(err)?;
-        let raw: Vec<String> =
-            conn.zrangebyscore(self.key(&["msg", thread]), format!("({}", mark.unwrap_or(0)), "+inf").await.map_err(err)?;
+        let raw: Vec<String> = conn.zrangebyscore(self.key(&["msg", thread]), format!("({}", mark.unwrap_or(0)), "+inf").await.map_err(err)?;
         let mut n = 0;
         for r in &raw {
             if decode(thread, r)?.sender != uid {
@@ -347,8 +355,7 @@ impl Store for RedisStore {
                 // range; those up to the cursor itself are skipped.
                 let ties: isize = conn.zcount(&key, created, created).await.map_err(err)?;
                 let n = if count < 0 { -1 } else { count.saturating_add(ties) };
-                let found: Vec<(String, i64)> =
-                    conn.zrangebyscore_limit_withscores(&key, created, "+inf", 0, n).await.map_err(err)?;
+                let found: Vec<(String, i64)> = conn.zrangebyscore_limit_withscores(&key, created, "+inf", 0, n).await.map_err(err)?;
                 found.into_iter().filter(|(id, score)| *score > created || id.as_str() > a).map(|(id, _)| id).take(limit).collect()
             }
             _ => conn.zrange(&key, 0, if count < 0 { -1 } else { count - 1 }).await.map_err(err)?,

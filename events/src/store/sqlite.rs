@@ -92,7 +92,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.prepare("SELECT thread, uid FROM read_marks")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     for (thread, uid) in &marks {
         let bid = bot_of(&tx, thread)?.unwrap_or_default();
-        tx.execute("UPDATE OR REPLACE read_marks SET uid = ?1 WHERE thread = ?2 AND uid = ?3", params![super::legacy_sender(&bid, uid), thread, uid])?;
+        tx.execute(
+            "UPDATE OR REPLACE read_marks SET uid = ?1 WHERE thread = ?2 AND uid = ?3",
+            params![super::legacy_sender(&bid, uid), thread, uid],
+        )?;
     }
     tx.execute_batch(&format!(
         "DROP INDEX IF EXISTS messages_cid;
@@ -272,9 +275,8 @@ impl Store for SqliteStore {
                     return Ok(Inserted::Duplicate(old));
                 }
             }
-            let id: i64 = tx
-                .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?
-                .query_row([&m.thread], |r| r.get(0))?;
+            let id: i64 =
+                tx.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?.query_row([&m.thread], |r| r.get(0))?;
             let ts = now_ms();
             let dest = serde_json::Value::Object(m.to.clone()).to_string();
             tx.prepare_cached(
@@ -405,10 +407,8 @@ impl Store for SqliteStore {
         self.run(move |c| {
             // `IS` compares NULL as a value, so "unassigned" is matched too; the single UPDATE is
             // the compare-and-set.
-            let n = c.execute(
-                "UPDATE conversations SET assigned = ?1 WHERE id = ?2 AND open = 1 AND assigned IS ?3",
-                params![agent, id, expected],
-            )?;
+            let n =
+                c.execute("UPDATE conversations SET assigned = ?1 WHERE id = ?2 AND open = 1 AND assigned IS ?3", params![agent, id, expected])?;
             Ok(n == 1)
         })
         .await
@@ -445,20 +445,15 @@ impl Store for SqliteStore {
 
     async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>> {
         let (bid, agent) = (bid.to_string(), agent.to_string());
-        self.run(move |c| {
-            Ok(c.query_row("SELECT name FROM agents WHERE bid = ?1 AND agent = ?2", params![bid, agent], |r| r.get(0)).optional()?)
-        })
-        .await
+        self.run(move |c| Ok(c.query_row("SELECT name FROM agents WHERE bid = ?1 AND agent = ?2", params![bid, agent], |r| r.get(0)).optional()?))
+            .await
     }
 
     async fn next_turn(&self, bid: &str) -> Result<u64> {
         let bid = bid.to_string();
         self.run(move |c| {
-            let n: i64 = c.query_row(
-                "INSERT INTO turns (bid, n) VALUES (?1, 1) ON CONFLICT(bid) DO UPDATE SET n = n + 1 RETURNING n",
-                [bid],
-                |r| r.get(0),
-            )?;
+            let n: i64 =
+                c.query_row("INSERT INTO turns (bid, n) VALUES (?1, 1) ON CONFLICT(bid) DO UPDATE SET n = n + 1 RETURNING n", [bid], |r| r.get(0))?;
             Ok(n as u64)
         })
         .await

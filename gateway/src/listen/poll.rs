@@ -16,8 +16,8 @@
 //! Each session is an actor owning its buffer of unacknowledged messages; requests reach it
 //! through the registry, a map from session id to the actor's channel.
 
-use super::door::Entry;
 use super::client::{admit, Admit, Client, Limits};
+use super::door::Entry;
 use crate::hub::{HubMsg, Out};
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
@@ -52,9 +52,8 @@ impl Request {
             .filter(|(k, _)| !k.is_empty())
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let header = |name: &str| {
-            req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).into_owned())
-        };
+        let header =
+            |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value).into_owned());
         if header("transfer-encoding").is_some() {
             return Err("chunked poll requests are not taken (send a content-length)");
         }
@@ -239,8 +238,7 @@ async fn poll(req: &Request, polls: &Polls) -> Response {
         return unknown_session();
     }
     let Ok(a) = answer.await else { return unknown_session() };
-    let messages: Vec<_> =
-        a.messages.iter().map(|(seq, data)| json!({"seq": seq, "data": String::from_utf8_lossy(data)})).collect();
+    let messages: Vec<_> = a.messages.iter().map(|(seq, data)| json!({"seq": seq, "data": String::from_utf8_lossy(data)})).collect();
     let closed = a.closed.map(|(code, reason)| json!({"code": code, "reason": reason}));
     ("200 OK", Some(json!({"messages": messages, "closed": closed})))
 }
@@ -252,12 +250,8 @@ async fn send(req: &Request, polls: &Polls) -> Response {
     };
     let Some(tx) = req.param("sid").and_then(|s| polls.lookup(s)) else { return unknown_session() };
     let body = req.body.clone().freeze();
-    let lines: Vec<Bytes> = body
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .filter(|l| !l.is_empty())
-        .map(|l| body.slice_ref(l))
-        .collect();
+    let lines: Vec<Bytes> =
+        body.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()).map(|l| body.slice_ref(l)).collect();
     let (reply, answer) = oneshot::channel();
     if tx.send(Cmd::Send { first, lines, reply }).await.is_err() {
         return unknown_session();

@@ -3,6 +3,7 @@
 //! stream into frames, what the hub gets for each, and how the hub's messages go out.
 
 use super::client::{admit, Admit, Limits, Stop};
+use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -11,7 +12,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use super::door::{Door, Entry};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::codec::{Decoder, FramedRead};

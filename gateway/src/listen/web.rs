@@ -40,9 +40,10 @@ pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Head {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(n)) => {
-                let upgrade = req.headers.iter().any(|h| {
-                    h.name.eq_ignore_ascii_case("upgrade") && String::from_utf8_lossy(h.value).to_ascii_lowercase().contains("websocket")
-                });
+                let upgrade = req
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case("upgrade") && String::from_utf8_lossy(h.value).to_ascii_lowercase().contains("websocket"));
                 let path = req.path.unwrap_or("/");
                 if !upgrade && (path == "/poll" || path.starts_with("/poll?") || path.starts_with("/poll/")) {
                     return match super::poll::Request::parse(&req) {

@@ -5,27 +5,27 @@
 //! as in GatewayWorker) and anything the worker sends before the handshake completes waits in
 //! the client's queue.
 
-use super::web;
 use super::client::{admit, Admit, Client, Limits};
+use super::door::{Door, Entry, Refused};
 use super::goim::Goim;
 use super::poll;
+use super::web;
 use crate::hub::{close, HubMsg, Out};
 use crate::protocol::goim::Packet;
-use register::stats::inc;
-use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use super::door::{Door, Entry, Refused};
-use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use register::stats::inc;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -132,9 +132,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         Admit::NoWorker(out_rx) => (None, out_rx),
         Admit::TooManyFromIp => {
             let mut stream = stream;
-            let _ = stream
-                .write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
+            let _ = stream.write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
             return;
         }
         Admit::Gone => return,

@@ -138,35 +138,100 @@ impl EventKind {
 pub enum Command {
     /// Gateway → worker: ON_CONNECT / ON_MESSAGE / ON_CLOSE / ON_WEBSOCKET_CONNECT, carrying the
     /// client's session bytes as they are stored.
-    Event { kind: EventKind, origin: Origin, session: Bytes, body: Body },
+    Event {
+        kind: EventKind,
+        origin: Origin,
+        session: Bytes,
+        body: Body,
+    },
     Ping,
-    WorkerConnect { worker_key: String, secret_key: String },
-    GatewayClientConnect { secret_key: String },
-    SendToOne { conn: u32, msg: Message },
-    SendToAll { target: AllTarget, msg: Message },
+    WorkerConnect {
+        worker_key: String,
+        secret_key: String,
+    },
+    GatewayClientConnect {
+        secret_key: String,
+    },
+    SendToOne {
+        conn: u32,
+        msg: Message,
+    },
+    SendToAll {
+        target: AllTarget,
+        msg: Message,
+    },
     /// Close after sending `message` (if any) once the send buffer drains.
-    Kick { conn: u32, message: Option<Bytes> },
-    Destroy { conn: u32 },
-    UpdateSession { conn: u32, session: Bytes },
-    SetSession { conn: u32, session: Bytes },
-    BindUid { conn: u32, uid: Bytes },
-    UnbindUid { conn: u32, uid: Bytes },
-    SendToUid { uids: Vec<Id>, msg: Message },
-    JoinGroup { conn: u32, group: Bytes },
-    LeaveGroup { conn: u32, group: Bytes },
-    Ungroup { group: Bytes },
-    SendToGroup { groups: Vec<Id>, exclude: Option<Vec<u32>>, msg: Message },
-    IsOnline { conn: u32 },
-    GetSession { conn: u32 },
+    Kick {
+        conn: u32,
+        message: Option<Bytes>,
+    },
+    Destroy {
+        conn: u32,
+    },
+    UpdateSession {
+        conn: u32,
+        session: Bytes,
+    },
+    SetSession {
+        conn: u32,
+        session: Bytes,
+    },
+    BindUid {
+        conn: u32,
+        uid: Bytes,
+    },
+    UnbindUid {
+        conn: u32,
+        uid: Bytes,
+    },
+    SendToUid {
+        uids: Vec<Id>,
+        msg: Message,
+    },
+    JoinGroup {
+        conn: u32,
+        group: Bytes,
+    },
+    LeaveGroup {
+        conn: u32,
+        group: Bytes,
+    },
+    Ungroup {
+        group: Bytes,
+    },
+    SendToGroup {
+        groups: Vec<Id>,
+        exclude: Option<Vec<u32>>,
+        msg: Message,
+    },
+    IsOnline {
+        conn: u32,
+    },
+    GetSession {
+        conn: u32,
+    },
     GetAllClientSessions,
-    GetClientSessionsByGroup { group: Bytes },
+    GetClientSessionsByGroup {
+        group: Bytes,
+    },
     /// An empty group means every client (there is no separate "count all" command).
-    GetClientCountByGroup { group: Bytes },
-    GetClientIdByUid { uid: Bytes },
-    BatchGetClientIdByUid { uids: Vec<Id> },
-    BatchGetClientCountByGroup { groups: Vec<Id> },
+    GetClientCountByGroup {
+        group: Bytes,
+    },
+    GetClientIdByUid {
+        uid: Bytes,
+    },
+    BatchGetClientIdByUid {
+        uids: Vec<Id>,
+    },
+    BatchGetClientCountByGroup {
+        groups: Vec<Id>,
+    },
     GetGroupIdList,
-    Select { fields: Vec<String>, filter: SelectWhere },
+    Select {
+        fields: Vec<String>,
+        filter: SelectWhere,
+    },
     /// Worker → gateway (extension): route no new events to me; hold my clients' events.
     WorkerDrain,
     /// Gateway → worker (extension): every event for you was queued before this packet.
@@ -209,22 +274,15 @@ fn id_values(cmd: u8, v: &serde_json::Value) -> Result<Vec<Id>, CommandError> {
         serde_json::Value::Object(m) => m.values().collect(),
         single => vec![single],
     };
-    items
-        .into_iter()
-        .map(|i| Id::from_json(i).ok_or_else(|| bad_ext(cmd, format!("id {i} is not a string or an integer"))))
-        .collect()
+    items.into_iter().map(|i| Id::from_json(i).ok_or_else(|| bad_ext(cmd, format!("id {i} is not a string or an integer")))).collect()
 }
 
 fn message(p: &Packet) -> Message {
-    Message {
-        body: Body { data: p.body.clone(), serialized: !p.body_is_scalar() },
-        raw: p.raw(),
-    }
+    Message { body: Body { data: p.body.clone(), serialized: !p.body_is_scalar() }, raw: p.raw() }
 }
 
 fn json_field(cmd: u8, body: &[u8], field: &str) -> Result<String, CommandError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| CommandError::BadBody { cmd, reason: e.to_string() })?;
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| CommandError::BadBody { cmd, reason: e.to_string() })?;
     Ok(match v.get(field) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),
@@ -258,13 +316,10 @@ impl Command {
                 session: p.ext,
             },
             PING => Command::Ping,
-            WORKER_CONNECT => Command::WorkerConnect {
-                worker_key: json_field(c, &p.body, "worker_key")?,
-                secret_key: json_field(c, &p.body, "secret_key")?,
-            },
-            GATEWAY_CLIENT_CONNECT => {
-                Command::GatewayClientConnect { secret_key: json_field(c, &p.body, "secret_key")? }
+            WORKER_CONNECT => {
+                Command::WorkerConnect { worker_key: json_field(c, &p.body, "worker_key")?, secret_key: json_field(c, &p.body, "secret_key")? }
             }
+            GATEWAY_CLIENT_CONNECT => Command::GatewayClientConnect { secret_key: json_field(c, &p.body, "secret_key")? },
             SEND_TO_ONE => Command::SendToOne { conn, msg: message(&p) },
             SEND_TO_ALL => {
                 let target = if p.ext.is_empty() {
@@ -272,9 +327,7 @@ impl Command {
                 } else {
                     let v = parse_json(c, &p.ext)?;
                     if let Some(list) = v.get("connections") {
-                        AllTarget::Only(
-                            json::read_conn_ids(list, false).ok_or_else(|| bad_ext(c, "bad connections"))?,
-                        )
+                        AllTarget::Only(json::read_conn_ids(list, false).ok_or_else(|| bad_ext(c, "bad connections"))?)
                     } else if let Some(ex) = v.get("exclude") {
                         AllTarget::Except(json::read_conn_ids(ex, true).ok_or_else(|| bad_ext(c, "bad exclude"))?)
                     } else {
@@ -284,10 +337,7 @@ impl Command {
                 };
                 Command::SendToAll { target, msg: message(&p) }
             }
-            KICK => Command::Kick {
-                conn,
-                message: if !p.body_is_scalar() && &p.body[..] == b"N;" { None } else { Some(p.body) },
-            },
+            KICK => Command::Kick { conn, message: if !p.body_is_scalar() && &p.body[..] == b"N;" { None } else { Some(p.body) } },
             DESTROY => Command::Destroy { conn },
             UPDATE_SESSION => Command::UpdateSession { conn, session: p.ext },
             SET_SESSION => Command::SetSession { conn, session: p.ext },
@@ -332,9 +382,7 @@ impl Command {
             SELECT => {
                 let v = parse_json(c, &p.ext)?;
                 let fields = match v.get("fields") {
-                    Some(serde_json::Value::Array(f)) => {
-                        f.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()
-                    }
+                    Some(serde_json::Value::Array(f)) => f.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
                     _ => return Err(bad_ext(c, "fields is not a list")),
                 };
                 let mut filter = SelectWhere::default();
@@ -346,8 +394,7 @@ impl Command {
                         filter.uids = Some(id_values(c, u)?);
                     }
                     if let Some(ids) = w.get("connection_id") {
-                        filter.connection_ids =
-                            Some(json::read_conn_ids(ids, false).ok_or_else(|| bad_ext(c, "bad connection_id"))?);
+                        filter.connection_ids = Some(json::read_conn_ids(ids, false).ok_or_else(|| bad_ext(c, "bad connection_id"))?);
                     }
                 }
                 Command::Select { fields, filter }
@@ -359,18 +406,11 @@ impl Command {
     /// Encodes the command as a PHP peer would.
     pub fn into_packet(self) -> Packet {
         use cmd::*;
-        let scalar = |cmd: u8, conn: u32, ext: Bytes| Packet {
-            cmd,
-            connection_id: conn,
-            flag: FLAG_BODY_IS_SCALAR,
-            ext,
-            ..Packet::default()
-        };
+        let scalar = |cmd: u8, conn: u32, ext: Bytes| Packet { cmd, connection_id: conn, flag: FLAG_BODY_IS_SCALAR, ext, ..Packet::default() };
         let with_msg = |cmd: u8, conn: u32, ext: Bytes, msg: Message| Packet {
             cmd,
             connection_id: conn,
-            flag: (if msg.body.serialized { 0 } else { FLAG_BODY_IS_SCALAR })
-                | (if msg.raw { FLAG_NOT_CALL_ENCODE } else { 0 }),
+            flag: (if msg.body.serialized { 0 } else { FLAG_BODY_IS_SCALAR }) | (if msg.raw { FLAG_NOT_CALL_ENCODE } else { 0 }),
             ext,
             body: msg.body.data,
             ..Packet::default()
@@ -424,9 +464,7 @@ impl Command {
                 with_msg(SEND_TO_ALL, 0, ext, msg)
             }
             Command::Kick { conn, message: Some(m) } => Packet { body: m, ..scalar(KICK, conn, Bytes::new()) },
-            Command::Kick { conn, message: None } => {
-                Packet { cmd: KICK, connection_id: conn, body: Bytes::from_static(b"N;"), ..Packet::default() }
-            }
+            Command::Kick { conn, message: None } => Packet { cmd: KICK, connection_id: conn, body: Bytes::from_static(b"N;"), ..Packet::default() },
             Command::Destroy { conn } => scalar(DESTROY, conn, Bytes::new()),
             Command::UpdateSession { conn, session } => scalar(UPDATE_SESSION, conn, session),
             Command::SetSession { conn, session } => scalar(SET_SESSION, conn, session),

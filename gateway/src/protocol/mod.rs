@@ -7,8 +7,8 @@
 
 pub mod client_id;
 pub mod command;
-pub mod header;
 pub mod goim;
+pub mod header;
 pub mod json;
 pub mod php;
 pub mod websocket_connect;

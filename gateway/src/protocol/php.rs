@@ -215,10 +215,7 @@ impl Parser<'_> {
     fn int_until(&mut self, end: u8) -> Result<i64, UnserializeError> {
         let start = self.pos;
         let raw = self.until(end)?;
-        std::str::from_utf8(raw)
-            .ok()
-            .and_then(|s| s.strip_prefix('+').unwrap_or(s).parse::<i64>().ok())
-            .ok_or(UnserializeError(start))
+        std::str::from_utf8(raw).ok().and_then(|s| s.strip_prefix('+').unwrap_or(s).parse::<i64>().ok()).ok_or(UnserializeError(start))
     }
 
     fn string_body(&mut self) -> Result<Vec<u8>, UnserializeError> {
