@@ -274,12 +274,21 @@ async fn graceful_stop_says_goodbye_and_finishes_work() {
 async fn start_fails_with_the_reason() {
     let (dir, url) = setup(74, "");
     // Someone else holds the gateway's port.
-    let _squatter = std::net::TcpListener::bind(url.trim_start_matches("ws://")).expect("bind");
-    let out = sb(&dir.0, &["start", "-d"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("gateway#0") && err.contains("Address already in use"), "the reason is shown: {err}");
-    assert!(!dir.0.join("run/switchboard.sock").exists(), "nothing left running");
+    let addr = url.trim_start_matches("ws://").to_string();
+    let _squatter = std::net::TcpListener::bind(&addr).expect("bind");
+    // Foreground and -d say the same: which role, which address, which key, what to do.
+    for args in [&["start", "-d"][..], &["start"][..]] {
+        let out = sb(&dir.0, args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("the gateway's client port ([gateway] listen) cannot listen on {addr}: Address already in use"))
+                && err.contains("another Switchboard")
+                && err.contains("ss -ltnp"),
+            "{args:?}: the reason is shown: {err}"
+        );
+        assert!(!dir.0.join("run/switchboard.sock").exists(), "nothing left running");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

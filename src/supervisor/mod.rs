@@ -72,6 +72,52 @@ impl Plan {
         self.run_dir.join("switchboard.log")
     }
 
+    /// Every address this box's processes will listen on, with the config key that sets it.
+    fn listeners(&self, file: &File) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.runs("register") {
+            out.push(("the register ([register] listen)".to_string(), file.register.listen.clone()));
+        }
+        if self.runs("gateway") {
+            let g = file.gateway.clone().unwrap_or_default();
+            out.push(("the gateway's client port ([gateway] listen)".into(), g.listen.to_string()));
+            for (what, addr) in [("text_listen", g.text_listen), ("goim_listen", g.goim_listen)] {
+                if let Some(a) = addr {
+                    out.push((format!("the gateway's {what} ([gateway] {what})"), a.to_string()));
+                }
+            }
+            let ip = g.inner_listen.unwrap_or(std::net::IpAddr::V4(g.lan_ip));
+            for i in 0..self.gateways {
+                let port = g.inner_port as usize + i;
+                out.push((format!("gateway#{i}'s inner port ([gateway] inner_port)"), std::net::SocketAddr::new(ip, port as u16).to_string()));
+            }
+        }
+        if self.runs("line") {
+            out.push(("the LINE webhook ([events.line] listen)".into(), file.events.line.listen.clone()));
+        }
+        out
+    }
+
+    /// Fails before anything starts when a port this box needs is taken, naming the role, the
+    /// address and the key to change, instead of a child's bare "Address already in use".
+    fn check_ports(&self, file: &File) -> anyhow::Result<()> {
+        for (what, addr) in self.listeners(file) {
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                let port = addr.rsplit(':').next().unwrap_or("");
+                let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        "something else listens there: another Switchboard (started from another directory: its `switchboard status` \
+                         shows it) or another program (`ss -ltnp 'sport = :{port}'` names it). Stop it, or choose another port in switchboard.toml"
+                    )
+                } else {
+                    "check the address in switchboard.toml".to_string()
+                };
+                bail!("{what} cannot listen on {addr}: {e}; {hint}");
+            }
+        }
+        Ok(())
+    }
+
     fn runs(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
@@ -205,8 +251,12 @@ pub async fn master(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     private_run_dir(&plan.run_dir)?;
     let socket = plan.socket();
     if control::ask(&socket, &Request::Status, Duration::from_secs(2)).await.is_ok() {
-        bail!("switchboard is already running (control socket {})", socket.display());
+        bail!(
+            "switchboard is already running from this directory (control socket {}): `switchboard status` shows it, `switchboard stop` stops it",
+            socket.display()
+        );
     }
+    plan.check_ports(&file)?;
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("control socket {}", socket.display()))?;
     std::fs::write(plan.pid_file(), std::process::id().to_string()).context("pid file")?;
@@ -469,8 +519,13 @@ pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let plan = Plan::new(&file, config_path.as_deref())?;
     private_run_dir(&plan.run_dir)?;
     if control::ask(&plan.socket(), &Request::Status, Duration::from_secs(2)).await.is_ok() {
-        bail!("switchboard is already running (control socket {})", plan.socket().display());
+        bail!(
+            "switchboard is already running from this directory (control socket {}): `switchboard status` shows it, `switchboard stop` stops it",
+            plan.socket().display()
+        );
     }
+    // Here too, so `-d` says it at once, before a master is started.
+    plan.check_ports(&file)?;
     let log_path = plan.log_file();
     let log = std::fs::OpenOptions::new()
         .create(true)
