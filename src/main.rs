@@ -324,6 +324,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             let registers = shared_registers.or(file.business.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             let secret = cli.secret_key.or(file.business.secret_key).or(file.secret_key).unwrap_or_default();
             let chat = Arc::new(events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?);
+            serve_metrics(metrics, metrics::Source::Line(chat.metrics.clone())).await?;
             let line = events::line::Line::new(chat, business::Api::remote(registers, secret)).map_err(|e| anyhow::anyhow!(e))?;
             let listen = line.config.listen.clone();
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("LINE webhook listener {listen}"))?;
@@ -350,7 +351,6 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if c.registers.is_empty() {
                 c.registers = section.registers.or(file.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             }
-            serve_metrics(metrics, metrics::Source::Business(c.stats.clone())).await?;
             let app = args.app.unwrap_or(section.app);
             let stop = async {
                 let _ = stop.await;
@@ -360,6 +360,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                     tracing::warn!(
                         "running the probe application: every client can drive the whole Gateway API; use it for tests and diagnostics only"
                     );
+                    serve_metrics(metrics, metrics::Source::Business(c.stats.clone(), None)).await?;
                     let probe = business::probe::Probe { worker: format!("{}:{}", c.name, c.index) };
                     business::run(c, Arc::new(probe), stop).await;
                 }
@@ -369,6 +370,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                         events_config.store = store;
                     }
                     let chat = events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?;
+                    serve_metrics(metrics, metrics::Source::Business(c.stats.clone(), Some(chat.metrics.clone()))).await?;
                     business::run(c, Arc::new(chat), stop).await;
                 }
                 other => anyhow::bail!("unknown application {other:?} (known: chat, probe)"),

@@ -1,19 +1,30 @@
-//! Each process's `/metrics` (Prometheus text format) and, for gateways, `/connections` (JSON):
-//! a few lines of HTTP over tokio, because a scrape endpoint needs nothing more.
+//! Each process's `/metrics` (Prometheus text format, from the `prometheus-client` crate) and,
+//! for gateways, `/connections` (JSON), served by axum. The counters and gauges stay plain
+//! atomics in each role's `Stats` (the hot paths never take a lock for them) and are read at
+//! scrape time; the histograms are the crate's, observed where the time is spent.
 
 use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// What a process exposes.
 #[derive(Clone)]
 pub enum Source {
     Register(Arc<register::stats::Stats>),
     Gateway(Arc<gateway::Stats>, gateway::Lister),
-    Business(Arc<business::Stats>),
+    /// A worker, with the chat's metrics when it runs the chat.
+    Business(Arc<business::Stats>, Option<Arc<events::metrics::Metrics>>),
+    Line(Arc<events::metrics::Metrics>),
 }
 
 impl Source {
@@ -21,71 +32,111 @@ impl Source {
         match self {
             Source::Register(_) => "register",
             Source::Gateway(..) => "gateway",
-            Source::Business(_) => "business",
+            Source::Business(..) => "business",
+            Source::Line(_) => "line",
         }
     }
 
-    fn render(&self) -> String {
-        let rows = match self {
+    fn samples(&self) -> Vec<register::stats::Sample> {
+        match self {
             Source::Register(s) => s.snapshot(),
             Source::Gateway(s, _) => s.snapshot(),
-            Source::Business(s) => s.snapshot(),
-        };
-        let role = self.role();
-        let mut out = String::new();
-        for (name, help, counter, value) in rows {
-            let kind = if counter { "counter" } else { "gauge" };
-            out.push_str(&format!(
-                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}\nswitchboard_{name}{{role=\"{role}\"}} {value}\n"
-            ));
+            Source::Business(s, _) => s.snapshot(),
+            Source::Line(_) => Vec::new(),
         }
+    }
+
+    /// The registry scraped at `/metrics`: `switchboard_*{role=…}` and the process's own.
+    fn registry(&self) -> Registry {
+        let mut top = Registry::default();
+        top.register_collector(Box::new(ProcessUsage));
+        let ours = top.sub_registry_with_prefix("switchboard").sub_registry_with_label(("role".into(), self.role().into()));
+        ours.register_collector(Box::new(Samples(self.clone())));
+        let distributions = match self {
+            Source::Register(_) | Source::Line(_) => Vec::new(),
+            Source::Gateway(s, _) => s.distributions(),
+            Source::Business(s, _) => s.distributions(),
+        };
+        for (name, help, histogram) in distributions {
+            ours.register(name, help, histogram);
+        }
+        if let Source::Business(_, Some(chat)) | Source::Line(chat) = self {
+            chat.register(ours);
+        }
+        top
+    }
+}
+
+/// A role's counters and gauges, read when scraped.
+struct Samples(Source);
+
+impl std::fmt::Debug for Samples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Samples({})", self.0.role())
+    }
+}
+
+impl Collector for Samples {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, counter, value) in self.0.samples() {
+            if counter {
+                // The encoder adds `_total` to counters itself.
+                let metric = ConstCounter::new(value);
+                let name = name.strip_suffix("_total").unwrap_or(name);
+                metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+            } else {
+                let metric = ConstGauge::new(value as i64);
+                metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// CPU seconds and resident memory, as every Prometheus client names them.
+#[derive(Debug)]
+struct ProcessUsage;
+
+impl Collector for ProcessUsage {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let (cpu, rss) = crate::supervisor::status::proc_usage(std::process::id());
-        out.push_str(&format!(
-            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}\n"
-        ));
-        out
+        let cpu = ConstCounter::new(cpu);
+        cpu.encode(encoder.encode_descriptor("process_cpu_seconds", "CPU time used, user and system", None, cpu.metric_type())?)?;
+        let rss = ConstGauge::new(rss as i64);
+        rss.encode(encoder.encode_descriptor("process_resident_memory_bytes", "resident memory", None, rss.metric_type())?)?;
+        Ok(())
+    }
+}
+
+struct Served {
+    registry: Registry,
+    source: Source,
+}
+
+async fn metrics(State(s): State<Arc<Served>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+        Ok(()) => ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("metrics not encoded: {e}\n")).into_response(),
+    }
+}
+
+async fn connections(State(s): State<Arc<Served>>) -> impl IntoResponse {
+    match &s.source {
+        Source::Gateway(_, lister) => axum::Json(lister.connections().await).into_response(),
+        _ => (axum::http::StatusCode::NOT_FOUND, "only gateways list connections\n").into_response(),
     }
 }
 
 /// Binds `addr` and serves in the background; returns the bound address (for port 0).
 pub async fn serve(addr: SocketAddr, source: Source) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics listener {addr}"))?;
     let bound = listener.local_addr()?;
+    let served = Arc::new(Served { registry: source.registry(), source });
+    let app = axum::Router::new().route("/metrics", get(metrics)).route("/connections", get(connections)).with_state(served);
     tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            let source = source.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                let read = tokio::time::timeout(Duration::from_secs(5), async {
-                    while n < buf.len() {
-                        let r = s.read(&mut buf[n..]).await.unwrap_or(0);
-                        if r == 0 {
-                            break;
-                        }
-                        n += r;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                })
-                .await;
-                if read.is_err() {
-                    return;
-                }
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let path = head.split_whitespace().nth(1).unwrap_or("/");
-                let (status, kind, body) = match (path, &source) {
-                    ("/metrics", _) => ("200 OK", "text/plain; version=0.0.4", source.render()),
-                    ("/connections", Source::Gateway(_, lister)) => {
-                        ("200 OK", "application/json", serde_json::to_string(&lister.connections().await).unwrap_or_default())
-                    }
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                };
-                let resp = format!("HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("metrics server stopped: {e}");
         }
     });
     Ok(bound)
@@ -93,15 +144,13 @@ pub async fn serve(addr: SocketAddr, source: Source) -> anyhow::Result<SocketAdd
 
 /// GETs `path` from a metrics endpoint (used by the master for `status` and `connections`).
 pub async fn fetch(addr: &str, path: &str) -> anyhow::Result<String> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await??;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let resp = client.get(format!("http://{addr}{path}")).send().await?.error_for_status()?;
+    Ok(resp.text().await?)
 }
 
-/// Reads `switchboard_<name>` values out of an exposition.
+/// Reads the value of `switchboard_<name>` (a gauge, or a counter named with its `_total`)
+/// out of an exposition.
 pub fn value(exposition: &str, name: &str) -> Option<u64> {
     exposition.lines().find_map(|l| {
         let rest = l.strip_prefix(&format!("switchboard_{name}{{"))?;

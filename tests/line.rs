@@ -89,37 +89,6 @@ async fn agent(url: &str, id: &str) -> Client {
     c
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
-}
-
-fn event(id: &str, user: &str, kind: &str, extra: Value) -> Value {
-    let mut e = json!({"type": kind, "mode": "active", "timestamp": now_ms(), "webhookEventId": id,
-                       "deliveryContext": {"isRedelivery": false}, "source": {"type": "user", "userId": user}});
-    if let Value::Object(m) = extra {
-        for (k, v) in m {
-            e[k] = v;
-        }
-    }
-    e
-}
-
-fn text_event(fake: &Fake, id: &str, user: &str, msg_id: &str, text: &str) -> Value {
-    let reply_token = format!("rt-{id}");
-    fake.tokens.lock().unwrap().insert(reply_token.clone(), (user.to_string(), false));
-    event(id, user, "message", json!({"replyToken": reply_token, "message": {"id": msg_id, "type": "text", "text": text, "quoteToken": "q"}}))
-}
-
-/// POSTs a webhook signed with `secret` (`None`: no signature header); the status.
-async fn post_webhook(url: &str, events: &[Value], secret: Option<&str>) -> u16 {
-    let body = json!({"destination": "U0000000000000000000000000000000f", "events": events}).to_string();
-    let mut req = reqwest::Client::new().post(url).header("content-type", "application/json");
-    if let Some(s) = secret {
-        req = req.header("x-line-signature", events::line::signature::sign(s, body.as_bytes()));
-    }
-    req.body(body).send().await.expect("webhook call").status().as_u16()
-}
-
 async fn say(agent: &mut Client, conv: &str, text: &str) -> Value {
     agent.request(json!({"method": "say", "conversation_id": conv, "content": text, "cid": format!("cid-{text}")}), "say_ack").await
 }

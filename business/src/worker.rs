@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
@@ -60,6 +60,8 @@ struct ClientEvent {
     origin: Origin,
     session: Bytes,
     body: Body,
+    /// When the link read it (for `event_wait_seconds`).
+    read_at: Instant,
 }
 
 /// What the links hand the dispatcher, in the order they read it.
@@ -292,7 +294,7 @@ impl Link {
                     match Command::from_packet(packet) {
                         Ok(Command::Event { kind, origin, session, body }) => {
                             self.inflight.add();
-                            if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body })).await.is_err() {
+                            if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body, read_at: Instant::now() })).await.is_err() {
                                 self.inflight.done();
                                 break false;
                             }
@@ -366,7 +368,7 @@ async fn dispatch<E: Events>(mut rx: mpsc::Receiver<Dispatch>, app: Arc<E>, api:
         if let Some(ev) = ev {
             let (tx, rx) = mpsc::unbounded_channel();
             let _ = tx.send(ev);
-            tokio::spawn(client_task(id, rx, app.clone(), api.clone(), inflight.clone()));
+            tokio::spawn(client_task(id, rx, app.clone(), api.clone(), inflight.clone(), stats.clone()));
             clients.insert(id, tx);
         }
         if close {
@@ -377,10 +379,19 @@ async fn dispatch<E: Events>(mut rx: mpsc::Receiver<Dispatch>, app: Arc<E>, api:
     }
 }
 
-async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<ClientEvent>, app: Arc<E>, api: Api, inflight: Arc<Inflight>) {
+async fn client_task<E: Events>(
+    id: ClientId,
+    mut rx: mpsc::UnboundedReceiver<ClientEvent>,
+    app: Arc<E>,
+    api: Api,
+    inflight: Arc<Inflight>,
+    stats: Arc<Stats>,
+) {
     let mut sync = SessionSync::default();
     let mut local = None;
     while let Some(ev) = rx.recv().await {
+        let started = Instant::now();
+        stats.event_wait.observe_since(ev.read_at);
         let session = sync.load(&api, &id, ev.kind, &ev.session).await;
         let mut before = session.clone();
         let mut ctx = Context {
@@ -407,6 +418,7 @@ async fn client_task<E: Events>(id: ClientId, mut rx: mpsc::UnboundedReceiver<Cl
             before = saved;
         }
         sync.store(&api, &id, ev.kind, &before, &ctx.session).await;
+        stats.callback.observe_since(started);
         local = ctx.local.take();
         inflight.done();
         if ev.kind == EventKind::Close {
@@ -441,7 +453,7 @@ mod tests {
         let gw: SocketAddrV4 = GATEWAY.parse().expect("addr");
         let origin = Origin { local_ip: u32::from(*gw.ip()), local_port: gw.port(), conn, ..Origin::default() };
         // The gateway holds no session for a new connection, and never got our write (no link).
-        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body) })
+        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), read_at: Instant::now() })
     }
 
     async fn seen_after(events: Vec<Dispatch>) -> Vec<Option<String>> {

@@ -16,6 +16,7 @@ pub mod goim;
 pub mod keys;
 pub mod line;
 pub mod messages;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod proxy;
@@ -79,7 +80,9 @@ pub type Outcome = Result<(), Fail>;
 
 /// The application, shared by every client task of a worker.
 pub struct Chat {
+    /// Timed: every call is measured into `metrics`.
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<metrics::Metrics>,
     pub config: Config,
     pub assignment: Assignment,
     upstream: Option<Arc<proxy::Upstream>>,
@@ -105,10 +108,13 @@ impl Chat {
             ),
             _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
         };
-        let upstream = proxy::Upstream::new(&config)?.map(Arc::new);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let store: Arc<dyn Store> = Arc::new(store::timed::Timed::new(store, metrics.clone()));
+        let upstream = proxy::Upstream::new(&config, metrics.clone())?.map(Arc::new);
         let new_conversations = flood::PerIp::per_minute(config.visitor_conversations_per_minute);
         Ok(Chat {
             store,
+            metrics,
             config,
             assignment,
             upstream,

@@ -23,11 +23,12 @@ pub struct Upstream {
     token: String,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Upstream {
     /// `None` when no upstream is configured.
-    pub fn new(config: &Config) -> Result<Option<Upstream>, String> {
+    pub fn new(config: &Config, metrics: Arc<crate::metrics::Metrics>) -> Result<Option<Upstream>, String> {
         if config.upstream_url.is_empty() {
             return Ok(None);
         }
@@ -44,6 +45,7 @@ impl Upstream {
             token,
             timeout,
             slots: Arc::new(Semaphore::new(config.upstream_concurrency.max(1))),
+            metrics,
         }))
     }
 
@@ -87,7 +89,10 @@ impl Upstream {
         if !self.token.is_empty() {
             req = req.query(&[("token", &self.token)]).bearer_auth(&self.token);
         }
-        match req.send().await {
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        self.metrics.upstream.observe_since(started);
+        match sent {
             Ok(resp) if resp.status() == reqwest::StatusCode::OK => match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {

@@ -530,13 +530,16 @@ impl Hub {
                 let Some(m) = ws_message(&msg) else { return };
                 let ex = exclude.unwrap_or_default();
                 // A member of several listed groups gets the message once per group, as in PHP.
+                let mut recipients = 0;
                 for g in &groups {
                     for c in self.tables.group_members(&id_key(g)) {
                         if !ex.contains(&c) {
                             self.push(c, &m);
+                            recipients += 1;
                         }
                     }
                 }
+                self.stats.group_fanout.observe(recipients);
             }
             Command::IsOnline { conn } => self.reply(link, self.tables.reply_is_online(conn)),
             Command::GetSession { conn } => self.reply(link, self.tables.reply_session(conn)),
@@ -559,6 +562,7 @@ impl Hub {
     fn heartbeat(&mut self) {
         let limit = self.ping_limit as i64;
         for c in self.tables.clients.values_mut() {
+            self.stats.client_queue_depth.observe(c.handle.out.max_capacity() - c.handle.out.capacity());
             if c.handle.heard.swap(false, Ordering::Relaxed) {
                 c.handle.silent_ticks = -1;
             }

@@ -17,6 +17,11 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Limits hit: per-IP connections, pending handshakes, silent newcomers, floods, origins.
     pub limited: AtomicU64,
+    /// Recipients of each message sent to groups: how far one worker call fans out.
+    pub group_fanout: register::stats::Sizes,
+    /// Each client's outbound queue, sampled at every heartbeat tick: a slow reader shows as
+    /// a tail here before `client_queue` cuts it off.
+    pub client_queue_depth: register::stats::Sizes,
 }
 
 impl Stats {
@@ -30,6 +35,17 @@ impl Stats {
             ("messages_out_total", "messages queued to clients", true, g(&self.messages_out)),
             ("errors_total", "refused input and failures", true, g(&self.errors)),
             ("limits_total", "connections refused or closed by a limit", true, g(&self.limited)),
+        ]
+    }
+
+    pub fn distributions(&self) -> Vec<register::stats::Distribution> {
+        vec![
+            ("group_fanout", "recipients of each message sent to groups", self.group_fanout.histogram()),
+            (
+                "client_queue_depth",
+                "messages waiting in each client's outbound queue, sampled every heartbeat tick",
+                self.client_queue_depth.histogram(),
+            ),
         ]
     }
 }

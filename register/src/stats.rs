@@ -34,3 +34,51 @@ impl Stats {
         ]
     }
 }
+
+use prometheus_client::metrics::histogram::exponential_buckets;
+pub use prometheus_client::metrics::histogram::Histogram;
+
+/// One exposed distribution: `(name, help, histogram)`. The histogram is a handle: clones
+/// observe into the same buckets.
+pub type Distribution = (&'static str, &'static str, Histogram);
+
+/// A distribution of durations, in seconds: buckets from 50 µs doubling to about 13 s, wide
+/// enough for a callback on a quiet box and a store under a storm alike.
+#[derive(Debug, Clone)]
+pub struct Seconds(Histogram);
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Seconds(Histogram::new(exponential_buckets(0.000_05, 2.0, 19)))
+    }
+}
+
+impl Seconds {
+    pub fn observe_since(&self, start: std::time::Instant) {
+        self.0.observe(start.elapsed().as_secs_f64());
+    }
+
+    pub fn histogram(&self) -> Histogram {
+        self.0.clone()
+    }
+}
+
+/// A distribution of counts (recipients, queued messages): buckets 1, 4, 16, … 262 144.
+#[derive(Debug, Clone)]
+pub struct Sizes(Histogram);
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes(Histogram::new(exponential_buckets(1.0, 4.0, 10)))
+    }
+}
+
+impl Sizes {
+    pub fn observe(&self, n: usize) {
+        self.0.observe(n as f64);
+    }
+
+    pub fn histogram(&self) -> Histogram {
+        self.0.clone()
+    }
+}

@@ -156,10 +156,7 @@ impl Plan {
         }
         if self.runs("line") {
             // After the workers: its replies' senders and the workers share the store.
-            // It serves no metrics yet, so it gets no --metrics address.
-            let mut a: Vec<String> = self.config.iter().flat_map(|c| ["--config".to_string(), c.display().to_string()]).collect();
-            a.push("line".into());
-            out.push(spec("line", 0, a));
+            out.push(spec("line", 0, base("line")));
         }
         out
     }
@@ -444,6 +441,7 @@ async fn rows(handles: &[Handle]) -> Vec<status::Row> {
             messages_out,
             errors: m("errors_total"),
             restarts: i.restarts,
+            metrics: i.reported.metrics.clone(),
         });
     }
     rows

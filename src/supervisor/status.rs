@@ -43,6 +43,9 @@ pub struct Row {
     pub messages_out: Option<u64>,
     pub errors: Option<u64>,
     pub restarts: u32,
+    /// Where the process serves `/metrics` (Prometheus), when it does.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 fn human_bytes(b: u64) -> String {
@@ -68,7 +71,7 @@ fn opt(v: Option<u64>) -> String {
 
 /// The table an operator reads at a glance.
 pub fn table(rows: &[Row]) -> String {
-    let header = ["ROLE", "PID", "ADDRESS", "UPTIME", "RSS", "CPU", "CONNS", "MSG_IN", "MSG_OUT", "ERRORS", "RESTARTS"];
+    let header = ["ROLE", "PID", "ADDRESS", "UPTIME", "RSS", "CPU", "CONNS", "MSG_IN", "MSG_OUT", "ERRORS", "RESTARTS", "METRICS"];
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for r in rows {
         cells.push(vec![
@@ -83,6 +86,7 @@ pub fn table(rows: &[Row]) -> String {
             opt(r.messages_out),
             opt(r.errors),
             r.restarts.to_string(),
+            r.metrics.as_ref().map_or_else(|| "-".into(), |a| format!("http://{a}/metrics")),
         ]);
     }
     let widths: Vec<usize> = (0..header.len()).map(|i| cells.iter().map(|c| c[i].chars().count()).max().unwrap_or(0)).collect();

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a call went, as the sender and the inbound processor act on it.
@@ -21,14 +22,16 @@ pub enum Answer {
 
 pub struct LineApi {
     http: reqwest::Client,
+    /// Where push and reply calls are timed.
+    metrics: Arc<crate::metrics::Metrics>,
     api_base: String,
     data_base: String,
 }
 
 impl LineApi {
-    pub fn new(api_base: &str, data_base: &str, timeout: Duration) -> Result<LineApi, String> {
+    pub fn new(api_base: &str, data_base: &str, timeout: Duration, metrics: Arc<crate::metrics::Metrics>) -> Result<LineApi, String> {
         let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(LineApi { http, api_base: api_base.trim_end_matches('/').into(), data_base: data_base.trim_end_matches('/').into() })
+        Ok(LineApi { http, metrics, api_base: api_base.trim_end_matches('/').into(), data_base: data_base.trim_end_matches('/').into() })
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Answer {
@@ -62,7 +65,10 @@ impl LineApi {
     /// `POST /v2/bot/message/reply`: free, once per token; LINE refuses a retry key here.
     pub async fn reply(&self, access_token: &str, reply_token: &str, text: &str) -> Answer {
         let body = json!({"replyToken": reply_token, "messages": [{"type": "text", "text": text}]});
-        self.call(self.http.post(format!("{}/v2/bot/message/reply", self.api_base)).bearer_auth(access_token).json(&body)).await
+        let started = std::time::Instant::now();
+        let answer = self.call(self.http.post(format!("{}/v2/bot/message/reply", self.api_base)).bearer_auth(access_token).json(&body)).await;
+        self.metrics.line_send.observe_since(started);
+        answer
     }
 
     /// `POST /v2/bot/message/push` with `X-Line-Retry-Key`, the same key on every try.
@@ -74,7 +80,10 @@ impl LineApi {
             .bearer_auth(access_token)
             .header("X-Line-Retry-Key", retry_key)
             .json(&body);
-        self.call(req).await
+        let started = std::time::Instant::now();
+        let answer = self.call(req).await;
+        self.metrics.line_send.observe_since(started);
+        answer
     }
 
     /// The user's display name from `GET /v2/bot/profile/<user>`.

@@ -50,7 +50,7 @@ impl Line {
             return Err("no LINE channel configured: add [[events.line.bots]] with a bid".into());
         }
         std::fs::create_dir_all(&config.media_dir).map_err(|e| format!("media directory {}: {e}", config.media_dir))?;
-        let client = client::LineApi::new(&config.api_base, &config.data_base, config.timeout())?;
+        let client = client::LineApi::new(&config.api_base, &config.data_base, config.timeout(), chat.metrics.clone())?;
         let owner = format!("line@{}", config.listen);
         Ok(Arc::new(Line { chat, api, client, config, wake: Notify::new(), owner }))
     }

@@ -11,6 +11,7 @@ mod line_redis;
 mod line_sqlite;
 pub mod redis;
 pub mod sqlite;
+pub mod timed;
 
 use async_trait::async_trait;
 use serde::Serialize;
