@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: makes sure what the tests need is here, then runs every test.
 #  - Redis at REDIS_URL (default 127.0.0.1:6379), started locally when none answers;
-#  - Debian's chromium and the npm package playwright-core (web/e2e) for the browser tests.
+#  - Debian's chromium and the npm packages playwright-core and axe-core (web/e2e) for the
+#    browser tests.
 # Installing packages needs root (as on CI); elsewhere install chromium and redis-server once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ if [ -z "${REDIS_URL:-}" ] && ! redis_up; then
   redis_up || { echo "Redis did not start" >&2; exit 1; }
 fi
 
-if [ ! -d web/e2e/node_modules/playwright-core ]; then
+if [ ! -d web/e2e/node_modules/playwright-core ] || [ ! -d web/e2e/node_modules/axe-core ]; then
   npm ci --prefix web/e2e --no-audit --no-fund
 fi
 

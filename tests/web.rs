@@ -1,5 +1,7 @@
 //! The web pages in a real browser: headless Chromium (Debian's), driven by playwright-core,
-//! against a system started with `switchboard start -d`. The browser flow is web/e2e/e2e.mjs;
+//! against a system started with `switchboard start -d`. The browser flow is web/e2e/e2e.mjs
+//! (which also runs axe-core's WCAG 2.1 AA rules on the widget and the console, and checks the
+//! widget's keyboard and screen-reader behaviour);
 //! its screenshots go to a temporary directory, or to docs/screenshots/ with
 //! `UPDATE_SCREENSHOTS=1` (so running the tests leaves the checkout as it was). `.ci/run`
 //! installs Chromium and the npm package.
@@ -15,8 +17,8 @@ fn visitor_widget_and_agent_console_in_chromium() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let e2e = root.join("web/e2e");
     assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run `npm ci --prefix web/e2e` (scripts/test.sh and .ci/run do)"
+        e2e.join("node_modules/playwright-core").exists() && e2e.join("node_modules/axe-core").exists(),
+        "playwright-core or axe-core is not installed: run `npm ci --prefix web/e2e` (scripts/test.sh and .ci/run do)"
     );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(std::path::Path::new(&chromium).exists(), "Chromium is not installed at {chromium} (apt-get install chromium)");

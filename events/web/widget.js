@@ -21,26 +21,28 @@
   style.textContent = `
     :host { all: initial; }
     .btn { position: fixed; right: 20px; bottom: 20px; z-index: 2147483000; border: 0; border-radius: 24px;
-      padding: 12px 18px; background: #1f6feb; color: #fff; font: 600 15px system-ui, sans-serif; cursor: pointer;
+      padding: 12px 18px; background: #0a58ca; color: #fff; font: 600 15px system-ui, sans-serif; cursor: pointer;
       box-shadow: 0 4px 14px rgba(0,0,0,.2); }
     .panel { position: fixed; right: 20px; bottom: 76px; z-index: 2147483000; width: min(360px, calc(100vw - 40px));
       height: min(520px, calc(100vh - 110px)); display: none; flex-direction: column; background: #fff;
       border-radius: 12px; box-shadow: 0 8px 30px rgba(0,0,0,.25); font: 14px system-ui, sans-serif; color: #1b1f24; overflow: hidden; }
     .panel.open { display: flex; }
-    header { background: #1f6feb; color: #fff; padding: 12px 14px; }
+    header { background: #0a58ca; color: #fff; padding: 12px 14px; }
     header .t { font-weight: 600; }
-    header .agent { font-size: 12px; opacity: .9; margin-top: 2px; }
+    header .agent { font-size: 12px; margin-top: 2px; }
     .log { flex: 1; overflow-y: auto; padding: 10px; background: #f6f8fa; }
     .msg { max-width: 80%; margin: 6px 0; padding: 8px 10px; border-radius: 10px; white-space: pre-wrap; word-wrap: break-word; }
-    .msg.me { margin-left: auto; background: #1f6feb; color: #fff; }
+    .msg.me { margin-left: auto; background: #0a58ca; color: #fff; }
     .msg.them { background: #fff; border: 1px solid #d0d7de; }
     .msg .who { display: block; font-size: 11px; opacity: .75; margin-bottom: 2px; }
-    .msg .state { display: block; font-size: 10px; opacity: .8; text-align: right; margin-top: 2px; }
+    .msg .state { display: block; font-size: 10px; text-align: right; margin-top: 2px; }
     .typing { font-size: 12px; color: #57606a; padding: 0 12px 4px; min-height: 16px; }
     .status { font-size: 11px; color: #9a6700; padding: 2px 12px; }
     form { display: flex; border-top: 1px solid #d0d7de; }
     input { flex: 1; border: 0; padding: 12px; font: inherit; outline: none; }
-    button.send { border: 0; background: none; color: #1f6feb; font-weight: 600; padding: 0 14px; cursor: pointer; }`;
+    input:focus-visible, button:focus-visible { outline: 2px solid #0a58ca; outline-offset: -2px; }
+    .btn:focus-visible { outline: 3px solid #1b1f24; outline-offset: 2px; }
+    button.send { border: 0; background: none; color: #0a58ca; font-weight: 600; padding: 0 14px; cursor: pointer; }`;
   root.appendChild(style);
 
   // An agent's name is its own choice: its id goes beside it, so a copied name cannot pass
@@ -56,19 +58,33 @@
     return e;
   }
 
+  // Screen readers: the launcher says whether the chat is open and which element it opens;
+  // the chat is a (non-modal) dialog named by its title; new messages and the agent's state
+  // are announced politely as they come (role=log / role=status).
   const button = el('button', 'btn', title);
   button.setAttribute('part', 'button');
+  button.setAttribute('aria-expanded', 'false');
+  button.setAttribute('aria-controls', 'switchboard-panel');
   const panel = el('div', 'panel');
+  panel.id = 'switchboard-panel';
+  panel.setAttribute('role', 'dialog');
+  panel.setAttribute('aria-label', title);
   const header = el('header');
   header.append(el('div', 't', title));
   const agentLine = el('div', 'agent', 'We will answer shortly');
+  agentLine.setAttribute('role', 'status');
   header.append(agentLine);
   const status = el('div', 'status');
+  status.setAttribute('role', 'status');
   const log = el('div', 'log');
+  log.setAttribute('role', 'log');
+  log.setAttribute('aria-label', 'Messages');
   const typing = el('div', 'typing');
+  typing.setAttribute('aria-live', 'polite');
   const form = el('form');
   const input = el('input');
   input.placeholder = 'Type a message…';
+  input.setAttribute('aria-label', 'Your message');
   input.maxLength = 4000;
   const send = el('button', 'send', 'Send');
   send.type = 'submit';
@@ -158,11 +174,22 @@
     const b = bubble({ cid: cid, content: text }, true);
     setState(b, 'sending…');
   });
-  button.addEventListener('click', () => {
-    panel.classList.toggle('open');
-    if (panel.classList.contains('open')) input.focus();
+  // Opening moves the focus into the chat; closing (the launcher again, or Escape in the
+  // chat) brings it back to the launcher, so a keyboard user never loses their place.
+  function setOpen(open) {
+    panel.classList.toggle('open', open);
+    button.setAttribute('aria-expanded', String(open));
+    if (open) input.focus();
+    else button.focus();
+  }
+  button.addEventListener('click', () => setOpen(!panel.classList.contains('open')));
+  panel.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape') {
+      ev.stopPropagation();
+      setOpen(false);
+    }
   });
 
   client.connect();
-  window.SwitchboardWidget = { client: client, open: () => panel.classList.add('open') };
+  window.SwitchboardWidget = { client: client, open: () => setOpen(true), close: () => setOpen(false) };
 })();

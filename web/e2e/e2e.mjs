@@ -5,6 +5,12 @@
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+
+// Evaluated through the DevTools protocol, so the console's Content-Security-Policy (no inline
+// scripts) stays in force for the page's own code.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const [base, tokenA, tokenB, bin, dir, shots, lineWebhook, lineSecret] = process.argv.slice(2);
 const browser = await chromium.launch({
@@ -32,6 +38,16 @@ async function signIn(page, id, name, token) {
   await page.fill('input[name=token]', token);
   await page.click('#signin button[type=submit]');
   await page.locator('#conn', { hasText: 'online' }).waitFor({ timeout: T });
+}
+
+/** axe-core's WCAG 2.1 A and AA rules on the page as it is (the widget's shadow DOM included):
+ * every violation fails the run, with what and where. */
+async function accessible(page, what) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() => window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } }));
+  const found = result.violations.map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  if (found.length) throw new Error(`${what}: ${found.length} accessibility violation(s):\n` + found.join('\n'));
+  console.log(`a11y: ${what}: 0 violations (${result.passes.length} rules passed)`);
 }
 
 /** How many message bubbles on the page show exactly `text`. */
@@ -149,6 +165,27 @@ try {
   step('the visitor types; the agent sees it');
   await visitor.type('.panel input', 'thinking', { delay: 20 });
   await holder.locator('#typing', { hasText: 'is typing' }).waitFor({ timeout: T });
+
+  step('accessibility: axe-core (WCAG 2.1 AA) finds nothing on the widget or the console');
+  await accessible(visitor, 'the visitor widget');
+  // The launcher says the chat is open and the focus is in it; Escape closes it and gives the
+  // focus back to the launcher; the launcher opens it again with the focus in the input.
+  const widgetFocus = () => visitor.evaluate(() => {
+    const a = document.getElementById('switchboard-widget').shadowRoot.activeElement;
+    return a ? a.tagName + (a.className ? '.' + a.className : '') : 'none';
+  });
+  const expanded = () => visitor.locator('.btn').getAttribute('aria-expanded');
+  if (await expanded() !== 'true') throw new Error('the open launcher does not say so: aria-expanded=' + await expanded());
+  if (await visitor.locator('.panel').getAttribute('role') !== 'dialog') throw new Error('the chat is not a dialog');
+  await visitor.focus('.panel input');
+  await visitor.keyboard.press('Escape');
+  if (await visitor.locator('.panel').isVisible()) throw new Error('Escape did not close the chat');
+  if (await expanded() !== 'false' || await widgetFocus() !== 'BUTTON.btn') throw new Error('after Escape: aria-expanded=' + await expanded() + ', focus on ' + await widgetFocus());
+  await visitor.keyboard.press('Enter');
+  if (await expanded() !== 'true' || await widgetFocus() !== 'INPUT') throw new Error('reopened from the keyboard: aria-expanded=' + await expanded() + ', focus on ' + await widgetFocus());
+  if (await visitor.locator('.log').getAttribute('role') !== 'log') throw new Error('new messages are not announced (no role=log)');
+  await accessible(holder, 'the agent console');
+  await accessible(await open(base + '/console/'), 'the console sign-in');
 
   step('screenshots');
   await visitor.screenshot({ path: shots + '/visitor-widget.png' });
