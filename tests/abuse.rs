@@ -44,6 +44,7 @@ async fn closed_with(ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusers_are_cut_off_and_good_clients_carry_on() {
     let dir = std::env::temp_dir().join(format!("sb-abuse-{}", std::process::id()));
+    let _removed_at_the_end = TempDir(dir.clone());
     std::fs::create_dir_all(&dir).expect("dir");
     let cfg = dir.join("limits.toml");
     std::fs::write(

@@ -48,7 +48,7 @@ async fn every_metric_appears_and_moves() {
     let ip = "127.164.0.1";
     let (fake, line_api) = start_fake_line("127.164.0.9").await;
     let (upstream, answered) = start_upstream("127.164.0.8").await;
-    let dir = TempDir(std::env::temp_dir().join(format!("sb-metrics-{}", std::process::id())));
+    let dir = StartedDir(std::env::temp_dir().join(format!("sb-metrics-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).expect("dir");
     let (reg, ws, inner, line) = (free_port(ip), free_port(ip), free_port(ip), free_port(ip));
@@ -136,5 +136,4 @@ async fn every_metric_appears_and_moves() {
     for name in asked {
         assert!(served.contains(&format!("\n{name}{{")), "the dashboard asks for {name}, which no process serves");
     }
-    let _ = sb(&dir.0, &["stop"]);
 }

@@ -10,15 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        // Whatever happened, leave no master behind.
-        let _ = std::process::Command::new(BIN).current_dir(&self.0).args(["stop"]).output();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::StartedDir as Dir;
 
 fn sb(dir: &Path, args: &[&str]) -> Output {
     std::process::Command::new(BIN)

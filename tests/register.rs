@@ -24,6 +24,7 @@ async fn closed_after(s: &mut BufReader<TcpStream>, limit: Duration) -> Option<D
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_timers_and_bad_requests() {
     let dir = std::env::temp_dir().join(format!("sb-reg-{}", std::process::id()));
+    let _removed_at_the_end = TempDir(dir.clone());
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("switchboard.toml");
     std::fs::write(&config, "[register]\nauth_timeout = 1.0\npeer_timeout = 1.0\n").expect("config");

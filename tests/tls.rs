@@ -12,6 +12,7 @@ use tokio_rustls::rustls;
 async fn the_client_port_speaks_tls() {
     let cert = rcgen::generate_simple_self_signed(vec!["127.94.0.2".to_string()]).expect("certificate");
     let dir = std::env::temp_dir().join(format!("sb-tls-{}", std::process::id()));
+    let _removed_at_the_end = TempDir(dir.clone());
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert");
     std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).expect("key");

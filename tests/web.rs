@@ -26,6 +26,7 @@ fn visitor_widget_and_agent_console_in_chromium() {
     let dir = std::env::temp_dir().join(format!("sb-web-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
+    let _stopped_and_removed = StartedDir(dir.clone());
     let ip = "127.81.0.1";
     let (reg, ws, inner, line) = (free_port(ip), free_port(ip), free_port(ip), free_port(ip));
     // A fake LINE API for the LINE conversation at the end; its server runs on this runtime.

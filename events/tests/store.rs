@@ -239,6 +239,7 @@ async fn line_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store() {
     let dir = std::env::temp_dir().join(format!("sb-store-{}", std::process::id()));
+    let _removed_at_the_end = Removed(dir.clone());
     let path = dir.join("store.db");
     let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open"));
     let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open twice"));
@@ -261,6 +262,7 @@ async fn redis_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_migrates_version_1() {
     let dir = std::env::temp_dir().join(format!("sb-store-v1-{}", std::process::id()));
+    let _removed_at_the_end = Removed(dir.clone());
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("old.db");
     {
@@ -341,4 +343,13 @@ async fn redis_store_migrates_version_1() {
     assert_eq!(again.history("c:conv1", None, None, 10).await.expect("history").len(), 2);
     let keys: Vec<String> = c.keys(format!("{p}*")).await.expect("keys");
     let _: () = c.del(keys).await.expect("clean up");
+}
+
+/// Removes a test's directory when dropped, so a failing test leaves nothing behind either.
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

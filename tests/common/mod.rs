@@ -505,6 +505,17 @@ pub async fn start_upstream(ip: &str) -> (String, std::sync::Arc<std::sync::atom
     (format!("http://{addr}/api/{{method}}"), answered)
 }
 
+/// A directory a test runs `switchboard start` in: whatever happens to the test, the master
+/// there is stopped and the directory removed when this is dropped.
+pub struct StartedDir(pub PathBuf);
+
+impl Drop for StartedDir {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN).current_dir(&self.0).args(["stop"]).output();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Removes its directory when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
