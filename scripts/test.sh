@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: makes sure what the tests need is here, then runs every test.
 #  - Redis at REDIS_URL (default 127.0.0.1:6379), started locally when none answers;
+#  - PostgreSQL at POSTGRES_URL (default 127.0.0.1:5432, user postgres, database test), likewise;
 #  - Debian's chromium and the npm packages playwright-core and axe-core (web/e2e) for the
 #    browser tests.
 # Installing packages needs root (as on CI); elsewhere install chromium and redis-server once.
@@ -16,13 +17,46 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# What this script started, stopped again on exit.
+CLEANUPS=()
+cleanup() { for c in "${CLEANUPS[@]}"; do "$c"; done; }
+trap cleanup EXIT
+
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
 if [ -z "${REDIS_URL:-}" ] && ! redis_up; then
   redis-server --daemonize yes --port 6379 --save '' --appendonly no
   # Started here, so stopped here: the machine is left as it was found.
-  trap 'redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true' EXIT
+  stop_redis() { redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true; }
+  CLEANUPS+=(stop_redis)
   for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   redis_up || { echo "Redis did not start" >&2; exit 1; }
+fi
+
+# PostgreSQL at POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test, trust auth), for
+# the PostgreSQL store's tests: when none answers, Debian's server is installed and a throwaway
+# cluster started on 127.0.0.1:5432 (trust auth, database `test`), stopped again at the end.
+PG_PORT=${PG_PORT:-5432}
+pg_up() { (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; }
+if [ -z "${POSTGRES_URL:-}" ] && ! pg_up; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "installing: postgresql"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    # The package may start its own cluster (password auth, no `test` database): stop it and
+    # run the throwaway one below instead.
+    if command -v pg_lsclusters >/dev/null; then
+      pg_lsclusters -h | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true; done
+    fi
+  fi
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PG_DIR=$(mktemp -d /tmp/sb-pg-XXXXXX)
+  chown postgres "$PG_DIR"
+  stop_pg() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$PG_DIR"; }
+  CLEANUPS+=(stop_pg)
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR" start >/dev/null
+  runuser -u postgres -- "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres test
+  pg_up || { echo "PostgreSQL did not start" >&2; exit 1; }
 fi
 
 if [ ! -d web/e2e/node_modules/playwright-core ] || [ ! -d web/e2e/node_modules/axe-core ]; then

@@ -74,6 +74,13 @@ enum Role {
         #[arg(long, default_value_t = 20)]
         delay_ms: u64,
     },
+    /// Bring the chat store's schema up to this build's version (every worker also does this
+    /// when it starts, under a lock, so this is for doing it before an upgrade, by hand).
+    Migrate {
+        /// The store (default [events] store).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET, [events] agent_secret
     /// or the run directory's generated agent-secret).
     Token(TokenArgs),
@@ -231,6 +238,13 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Connections { json } => supervisor::command(cli.config, supervisor::control::Request::Connections, json).await?,
         Role::Bench(args) => bench::run(args).await?,
         Role::BenchUpstream { listen, delay_ms } => bench::upstream::serve(listen, Duration::from_millis(delay_ms)).await?,
+        Role::Migrate { store } => {
+            let mut config = file.events;
+            if let Some(s) = store {
+                config.store = s;
+            }
+            println!("{}", events::store::migrate(&config).await.map_err(|e| anyhow::anyhow!(e))?);
+        }
         Role::Token(args) => {
             let mut secret = file.events.agent_secret.clone();
             if secret.is_empty() {

@@ -12,8 +12,13 @@ pub struct Config {
     /// Agents whose tokens no longer count, as `"<bid>:<customer_id>"`: their logins are
     /// refused and their open sessions end at their next action. Takes effect on `reload`.
     pub revoked_agents: Vec<String>,
-    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`) or a `redis://` URL.
+    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`), a `redis://` URL or a
+    /// `postgres://user@host/db` URL.
     pub store: String,
+    /// Connections each worker keeps to a PostgreSQL store at most.
+    pub store_pool: u32,
+    /// Seconds to wait for a free pooled connection (and to connect) before a store call fails.
+    pub store_timeout: f64,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
     /// `least-busy`, `round-robin` or `none`.
@@ -49,6 +54,8 @@ impl Default for Config {
             agent_auth: true,
             revoked_agents: Vec::new(),
             store: "sqlite:run/switchboard.db".into(),
+            store_pool: 10,
+            store_timeout: 5.0,
             redis_prefix: "switchboard:".into(),
             assignment: "least-busy".into(),
             max_content: 4000,

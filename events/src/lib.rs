@@ -99,15 +99,7 @@ impl Chat {
             config.agent_secret = std::env::var("SWITCHBOARD_AGENT_SECRET").unwrap_or_default();
         }
         let assignment = config.assignment()?;
-        let store: Arc<dyn Store> = match config.store.split_once(':') {
-            Some(("sqlite", path)) => {
-                Arc::new(store::sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?)
-            }
-            Some(("redis" | "rediss", _)) => Arc::new(
-                store::redis::RedisStore::connect(&config.store, &config.redis_prefix).await.map_err(|e| format!("store {}: {e}", config.store))?,
-            ),
-            _ => return Err(format!("unknown store {:?} (expected sqlite:<path> or redis://host:port)", config.store)),
-        };
+        let store = store::open(&config).await?;
         let metrics = Arc::new(metrics::Metrics::default());
         let store: Arc<dyn Store> = Arc::new(store::timed::Timed::new(store, metrics.clone()));
         let upstream = proxy::Upstream::new(&config, metrics.clone())?.map(Arc::new);

@@ -1,12 +1,19 @@
-//! One suite, both backends: the SQLite file (two handles on one file stand for two worker
-//! processes) and a real Redis (REDIS_URL, default redis://127.0.0.1:6379). A missing Redis is
-//! a failure, not a skip: CI starts one.
+//! One suite, every backend: the SQLite file (two handles on one file stand for two worker
+//! processes), a real Redis (REDIS_URL, default redis://127.0.0.1:6379) and a real PostgreSQL
+//! (POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test; each test makes a database
+//! of its own there and drops it). A missing server is a failure, not a skip: CI starts them.
 
 use events::store::line::{delivery, InboxEvent, OutItem};
+use events::store::postgres::{PgStore, PoolConfig};
 use events::store::redis::RedisStore;
 use events::store::sqlite::SqliteStore;
 use events::store::{Inserted, NewMessage, Store};
 use std::sync::Arc;
+
+// The one helper that makes a throwaway PostgreSQL database, shared with the workspace's tests.
+#[path = "../../tests/common/pg.rs"]
+mod pg;
+use pg::PgDb;
 
 fn msg(thread: &str, from: &str, cid: Option<&str>, content: &str) -> NewMessage {
     let mut to = serde_json::Map::new();
@@ -254,6 +261,37 @@ async fn redis_store() {
     let a = RedisStore::connect(&url, &prefix).await.unwrap_or_else(|e| panic!("Redis is required for this test (REDIS_URL={url}): {e}"));
     let b = RedisStore::connect(&url, &prefix).await.expect("second connection");
     suite(Arc::new(a), Arc::new(b)).await;
+}
+
+async fn store(db: &PgDb) -> PgStore {
+    PgStore::connect(&db.url, PoolConfig { max_connections: 4, acquire_timeout: std::time::Duration::from_secs(5) }).await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store() {
+    let db = PgDb::new("suite").await;
+    let (a, b) = (store(&db).await, store(&db).await);
+    suite(Arc::new(a), Arc::new(b)).await;
+}
+
+/// Ten workers starting at once on an empty database migrate it once (the advisory lock), and
+/// a store refuses a schema newer than it knows instead of writing into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrates_once_and_refuses_a_newer_schema() {
+    let db = PgDb::new("migrate").await;
+    // Concurrently on one task: the ten connections race in the database, which is the point.
+    let starts = (0..10).map(|_| PgStore::connect(&db.url, PoolConfig { max_connections: 2, acquire_timeout: std::time::Duration::from_secs(10) }));
+    for started in futures_util::future::join_all(starts).await {
+        started.expect("every worker starts");
+    }
+    let store = store(&db).await;
+    assert_eq!(store.version().await.expect("version"), 1);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switchboard_schema").fetch_one(&store.pool).await.expect("count");
+    assert_eq!(rows, 1, "one version row");
+    sqlx::query("UPDATE switchboard_schema SET version = 99").execute(&store.pool).await.expect("bump");
+    let refused = PgStore::connect(&db.url, PoolConfig { max_connections: 1, acquire_timeout: std::time::Duration::from_secs(5) }).await;
+    let err = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("version 99") && err.contains("upgrade Switchboard"), "refused with the reason: {err}");
 }
 
 /// A database written before senders were scoped by bot (schema version 1) opens, keeps its

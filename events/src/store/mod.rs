@@ -1,20 +1,23 @@
 //! Where the chat keeps what must outlive a connection: messages (with ids, dedup by `cid`),
 //! conversations and their assignment, read marks, and the agents each bot has seen.
 //!
-//! One trait, two backends: `sqlite` (the embedded default, a WAL file several worker processes
-//! on one box share) and `redis` (for several servers). Every operation that must be atomic
+//! One trait, three backends: `sqlite` (the embedded default, a WAL file several worker
+//! processes on one box share), `redis` and `postgres` (for several servers). Every operation that must be atomic
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
 //! is atomic in the backend itself, never a read-then-write in Rust.
 
 pub mod line;
+mod line_postgres;
 mod line_redis;
 mod line_sqlite;
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 pub mod timed;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +25,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("postgres: {0}")]
+    Postgres(String),
     #[error("the store's worker thread is gone")]
     Gone,
     #[error("stored data is corrupt: {0}")]
@@ -133,4 +138,52 @@ pub(crate) fn legacy_thread_bot(thread: &str) -> Option<&str> {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Opens the store `[events] store` names, bringing its schema up to this build's version (a
+/// bad URL, an unreachable server or a newer schema fail here, at start).
+pub async fn open(config: &crate::Config) -> std::result::Result<Arc<dyn Store>, String> {
+    let store: Arc<dyn Store> = match config.store.split_once(':') {
+        Some(("sqlite", path)) => Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?),
+        Some(("postgres" | "postgresql", _)) => {
+            let pool = postgres::PoolConfig {
+                max_connections: config.store_pool,
+                acquire_timeout: std::time::Duration::from_secs_f64(config.store_timeout.max(0.1)),
+            };
+            Arc::new(postgres::PgStore::connect(&config.store, pool).await.map_err(|e| format!("store {}: {e}", redacted(&config.store)))?)
+        }
+        Some(("redis" | "rediss", _)) => {
+            Arc::new(redis::RedisStore::connect(&config.store, &config.redis_prefix).await.map_err(|e| format!("store {}: {e}", config.store))?)
+        }
+        _ => {
+            return Err(format!("unknown store {:?} (expected sqlite:<path>, redis://host:port or postgres://user@host/db)", redacted(&config.store)))
+        }
+    };
+    Ok(store)
+}
+
+/// `switchboard migrate`: what `open` does at a worker's start, by hand; says where the store is.
+pub async fn migrate(config: &crate::Config) -> std::result::Result<String, String> {
+    if config.store.starts_with("postgres") {
+        let pool = postgres::PoolConfig { max_connections: 1, acquire_timeout: std::time::Duration::from_secs_f64(config.store_timeout.max(0.1)) };
+        let store = postgres::PgStore::connect(&config.store, pool).await.map_err(|e| format!("store {}: {e}", redacted(&config.store)))?;
+        let version = store.version().await.map_err(|e| e.to_string())?;
+        return Ok(format!("store {} is at schema version {version}", redacted(&config.store)));
+    }
+    open(config).await?;
+    Ok(format!("store {} is up to date", redacted(&config.store)))
+}
+
+/// A store URL fit for a log line: a password in it is replaced by `***`.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
