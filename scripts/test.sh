@@ -2,6 +2,7 @@
 # The test command: makes sure what the tests need is here, then runs every test.
 #  - Redis at REDIS_URL (default 127.0.0.1:6379), started locally when none answers;
 #  - PostgreSQL at POSTGRES_URL (default 127.0.0.1:5432, user postgres, database test), likewise;
+#  - MySQL/MariaDB at MYSQL_URL (default 127.0.0.1:3306, user root, database test), likewise;
 #  - Debian's chromium and the npm packages playwright-core and axe-core (web/e2e) for the
 #    browser tests.
 # Installing packages needs root (as on CI); elsewhere install chromium and redis-server once.
@@ -57,6 +58,32 @@ if [ -z "${POSTGRES_URL:-}" ] && ! pg_up; then
     -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR" start >/dev/null
   runuser -u postgres -- "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres test
   pg_up || { echo "PostgreSQL did not start" >&2; exit 1; }
+fi
+
+# MySQL/MariaDB at MYSQL_URL (default mysql://root@127.0.0.1:3306/test, root without a
+# password), for the MySQL store's tests: when none answers, Debian's MariaDB is installed and a
+# throwaway server started on 127.0.0.1:3306 with a `test` database, stopped again at the end.
+MYSQL_PORT=${MYSQL_PORT:-3306}
+mysql_up() { (exec 3<>"/dev/tcp/127.0.0.1/$MYSQL_PORT") 2>/dev/null; }
+if [ -z "${MYSQL_URL:-}" ] && ! mysql_up; then
+  if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+    echo "installing: mariadb-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+    # The package may start its own server: stop it and run the throwaway one below instead.
+    (service mariadb stop || service mysql stop) >/dev/null 2>&1 || true
+  fi
+  MY_DIR=$(mktemp -d /tmp/sb-mysql-XXXXXX)
+  chown mysql "$MY_DIR"
+  stop_mysql() { [ -n "${MY_PID:-}" ] && kill "$MY_PID" 2>/dev/null && wait "$MY_PID" 2>/dev/null; rm -rf "$MY_DIR"; }
+  CLEANUPS+=(stop_mysql)
+  mariadb-install-db --datadir="$MY_DIR/data" --user=mysql --auth-root-authentication-method=normal \
+    --skip-test-db >/dev/null
+  /usr/sbin/mariadbd --datadir="$MY_DIR/data" --socket="$MY_DIR/sock" --pid-file="$MY_DIR/pid" \
+    --port="$MYSQL_PORT" --bind-address=127.0.0.1 --user=mysql --skip-log-bin >"$MY_DIR/log" 2>&1 &
+  MY_PID=$!
+  for _ in $(seq 100); do mysql_up && break; sleep 0.1; done
+  mysql_up || { echo "MariaDB did not start" >&2; cat "$MY_DIR/log" >&2; exit 1; }
+  mariadb -h 127.0.0.1 -P "$MYSQL_PORT" -u root -e "CREATE DATABASE IF NOT EXISTS test"
 fi
 
 if [ ! -d web/e2e/node_modules/playwright-core ] || [ ! -d web/e2e/node_modules/axe-core ]; then

@@ -184,24 +184,34 @@ async fn two_workers_racing_never_assign_twice_on_redis() {
 /// The same race with the PostgreSQL store (a database of its own on the test server).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_never_assign_twice_on_postgres() {
-    let db = common::pg::PgDb::new("race").await;
+    let db = common::sqldb::SqlDb::postgres("race").await;
     race(58, &format!("store = \"{}\"", db.url)).await;
 }
 
-/// `switchboard migrate` brings a PostgreSQL store to this build's schema and says so; an
+/// `switchboard migrate` brings a PostgreSQL or MySQL store to this build's schema and says so; an
 /// unknown store fails with the reason, never echoing a password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_by_hand() {
-    let db = common::pg::PgDb::new("cli").await;
+    let db = common::sqldb::SqlDb::postgres("cli").await;
     let run = |store: &str| std::process::Command::new(BIN).args(["migrate", "--store", store]).env("RUST_BACKTRACE", "0").output().expect("migrate");
     let out = run(&db.url);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 1"), "{}", String::from_utf8_lossy(&out.stdout));
     let again = run(&db.url);
     assert!(again.status.success(), "migrating twice is fine: {}", String::from_utf8_lossy(&again.stderr));
+    let my = common::sqldb::SqlDb::mysql("cli").await;
+    let out = run(&my.url);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 1"), "{}", String::from_utf8_lossy(&out.stderr));
     let bad = run("mysqlx://root:hunter2@127.0.0.1/test");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("unknown store") && !err.contains("hunter2"), "{err}");
+}
+
+/// The same race with the MySQL store (MariaDB here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_never_assign_twice_on_mysql() {
+    let db = common::sqldb::SqlDb::mysql("race").await;
+    race(59, &format!("store = \"{}\"", db.url)).await;
 }
 
 async fn race(net: u8, events_toml: &str) {

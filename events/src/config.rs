@@ -12,10 +12,10 @@ pub struct Config {
     /// Agents whose tokens no longer count, as `"<bid>:<customer_id>"`: their logins are
     /// refused and their open sessions end at their next action. Takes effect on `reload`.
     pub revoked_agents: Vec<String>,
-    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`), a `redis://` URL or a
-    /// `postgres://user@host/db` URL.
+    /// `sqlite:<path>` (default `sqlite:run/switchboard.db`), a `postgres://user@host/db` or
+    /// `mysql://user@host/db` URL (MariaDB too), or a `redis://` URL.
     pub store: String,
-    /// Connections each worker keeps to a PostgreSQL store at most.
+    /// Connections each worker keeps to a PostgreSQL or MySQL store at most.
     pub store_pool: u32,
     /// Seconds to wait for a free pooled connection (and to connect) before a store call fails.
     pub store_timeout: f64,

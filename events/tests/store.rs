@@ -4,16 +4,18 @@
 //! of its own there and drops it). A missing server is a failure, not a skip: CI starts them.
 
 use events::store::line::{delivery, InboxEvent, OutItem};
-use events::store::postgres::{PgStore, PoolConfig};
+use events::store::mysql::MySqlStore;
+use events::store::postgres::PgStore;
 use events::store::redis::RedisStore;
 use events::store::sqlite::SqliteStore;
+use events::store::PoolConfig;
 use events::store::{Inserted, NewMessage, Store};
 use std::sync::Arc;
 
-// The one helper that makes a throwaway PostgreSQL database, shared with the workspace's tests.
-#[path = "../../tests/common/pg.rs"]
-mod pg;
-use pg::PgDb;
+// The one helper that makes a throwaway SQL database, shared with the workspace's tests.
+#[path = "../../tests/common/sqldb.rs"]
+mod sqldb;
+use sqldb::SqlDb;
 
 fn msg(thread: &str, from: &str, cid: Option<&str>, content: &str) -> NewMessage {
     let mut to = serde_json::Map::new();
@@ -263,13 +265,61 @@ async fn redis_store() {
     suite(Arc::new(a), Arc::new(b)).await;
 }
 
-async fn store(db: &PgDb) -> PgStore {
+async fn store(db: &SqlDb) -> PgStore {
     PgStore::connect(&db.url, PoolConfig { max_connections: 4, acquire_timeout: std::time::Duration::from_secs(5) }).await.expect("connect")
+}
+
+fn pool(n: u32) -> PoolConfig {
+    PoolConfig { max_connections: n, acquire_timeout: std::time::Duration::from_secs(10) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_store() {
+    let db = SqlDb::mysql("suite").await;
+    let a = MySqlStore::connect(&db.url, pool(4)).await.expect("connect");
+    let b = MySqlStore::connect(&db.url, pool(4)).await.expect("connect");
+    suite(Arc::new(a), Arc::new(b)).await;
+}
+
+/// As on PostgreSQL: ten workers at once migrate once (GET_LOCK), a newer schema is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_migrates_once_and_refuses_a_newer_schema() {
+    let db = SqlDb::mysql("migrate").await;
+    let starts = (0..10).map(|_| MySqlStore::connect(&db.url, pool(2)));
+    for started in futures_util::future::join_all(starts).await {
+        started.expect("every worker starts");
+    }
+    let store = MySqlStore::connect(&db.url, pool(1)).await.expect("connect");
+    assert_eq!(store.version().await.expect("version"), 1);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switchboard_schema").fetch_one(&store.pool).await.expect("count");
+    assert_eq!(rows, 1, "one version row");
+    sqlx::query("UPDATE switchboard_schema SET version = 99").execute(&store.pool).await.expect("bump");
+    let err = MySqlStore::connect(&db.url, pool(1)).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("version 99") && err.contains("upgrade Switchboard"), "refused with the reason: {err}");
+}
+
+/// Ids are compared as bytes, whatever the server's default collation: agent `Ann` and agent
+/// `ann` are two senders, and one's `cid` is not the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_keys_are_case_sensitive() {
+    let db = SqlDb::mysql("case").await;
+    let s = MySqlStore::connect(&db.url, pool(2)).await.expect("connect");
+    let mut upper = msg("t", "Ann", Some("c1"), "from Ann");
+    upper.sender = "a:bot:Ann".into();
+    let mut lower = msg("t", "ann", Some("c1"), "from ann");
+    lower.sender = "a:bot:ann".into();
+    assert!(matches!(s.insert_message(upper).await.expect("insert"), Inserted::New(_)));
+    assert!(matches!(s.insert_message(lower).await.expect("insert"), Inserted::New(_)), "ann's c1 is not Ann's");
+    s.add_agent("bot", "Ann", "Ann").await.expect("agent");
+    assert_eq!(s.agent_name("bot", "ann").await.expect("name"), None);
+    let (c1, _) = s.open_conversation("bot", "Vis", "V").await.expect("open");
+    let (c2, created) = s.open_conversation("bot", "vis", "v").await.expect("open");
+    assert!(created && c1.id != c2.id, "two visitors");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store() {
-    let db = PgDb::new("suite").await;
+    let db = SqlDb::postgres("suite").await;
     let (a, b) = (store(&db).await, store(&db).await);
     suite(Arc::new(a), Arc::new(b)).await;
 }
@@ -278,7 +328,7 @@ async fn postgres_store() {
 /// a store refuses a schema newer than it knows instead of writing into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_migrates_once_and_refuses_a_newer_schema() {
-    let db = PgDb::new("migrate").await;
+    let db = SqlDb::postgres("migrate").await;
     // Concurrently on one task: the ten connections race in the database, which is the point.
     let starts = (0..10).map(|_| PgStore::connect(&db.url, PoolConfig { max_connections: 2, acquire_timeout: std::time::Duration::from_secs(10) }));
     for started in futures_util::future::join_all(starts).await {

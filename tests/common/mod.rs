@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_line;
-pub mod pg;
+pub mod sqldb;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};

@@ -1,15 +1,18 @@
 //! Where the chat keeps what must outlive a connection: messages (with ids, dedup by `cid`),
 //! conversations and their assignment, read marks, and the agents each bot has seen.
 //!
-//! One trait, three backends: `sqlite` (the embedded default, a WAL file several worker
-//! processes on one box share), `redis` and `postgres` (for several servers). Every operation that must be atomic
+//! One trait, four backends: `sqlite` (the embedded default, a WAL file several worker
+//! processes on one box share), and for several servers `postgres`, `mysql` (MySQL or
+//! MariaDB) and `redis`. Every operation that must be atomic
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
 //! is atomic in the backend itself, never a read-then-write in Rust.
 
 pub mod line;
+mod line_mysql;
 mod line_postgres;
 mod line_redis;
 mod line_sqlite;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
@@ -25,8 +28,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("redis: {0}")]
     Redis(String),
-    #[error("postgres: {0}")]
-    Postgres(String),
+    /// PostgreSQL or MySQL, as sqlx reports it.
+    #[error("database: {0}")]
+    Sql(String),
     #[error("the store's worker thread is gone")]
     Gone,
     #[error("stored data is corrupt: {0}")]
@@ -34,6 +38,25 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Sql(e.to_string())
+    }
+}
+
+/// Pool settings from `[events] store_pool` and `store_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl PoolConfig {
+    fn from_config(config: &crate::Config) -> PoolConfig {
+        PoolConfig { max_connections: config.store_pool, acquire_timeout: std::time::Duration::from_secs_f64(config.store_timeout.max(0.1)) }
+    }
+}
 
 /// A message to store. `thread` names the conversation, room or private pair it belongs to.
 #[derive(Debug, Clone)]
@@ -145,18 +168,24 @@ pub fn now_ms() -> i64 {
 pub async fn open(config: &crate::Config) -> std::result::Result<Arc<dyn Store>, String> {
     let store: Arc<dyn Store> = match config.store.split_once(':') {
         Some(("sqlite", path)) => Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).map_err(|e| format!("store {path}: {e}"))?),
-        Some(("postgres" | "postgresql", _)) => {
-            let pool = postgres::PoolConfig {
-                max_connections: config.store_pool,
-                acquire_timeout: std::time::Duration::from_secs_f64(config.store_timeout.max(0.1)),
-            };
-            Arc::new(postgres::PgStore::connect(&config.store, pool).await.map_err(|e| format!("store {}: {e}", redacted(&config.store)))?)
-        }
+        Some(("postgres" | "postgresql", _)) => Arc::new(
+            postgres::PgStore::connect(&config.store, PoolConfig::from_config(config))
+                .await
+                .map_err(|e| format!("store {}: {e}", redacted(&config.store)))?,
+        ),
+        Some(("mysql" | "mariadb", _)) => Arc::new(
+            mysql::MySqlStore::connect(&mysql_url(&config.store), PoolConfig::from_config(config))
+                .await
+                .map_err(|e| format!("store {}: {e}", redacted(&config.store)))?,
+        ),
         Some(("redis" | "rediss", _)) => {
             Arc::new(redis::RedisStore::connect(&config.store, &config.redis_prefix).await.map_err(|e| format!("store {}: {e}", config.store))?)
         }
         _ => {
-            return Err(format!("unknown store {:?} (expected sqlite:<path>, redis://host:port or postgres://user@host/db)", redacted(&config.store)))
+            return Err(format!(
+                "unknown store {:?} (expected sqlite:<path>, postgres://user@host/db, mysql://user@host/db or redis://host:port)",
+                redacted(&config.store)
+            ))
         }
     };
     Ok(store)
@@ -164,14 +193,43 @@ pub async fn open(config: &crate::Config) -> std::result::Result<Arc<dyn Store>,
 
 /// `switchboard migrate`: what `open` does at a worker's start, by hand; says where the store is.
 pub async fn migrate(config: &crate::Config) -> std::result::Result<String, String> {
-    if config.store.starts_with("postgres") {
-        let pool = postgres::PoolConfig { max_connections: 1, acquire_timeout: std::time::Duration::from_secs_f64(config.store_timeout.max(0.1)) };
-        let store = postgres::PgStore::connect(&config.store, pool).await.map_err(|e| format!("store {}: {e}", redacted(&config.store)))?;
-        let version = store.version().await.map_err(|e| e.to_string())?;
-        return Ok(format!("store {} is at schema version {version}", redacted(&config.store)));
+    let pool = PoolConfig { max_connections: 1, ..PoolConfig::from_config(config) };
+    let shown = redacted(&config.store);
+    let version = match config.store.split_once(':').map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") => postgres::PgStore::connect(&config.store, pool).await.and_then_version().await,
+        Some("mysql" | "mariadb") => mysql::MySqlStore::connect(&mysql_url(&config.store), pool).await.and_then_version().await,
+        _ => {
+            open(config).await?;
+            return Ok(format!("store {shown} is up to date"));
+        }
+    };
+    let version = version.map_err(|e| format!("store {shown}: {e}"))?;
+    Ok(format!("store {shown} is at schema version {version}"))
+}
+
+/// `mariadb://` is accepted as another name for `mysql://`.
+fn mysql_url(url: &str) -> String {
+    match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_string(),
     }
-    open(config).await?;
-    Ok(format!("store {} is up to date", redacted(&config.store)))
+}
+
+/// A connected SQL store's schema version, for `migrate`'s answer.
+trait Versioned {
+    async fn and_then_version(self) -> Result<i64>;
+}
+
+impl Versioned for Result<postgres::PgStore> {
+    async fn and_then_version(self) -> Result<i64> {
+        self?.version().await
+    }
+}
+
+impl Versioned for Result<mysql::MySqlStore> {
+    async fn and_then_version(self) -> Result<i64> {
+        self?.version().await
+    }
 }
 
 /// A store URL fit for a log line: a password in it is replaced by `***`.

@@ -9,12 +9,11 @@
 //! start under an advisory lock, so ten workers starting at once migrate once, and a store
 //! refuses to start on a schema newer than it knows.
 
-use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
+use super::{now_ms, Conversation, Inserted, NewMessage, PoolConfig, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The schema this build knows, one step per version; step `n` brings version `n - 1` to `n`.
 const MIGRATIONS: &[&str] = &["
@@ -44,22 +43,9 @@ CREATE INDEX line_outbox_queued ON line_outbox (id) WHERE state = 'queued';
 /// The advisory lock migrations run under (any constant; `hashtext('switchboard')`-like).
 const MIGRATION_LOCK: i64 = 0x5357_4254_4348;
 
-/// Pool settings from `[events] store_pool` and `store_timeout`.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolConfig {
-    pub max_connections: u32,
-    pub acquire_timeout: Duration,
-}
-
 pub struct PgStore {
     /// The pool, for tools that run their own SQL (tests, `store copy`).
     pub pool: PgPool,
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> StoreError {
-        StoreError::Postgres(e.to_string())
-    }
 }
 
 impl PgStore {

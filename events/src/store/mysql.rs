@@ -1,0 +1,368 @@
+//! The store in MySQL or MariaDB (`store = "mysql://user:password@host/db"`), where the PHP
+//! systems Switchboard replaces keep their chat history.
+//!
+//! The same design as `postgres`, in MySQL's terms: every key column compares bytes
+//! (`utf8mb4_bin`: agent `Ann` is not agent `ann`, whatever the server's default collation);
+//! sessions run at READ COMMITTED, so a statement sees what committed before it; a message's
+//! id comes from the thread's counter row, whose lock orders that thread's writers; "one open
+//! conversation per visitor" is a unique key on a column that is NULL once closed (MySQL has no
+//! partial indexes); a re-sent `cid` is found by a unique hash of (thread, sender, cid) (the
+//! three together are too long for an index). Payload columns (`TEXT`) keep a text collation,
+//! as they are never compared and a binary one would make them BLOBs to the driver. Migrations
+//! run under `GET_LOCK`.
+
+use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{Executor, Row};
+use std::collections::HashMap;
+
+/// One step per version, each a list of statements (MySQL runs DDL one statement at a time
+/// and commits it at once: a step is written to be re-run safely after a crash mid-way).
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE IF NOT EXISTS messages (thread VARCHAR(700) NOT NULL, id BIGINT NOT NULL, sender VARCHAR(700) NOT NULL,
+        from_uid TEXT COLLATE utf8mb4_general_ci NOT NULL, from_name TEXT COLLATE utf8mb4_general_ci NOT NULL, cid TEXT COLLATE utf8mb4_general_ci, dedup BINARY(32) NULL, content MEDIUMTEXT COLLATE utf8mb4_general_ci NOT NULL,
+        dest TEXT COLLATE utf8mb4_general_ci NOT NULL, ts BIGINT NOT NULL, PRIMARY KEY (thread, id), UNIQUE KEY messages_dedup (dedup))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS threads (thread VARCHAR(700) NOT NULL PRIMARY KEY, last BIGINT NOT NULL)
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS read_marks (thread VARCHAR(500) NOT NULL, reader VARCHAR(250) NOT NULL, id BIGINT NOT NULL,
+        PRIMARY KEY (thread, reader)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS conversations (seq BIGINT NOT NULL AUTO_INCREMENT UNIQUE, id VARCHAR(64) NOT NULL PRIMARY KEY,
+        bid VARCHAR(200) NOT NULL, visitor_id VARCHAR(300) NOT NULL, visitor_name TEXT COLLATE utf8mb4_general_ci NOT NULL, assigned VARCHAR(300) NULL,
+        open BOOLEAN NOT NULL, open_visitor VARCHAR(300) NULL, created BIGINT NOT NULL,
+        UNIQUE KEY conversations_open (bid, open_visitor), KEY conversations_page (bid, open, created, seq))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS agents (bid VARCHAR(200) NOT NULL, agent VARCHAR(300) NOT NULL, name TEXT COLLATE utf8mb4_general_ci NOT NULL,
+        PRIMARY KEY (bid, agent)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS turns (bid VARCHAR(200) NOT NULL PRIMARY KEY, n BIGINT NOT NULL)
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS line_inbox (seq BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, event_id VARCHAR(200) NOT NULL UNIQUE,
+        bid VARCHAR(200) NOT NULL, event MEDIUMTEXT COLLATE utf8mb4_general_ci NOT NULL, done BOOLEAN NOT NULL DEFAULT FALSE, KEY line_inbox_pending (done, seq))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS line_users (bid VARCHAR(200) NOT NULL, line_user VARCHAR(200) NOT NULL, name TEXT COLLATE utf8mb4_general_ci NULL,
+        name_at BIGINT NOT NULL DEFAULT 0, followed BOOLEAN NOT NULL DEFAULT TRUE, reply_token TEXT COLLATE utf8mb4_general_ci NULL,
+        token_at BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (bid, line_user)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS line_outbox (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, bid VARCHAR(200) NOT NULL,
+        line_user VARCHAR(200) NOT NULL, thread VARCHAR(600) NOT NULL, msg_id BIGINT NOT NULL, state VARCHAR(16) NOT NULL,
+        due BIGINT NOT NULL, owner VARCHAR(200) NULL, lease BIGINT NOT NULL DEFAULT 0, error TEXT COLLATE utf8mb4_general_ci NULL, item MEDIUMTEXT COLLATE utf8mb4_general_ci NOT NULL,
+        UNIQUE KEY line_outbox_msg (thread, msg_id), KEY line_outbox_queued (state, id))
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+]];
+
+/// The name migrations lock under (`GET_LOCK`), per database.
+const MIGRATION_LOCK: &str = "switchboard_migrate";
+
+pub struct MySqlStore {
+    /// The pool, for tools that run their own SQL (tests, `store copy`).
+    pub pool: MySqlPool,
+}
+
+/// The unique key of a re-sendable message: the three parts, length-prefixed so no two
+/// different triples hash the same bytes.
+fn dedup_key(thread: &str, sender: &str, cid: &str) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for part in [thread, sender, cid] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().to_vec()
+}
+
+impl MySqlStore {
+    /// Connects, then brings the schema up to this build's version (or refuses a newer one).
+    pub async fn connect(url: &str, pool: super::PoolConfig) -> Result<MySqlStore> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(pool.max_connections.max(1))
+            .acquire_timeout(pool.acquire_timeout)
+            .after_connect(|c, _| {
+                Box::pin(async move {
+                    c.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        let store = MySqlStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The schema version the database is at (0: empty).
+    pub async fn version(&self) -> Result<i64> {
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'switchboard_schema'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        Ok(sqlx::query_scalar("SELECT version FROM switchboard_schema").fetch_optional(&self.pool).await?.unwrap_or(0))
+    }
+
+    /// Applies the missing migrations while holding `GET_LOCK` on one connection: workers
+    /// starting together wait for the first and then find nothing to do.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut c = self.pool.acquire().await?;
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 60)").bind(MIGRATION_LOCK).fetch_one(&mut *c).await?;
+        if got != Some(1) {
+            return Err(StoreError::Corrupt("another worker held the migration lock for 60 s".into()));
+        }
+        let outcome = async {
+            sqlx::query("CREATE TABLE IF NOT EXISTS switchboard_schema (version BIGINT NOT NULL) ENGINE=InnoDB").execute(&mut *c).await?;
+            let at: i64 = sqlx::query_scalar("SELECT version FROM switchboard_schema").fetch_optional(&mut *c).await?.unwrap_or(0);
+            let known = MIGRATIONS.len() as i64;
+            if at > known {
+                return Err(StoreError::Corrupt(format!(
+                    "the database's schema is version {at}, newer than this Switchboard knows ({known}): upgrade Switchboard"
+                )));
+            }
+            for (i, step) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+                for statement in *step {
+                    sqlx::query(statement).execute(&mut *c).await?;
+                }
+                sqlx::query("DELETE FROM switchboard_schema").execute(&mut *c).await?;
+                sqlx::query("INSERT INTO switchboard_schema (version) VALUES (?)").bind(i as i64 + 1).execute(&mut *c).await?;
+                tracing::info!(version = i + 1, "store migrated");
+            }
+            Ok(())
+        }
+        .await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK(?)").bind(MIGRATION_LOCK).execute(&mut *c).await;
+        outcome
+    }
+}
+
+// Key columns compare bytes (`utf8mb4_bin`), which the driver reports as VARBINARY; their
+// bytes are UTF-8 all the same, so text columns are read without the driver's type check.
+
+fn row_message(r: &MySqlRow) -> Result<StoredMessage> {
+    let dest: String = r.try_get_unchecked("dest")?;
+    Ok(StoredMessage {
+        thread: r.try_get_unchecked("thread")?,
+        id: r.try_get("id")?,
+        sender: r.try_get_unchecked("sender")?,
+        from_uid: r.try_get_unchecked("from_uid")?,
+        from_name: r.try_get_unchecked("from_name")?,
+        cid: r.try_get_unchecked("cid")?,
+        content: r.try_get_unchecked("content")?,
+        to: serde_json::from_str(&dest).unwrap_or_default(),
+        timestamp: r.try_get("ts")?,
+    })
+}
+
+fn row_conversation(r: &MySqlRow) -> Result<Conversation> {
+    Ok(Conversation {
+        id: r.try_get_unchecked("id")?,
+        bid: r.try_get_unchecked("bid")?,
+        visitor_id: r.try_get_unchecked("visitor_id")?,
+        visitor_name: r.try_get_unchecked("visitor_name")?,
+        assigned: r.try_get_unchecked("assigned")?,
+        open: r.try_get("open")?,
+        created: r.try_get("created")?,
+    })
+}
+
+const MSG_COLS: &str = "thread, id, sender, from_uid, from_name, cid, content, dest, ts";
+const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
+        let mut tx = self.pool.begin().await?;
+        // The counter row's lock orders this thread's writers (see `postgres`).
+        sqlx::query("INSERT INTO threads (thread, last) VALUES (?, 1) ON DUPLICATE KEY UPDATE last = last + 1")
+            .bind(&m.thread)
+            .execute(&mut *tx)
+            .await?;
+        let id: i64 = sqlx::query_scalar("SELECT last FROM threads WHERE thread = ?").bind(&m.thread).fetch_one(&mut *tx).await?;
+        let dedup = m.cid.as_deref().map(|cid| dedup_key(&m.thread, &m.sender, cid));
+        if let Some(key) = &dedup {
+            let sql = format!("SELECT {MSG_COLS} FROM messages WHERE dedup = ?");
+            if let Some(old) = sqlx::query(&sql).bind(key).fetch_optional(&mut *tx).await? {
+                // Rolled back: the counter does not move for a duplicate.
+                return Ok(Inserted::Duplicate(row_message(&old)?));
+            }
+        }
+        let ts = now_ms();
+        let dest = serde_json::Value::Object(m.to.clone()).to_string();
+        sqlx::query(
+            "INSERT INTO messages (thread, id, sender, from_uid, from_name, cid, dedup, content, dest, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&m.thread)
+        .bind(id)
+        .bind(&m.sender)
+        .bind(&m.from_uid)
+        .bind(&m.from_name)
+        .bind(&m.cid)
+        .bind(&dedup)
+        .bind(&m.content)
+        .bind(&dest)
+        .bind(ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Inserted::New(StoredMessage {
+            id,
+            thread: m.thread,
+            sender: m.sender,
+            from_uid: m.from_uid,
+            from_name: m.from_name,
+            cid: m.cid,
+            content: m.content,
+            to: m.to,
+            timestamp: ts,
+        }))
+    }
+
+    async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>> {
+        let before = before.unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match after {
+            Some(after) => {
+                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ? AND id > ? AND id < ? ORDER BY id ASC LIMIT ?");
+                sqlx::query(&sql).bind(thread).bind(after).bind(before).bind(limit).fetch_all(&self.pool).await?
+            }
+            None => {
+                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ? AND id < ? ORDER BY id DESC LIMIT ?");
+                let mut rows = sqlx::query(&sql).bind(thread).bind(before).bind(limit).fetch_all(&self.pool).await?;
+                rows.reverse();
+                rows
+            }
+        };
+        rows.iter().map(row_message).collect()
+    }
+
+    async fn mark_read(&self, thread: &str, reader: &str, id: i64) -> Result<()> {
+        sqlx::query("INSERT INTO read_marks (thread, reader, id) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE id = GREATEST(id, VALUES(id))")
+            .bind(thread)
+            .bind(reader)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn unread(&self, thread: &str, reader: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages WHERE thread = ? AND sender <> ?
+             AND id > COALESCE((SELECT id FROM read_marks WHERE thread = ? AND reader = ?), 0)",
+        )
+        .bind(thread)
+        .bind(reader)
+        .bind(thread)
+        .bind(reader)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)> {
+        let fresh = Conversation {
+            id: super::sqlite::new_id(),
+            bid: bid.into(),
+            visitor_id: visitor_id.into(),
+            visitor_name: visitor_name.into(),
+            assigned: None,
+            open: true,
+            created: now_ms(),
+        };
+        // `open_visitor` is the visitor while open, NULL once closed: the unique key keeps one
+        // open conversation per visitor, and whoever loses the race inserts nothing.
+        let inserted = sqlx::query(
+            "INSERT IGNORE INTO conversations (id, bid, visitor_id, visitor_name, assigned, open, open_visitor, created)
+             VALUES (?, ?, ?, ?, NULL, TRUE, ?, ?)",
+        )
+        .bind(&fresh.id)
+        .bind(&fresh.bid)
+        .bind(&fresh.visitor_id)
+        .bind(&fresh.visitor_name)
+        .bind(&fresh.visitor_id)
+        .bind(fresh.created)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok((fresh, true));
+        }
+        let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ? AND open_visitor = ?");
+        let row = sqlx::query(&sql).bind(bid).bind(visitor_id).fetch_one(&self.pool).await?;
+        Ok((row_conversation(&row)?, false))
+    }
+
+    async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE id = ?");
+        sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?.as_ref().map(row_conversation).transpose()
+    }
+
+    async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let from: (i64, i64) = match after {
+            Some(a) => sqlx::query_as("SELECT created, seq FROM conversations WHERE id = ?")
+                .bind(a)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or((i64::MIN, i64::MIN)),
+            None => (i64::MIN, i64::MIN),
+        };
+        let sql = format!(
+            "SELECT {CONV_COLS} FROM conversations WHERE bid = ? AND open AND (created > ? OR (created = ? AND seq > ?))
+             ORDER BY created, seq LIMIT ?"
+        );
+        let rows = sqlx::query(&sql).bind(bid).bind(from.0).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(row_conversation).collect()
+    }
+
+    async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool> {
+        // `<=>` is MySQL's NULL-safe equality; one UPDATE is the compare-and-set.
+        let n = sqlx::query("UPDATE conversations SET assigned = ? WHERE id = ? AND open AND assigned <=> ?")
+            .bind(agent)
+            .bind(id)
+            .bind(expected)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn close_conversation(&self, id: &str) -> Result<bool> {
+        let n = sqlx::query("UPDATE conversations SET open = FALSE, open_visitor = NULL WHERE id = ? AND open")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn load(&self, bid: &str) -> Result<HashMap<String, u64>> {
+        let rows = sqlx::query("SELECT assigned, COUNT(*) AS n FROM conversations WHERE bid = ? AND open AND assigned IS NOT NULL GROUP BY assigned")
+            .bind(bid)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get_unchecked::<String, _>("assigned")?, r.try_get::<i64, _>("n")? as u64))).collect()
+    }
+
+    async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO agents (bid, agent, name) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = VALUES(name)")
+            .bind(bid)
+            .bind(agent)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT name FROM agents WHERE bid = ? AND agent = ?").bind(bid).bind(agent).fetch_optional(&self.pool).await?)
+    }
+
+    async fn next_turn(&self, bid: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO turns (bid, n) VALUES (?, 1) ON DUPLICATE KEY UPDATE n = n + 1").bind(bid).execute(&mut *tx).await?;
+        let n: i64 = sqlx::query_scalar("SELECT n FROM turns WHERE bid = ?").bind(bid).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n as u64)
+    }
+}
