@@ -65,7 +65,9 @@ impl From<String> for Fail {
 impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Fail {
         warn!("store failure: {e}");
-        Fail { code: "500", msg: "internal error".into() }
+        // Said plainly, so a client (and the agent at it) knows to send it again; the message
+        // was not acknowledged, and a resend with the same cid is never stored twice.
+        Fail { code: "500", msg: "the chat's store is unavailable: not saved, try again".into() }
     }
 }
 
