@@ -81,9 +81,27 @@ enum Role {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Work on the chat's store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Mint an agent token (HS256, signed with SWITCHBOARD_AGENT_SECRET, [events] agent_secret
     /// or the run directory's generated agent-secret).
     Token(TokenArgs),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy an SQLite store (every table) into a PostgreSQL or MySQL database, then verify
+    /// each table by row count and checksum. Safe to run again: rows already copied are
+    /// skipped, so an interrupted copy is finished by running it once more.
+    Copy {
+        /// The SQLite store, e.g. sqlite:run/switchboard.db.
+        #[arg(long)]
+        from: String,
+        /// The target, e.g. postgres://user@db-host/switchboard or mysql://user@db-host/switchboard.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Args)]
@@ -238,6 +256,13 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Connections { json } => supervisor::command(cli.config, supervisor::control::Request::Connections, json).await?,
         Role::Bench(args) => bench::run(args).await?,
         Role::BenchUpstream { listen, delay_ms } => bench::upstream::serve(listen, Duration::from_millis(delay_ms)).await?,
+        Role::Store(StoreCommand::Copy { from, to }) => {
+            let pool = events::store::PoolConfig { max_connections: 2, acquire_timeout: std::time::Duration::from_secs(10) };
+            let copied =
+                events::store::copy::copy(&from, &to, pool, |line| println!("{line}")).await.map_err(|e| anyhow::anyhow!("store copy: {e}"))?;
+            let rows: usize = copied.iter().map(|c| c.rows).sum();
+            println!("copied and verified {rows} rows in {} tables; point [events] store at the new database", copied.len());
+        }
         Role::Migrate { store } => {
             let mut config = file.events;
             if let Some(s) = store {

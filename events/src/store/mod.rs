@@ -7,6 +7,7 @@
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
 //! is atomic in the backend itself, never a read-then-write in Rust.
 
+pub mod copy;
 pub mod line;
 mod line_mysql;
 mod line_postgres;
