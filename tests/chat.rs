@@ -196,12 +196,12 @@ async fn migrate_by_hand() {
     let run = |store: &str| std::process::Command::new(BIN).args(["migrate", "--store", store]).env("RUST_BACKTRACE", "0").output().expect("migrate");
     let out = run(&db.url);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 1"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 2"), "{}", String::from_utf8_lossy(&out.stdout));
     let again = run(&db.url);
     assert!(again.status.success(), "migrating twice is fine: {}", String::from_utf8_lossy(&again.stderr));
     let my = common::sqldb::SqlDb::mysql("cli").await;
     let out = run(&my.url);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 1"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 2"), "{}", String::from_utf8_lossy(&out.stderr));
     let bad = run("mysqlx://root:hunter2@127.0.0.1/test");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("unknown store") && !err.contains("hunter2"), "{err}");
@@ -212,6 +212,29 @@ async fn migrate_by_hand() {
 async fn two_workers_racing_never_assign_twice_on_mysql() {
     let db = common::sqldb::SqlDb::mysql("race").await;
     race(59, &format!("store = \"{}\"", db.url)).await;
+}
+
+async fn room_history(a: &mut Client) -> Vec<serde_json::Value> {
+    a.request(json!({"method": "history", "room": "r"}), "history").await["messages"].as_array().cloned().unwrap_or_default()
+}
+
+/// `[events] history_days`: the workers delete what is older by themselves (here a fraction of
+/// a day, about 1.7 s, so the test can watch it happen), and keep what is newer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_history_is_deleted_after_history_days() {
+    let c = chat_system(172, "history_days = 0.00002").await;
+    let (mut agent, _) = agent(&c.a.ws, "4", "a1", "Ana").await;
+    agent.request(json!({"method": "join", "room": "r"}), "join").await;
+    agent.request(json!({"method": "say", "room": "r", "content": "soon gone", "cid": "g1"}), "say_ack").await;
+    assert_eq!(room_history(&mut agent).await.len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !room_history(&mut agent).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the old message was not deleted");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    agent.request(json!({"method": "say", "room": "r", "content": "fresh", "cid": "g2"}), "say_ack").await;
+    let left = room_history(&mut agent).await;
+    assert_eq!(left.len(), 1, "what is newer stays: {left:?}");
 }
 
 async fn race(net: u8, events_toml: &str) {

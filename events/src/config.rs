@@ -19,6 +19,8 @@ pub struct Config {
     pub store_pool: u32,
     /// Seconds to wait for a free pooled connection (and to connect) before a store call fails.
     pub store_timeout: f64,
+    /// Messages older than this many days are deleted (fractions allowed); 0 keeps everything.
+    pub history_days: f64,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
     /// `least-busy`, `round-robin` or `none`.
@@ -56,6 +58,7 @@ impl Default for Config {
             store: "sqlite:run/switchboard.db".into(),
             store_pool: 10,
             store_timeout: 5.0,
+            history_days: 0.0,
             redis_prefix: "switchboard:".into(),
             assignment: "least-busy".into(),
             max_content: 4000,

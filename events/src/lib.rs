@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod proxy;
+pub mod retention;
 pub mod rooms;
 pub mod store;
 pub mod visitors;
@@ -197,7 +198,8 @@ impl Events for Chat {
             warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
         }
         self.sweep_agents(api);
-        info!(store = %self.config.store, assignment = ?self.assignment, "chat application ready");
+        retention::spawn(self.store.clone(), self.config.history_days);
+        info!(store = %store::redacted(&self.config.store), assignment = ?self.assignment, "chat application ready");
     }
 
     async fn on_message(&self, ctx: &mut Context, message: Bytes) {

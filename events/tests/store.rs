@@ -144,7 +144,38 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     let t2 = b.next_turn("bot").await.expect("turn");
     assert_eq!(t2, t1 + 1);
 
-    line_suite(a, b).await;
+    line_suite(a.clone(), b.clone()).await;
+    retention_suite(a, b).await;
+}
+
+/// Retention deletes by age, in batches, across threads, and forgets the deleted `cid`s; what is
+/// newer stays. Run last: it deletes everything the suite wrote before.
+async fn retention_suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    a.insert_message(msg("old", "u1", Some("o1"), "old one")).await.expect("insert");
+    a.insert_message(msg("old", "u1", Some("o2"), "old two")).await.expect("insert");
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let cutoff = events::store::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    let Inserted::New(kept) = b.insert_message(msg("old", "u1", Some("n1"), "new one")).await.expect("insert") else { panic!("new") };
+    assert_eq!(a.delete_messages_before(cutoff, 1).await.expect("delete"), 1, "one batch of one");
+    let mut rest = 0;
+    loop {
+        let n = b.delete_messages_before(cutoff, 50).await.expect("delete");
+        rest += n;
+        if n < 50 {
+            break;
+        }
+    }
+    assert!(rest >= 1, "the rest of the old messages, in every thread");
+    assert_eq!(a.delete_messages_before(cutoff, 50).await.expect("delete"), 0, "nothing old is left");
+    let left = a.history("old", None, None, 10).await.expect("history");
+    assert_eq!(left.iter().map(|m| m.id).collect::<Vec<_>>(), vec![kept.id], "only the newer message stays");
+    assert!(a.history("t1", None, None, 10).await.expect("history").is_empty(), "other threads' old messages went too");
+    // A deleted message's cid is forgotten: sent again, it is a new message after the kept one.
+    let Inserted::New(again) = a.insert_message(msg("old", "u1", Some("o1"), "old one")).await.expect("insert") else {
+        panic!("a deleted message's cid is not a duplicate")
+    };
+    assert!(again.id > kept.id);
 }
 
 fn out(thread: &str, msg_id: i64, to: &str, now: i64) -> OutItem {
@@ -290,7 +321,7 @@ async fn mysql_migrates_once_and_refuses_a_newer_schema() {
         started.expect("every worker starts");
     }
     let store = MySqlStore::connect(&db.url, pool(1)).await.expect("connect");
-    assert_eq!(store.version().await.expect("version"), 1);
+    assert_eq!(store.version().await.expect("version"), 2);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switchboard_schema").fetch_one(&store.pool).await.expect("count");
     assert_eq!(rows, 1, "one version row");
     sqlx::query("UPDATE switchboard_schema SET version = 99").execute(&store.pool).await.expect("bump");
@@ -335,7 +366,7 @@ async fn postgres_migrates_once_and_refuses_a_newer_schema() {
         started.expect("every worker starts");
     }
     let store = store(&db).await;
-    assert_eq!(store.version().await.expect("version"), 1);
+    assert_eq!(store.version().await.expect("version"), 2);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switchboard_schema").fetch_one(&store.pool).await.expect("count");
     assert_eq!(rows, 1, "one version row");
     sqlx::query("UPDATE switchboard_schema SET version = 99").execute(&store.pool).await.expect("bump");

@@ -112,7 +112,11 @@ impl LineStore for MySqlStore {
                 .bind(user)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let Some((Some(token), at)) = row else { return Ok(None) };
+        let Some((Some(token), at)) = row else {
+            // Ended here, not when the connection is next used: the row lock goes now.
+            tx.rollback().await?;
+            return Ok(None);
+        };
         sqlx::query("UPDATE line_users SET reply_token = NULL WHERE bid = ? AND line_user = ?").bind(bid).bind(user).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok((at >= fresh_since).then_some((token, at)))
@@ -135,6 +139,7 @@ impl LineStore for MySqlStore {
                 .bind(item.msg_id)
                 .fetch_one(&mut *tx)
                 .await?;
+            tx.rollback().await?;
             return decode(&old);
         }
         let stored = OutItem { id: done.last_insert_id() as i64, ..item };
@@ -155,7 +160,12 @@ impl LineStore for MySqlStore {
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(id) = id else { return Ok(None) };
+        let Some(id) = id else {
+            // Ended here, not when the connection is next used: SKIP LOCKED must not skip rows
+            // an idle connection still has locked.
+            tx.rollback().await?;
+            return Ok(None);
+        };
         sqlx::query("UPDATE line_outbox SET owner = ?, lease = ? WHERE id = ?").bind(owner).bind(now + lease_ms).bind(id).execute(&mut *tx).await?;
         let raw: String = sqlx::query_scalar("SELECT item FROM line_outbox WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
         tx.commit().await?;

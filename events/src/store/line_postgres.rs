@@ -138,6 +138,7 @@ impl LineStore for PgStore {
                 .bind(item.msg_id)
                 .fetch_one(&mut *tx)
                 .await?;
+            tx.rollback().await?;
             return decode(&old);
         };
         let stored = OutItem { id, ..item };

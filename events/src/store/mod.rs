@@ -141,6 +141,9 @@ pub trait Store: line::LineStore + Send + Sync + 'static {
     async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>>;
     /// A counter per bot for round-robin assignment.
     async fn next_turn(&self, bid: &str) -> Result<u64>;
+    /// Retention: deletes at most `limit` messages stored before `before_ms` (with what
+    /// remembers their `cid`); how many. Called in small batches so no lock is held long.
+    async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64>;
 }
 
 /// The sender identity of a message stored before senders were scoped by bot: what
@@ -234,7 +237,7 @@ impl Versioned for Result<mysql::MySqlStore> {
 }
 
 /// A store URL fit for a log line: a password in it is replaced by `***`.
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

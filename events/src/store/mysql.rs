@@ -49,6 +49,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
         due BIGINT NOT NULL, owner VARCHAR(200) NULL, lease BIGINT NOT NULL DEFAULT 0, error TEXT COLLATE utf8mb4_general_ci NULL, item MEDIUMTEXT COLLATE utf8mb4_general_ci NOT NULL,
         UNIQUE KEY line_outbox_msg (thread, msg_id), KEY line_outbox_queued (state, id))
         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+], &[
+    // Retention deletes by age.
+    "ALTER TABLE messages ADD INDEX messages_ts (ts)",
 ]];
 
 /// The name migrations lock under (`GET_LOCK`), per database.
@@ -121,7 +124,13 @@ impl MySqlStore {
             }
             for (i, step) in MIGRATIONS.iter().enumerate().skip(at as usize) {
                 for statement in *step {
-                    sqlx::query(statement).execute(&mut *c).await?;
+                    match sqlx::query(statement).execute(&mut *c).await {
+                        // An index made before a crash cut the step short: already done.
+                        Err(sqlx::Error::Database(e)) if e.message().contains("Duplicate key name") => {}
+                        other => {
+                            other?;
+                        }
+                    }
                 }
                 sqlx::query("DELETE FROM switchboard_schema").execute(&mut *c).await?;
                 sqlx::query("INSERT INTO switchboard_schema (version) VALUES (?)").bind(i as i64 + 1).execute(&mut *c).await?;
@@ -182,8 +191,11 @@ impl Store for MySqlStore {
         if let Some(key) = &dedup {
             let sql = format!("SELECT {MSG_COLS} FROM messages WHERE dedup = ?");
             if let Some(old) = sqlx::query(&sql).bind(key).fetch_optional(&mut *tx).await? {
-                // Rolled back: the counter does not move for a duplicate.
-                return Ok(Inserted::Duplicate(row_message(&old)?));
+                // Rolled back at once (a dropped transaction would keep the counter's lock
+                // until its connection is next used): the counter does not move for a duplicate.
+                let old = row_message(&old)?;
+                tx.rollback().await?;
+                return Ok(Inserted::Duplicate(old));
             }
         }
         let ts = now_ms();
@@ -364,5 +376,15 @@ impl Store for MySqlStore {
         let n: i64 = sqlx::query_scalar("SELECT n FROM turns WHERE bid = ?").bind(bid).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok(n as u64)
+    }
+
+    async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let n = sqlx::query("DELETE FROM messages WHERE ts < ? ORDER BY ts LIMIT ?")
+            .bind(before_ms)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
     }
 }

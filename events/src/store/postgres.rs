@@ -16,7 +16,8 @@ use sqlx::Row;
 use std::collections::HashMap;
 
 /// The schema this build knows, one step per version; step `n` brings version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE messages (
     thread TEXT NOT NULL, id BIGINT NOT NULL, sender TEXT NOT NULL, from_uid TEXT NOT NULL, from_name TEXT NOT NULL,
     cid TEXT, content TEXT NOT NULL, dest TEXT NOT NULL, ts BIGINT NOT NULL, PRIMARY KEY (thread, id));
@@ -38,7 +39,11 @@ CREATE TABLE line_outbox (id BIGSERIAL PRIMARY KEY, bid TEXT NOT NULL, line_user
     msg_id BIGINT NOT NULL, state TEXT NOT NULL, due BIGINT NOT NULL, owner TEXT, lease BIGINT NOT NULL DEFAULT 0,
     error TEXT, item TEXT NOT NULL, UNIQUE (thread, msg_id));
 CREATE INDEX line_outbox_queued ON line_outbox (id) WHERE state = 'queued';
-"];
+",
+    "
+CREATE INDEX messages_ts ON messages (ts);
+",
+];
 
 /// The advisory lock migrations run under (any constant; `hashtext('switchboard')`-like).
 const MIGRATION_LOCK: i64 = 0x5357_4254_4348;
@@ -76,6 +81,7 @@ impl PgStore {
         let known = MIGRATIONS.len() as i64;
         let at = at.unwrap_or(0);
         if at > known {
+            tx.rollback().await?;
             return Err(StoreError::Corrupt(format!(
                 "the database's schema is version {at}, newer than this Switchboard knows ({known}): upgrade Switchboard"
             )));
@@ -136,8 +142,11 @@ impl Store for PgStore {
         if let Some(cid) = &m.cid {
             let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = $1 AND sender = $2 AND cid = $3");
             if let Some(old) = sqlx::query(&sql).bind(&m.thread).bind(&m.sender).bind(cid).fetch_optional(&mut *tx).await? {
-                // Rolled back: the counter does not move for a duplicate.
-                return Ok(Inserted::Duplicate(row_message(&old)?));
+                // Rolled back at once (a dropped transaction would keep the counter's lock
+                // until its connection is next used): the counter does not move for a duplicate.
+                let old = row_message(&old)?;
+                tx.rollback().await?;
+                return Ok(Inserted::Duplicate(old));
             }
         }
         let ts = now_ms();
@@ -313,5 +322,15 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let n = sqlx::query("DELETE FROM messages WHERE ctid IN (SELECT ctid FROM messages WHERE ts < $1 LIMIT $2)")
+            .bind(before_ms)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
     }
 }

@@ -8,7 +8,8 @@
 //! re-sent `cid`), `read:<thread>` (hash sender identity → id), `conv:<id>` (hash),
 //! `open:<bid>:<visitor>` (the visitor's open conversation), `convs:<bid>` (open conversations
 //! by creation time), `agents:<bid>` (hash id → name), `turn:<bid>` (round-robin counter),
-//! `schema` (the data's version, see `migrate`).
+//! `threads` (every thread by the time of its oldest message, for retention), `schema` (the
+//! data's version, see `migrate`).
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
@@ -25,6 +26,7 @@ pub struct RedisStore {
     assign: Script,
     close: Script,
     mark: Script,
+    forget: Script,
 }
 
 const INSERT: &str = r#"
@@ -38,7 +40,15 @@ msg['id'] = id
 local enc = cjson.encode(msg)
 redis.call('ZADD', KEYS[1], id, enc)
 if ARGV[2] == '1' then redis.call('SET', KEYS[3], enc) end
+redis.call('ZADD', KEYS[4], 'NX', msg['ts'], ARGV[3])
 return {1, enc}
+"#;
+
+/// Retention, at the end of one thread: if nothing is left, the thread leaves the index (in one
+/// script, so a message inserted meanwhile keeps it there).
+const FORGET_IF_EMPTY: &str = r#"
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 0
 "#;
 
 const OPEN: &str = r#"
@@ -78,7 +88,7 @@ return 1
 "#;
 
 /// The version of the data's layout this code writes (`migrate`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 fn err(e: redis::RedisError) -> StoreError {
     StoreError::Redis(e.to_string())
@@ -113,6 +123,7 @@ impl RedisStore {
             assign: Script::new(ASSIGN),
             close: Script::new(CLOSE),
             mark: Script::new(MARK),
+            forget: Script::new(FORGET_IF_EMPTY),
         };
         store.migrate().await?;
         Ok(store)
@@ -135,12 +146,15 @@ impl RedisStore {
     /// per bare `from_uid` across every bot, so one bot's agent could shadow another's message);
     /// messages carry their sender identity, read marks are kept by it, and the visitor's open
     /// conversation pointer is keyed by escaped ids.
+    ///
+    /// Version 3: the `threads` index (each thread by its oldest message's time) that retention
+    /// walks, built from the messages there are.
     async fn migrate(&self) -> Result<()> {
         let mut conn = self.conn.clone();
         let schema = self.key(&["schema"]);
         let lock = self.key(&["schema", "migrating"]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
+        let from = loop {
             let v: Option<i64> = conn.get(&schema).await.map_err(err)?;
             if v.unwrap_or(0) >= SCHEMA_VERSION {
                 return Ok(());
@@ -156,15 +170,42 @@ impl RedisStore {
                 .map_err(err)?
                 .is_some();
             if took {
-                break;
+                // Read again under the lock: another worker may have finished meanwhile.
+                let v: Option<i64> = conn.get(&schema).await.map_err(err)?;
+                break v.unwrap_or(0);
             }
             if std::time::Instant::now() > deadline {
                 return Err(StoreError::Redis("another worker's migration of the store did not finish in 120 s".into()));
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        if from < 2 {
+            self.migrate_to_2(&mut conn).await?;
         }
+        if from < 3 {
+            let mut threads = 0usize;
+            for key in self.scan(&mut conn, "msg:*").await? {
+                let thread = &key[self.prefix.len() + "msg:".len()..];
+                let first: Vec<String> = conn.zrange(&key, 0, 0).await.map_err(err)?;
+                if let Some(raw) = first.first() {
+                    let ts = decode(thread, raw)?.timestamp;
+                    let _: () =
+                        redis::cmd("ZADD").arg(self.key(&["threads"])).arg("NX").arg(ts).arg(thread).query_async(&mut conn).await.map_err(err)?;
+                    threads += 1;
+                }
+            }
+            if threads > 0 {
+                tracing::info!(threads, "store migrated: threads indexed for retention");
+            }
+        }
+        let _: () = redis::pipe().set(&schema, SCHEMA_VERSION).del(&lock).query_async(&mut conn).await.map_err(err)?;
+        Ok(())
+    }
+
+    /// See `migrate`, version 2.
+    async fn migrate_to_2(&self, conn: &mut ConnectionManager) -> Result<()> {
         let (mut messages, mut marks, mut opens) = (0usize, 0usize, 0usize);
-        for key in self.scan(&mut conn, "open:*").await? {
+        for key in self.scan(conn, "open:*").await? {
             let Some((bid, visitor)) = key[self.prefix.len() + "open:".len()..].split_once(':') else { continue };
             let new = self.id_key("open", &[bid, visitor]);
             if new != key {
@@ -172,9 +213,9 @@ impl RedisStore {
                 opens += 1;
             }
         }
-        for key in self.scan(&mut conn, "msg:*").await? {
+        for key in self.scan(conn, "msg:*").await? {
             let thread = key[self.prefix.len() + "msg:".len()..].to_string();
-            let bid = self.thread_bot(&mut conn, &thread).await?;
+            let bid = self.thread_bot(conn, &thread).await?;
             let all: Vec<(String, f64)> = conn.zrange_withscores(&key, 0, -1).await.map_err(err)?;
             for (raw, score) in all {
                 let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&raw) else { continue };
@@ -189,21 +230,20 @@ impl RedisStore {
                 if let Some(cid) = m.get("cid").and_then(Value::as_str) {
                     pipe.set(self.id_key("dedup", &[&thread, &sender, cid]), &enc);
                 }
-                pipe.exec_async(&mut conn).await.map_err(err)?;
+                pipe.exec_async(conn).await.map_err(err)?;
                 messages += 1;
             }
         }
-        for key in self.scan(&mut conn, "read:*").await? {
+        for key in self.scan(conn, "read:*").await? {
             let thread = key[self.prefix.len() + "read:".len()..].to_string();
-            let bid = self.thread_bot(&mut conn, &thread).await?;
+            let bid = self.thread_bot(conn, &thread).await?;
             let h: HashMap<String, i64> = conn.hgetall(&key).await.map_err(err)?;
             for (uid, id) in h {
                 let reader = super::legacy_sender(&bid, &uid);
-                let _: () = redis::pipe().atomic().hdel(&key, &uid).hset(&key, &reader, id).query_async(&mut conn).await.map_err(err)?;
+                let _: () = redis::pipe().atomic().hdel(&key, &uid).hset(&key, &reader, id).query_async(conn).await.map_err(err)?;
                 marks += 1;
             }
         }
-        let _: () = redis::pipe().set(&schema, SCHEMA_VERSION).del(&lock).query_async(&mut conn).await.map_err(err)?;
         if messages + marks + opens > 0 {
             tracing::info!(messages, read_marks = marks, open_conversations = opens, "store migrated: senders scoped by bot");
         }
@@ -274,8 +314,10 @@ impl Store for RedisStore {
             .key(self.key(&["msg", &m.thread]))
             .key(self.key(&["seq", &m.thread]))
             .key(cid_key)
+            .key(self.key(&["threads"]))
             .arg(body.to_string())
             .arg(if m.cid.is_some() { "1" } else { "0" })
+            .arg(&m.thread)
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
@@ -422,5 +464,55 @@ impl Store for RedisStore {
     async fn next_turn(&self, bid: &str) -> Result<u64> {
         let mut conn = self.conn.clone();
         conn.incr(self.id_key("turn", &[bid]), 1).await.map_err(err)
+    }
+
+    async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let index = self.key(&["threads"]);
+        // Threads whose oldest message is older than the cutoff, a few at a time.
+        let threads: Vec<String> = conn.zrangebyscore_limit(&index, "-inf", format!("({before_ms}"), 0, 100).await.map_err(err)?;
+        let mut deleted = 0u64;
+        for thread in threads {
+            let key = self.key(&["msg", &thread]);
+            loop {
+                let page: Vec<String> = conn.zrange(&key, 0, 99).await.map_err(err)?;
+                let msgs: Vec<(String, StoredMessage)> = page.into_iter().filter_map(|raw| decode(&thread, &raw).ok().map(|m| (raw, m))).collect();
+                let old: Vec<&(String, StoredMessage)> =
+                    msgs.iter().filter(|(_, m)| m.timestamp < before_ms).take(limit.saturating_sub(deleted as usize)).collect();
+                if !old.is_empty() {
+                    let mut pipe = redis::pipe();
+                    pipe.atomic();
+                    for (raw, m) in &old {
+                        pipe.zrem(&key, raw);
+                        if let Some(cid) = &m.cid {
+                            pipe.del(self.id_key("dedup", &[&thread, &m.sender, cid]));
+                        }
+                    }
+                    pipe.exec_async(&mut conn).await.map_err(err)?;
+                    deleted += old.len() as u64;
+                }
+                let rest = msgs.iter().find(|(_, m)| m.timestamp >= before_ms);
+                match rest {
+                    // The oldest message left is the thread's new place in the index.
+                    Some((_, m)) => {
+                        let _: () =
+                            redis::cmd("ZADD").arg(&index).arg("XX").arg(m.timestamp).arg(&thread).query_async(&mut conn).await.map_err(err)?;
+                        break;
+                    }
+                    None if msgs.is_empty() || old.len() == msgs.len() && msgs.len() < 100 => {
+                        let _: i64 = self.forget.key(&key).key(&index).arg(&thread).invoke_async(&mut conn).await.map_err(err)?;
+                        break;
+                    }
+                    None => {}
+                }
+                if deleted as usize >= limit {
+                    return Ok(deleted);
+                }
+            }
+            if deleted as usize >= limit {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 }

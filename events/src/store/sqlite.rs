@@ -43,6 +43,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS conversations_open ON conversations(bid, visit
 CREATE TABLE IF NOT EXISTS agents (bid TEXT NOT NULL, agent TEXT NOT NULL, name TEXT NOT NULL,
     PRIMARY KEY (bid, agent));
 CREATE TABLE IF NOT EXISTS turns (bid TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
 ";
 
 impl SqliteStore {
@@ -454,6 +455,16 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let n: i64 =
                 c.query_row("INSERT INTO turns (bid, n) VALUES (?1, 1) ON CONFLICT(bid) DO UPDATE SET n = n + 1 RETURNING n", [bid], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            let n =
+                c.execute("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE ts < ?1 LIMIT ?2)", params![before_ms, limit])?;
             Ok(n as u64)
         })
         .await

@@ -111,6 +111,13 @@ impl Store for Timed {
         self.metrics.store_op("next_turn", started);
         r
     }
+
+    async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
+        let started = Instant::now();
+        let r = self.inner.delete_messages_before(before_ms, limit).await;
+        self.metrics.store_op("delete_messages_before", started);
+        r
+    }
 }
 
 #[async_trait]
