@@ -202,6 +202,10 @@ async fn migrate_by_hand() {
     let my = common::sqldb::SqlDb::mysql("cli").await;
     let out = run(&my.url);
     assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 2"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nothing listens on port 1: the server's own reason, and no password.
+    let refused = run("postgres://postgres:hunter2@127.0.0.1:1/test");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("Connection refused") && !err.contains("hunter2"), "{err}");
     let bad = run("mysqlx://root:hunter2@127.0.0.1/test");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("unknown store") && !err.contains("hunter2"), "{err}");

@@ -76,6 +76,12 @@ fn dedup_key(thread: &str, sender: &str, cid: &str) -> Vec<u8> {
 impl MySqlStore {
     /// Connects, then brings the schema up to this build's version (or refuses a newer one).
     pub async fn connect(url: &str, pool: super::PoolConfig) -> Result<MySqlStore> {
+        // One plain connection first, so a wrong address, password or database name fails
+        // with the server's own words rather than the pool's "timed out".
+        let first = tokio::time::timeout(pool.acquire_timeout, <sqlx::MySqlConnection as sqlx::Connection>::connect(url))
+            .await
+            .map_err(|_| StoreError::Sql(format!("no answer within {:?}", pool.acquire_timeout)))??;
+        let _ = sqlx::Connection::close(first).await;
         let pool = MySqlPoolOptions::new()
             .max_connections(pool.max_connections.max(1))
             .acquire_timeout(pool.acquire_timeout)
