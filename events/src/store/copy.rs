@@ -10,7 +10,6 @@
 
 use super::{mysql::MySqlStore, postgres::PgStore, PoolConfig, Result, StoreError};
 use rusqlite::Connection;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// One cell of a copied row.
@@ -141,14 +140,7 @@ fn mysql_extra(table: &str, row: &[Cell]) -> Vec<(&'static str, Cell)> {
     match table {
         "messages" => {
             let dedup = match row.get(5) {
-                Some(Cell::S(cid)) => {
-                    let mut h = Sha256::new();
-                    for part in [s(0), s(2), cid.clone()] {
-                        h.update((part.len() as u64).to_be_bytes());
-                        h.update(part.as_bytes());
-                    }
-                    Cell::X(h.finalize().to_vec())
-                }
+                Some(Cell::S(cid)) => Cell::X(super::mysql::dedup_key(&s(0), &s(2), cid)),
                 _ => Cell::N,
             };
             vec![("dedup", dedup)]

@@ -200,8 +200,8 @@ pub async fn migrate(config: &crate::Config) -> std::result::Result<String, Stri
     let pool = PoolConfig { max_connections: 1, ..PoolConfig::from_config(config) };
     let shown = redacted(&config.store);
     let version = match config.store.split_once(':').map(|(scheme, _)| scheme) {
-        Some("postgres" | "postgresql") => postgres::PgStore::connect(&config.store, pool).await.and_then_version().await,
-        Some("mysql" | "mariadb") => mysql::MySqlStore::connect(&mysql_url(&config.store), pool).await.and_then_version().await,
+        Some("postgres" | "postgresql") => async { postgres::PgStore::connect(&config.store, pool).await?.version().await }.await,
+        Some("mysql" | "mariadb") => async { mysql::MySqlStore::connect(&mysql_url(&config.store), pool).await?.version().await }.await,
         _ => {
             open(config).await?;
             return Ok(format!("store {shown} is up to date"));
@@ -216,23 +216,6 @@ fn mysql_url(url: &str) -> String {
     match url.strip_prefix("mariadb://") {
         Some(rest) => format!("mysql://{rest}"),
         None => url.to_string(),
-    }
-}
-
-/// A connected SQL store's schema version, for `migrate`'s answer.
-trait Versioned {
-    async fn and_then_version(self) -> Result<i64>;
-}
-
-impl Versioned for Result<postgres::PgStore> {
-    async fn and_then_version(self) -> Result<i64> {
-        self?.version().await
-    }
-}
-
-impl Versioned for Result<mysql::MySqlStore> {
-    async fn and_then_version(self) -> Result<i64> {
-        self?.version().await
     }
 }
 

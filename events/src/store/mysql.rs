@@ -64,7 +64,7 @@ pub struct MySqlStore {
 
 /// The unique key of a re-sendable message: the three parts, length-prefixed so no two
 /// different triples hash the same bytes.
-fn dedup_key(thread: &str, sender: &str, cid: &str) -> Vec<u8> {
+pub(super) fn dedup_key(thread: &str, sender: &str, cid: &str) -> Vec<u8> {
     let mut h = Sha256::new();
     for part in [thread, sender, cid] {
         h.update((part.len() as u64).to_be_bytes());
