@@ -65,6 +65,17 @@ pub struct OutItem {
     pub error: Option<String>,
 }
 
+impl OutItem {
+    /// An item as the SQL and Redis stores keep it: its JSON.
+    pub(super) fn from_json(raw: &str) -> Result<OutItem> {
+        serde_json::from_str(raw).map_err(|e| super::StoreError::Corrupt(format!("outbox item: {e}")))
+    }
+
+    pub(super) fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 #[async_trait]
 pub trait LineStore: Send + Sync {
     /// Stores webhook events unless their `event_id` was stored before; how many were new.

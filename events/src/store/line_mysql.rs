@@ -4,18 +4,10 @@
 
 use super::line::{InboxEvent, LineStore, LineUser, OutItem};
 use super::mysql::MySqlStore;
-use super::{Result, StoreError};
+use super::Result;
 use async_trait::async_trait;
 use sqlx::Row;
 use std::collections::HashMap;
-
-fn decode(raw: &str) -> Result<OutItem> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outbox item: {e}")))
-}
-
-fn encode(item: &OutItem) -> String {
-    serde_json::to_string(item).unwrap_or_default()
-}
 
 #[async_trait]
 impl LineStore for MySqlStore {
@@ -140,10 +132,10 @@ impl LineStore for MySqlStore {
                 .fetch_one(&mut *tx)
                 .await?;
             tx.rollback().await?;
-            return decode(&old);
+            return OutItem::from_json(&old);
         }
         let stored = OutItem { id: done.last_insert_id() as i64, ..item };
-        sqlx::query("UPDATE line_outbox SET item = ? WHERE id = ?").bind(encode(&stored)).bind(stored.id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE line_outbox SET item = ? WHERE id = ?").bind(stored.to_json()).bind(stored.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -169,7 +161,7 @@ impl LineStore for MySqlStore {
         sqlx::query("UPDATE line_outbox SET owner = ?, lease = ? WHERE id = ?").bind(owner).bind(now + lease_ms).bind(id).execute(&mut *tx).await?;
         let raw: String = sqlx::query_scalar("SELECT item FROM line_outbox WHERE id = ?").bind(id).fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        decode(&raw).map(Some)
+        OutItem::from_json(&raw).map(Some)
     }
 
     async fn line_outbox_release(&self, owner: &str) -> Result<()> {
@@ -185,7 +177,7 @@ impl LineStore for MySqlStore {
         .bind(&item.state)
         .bind(item.due)
         .bind(&item.error)
-        .bind(encode(item))
+        .bind(item.to_json())
         .bind(release)
         .bind(release)
         .bind(item.id)

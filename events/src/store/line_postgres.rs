@@ -5,18 +5,10 @@
 
 use super::line::{InboxEvent, LineStore, LineUser, OutItem};
 use super::postgres::PgStore;
-use super::{Result, StoreError};
+use super::Result;
 use async_trait::async_trait;
 use sqlx::Row;
 use std::collections::HashMap;
-
-fn decode(raw: &str) -> Result<OutItem> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outbox item: {e}")))
-}
-
-fn encode(item: &OutItem) -> String {
-    serde_json::to_string(item).unwrap_or_default()
-}
 
 #[async_trait]
 impl LineStore for PgStore {
@@ -139,10 +131,10 @@ impl LineStore for PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
             tx.rollback().await?;
-            return decode(&old);
+            return OutItem::from_json(&old);
         };
         let stored = OutItem { id, ..item };
-        sqlx::query("UPDATE line_outbox SET item = $1 WHERE id = $2").bind(encode(&stored)).bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE line_outbox SET item = $1 WHERE id = $2").bind(stored.to_json()).bind(id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -162,7 +154,7 @@ impl LineStore for PgStore {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        raw.map(|r| decode(&r)).transpose()
+        raw.map(|r| OutItem::from_json(&r)).transpose()
     }
 
     async fn line_outbox_release(&self, owner: &str) -> Result<()> {
@@ -178,7 +170,7 @@ impl LineStore for PgStore {
         .bind(&item.state)
         .bind(item.due)
         .bind(&item.error)
-        .bind(encode(item))
+        .bind(item.to_json())
         .bind(item.id)
         .bind(release)
         .execute(&self.pool)

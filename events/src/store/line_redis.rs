@@ -94,10 +94,6 @@ fn err(e: redis::RedisError) -> StoreError {
     StoreError::Redis(e.to_string())
 }
 
-fn decode(raw: &str) -> Result<OutItem> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outbox item: {e}")))
-}
-
 impl RedisStore {
     fn user_key(&self, bid: &str, user: &str) -> String {
         self.id_key("line:user", &[bid, user])
@@ -181,14 +177,14 @@ impl LineStore for RedisStore {
         let idx = self.key(&["line", "out", "idx", &item.thread, &item.msg_id.to_string()]);
         let body = serde_json::to_string(&item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let raw: String = Script::new(PUSH).key(idx).arg(body).arg(&self.prefix).invoke_async(&mut conn).await.map_err(err)?;
-        decode(&raw)
+        OutItem::from_json(&raw)
     }
 
     async fn line_outbox_claim(&self, owner: &str, now: i64, lease_ms: i64) -> Result<Option<OutItem>> {
         let mut conn = self.conn.clone();
         let raw: Option<String> =
             Script::new(CLAIM).key(&self.prefix).arg(owner).arg(now).arg(now + lease_ms).invoke_async(&mut conn).await.map_err(err)?;
-        raw.map(|r| decode(&r)).transpose()
+        raw.map(|r| OutItem::from_json(&r)).transpose()
     }
 
     async fn line_outbox_release(&self, owner: &str) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use super::line::{InboxEvent, LineStore, LineUser, OutItem};
 use super::sqlite::SqliteStore;
-use super::{Result, StoreError};
+use super::Result;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
@@ -20,14 +20,6 @@ CREATE TABLE IF NOT EXISTS line_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, bi
     owner TEXT, lease INTEGER NOT NULL DEFAULT 0, error TEXT, item TEXT NOT NULL, UNIQUE (thread, msg_id));
 CREATE INDEX IF NOT EXISTS line_outbox_queued ON line_outbox(state, id);
 ";
-
-fn decode(raw: &str) -> Result<OutItem> {
-    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("outbox item: {e}")))
-}
-
-fn encode(item: &OutItem) -> String {
-    serde_json::to_string(item).unwrap_or_default()
-}
 
 #[async_trait]
 impl LineStore for SqliteStore {
@@ -140,14 +132,14 @@ impl LineStore for SqliteStore {
                 .query_row("SELECT item FROM line_outbox WHERE thread = ?1 AND msg_id = ?2", params![item.thread, item.msg_id], |r| r.get(0))
                 .optional()?;
             if let Some(old) = old {
-                return decode(&old);
+                return OutItem::from_json(&old);
             }
             tx.execute(
                 "INSERT INTO line_outbox (bid, user, thread, msg_id, state, due, item) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '')",
                 params![item.bid, item.to, item.thread, item.msg_id, item.state, item.due],
             )?;
             let stored = OutItem { id: tx.last_insert_rowid(), ..item };
-            tx.execute("UPDATE line_outbox SET item = ?1 WHERE id = ?2", params![encode(&stored), stored.id])?;
+            tx.execute("UPDATE line_outbox SET item = ?1 WHERE id = ?2", params![stored.to_json(), stored.id])?;
             tx.commit()?;
             Ok(stored)
         })
@@ -169,7 +161,7 @@ impl LineStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            raw.map(|r| decode(&r)).transpose()
+            raw.map(|r| OutItem::from_json(&r)).transpose()
         })
         .await
     }
@@ -189,7 +181,7 @@ impl LineStore for SqliteStore {
             c.execute(
                 "UPDATE line_outbox SET state = ?1, due = ?2, error = ?3, item = ?4,
                  lease = CASE WHEN ?6 THEN 0 ELSE lease END, owner = CASE WHEN ?6 THEN NULL ELSE owner END WHERE id = ?5",
-                params![item.state, item.due, item.error, encode(&item), item.id, release],
+                params![item.state, item.due, item.error, item.to_json(), item.id, release],
             )?;
             Ok(())
         })

@@ -89,6 +89,23 @@ pub struct StoredMessage {
     pub timestamp: i64,
 }
 
+impl StoredMessage {
+    /// The message `m` as stored under `id` at `timestamp`.
+    pub fn stored(m: NewMessage, id: i64, timestamp: i64) -> StoredMessage {
+        StoredMessage {
+            id,
+            thread: m.thread,
+            sender: m.sender,
+            from_uid: m.from_uid,
+            from_name: m.from_name,
+            cid: m.cid,
+            content: m.content,
+            to: m.to,
+            timestamp,
+        }
+    }
+}
+
 /// `Duplicate` when the sender already sent this `cid` in this thread: the original comes back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Inserted {

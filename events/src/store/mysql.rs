@@ -222,17 +222,7 @@ impl Store for MySqlStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Inserted::New(StoredMessage {
-            id,
-            thread: m.thread,
-            sender: m.sender,
-            from_uid: m.from_uid,
-            from_name: m.from_name,
-            cid: m.cid,
-            content: m.content,
-            to: m.to,
-            timestamp: ts,
-        }))
+        Ok(Inserted::New(StoredMessage::stored(m, id, ts)))
     }
 
     async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>> {

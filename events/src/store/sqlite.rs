@@ -285,17 +285,7 @@ impl Store for SqliteStore {
             )?
             .execute(params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender])?;
             tx.commit()?;
-            Ok(Inserted::New(StoredMessage {
-                id,
-                thread: m.thread,
-                sender: m.sender,
-                from_uid: m.from_uid,
-                from_name: m.from_name,
-                cid: m.cid,
-                content: m.content,
-                to: m.to,
-                timestamp: ts,
-            }))
+            Ok(Inserted::New(StoredMessage::stored(m, id, ts)))
         })
         .await
     }
