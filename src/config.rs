@@ -74,4 +74,16 @@ impl File {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
+
+    /// `load`, then what the chat would refuse when its workers start, refused here instead:
+    /// by `start` before anything runs, and by `reload` before a single worker is replaced.
+    /// (`status` and `stop` use plain `load`, so a box whose config was broken can still be
+    /// looked at and stopped.)
+    pub fn load_checked(path: Option<&Path>) -> anyhow::Result<File> {
+        let file = File::load(path)?;
+        let name = path.map_or_else(|| "the config".to_string(), |p| p.display().to_string());
+        file.events.assignment().map_err(anyhow::Error::msg).with_context(|| format!("checking {name}"))?;
+        file.events.check_revoked().map_err(anyhow::Error::msg).with_context(|| format!("checking {name}"))?;
+        Ok(file)
+    }
 }

@@ -219,6 +219,18 @@ async fn reload_under_traffic_loses_nothing_and_reads_the_new_config() {
     let r = c0.request(json!({"method": "say", "room": "busy", "content": "x".repeat(50), "cid": "long"}), "say_ack").await;
     assert!(r.get("code").is_none(), "after reload max_content is 100: {r}");
 
+    // An entry that could name two agents (bot 1's `ag:1`, or bot `1:ag`'s `1`) is refused by
+    // `reload` before any worker is replaced, with how to write it.
+    let workers: Vec<Value> = status(&dir.0).into_iter().filter(|r| r["role"] == "business").map(|r| r["pid"].clone()).collect();
+    let good = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, good.replace("[events]\n", "[events]\nrevoked_agents = [\"1:ag:1\"]\n")).expect("config");
+    let out = sb(&dir.0, &["reload"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && said.contains("revoked_agents") && said.contains("%3A"), "{said}");
+    let still: Vec<Value> = status(&dir.0).into_iter().filter(|r| r["role"] == "business").map(|r| r["pid"].clone()).collect();
+    assert_eq!(workers, still, "no worker was replaced");
+    std::fs::write(&cfg, good).expect("config");
+
     // Revoking an agent: config + reload ends its session at its next action.
     let text = std::fs::read_to_string(&cfg).expect("config").replace("[events]\n", "[events]\nrevoked_agents = [\"1:ag1\"]\n");
     std::fs::write(&cfg, text).expect("config");

@@ -246,9 +246,10 @@ pub(crate) async fn end_agent(api: &Api, client: ClientId, bid: &str, id: &str, 
     }
 }
 
-/// Whether `"<bid>:<id>"` is in the configured list of revoked agents.
+/// Whether the agent is in the configured list of revoked agents (entries as `keys::agent_ref`).
 fn revoked(list: &[String], bid: &str, id: &str) -> bool {
-    list.iter().any(|r| r.split_once(':') == Some((bid, id)))
+    let me = crate::keys::agent_ref(bid, id);
+    list.iter().any(|r| *r == me)
 }
 
 /// Ends agent `id`'s session on `client` when its token expires at `exp`, without waiting for

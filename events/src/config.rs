@@ -9,8 +9,9 @@ pub struct Config {
     pub agent_secret: String,
     /// Development only: accept agent logins without a token. Logged loudly.
     pub agent_auth: bool,
-    /// Agents whose tokens no longer count, as `"<bid>:<customer_id>"`: their logins are
-    /// refused and their open sessions end at their next action. Takes effect on `reload`.
+    /// Agents whose tokens no longer count, as `"<bid>:<customer_id>"` (a `:` inside an id
+    /// written `%3A`, a `%` as `%25`): their logins are refused and their open sessions are
+    /// ended when a worker starts with the list. Takes effect on `reload`.
     pub revoked_agents: Vec<String>,
     /// `sqlite:<path>` (default `sqlite:run/switchboard.db`), a `postgres://user@host/db` or
     /// `mysql://user@host/db` URL (MariaDB too), or a `redis://` URL.
@@ -85,6 +86,14 @@ pub enum Assignment {
 }
 
 impl Config {
+    /// Refuses a `revoked_agents` entry that does not name exactly one agent.
+    pub fn check_revoked(&self) -> Result<(), String> {
+        for entry in &self.revoked_agents {
+            crate::keys::check_agent_ref(entry).map_err(|e| format!("[events] revoked_agents: {e}"))?;
+        }
+        Ok(())
+    }
+
     pub fn assignment(&self) -> Result<Assignment, String> {
         match self.assignment.as_str() {
             "least-busy" => Ok(Assignment::LeastBusy),

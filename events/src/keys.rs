@@ -85,6 +85,24 @@ pub fn private_thread(bid: &str, a: &str, b: &str) -> String {
     format!("{}:{}", key("d", &[bid]), serde_json::json!([x, y]))
 }
 
+/// How the config names one agent of one bot (`revoked_agents`): `<bid>:<agent>`, each escaped
+/// as above, so bot `1` agent `2:x` (`1:2%3Ax`) and bot `1:2` agent `x` (`1%3A2:x`) differ.
+pub fn agent_ref(bid: &str, agent: &str) -> String {
+    format!("{}:{}", escape(bid), escape(agent))
+}
+
+/// Checks that `entry` names exactly one agent: one unescaped `:`. An entry like `1:2:x`
+/// could mean two agents, and a revocation must not silently miss the one meant.
+pub fn check_agent_ref(entry: &str) -> Result<(), String> {
+    match entry.matches(':').count() {
+        1 if !entry.starts_with(':') && !entry.ends_with(':') => Ok(()),
+        _ => Err(format!(
+            "{entry:?} must be \"<bid>:<agent>\" with one ':'; write a ':' inside an id as %3A and a '%' as %25 \
+             (bot 1, agent 2:x is \"1:2%3Ax\"; bot 1:2, agent x is \"1%3A2:x\")"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +116,17 @@ mod tests {
         assert_ne!(key("k", &["a%3Ab"]), key("k", &["a:b"]));
         assert_eq!(room_thread("1", "lobby"), "r:1:lobby");
         assert_eq!(escape("50%:x"), "50%25%3Ax");
+    }
+
+    #[test]
+    fn a_config_entry_names_one_agent() {
+        assert_eq!(agent_ref("1", "2:x"), "1:2%3Ax");
+        assert_eq!(agent_ref("1:2", "x"), "1%3A2:x");
+        assert_eq!(agent_ref("10", "b7"), "10:b7");
+        assert!(check_agent_ref("10:b7").is_ok());
+        assert!(check_agent_ref("1:2%3Ax").is_ok());
+        for bad in ["1:2:x", "b7", ":b7", "10:", ""] {
+            assert!(check_agent_ref(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -102,6 +102,7 @@ impl Chat {
             config.agent_secret = std::env::var("SWITCHBOARD_AGENT_SECRET").unwrap_or_default();
         }
         let assignment = config.assignment()?;
+        config.check_revoked()?;
         let store = store::open(&config).await?;
         let metrics = Arc::new(metrics::Metrics::default());
         let store: Arc<dyn Store> = Arc::new(store::timed::Timed::new(store, metrics.clone()));

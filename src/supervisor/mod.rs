@@ -243,7 +243,7 @@ fn private_run_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Runs the master in the foreground until it is told to stop.
 pub async fn master(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let file = File::load(config_path.as_deref())?;
+    let file = File::load_checked(config_path.as_deref())?;
     let plan = Plan::new(&file, config_path.as_deref())?;
     private_run_dir(&plan.run_dir)?;
     let socket = plan.socket();
@@ -373,7 +373,7 @@ async fn stop_all(handles: &[Handle], graceful: bool) {
 
 /// Replaces every business worker, one at a time, from the binary and config as they are now.
 async fn reload(handles: &[Handle], config_path: Option<&Path>, exe: &Path, env: &[(String, String)]) -> anyhow::Result<usize> {
-    let file = File::load(config_path).context("re-reading the config")?;
+    let file = File::load_checked(config_path).context("re-reading the config")?;
     let plan = Plan::new(&file, config_path)?;
     let fresh: Vec<slot::Spec> = plan.specs(&file, exe, env).into_iter().filter(|s| s.role == "business").collect();
     let workers: Vec<&Handle> = handles.iter().filter(|h| h.role == "business").collect();
@@ -513,7 +513,7 @@ fn spawn_signals(to_master: mpsc::Sender<(Request, oneshot::Sender<Value>)>) -> 
 pub async fn daemonize(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
-    let file = File::load(config_path.as_deref())?;
+    let file = File::load_checked(config_path.as_deref())?;
     let plan = Plan::new(&file, config_path.as_deref())?;
     private_run_dir(&plan.run_dir)?;
     if control::ask(&plan.socket(), &Request::Status, Duration::from_secs(2)).await.is_ok() {
