@@ -248,8 +248,7 @@ pub(crate) async fn end_agent(api: &Api, client: ClientId, bid: &str, id: &str, 
 
 /// Whether the agent is in the configured list of revoked agents (entries as `keys::agent_ref`).
 fn revoked(list: &[String], bid: &str, id: &str) -> bool {
-    let me = crate::keys::agent_ref(bid, id);
-    list.iter().any(|r| *r == me)
+    list.contains(&crate::keys::agent_ref(bid, id))
 }
 
 /// Ends agent `id`'s session on `client` when its token expires at `exp`, without waiting for
