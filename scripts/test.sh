@@ -3,6 +3,7 @@
 #  - Redis at REDIS_URL (default 127.0.0.1:6379), started locally when none answers;
 #  - PostgreSQL at POSTGRES_URL (default 127.0.0.1:5432, user postgres, database test), likewise;
 #  - MySQL/MariaDB at MYSQL_URL (default 127.0.0.1:3306, user root, database test), likewise;
+#  - both servers' binaries, for the replica tests' own primary + streaming replica pairs;
 #  - Debian's chromium and the npm packages playwright-core and axe-core (web/e2e) for the
 #    browser tests.
 # Installing packages needs root (as on CI); elsewhere install chromium and redis-server once.
@@ -38,16 +39,18 @@ fi
 # cluster started on 127.0.0.1:5432 (trust auth, database `test`), stopped again at the end.
 PG_PORT=${PG_PORT:-5432}
 pg_up() { (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; }
-if [ -z "${POSTGRES_URL:-}" ] && ! pg_up; then
-  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    echo "installing: postgresql"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    # The package may start its own cluster (password auth, no `test` database): stop it and
-    # run the throwaway one below instead.
-    if command -v pg_lsclusters >/dev/null; then
-      pg_lsclusters -h | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true; done
-    fi
+# The server's binaries are needed even when one answers: the replica tests (store_read) start
+# a primary and a streaming replica of their own.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "installing: postgresql"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  # The package may start its own cluster (password auth, no `test` database): stop it; the
+  # one at PG_PORT (already there, or the throwaway one below) is the one the tests use.
+  if ! pg_up && command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters -h | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true; done
   fi
+fi
+if [ -z "${POSTGRES_URL:-}" ] && ! pg_up; then
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
   PG_DIR=$(mktemp -d /tmp/sb-pg-XXXXXX)
   chown postgres "$PG_DIR"
@@ -65,13 +68,14 @@ fi
 # throwaway server started on 127.0.0.1:3306 with a `test` database, stopped again at the end.
 MYSQL_PORT=${MYSQL_PORT:-3306}
 mysql_up() { (exec 3<>"/dev/tcp/127.0.0.1/$MYSQL_PORT") 2>/dev/null; }
+if [ ! -x /usr/sbin/mariadbd ]; then
+  echo "installing: mariadb-server"
+  mysql_was_up=$(mysql_up && echo yes || true)
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
+  # The package may start its own server: stop it and run the throwaway one below instead.
+  [ -n "$mysql_was_up" ] || (service mariadb stop || service mysql stop) >/dev/null 2>&1 || true
+fi
 if [ -z "${MYSQL_URL:-}" ] && ! mysql_up; then
-  if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
-    echo "installing: mariadb-server"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server >/dev/null
-    # The package may start its own server: stop it and run the throwaway one below instead.
-    (service mariadb stop || service mysql stop) >/dev/null 2>&1 || true
-  fi
   MY_DIR=$(mktemp -d /tmp/sb-mysql-XXXXXX)
   chown mysql "$MY_DIR"
   stop_mysql() { [ -n "${MY_PID:-}" ] && kill "$MY_PID" 2>/dev/null && wait "$MY_PID" 2>/dev/null; rm -rf "$MY_DIR"; }

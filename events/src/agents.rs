@@ -139,7 +139,9 @@ impl Chat {
         // Joined (both groups: one link, in order) before listing: see `presence`.
         self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
         let online = self.roster.list(&ctx.api, bid).await?;
-        let (conversations, conversations_more) = self.conversation_summaries(bid, id, None, self.config.conversation_page.max(1)).await?;
+        let page = self.config.conversation_page.max(1);
+        let (conversations, conversations_more) =
+            self.lagging(ctx, |s| async move { self.conversation_summaries(s.as_ref(), bid, id, None, page).await }).await?;
         let timestamp = now_secs();
         let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
         self.announcer.announce(&ctx.api, bid, change).await;

@@ -16,6 +16,9 @@ pub struct Config {
     /// `sqlite:<path>` (default `sqlite:run/switchboard.db`), a `postgres://user@host/db` or
     /// `mysql://user@host/db` URL (MariaDB too), or a `redis://` URL.
     pub store: String,
+    /// A replica of `store` (PostgreSQL or MySQL/MariaDB, same kind) for history, conversation
+    /// lists and unread counts; each client still reads its own writes ('' = none).
+    pub store_read: String,
     /// Connections each worker keeps to a PostgreSQL or MySQL store at most.
     pub store_pool: u32,
     /// Seconds to wait for a free pooled connection (and to connect) before a store call fails.
@@ -57,6 +60,7 @@ impl Default for Config {
             agent_auth: true,
             revoked_agents: Vec::new(),
             store: "sqlite:run/switchboard.db".into(),
+            store_read: String::new(),
             store_pool: 10,
             store_timeout: 5.0,
             history_days: 0.0,

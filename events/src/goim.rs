@@ -112,7 +112,9 @@ impl Chat {
         let key = if key == "to_uid" { "with_uid" } else { key };
         let limit = self.limit_field(req, self.config.history_limit)?;
         let since = Self::int_field(req, "id")?;
-        let mut messages = self.store.history(&thread, None, since, limit + 1).await?;
+        let (t, me) = (&thread, &me);
+        let (mut messages, unread) =
+            self.lagging(ctx, |s| async move { Ok((s.history(t, None, since, limit + 1).await?, s.unread(t, me).await?)) }).await?;
         let more = messages.len() > limit;
         if more {
             // Oldest first after `since`: the extra one is the newest; without `since`, the oldest.
@@ -126,7 +128,6 @@ impl Chat {
         if let Target::Conversation(c) = &target {
             self.with_deliveries(c, &thread, &mut list).await?;
         }
-        let unread = self.store.unread(&thread, &me).await?;
         self.reply(ctx, json!({"method": "sync", key: value, "messages": list, "more": more, "unread": unread})).await;
         Ok(())
     }

@@ -86,6 +86,8 @@ pub struct Chat {
     /// Timed: every call is measured into `metrics`.
     pub store: Arc<dyn Store>,
     pub metrics: Arc<metrics::Metrics>,
+    /// `store_read`: the replica for reads that may lag (see `lagging`).
+    reads: Option<store::replica::Reads>,
     pub config: Config,
     pub assignment: Assignment,
     upstream: Option<Arc<proxy::Upstream>>,
@@ -106,11 +108,13 @@ impl Chat {
         let store = store::open(&config).await?;
         let metrics = Arc::new(metrics::Metrics::default());
         let store: Arc<dyn Store> = Arc::new(store::timed::Timed::new(store, metrics.clone()));
+        let reads = store::replica::Reads::open(&config, |s| Arc::new(store::timed::Timed::new(s, metrics.clone()))).await?;
         let upstream = proxy::Upstream::new(&config, metrics.clone())?.map(Arc::new);
         let new_conversations = flood::PerIp::per_minute(config.visitor_conversations_per_minute);
         Ok(Chat {
             store,
             metrics,
+            reads,
             config,
             assignment,
             upstream,
@@ -178,7 +182,18 @@ fn is_method_name(m: &str) -> bool {
     m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
-/// A token bucket per connection, kept in the worker (see `Context::local_mut`).
+/// What the worker keeps per connection between its events (see `Context::local_mut`).
+#[derive(Default)]
+struct Local {
+    bucket: Bucket,
+    /// Read-your-writes with `store_read`.
+    mark: store::replica::Mark,
+}
+
+/// Methods that never write to the store: a client's mark stays where it is.
+const READ_ONLY: [&str; 5] = ["history", "conversation_list", "sync", "heartbeat", "typing"];
+
+/// A token bucket per connection.
 #[derive(Default)]
 struct Bucket {
     tokens: f64,
@@ -209,7 +224,7 @@ impl Events for Chat {
         }
         if self.config.rate_limit > 0.0 {
             let (rate, burst) = (self.config.rate_limit, self.config.rate_burst.max(1.0));
-            let b = ctx.local_mut::<Bucket>();
+            let b = &mut ctx.local_mut::<Local>().bucket;
             let now = std::time::Instant::now();
             b.tokens = match b.at {
                 None => burst,
@@ -247,6 +262,9 @@ impl Events for Chat {
         if method == "beat" {
             return;
         }
+        if self.reads.is_some() && !READ_ONLY.contains(&method.as_str()) {
+            ctx.local_mut::<Local>().mark.wrote();
+        }
         if let Err(f) = self.dispatch(ctx, &method, &req, &message).await {
             self.send_error(ctx, Some(&method), f).await;
         }
@@ -262,6 +280,29 @@ impl Events for Chat {
 }
 
 impl Chat {
+    /// Runs `read` — one that may lag: history, conversation lists, unread counts — on the
+    /// `store_read` replica when it has everything this client wrote, else on the primary. A
+    /// store failure on the replica is retried on the primary.
+    pub(crate) async fn lagging<T, F, Fut>(&self, ctx: &mut Context, read: F) -> Result<T, Fail>
+    where
+        F: Fn(Arc<dyn Store>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Fail>>,
+    {
+        if let Some(reads) = &self.reads {
+            if let Some(replica) = reads.pick(&mut ctx.local_mut::<Local>().mark).await {
+                match read(replica).await {
+                    Err(f) if f.code == "500" => reads.failed(&store::StoreError::Sql(f.msg)),
+                    done => {
+                        self.metrics.lagging_read("replica");
+                        return done;
+                    }
+                }
+            }
+            self.metrics.lagging_read("primary");
+        }
+        read(self.store.clone()).await
+    }
+
     async fn send_error(&self, ctx: &Context, method: Option<&str>, f: Fail) {
         info!(client = %ctx.client_id, method = method.unwrap_or(""), code = f.code, "refused: {}", f.msg);
         let v: Value = serde_json::from_str(&protocol::error(method, f.code, &f.msg)).unwrap_or_default();

@@ -163,7 +163,8 @@ impl Chat {
         let limit = self.limit_field(req, 50)?;
         let before = Self::int_field(req, "before_id")?;
         let after = Self::int_field(req, "after_id")?;
-        let messages = self.store.history(&thread, before, after, limit).await?;
+        let t = &thread;
+        let messages = self.lagging(ctx, |s| async move { Ok(s.history(t, before, after, limit).await?) }).await?;
         let mut list: Vec<Value> = messages.iter().map(message_json).collect();
         if let Target::Conversation(c) = &target {
             self.with_deliveries(c, &thread, &mut list).await?;

@@ -4,7 +4,7 @@
 use crate::config::Assignment;
 use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
 use crate::protocol::{escape_html, id_field, message_json, text_field};
-use crate::store::{sqlite::new_id, Conversation};
+use crate::store::{sqlite::new_id, Conversation, Store};
 use crate::who::Who;
 use crate::{Chat, Fail, Outcome};
 use business::{Api, Context};
@@ -187,15 +187,23 @@ impl Chat {
     /// A page of a bot's open conversations (oldest first, after conversation `after`) as one
     /// agent sees them: waiting / mine / others, unread counts and the last message; `true`
     /// when there are more. Paged because each costs store reads and bytes in the answer.
-    pub(crate) async fn conversation_summaries(&self, bid: &str, me: &str, after: Option<&str>, limit: usize) -> Result<(Vec<Value>, bool), Fail> {
-        let mut page = self.store.conversations(bid, after, limit.saturating_add(1)).await?;
+    /// Read from `s`, the primary or a replica (see `lagging`).
+    pub(crate) async fn conversation_summaries(
+        &self,
+        s: &dyn Store,
+        bid: &str,
+        me: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, bool), Fail> {
+        let mut page = s.conversations(bid, after, limit.saturating_add(1)).await?;
         let more = page.len() > limit;
         page.truncate(limit);
         let mut out = Vec::new();
         for c in page {
             let thread = conversation_thread(&c.id);
-            let unread = self.store.unread(&thread, &agent_uid(bid, me)).await?;
-            let last = self.store.history(&thread, None, None, 1).await?.first().map(message_json);
+            let unread = s.unread(&thread, &agent_uid(bid, me)).await?;
+            let last = s.history(&thread, None, None, 1).await?.first().map(message_json);
             let state = match c.assigned.as_deref() {
                 None => "waiting",
                 Some(a) if a == me => "mine",
@@ -204,7 +212,7 @@ impl Chat {
             let mut summary = json!({"conversation_id": c.id, "visitor_id": c.visitor_id, "visitor_name": c.visitor_name,
                             "assigned": c.assigned, "state": state, "unread": unread, "last_message": last});
             if let Some(user) = crate::line::line_user(&c.visitor_id) {
-                let followed = self.store.line_user(&c.bid, user).await?.is_none_or(|u| u.followed);
+                let followed = s.line_user(&c.bid, user).await?.is_none_or(|u| u.followed);
                 summary["channel"] = "line".into();
                 summary["followed"] = followed.into();
             }
@@ -223,7 +231,8 @@ impl Chat {
             None | Some(Value::Null) => page,
             Some(v) => v.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))?.clamp(1, page as u64) as usize,
         };
-        let (list, more) = self.conversation_summaries(bid, me, after.as_deref(), limit).await?;
+        let after = after.as_deref();
+        let (list, more) = self.lagging(ctx, |s| async move { self.conversation_summaries(s.as_ref(), bid, me, after, limit).await }).await?;
         self.reply(ctx, json!({"method": "conversation_list", "conversations": list, "more": more})).await;
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 pub mod cut;
 pub mod fake_line;
+pub mod replica;
 pub mod sqldb;
 
 use futures_util::{SinkExt, StreamExt};

@@ -5,7 +5,8 @@
 //! processes on one box share), and for several servers `postgres`, `mysql` (MySQL or
 //! MariaDB) and `redis`. Every operation that must be atomic
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
-//! is atomic in the backend itself, never a read-then-write in Rust.
+//! is atomic in the backend itself, never a read-then-write in Rust. PostgreSQL and MySQL can
+//! serve the reads that may lag from a replica (`replica`).
 
 pub mod copy;
 pub mod line;
@@ -16,6 +17,7 @@ mod line_sqlite;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+pub mod replica;
 pub mod sqlite;
 pub mod timed;
 

@@ -76,6 +76,14 @@ pub(super) fn dedup_key(thread: &str, sender: &str, cid: &str) -> Vec<u8> {
 impl MySqlStore {
     /// Connects, then brings the schema up to this build's version (or refuses a newer one).
     pub async fn connect(url: &str, pool: super::PoolConfig) -> Result<MySqlStore> {
+        let store = MySqlStore::reach(url, pool).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating: a replica (`store_read`) is read-only and follows the
+    /// primary's schema.
+    pub async fn reach(url: &str, pool: super::PoolConfig) -> Result<MySqlStore> {
         // One plain connection first, so a wrong address, password or database name fails
         // with the server's own words rather than the pool's "timed out".
         let first = tokio::time::timeout(pool.acquire_timeout, <sqlx::MySqlConnection as sqlx::Connection>::connect(url))
@@ -93,9 +101,7 @@ impl MySqlStore {
             })
             .connect(url)
             .await?;
-        let store = MySqlStore { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(MySqlStore { pool })
     }
 
     /// The schema version the database is at (0: empty).

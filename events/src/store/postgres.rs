@@ -56,6 +56,14 @@ pub struct PgStore {
 impl PgStore {
     /// Connects, then brings the schema up to this build's version (or refuses a newer one).
     pub async fn connect(url: &str, pool: PoolConfig) -> Result<PgStore> {
+        let store = PgStore::reach(url, pool).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating: a replica (`store_read`) is read-only and follows the
+    /// primary's schema.
+    pub async fn reach(url: &str, pool: PoolConfig) -> Result<PgStore> {
         // One plain connection first, so a wrong address, password or database name fails
         // with the server's own words rather than the pool's "timed out".
         let first = tokio::time::timeout(pool.acquire_timeout, <sqlx::PgConnection as sqlx::Connection>::connect(url))
@@ -63,9 +71,7 @@ impl PgStore {
             .map_err(|_| StoreError::Sql(format!("no answer within {:?}", pool.acquire_timeout)))??;
         let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new().max_connections(pool.max_connections.max(1)).acquire_timeout(pool.acquire_timeout).connect(url).await?;
-        let store = PgStore { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(PgStore { pool })
     }
 
     /// The schema version the database is at (0: empty).
