@@ -79,3 +79,38 @@ async fn reads_your_writes(net: u8, mut pair: Replicated) {
     let logs: String = c.workers.iter().map(|w| w.log_text()).collect();
     assert!(logs.contains("reads that may lag go to the replica"), "{logs}");
 }
+
+/// A worker given a replica it cannot use for read-your-writes refuses to start, saying why,
+/// rather than serving reads that could hide a client's own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_keep_the_promise_is_refused_at_start() {
+    let dir = TempDir(std::env::temp_dir().join(format!("sb-replica-refused-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("dir");
+    let pg = common::sqldb::SqlDb::postgres("replica").await;
+    let my = common::sqldb::SqlDb::mysql("replica").await;
+    let mut cases = vec![
+        // Not the same kind of database as the store.
+        (format!("sqlite:{}/chat.db", dir.0.display()), pg.url.clone(), "same kind of database"),
+        (pg.url.clone(), my.url.clone(), "same kind of database"),
+    ];
+    // A MariaDB primary without a binary log has no GTID position to wait for (the one at
+    // MYSQL_URL has none unless its owner turned it on).
+    let log_bin: i64 = {
+        use sqlx::Connection;
+        let mut c = sqlx::MySqlConnection::connect(&my.url).await.expect("MySQL");
+        sqlx::query_scalar("SELECT @@log_bin").fetch_one(&mut c).await.expect("log_bin")
+    };
+    if log_bin == 0 {
+        cases.push((my.url.clone(), my.url.clone(), "log_bin"));
+    } else {
+        eprintln!("the MariaDB at MYSQL_URL has a binary log: the no-GTID case is not tried");
+    }
+    for (i, (store, read, why)) in cases.iter().enumerate() {
+        let cfg = dir.0.join(format!("case{i}.toml"));
+        std::fs::write(&cfg, format!("[events]\nstore = \"{store}\"\nstore_read = \"{read}\"\n")).expect("config");
+        let mut w = Proc::start(&format!("replica-refused-{i}"), &["--config", cfg.to_str().expect("path"), "business", "--register", "127.0.0.1:1"]);
+        assert!(w.wait_exit(std::time::Duration::from_secs(20)).is_some_and(|c| c != 0), "case {i}: the worker refuses to start");
+        let log = w.log_text();
+        assert!(log.contains("store_read") && log.contains(why), "case {i}: {log}");
+    }
+}
