@@ -58,6 +58,19 @@ if login:
         l = r["latency_ms"]
         print(f'| {n} | {r["connections"]} | {r["logins_answered"]} | {r["presence_complete"]} | {l["p50"]:.0f} / {l["p99"]:.0f} / {l["max"]:.0f} '
               f'| {r["presence_max_ms"]:.0f} |')
+stores = [(n, r) for n, r in rows if r.get("store")]
+if stores:
+    print("\nStores (workload 9: the room chat, 1 000 connections in rooms of 50, every message stored, on each store in turn; "
+          "SQLite runs inside the workers, the others are the servers scripts/test.sh uses, on this box. A database server's CPU is "
+          "every process of its name, from /proc):\n")
+    print("| run | store | offered msg/s | deliveries/s | lost | dup | p50 ms | p99 ms | workers' CPU per message | database server's CPU per message |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, r in stores:
+        l, msgs = r["latency_ms"], max(r["messages_acked"], 1)
+        workers = sum(x["cpu_secs_run"] for x in r["servers"] if x["role"] == "business")
+        db = r.get("store_cpu_secs")
+        print(f'| {n} | {r["store"]} | {r["offered_msgs_per_second"]:.0f} | {r["deliveries_per_second"]:.0f} | {r["lost"]} | {r["duplicated"]} '
+              f'| {l["p50"]:.1f} | {l["p99"]:.1f} | {num(workers * 1e6 / msgs, "{:.0f} µs")} | {"in the workers" if db is None else num(db * 1e6 / msgs, "{:.0f} µs")} |')
 notes = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks-notes.md")
 if os.path.exists(notes):
     print()

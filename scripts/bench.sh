@@ -6,7 +6,9 @@
 # from the results. Loopback only; every run is bounded in count and time.
 #
 #   scripts/bench.sh            the full suite (about 6 minutes here), rewrites docs/BENCHMARKS.md
-#   scripts/bench.sh --smoke    small N, under a minute, checks nothing is lost; writes nothing
+#   scripts/bench.sh --smoke    small N, about a minute, checks nothing is lost; writes nothing
+# Redis, PostgreSQL and MariaDB must answer (scripts/services.sh starts them when they do not):
+# workload 9 runs the room chat on each store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=0
@@ -25,15 +27,20 @@ cleanup() {
   [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
+  services_cleanup
 }
+# Redis, PostgreSQL and MariaDB for the store runs (workload 9), started if none answers.
+. scripts/services.sh
 trap cleanup EXIT
 
-# start_system <gateways>: a fresh system in $WORK with this many gateway processes.
+# start_system <gateways> [store]: a fresh system in $WORK with this many gateway processes,
+# its chat store at the URL given (default: SQLite in its run directory).
 start_system() {
   (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
   rm -rf "$WORK/run"
   # Below the ephemeral range (32768+), where outgoing connections would collide with it.
   local base=$((22000 + RANDOM % 10000))
+  local store=${2:-sqlite:$WORK/run/chat.db}
   cat > "$WORK/switchboard.toml" <<TOML
 # The benchmark's system: everything on 127.0.0.1, the per-IP connection limit lifted (the load
 # comes from a few loopback addresses) and the chat's per-connection message limit off.
@@ -52,7 +59,8 @@ max_connections_per_ip = 0
 max_pending_handshakes_per_ip = 0
 rate_limit = 0.0
 [events]
-store = "sqlite:$WORK/run/chat.db"
+store = "$store"
+redis_prefix = "bench-$base:"
 rate_limit = 0.0
 upstream_url = "http://127.0.0.1:$UPSTREAM_PORT/api/{method}"
 TOML
@@ -86,6 +94,55 @@ print(f'    {r["connections"]} conns, offered {r["offered_msgs_per_second"]:.0f}
 PY
 }
 
+# Each store's room chat (workload 9): the same 1 000 connections in rooms of 50 on SQLite (in the
+# workers), Redis, PostgreSQL and MariaDB (the servers scripts/test.sh uses). The database
+# server's own CPU in the window is read from /proc (every process of that name: PostgreSQL
+# forks one per connection) and added to the run's JSON as `store_cpu_secs`.
+db_cpu() { # db_cpu <process name>: CPU seconds of every process of that name now
+  python3 - "$1" <<'PY'
+import os, sys
+tick, total = os.sysconf("SC_CLK_TCK"), 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    if comm == sys.argv[1]:
+        total += int(rest[11]) + int(rest[12])
+print(total / tick)
+PY
+}
+store_runs() { # store_runs <rates...>
+  local pg_admin=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test} my_admin=${MYSQL_URL:-mysql://root@127.0.0.1:3306/test}
+  local db="bench_$$" kind url proc before
+  PGOPTIONS="--client-min-messages=warning" psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  mariadb -h 127.0.0.1 -P "${MYSQL_PORT:-3306}" -u root -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db"
+  for kind in sqlite redis postgres mysql; do
+    case $kind in
+      sqlite) url=""; proc="" ;;
+      redis) url="redis://127.0.0.1:6379"; proc=redis-server ;;
+      postgres) url="${pg_admin%/*}/$db"; proc=postgres ;;
+      mysql) url="${my_admin%/*}/$db"; proc=mariadbd ;;
+    esac
+    start_system 2 "$url"
+    for rate in "$@"; do
+      before=$([ -n "$proc" ] && db_cpu "$proc" || echo 0)
+      bench "9-store-$kind-r$rate" --workload room --connections "${STORE_CONNS:-1000}" --room-size 50 --rate "$rate" --duration "${STORE_SECS:-10}" --sources "$(sources 2)"
+      python3 - "$RESULTS/9-store-$kind-r$rate.json" "$kind" "$before" "$([ -n "$proc" ] && db_cpu "$proc" || echo 0)" <<'PY'
+import json, sys
+path, kind, before, after = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+r = json.load(open(path))
+r["store"], r["store_cpu_secs"] = kind, (after - before if kind != "sqlite" else None)
+json.dump(r, open(path, "w"))
+PY
+    done
+  done
+  (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
+  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+  mariadb -h 127.0.0.1 -P "${MYSQL_PORT:-3306}" -u root -e "DROP DATABASE IF EXISTS $db"
+}
+
 sources() { # sources <n>: 127.0.0.2 … 127.0.0.<n+1>
   seq 2 $(($1 + 1)) | sed 's/^/127.0.0./' | paste -sd, -
 }
@@ -101,6 +158,8 @@ if [ $SMOKE = 1 ]; then
   bench smoke-hold-goim --workload hold --transport goim --connections 200 --duration 2 --drain 0.5 --beat 1
   bench smoke-hold --workload hold --connections 2000 --processes 2 --duration 2 --drain 0.5 --beat 1 --sources "$(sources 2)"
   bench smoke-login --workload login --connections 100 --duration 3 --drain 0
+  STORE_CONNS=100 STORE_SECS=2 store_runs 4
+  start_system 2
   bench smoke-proxy --workload proxy --connections 40 --rate 4 --duration 2 --drain 2
   (sleep 1 && cd "$WORK" && "$BIN" reload >/dev/null) &
   bench smoke-reload --workload room --connections 100 --room-size 10 --rate 4 --duration 4 --drain 3
@@ -147,6 +206,7 @@ wait $!
 # The run only counts if the workers really were replaced under it.
 grep -q "reloaded" "$WORK/reload.out" || { echo "reload did not happen: $(cat "$WORK/reload.out")" >&2; exit 1; }
 echo "    $(cat "$WORK/reload.out")"
+store_runs 4 8
 # The login storm on a system of its own: its 5000 agents leaving afterwards is a storm too,
 # which would slow whatever ran next.
 start_system 2
