@@ -4,6 +4,7 @@
 
 pub mod cut;
 pub mod fake_line;
+pub mod hosts;
 pub mod replica;
 pub mod sqldb;
 
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -45,15 +46,29 @@ impl Proc {
     }
 
     pub fn start_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::start_in(None, name, args, env)
+    }
+
+    /// Starts the binary inside network namespace `netns` when given (`common::hosts`).
+    pub fn start_in(netns: Option<&str>, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = log_dir().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(args)
             .env("SWITCHBOARD_LOG", "info")
             .env_remove("SWITCHBOARD_SECRET_KEY")
             .env_remove("SWITCHBOARD_AGENT_SECRET")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
+            // What a command prints (a bench's report) lands in the log beside its logging.
+            .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .spawn()
             .expect("spawn switchboard");

@@ -1,0 +1,57 @@
+//! Separate test hosts on this machine (`scripts/hosts.sh`): network namespaces on a bridge, each
+//! with its own address and network stack, so what crosses between "servers" crosses a real
+//! link that a test can cut. Removed when dropped, with whatever still runs inside.
+#![allow(dead_code)]
+
+use super::Proc;
+use std::process::Command;
+
+pub struct Hosts {
+    set: u8,
+}
+
+fn script(args: &[&str]) -> std::process::Output {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hosts.sh");
+    let out = Command::new(path).args(args).output().expect("scripts/hosts.sh");
+    assert!(out.status.success(), "scripts/hosts.sh {args:?} failed (it needs root and iproute2):\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+impl Hosts {
+    /// Hosts 1..=n of set `set` (10.`set`.0.0/24; the tests' clients stay in this namespace,
+    /// at 10.`set`.0.1 on the bridge).
+    pub fn up(set: u8, n: usize) -> Hosts {
+        script(&["up", &set.to_string(), &n.to_string()]);
+        Hosts { set }
+    }
+
+    /// Host `i`'s address.
+    pub fn ip(&self, i: usize) -> String {
+        format!("10.{}.0.{}", self.set, 10 + i)
+    }
+
+    pub fn netns(&self, i: usize) -> String {
+        format!("sb{}h{i}", self.set)
+    }
+
+    /// Runs the switchboard binary on host `i`.
+    pub fn start(&self, i: usize, name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::start_in(Some(&self.netns(i)), name, args, env)
+    }
+
+    /// Takes host `i` off the network (its link goes down), as a partition would.
+    pub fn cut(&self, i: usize) {
+        script(&["cut", &self.set.to_string(), &i.to_string()]);
+    }
+
+    pub fn heal(&self, i: usize) {
+        script(&["heal", &self.set.to_string(), &i.to_string()]);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hosts.sh");
+        let _ = Command::new(path).args(["down", &self.set.to_string()]).output();
+    }
+}
