@@ -7,12 +7,14 @@
 #
 #   scripts/bench.sh            the full suite (about 6 minutes here), rewrites docs/BENCHMARKS.md
 #   scripts/bench.sh --smoke    small N, about a minute, checks nothing is lost; writes nothing
+#   scripts/bench.sh --stores   workload 9 only (each store), its table printed; writes nothing
 # Redis, PostgreSQL and MariaDB must answer (scripts/services.sh starts them when they do not):
 # workload 9 runs the room chat on each store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SMOKE=0
+SMOKE=0 STORES=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
+[ "${1:-}" = "--stores" ] && STORES=1
 cargo build --release --quiet
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/switchboard
 WORK=$(mktemp -d)
@@ -183,6 +185,12 @@ if os.environ.get("BENCH_SMOKE_REPORT"):
     os.system(f"python3 scripts/bench-report.py {sys.argv[1]}")
 sys.exit(1 if bad else 0)
 PY
+  exit 0
+fi
+
+if [ $STORES = 1 ]; then
+  store_runs 4 8
+  python3 scripts/bench-report.py "$RESULTS" | sed -n '/^Stores/,/^$/p'
   exit 0
 fi
 

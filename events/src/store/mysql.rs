@@ -104,6 +104,14 @@ impl MySqlStore {
         Ok(MySqlStore { pool })
     }
 
+    /// The message this sender already stored under `m`'s `cid` in `m`'s thread.
+    async fn sent_before(&self, m: &NewMessage) -> Result<Option<StoredMessage>> {
+        let Some(cid) = &m.cid else { return Ok(None) };
+        let sql = format!("SELECT {MSG_COLS} FROM messages WHERE dedup = ?");
+        let key = dedup_key(&m.thread, &m.sender, cid);
+        sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?.as_ref().map(row_message).transpose()
+    }
+
     /// The schema version the database is at (0: empty).
     pub async fn version(&self) -> Result<i64> {
         let exists: i64 = sqlx::query_scalar(
@@ -192,27 +200,23 @@ const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, crea
 #[async_trait]
 impl Store for MySqlStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
+        // As in `postgres`: a re-sent `cid` found by one plain read, then the counter and the
+        // message in one short transaction. `LAST_INSERT_ID(expr)` hands the counter's new
+        // value back in the upsert's own answer, so no read is needed under the lock; a racing
+        // copy of one `cid` hits the dedup key and is answered with the first copy.
+        if let Some(old) = self.sent_before(&m).await? {
+            return Ok(Inserted::Duplicate(old));
+        }
+        let dedup = m.cid.as_deref().map(|cid| dedup_key(&m.thread, &m.sender, cid));
+        let ts = now_ms();
+        let dest = serde_json::Value::Object(m.to.clone()).to_string();
         let mut tx = self.pool.begin().await?;
-        // The counter row's lock orders this thread's writers (see `postgres`).
-        sqlx::query("INSERT INTO threads (thread, last) VALUES (?, 1) ON DUPLICATE KEY UPDATE last = last + 1")
+        let counted = sqlx::query("INSERT INTO threads (thread, last) VALUES (?, LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE last = LAST_INSERT_ID(last + 1)")
             .bind(&m.thread)
             .execute(&mut *tx)
             .await?;
-        let id: i64 = sqlx::query_scalar("SELECT last FROM threads WHERE thread = ?").bind(&m.thread).fetch_one(&mut *tx).await?;
-        let dedup = m.cid.as_deref().map(|cid| dedup_key(&m.thread, &m.sender, cid));
-        if let Some(key) = &dedup {
-            let sql = format!("SELECT {MSG_COLS} FROM messages WHERE dedup = ?");
-            if let Some(old) = sqlx::query(&sql).bind(key).fetch_optional(&mut *tx).await? {
-                // Rolled back at once (a dropped transaction would keep the counter's lock
-                // until its connection is next used): the counter does not move for a duplicate.
-                let old = row_message(&old)?;
-                tx.rollback().await?;
-                return Ok(Inserted::Duplicate(old));
-            }
-        }
-        let ts = now_ms();
-        let dest = serde_json::Value::Object(m.to.clone()).to_string();
-        sqlx::query(
+        let id = i64::try_from(counted.last_insert_id()).map_err(|_| StoreError::Corrupt("a thread counter beyond i64".into()))?;
+        let inserted = sqlx::query(
             "INSERT INTO messages (thread, id, sender, from_uid, from_name, cid, dedup, content, dest, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&m.thread)
@@ -226,9 +230,23 @@ impl Store for MySqlStore {
         .bind(&dest)
         .bind(ts)
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Inserted::New(StoredMessage::stored(m, id, ts)))
+        .await;
+        match inserted {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(Inserted::New(StoredMessage::stored(m, id, ts)))
+            }
+            // Rolled back at once (a dropped transaction keeps the counter's lock until its
+            // connection is next used): the counter does not move for a duplicate.
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                tx.rollback().await?;
+                self.sent_before(&m).await?.map(Inserted::Duplicate).ok_or_else(|| e.into())
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e.into())
+            }
+        }
     }
 
     async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>> {

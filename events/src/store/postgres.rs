@@ -4,8 +4,8 @@
 //! sqlx's pool (`store_pool` connections, `store_timeout` to get one); every operation that
 //! must be atomic across workers is one statement or one transaction in the database: a
 //! message's id comes from a per-thread counter row whose lock orders that thread's writers
-//! (ids without gaps, and a re-sent `cid` is looked up only once the lock is held), assignment
-//! is one conditional UPDATE. The schema is versioned (`switchboard_schema`); migrations run at
+//! (ids without gaps; the counter and the message are one statement, one round trip), a
+//! re-sent `cid` is caught by a unique index, assignment is one conditional UPDATE. The schema is versioned (`switchboard_schema`); migrations run at
 //! start under an advisory lock, so ten workers starting at once migrate once, and a store
 //! refuses to start on a schema newer than it knows.
 
@@ -72,6 +72,13 @@ impl PgStore {
         let _ = sqlx::Connection::close(first).await;
         let pool = PgPoolOptions::new().max_connections(pool.max_connections.max(1)).acquire_timeout(pool.acquire_timeout).connect(url).await?;
         Ok(PgStore { pool })
+    }
+
+    /// The message this sender already stored under `m`'s `cid` in `m`'s thread.
+    async fn sent_before(&self, m: &NewMessage) -> Result<Option<StoredMessage>> {
+        let Some(cid) = &m.cid else { return Ok(None) };
+        let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = $1 AND sender = $2 AND cid = $3");
+        sqlx::query(&sql).bind(&m.thread).bind(&m.sender).bind(cid).fetch_optional(&self.pool).await?.as_ref().map(row_message).transpose()
     }
 
     /// The schema version the database is at (0: empty).
@@ -142,32 +149,24 @@ const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, crea
 #[async_trait]
 impl Store for PgStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
-        let mut tx = self.pool.begin().await?;
-        // The counter row's lock orders this thread's writers; a `cid` is looked up once it
-        // is held, so two workers given the same re-sent message agree on which is first.
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO threads (thread, last) VALUES ($1, 1) ON CONFLICT (thread) DO UPDATE SET last = threads.last + 1 RETURNING last",
-        )
-        .bind(&m.thread)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(cid) = &m.cid {
-            let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = $1 AND sender = $2 AND cid = $3");
-            if let Some(old) = sqlx::query(&sql).bind(&m.thread).bind(&m.sender).bind(cid).fetch_optional(&mut *tx).await? {
-                // Rolled back at once (a dropped transaction would keep the counter's lock
-                // until its connection is next used): the counter does not move for a duplicate.
-                let old = row_message(&old)?;
-                tx.rollback().await?;
-                return Ok(Inserted::Duplicate(old));
-            }
+        // A re-sent `cid` is found with one plain read: a client's retry costs no lock.
+        if let Some(old) = self.sent_before(&m).await? {
+            return Ok(Inserted::Duplicate(old));
         }
+        // Then one statement, committed on its own (one round trip): the thread's counter row
+        // moves and the message is inserted with its value. The counter row's lock, held to
+        // the commit, orders the thread's writers, so ids have no gaps. Two copies of one
+        // `cid` racing past the read above: the second violates the dedup index, its whole
+        // statement (counter included) rolls back, and the first copy is what it gets.
         let ts = now_ms();
         let dest = serde_json::Value::Object(m.to.clone()).to_string();
-        sqlx::query(
-            "INSERT INTO messages (thread, id, sender, from_uid, from_name, cid, content, dest, ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "WITH n AS (INSERT INTO threads (thread, last) VALUES ($1, 1) \
+                        ON CONFLICT (thread) DO UPDATE SET last = threads.last + 1 RETURNING last) \
+             INSERT INTO messages (thread, id, sender, from_uid, from_name, cid, content, dest, ts) \
+             SELECT $1, n.last, $2, $3, $4, $5, $6, $7, $8 FROM n RETURNING id",
         )
         .bind(&m.thread)
-        .bind(id)
         .bind(&m.sender)
         .bind(&m.from_uid)
         .bind(&m.from_name)
@@ -175,10 +174,15 @@ impl Store for PgStore {
         .bind(&m.content)
         .bind(&dest)
         .bind(ts)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Inserted::New(StoredMessage::stored(m, id, ts)))
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(id) => Ok(Inserted::New(StoredMessage::stored(m, id, ts))),
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                self.sent_before(&m).await?.map(Inserted::Duplicate).ok_or_else(|| e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>> {
