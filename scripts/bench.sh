@@ -190,7 +190,7 @@ fi
 
 if [ $STORES = 1 ]; then
   store_runs 4 8
-  python3 scripts/bench-report.py "$RESULTS" | sed -n '/^Stores/,/^$/p'
+  python3 scripts/bench-report.py "$RESULTS" | awk '/^Stores/ { p = 1 } p && /^## / { exit } p'
   exit 0
 fi
 
