@@ -41,10 +41,15 @@ case $cmd in
     done
     ;;
   down)
+    # Best effort, every step: whatever is left of a set (a test that died halfway) goes too.
     for n in $(ip netns list | awk '{print $1}' | grep -E "^sb${set}h[0-9]+$" || true); do
       # Whatever still runs inside goes with it.
       for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-      ip netns del "$n"
+      ip netns del "$n" 2>/dev/null || true
+    done
+    # A namespace whose last process is slow to die keeps its link a moment: remove the ports.
+    for p in $(ip -br link | awk '{print $1}' | sed 's/@.*//' | grep -E "^sb${set}h[0-9]+p$" || true); do
+      ip link del "$p" 2>/dev/null || true
     done
     ip link del "$br" 2>/dev/null || true
     ;;

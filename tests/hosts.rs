@@ -12,16 +12,21 @@ use std::time::Duration;
 
 const SECRET: &str = "hosts-secret";
 
-/// Host 1: register and gateway a; host 2: gateway b; host 3: two chat workers; host 4: Redis
-/// (the store) and, later, the load generator. Fixed ports: each host has its own stack.
+/// Host 1: a register and gateway a; host 2: gateway b (and a second register when asked);
+/// host 3: two chat workers; host 4: Redis, the store; hosts 5 and 6: the load generator or
+/// gateways started later. Fixed ports: each host has its own stack.
 struct Deployment {
-    hosts: Hosts,
     _redis: Background,
-    _register: Proc,
-    _a: Proc,
+    registers: Vec<Proc>,
+    /// Every register's address, comma-separated, as `--register` takes them.
+    reg: String,
+    a: Proc,
     _b: Proc,
-    _workers: Vec<Proc>,
-    dir: TempDir,
+    workers: Vec<Proc>,
+    config: std::path::PathBuf,
+    _dir: TempDir,
+    /// Last: dropped after every process in it.
+    hosts: Hosts,
 }
 
 /// A process other than switchboard inside a host, killed when dropped.
@@ -35,8 +40,8 @@ impl Drop for Background {
 }
 
 impl Deployment {
-    async fn start(set: u8) -> Deployment {
-        let hosts = Hosts::up(set, 5);
+    async fn start(set: u8, registers: usize) -> Deployment {
+        let hosts = Hosts::up(set, 6);
         let dir = TempDir(std::env::temp_dir().join(format!("sb-hosts-{set}-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0).expect("dir");
         let redis = Background(
@@ -47,30 +52,21 @@ impl Deployment {
                 .spawn()
                 .expect("redis-server"),
         );
-        let reg = format!("{}:1236", hosts.ip(1));
-        let register = hosts.start(1, &format!("h{set}-register"), &["register", "--listen", &reg], &[]);
-        let gateway = |i: usize, name: &str| {
-            let (ip, listen) = (hosts.ip(i), format!("{}:7272", hosts.ip(i)));
-            hosts.start(
-                i,
-                &format!("h{set}-gateway-{name}"),
-                &["gateway", "--register", &reg, "--listen", &listen, "--lan-ip", &ip, "--inner-port", "2300"],
-                &[],
-            )
-        };
-        let (a, b) = (gateway(1, "a"), gateway(2, "b"));
+        let reg = (1..=registers).map(|i| format!("{}:1236", hosts.ip(i))).collect::<Vec<_>>().join(",");
+        let registers = (1..=registers).map(|i| start_register_on(&hosts, set, i)).collect();
+        let (a, b) = (start_gateway_on(&hosts, set, 1, &reg), start_gateway_on(&hosts, set, 2, &reg));
         let config = dir.0.join("switchboard.toml");
         std::fs::write(&config, format!("[events]\nstore = \"redis://{}:6379\"\nredis_prefix = \"hosts{set}:\"\n", hosts.ip(4))).expect("config");
-        let workers = (1..=2)
-            .map(|i| {
-                let name = format!("chat{i}");
-                let args = ["--config", config.to_str().expect("path"), "business", "--register", &reg, "--name", &name];
-                hosts.start(3, &format!("h{set}-chat-worker-{i}"), &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
-            })
-            .collect();
-        wait_log(&a, "business worker connected", 2).await;
-        wait_log(&b, "business worker connected", 2).await;
-        Deployment { hosts, _redis: redis, _register: register, _a: a, _b: b, _workers: workers, dir }
+        let mut d = Deployment { hosts, _redis: redis, registers, reg, a, _b: b, workers: Vec::new(), config, _dir: dir };
+        d.workers = (1..=2).map(|i| d.start_worker(&format!("chat{i}"))).collect();
+        wait_log(&d.a, "business worker connected", 2).await;
+        wait_log(&d._b, "business worker connected", 2).await;
+        d
+    }
+
+    fn start_worker(&self, name: &str) -> Proc {
+        let args = ["--config", self.config.to_str().expect("path"), "business", "--register", &self.reg, "--name", name];
+        self.hosts.start(3, &format!("{}-{name}", self.hosts.netns(3)), &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
     }
 
     fn ws(&self, i: usize) -> String {
@@ -78,12 +74,37 @@ impl Deployment {
     }
 }
 
+fn start_register_on(hosts: &Hosts, set: u8, i: usize) -> Proc {
+    hosts.start(i, &format!("h{set}-register-{i}"), &["register", "--listen", &format!("{}:1236", hosts.ip(i))], &[])
+}
+
+/// A gateway on host `i`, its clients at `ws://<host i>:7272`.
+fn start_gateway_on(hosts: &Hosts, set: u8, i: usize, reg: &str) -> Proc {
+    let (ip, listen) = (hosts.ip(i), format!("{}:7272", hosts.ip(i)));
+    let args = ["gateway", "--register", reg, "--listen", &listen, "--lan-ip", &ip, "--inner-port", "2300"];
+    hosts.start(i, &format!("h{set}-gateway-{i}"), &args, &[])
+}
+
+/// `from` says `content` in room `r`; `to` must hear it within a second.
+async fn heard_within_a_second(from: &mut Client, to: &mut Client, content: &str) {
+    let sent = std::time::Instant::now();
+    from.send_json(json!({"method": "say", "room": "r", "content": content, "cid": content})).await;
+    to.next_where(|m| m["method"] == "say" && m["room"] == "r" && m["content"] == content).await;
+    assert!(sent.elapsed() < Duration::from_secs(1), "{content:?} took {:?}", sent.elapsed());
+}
+
+async fn in_room(url: &str, id: &str) -> Client {
+    let (mut c, _) = agent_with(url, SECRET, "5", id, id).await;
+    c.request(json!({"method": "join", "room": "r"}), "join").await;
+    c
+}
+
 /// Chat across hosts, both ways: a visitor on one host's gateway and its agent on another's, a
 /// room whose members are split over both, private messages between agents; every message
 /// arrives exactly once while the load generator, on a fifth host, runs a room load of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_across_hosts_loses_nothing() {
-    let d = Deployment::start(175).await;
+    let d = Deployment::start(175, 1).await;
     let (ws_a, ws_b) = (d.ws(1), d.ws(2));
 
     // The load generator on host 5, against gateway b, for the whole of the test.
@@ -148,7 +169,6 @@ async fn chat_across_hosts_loses_nothing() {
         assert_eq!(report[k], 0, "load generator {k}: {report}");
     }
     assert!(report["deliveries_received"].as_u64().unwrap_or(0) > 0, "{report}");
-    drop(d.dir);
 }
 
 /// A gateway host cut off the network stalls nobody else: workers started while it is
@@ -157,41 +177,23 @@ async fn chat_across_hosts_loses_nothing() {
 /// chat on, every message within a second. Healed, the host serves again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_gateway_host_stalls_nobody_else() {
-    let mut d = Deployment::start(176).await;
+    let mut d = Deployment::start(176, 1).await;
     let ws_a = d.ws(1);
-    let (mut a1, _) = agent_with(&ws_a, SECRET, "5", "a1", "Ana").await;
-    let (mut a2, _) = agent_with(&ws_a, SECRET, "5", "a2", "Bo").await;
-    for c in [&mut a1, &mut a2] {
-        c.request(json!({"method": "join", "room": "r"}), "join").await;
-    }
+    let (mut a1, mut a2) = (in_room(&ws_a, "a1").await, in_room(&ws_a, "a2").await);
 
     d.hosts.cut(2);
     // New workers, which learn of both gateways from the register and cannot reach b.
-    let config = d.dir.0.join("switchboard.toml");
-    let reg = format!("{}:1236", d.hosts.ip(1));
-    for w in d._workers.iter_mut() {
+    for w in d.workers.iter_mut() {
         w.kill();
     }
-    d._workers = (1..=2)
-        .map(|i| {
-            let name = format!("chat{i}");
-            let args = ["--config", config.to_str().expect("path"), "business", "--register", &reg, "--name", &name];
-            d.hosts.start(3, &format!("h176-chat-worker-new-{i}"), &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
-        })
-        .collect();
-    wait_log(&d._a, "business worker connected", 4).await;
+    d.workers = (1..=2).map(|i| d.start_worker(&format!("new{i}"))).collect();
+    wait_log(&d.a, "business worker connected", 4).await;
 
     // Sessions survive on gateway a; the new workers serve them while b is a black hole.
-    let mut slowest = Duration::ZERO;
     for k in 0..20 {
-        let sent = std::time::Instant::now();
-        a1.send_json(json!({"method": "say", "room": "r", "content": format!("k{k}"), "cid": format!("c{k}")})).await;
-        let m = a2.next_where(|m| m["method"] == "say" && m["room"] == "r").await;
-        assert_eq!(m["content"], format!("k{k}"));
-        slowest = slowest.max(sent.elapsed());
+        heard_within_a_second(&mut a1, &mut a2, &format!("k{k}")).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(slowest < Duration::from_secs(1), "a message took {slowest:?} while gateway b was unreachable");
 
     // Healed: b serves again, without a restart, and its clients meet a's.
     d.hosts.heal(2);
@@ -210,8 +212,40 @@ async fn a_cut_gateway_host_stalls_nobody_else() {
         }
     })
     .await;
-    let (mut b1, _) = agent_with(&ws_b, SECRET, "5", "b1", "B").await;
-    b1.request(json!({"method": "join", "room": "r"}), "join").await;
-    b1.send_json(json!({"method": "say", "room": "r", "content": "back", "cid": "back"})).await;
-    a2.next_where(|m| m["method"] == "say" && m["content"] == "back").await;
+    let mut b1 = in_room(&ws_b, "b1").await;
+    heard_within_a_second(&mut b1, &mut a2, "back").await;
+}
+
+/// Two registers on two hosts: killing one, or cutting the other off, leaves traffic as it was,
+/// and a gateway started afterwards is found by every worker through the one that is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_of_two_registers_can_go() {
+    let mut d = Deployment::start(177, 2).await;
+    let ws_a = d.ws(1);
+    let (mut a1, mut a2) = (in_room(&ws_a, "a1").await, in_room(&ws_a, "a2").await);
+    heard_within_a_second(&mut a1, &mut a2, "before").await;
+
+    // Register 1 dies: chat goes on; a gateway started now on host 5 is found through register 2.
+    d.registers[0].kill();
+    heard_within_a_second(&mut a1, &mut a2, "register 1 dead").await;
+    let e = start_gateway_on(&d.hosts, 177, 5, &d.reg);
+    wait_log(&e, "business worker connected", 2).await;
+    let mut e1 = in_room(&d.ws(5), "e1").await;
+    heard_within_a_second(&mut e1, &mut a2, "from e, via register 2").await;
+
+    // Register 1 comes back, and register 2's host (with gateway b) is cut off: chat between a
+    // and e goes on, and a gateway started on host 6 is found through register 1.
+    d.registers[0] = start_register_on(&d.hosts, 177, 1);
+    wait_log(&d.a, "registering gateway", 3).await;
+    d.hosts.cut(2);
+    heard_within_a_second(&mut a1, &mut e1, "register 2 cut off").await;
+    let f = start_gateway_on(&d.hosts, 177, 6, &d.reg);
+    wait_log(&f, "business worker connected", 2).await;
+    // Logging in asks every gateway who is there: b, cut off, is given up on within a second
+    // of the others' answers (PHP's worker waited out its timeouts, 10 s and more).
+    let started = std::time::Instant::now();
+    let mut f1 = in_room(&d.ws(6), "f1").await;
+    assert!(started.elapsed() < Duration::from_secs(3), "a login took {:?} with a gateway cut off", started.elapsed());
+    heard_within_a_second(&mut f1, &mut e1, "from f, via register 1").await;
+    heard_within_a_second(&mut a1, &mut f1, "and back").await;
 }

@@ -9,10 +9,11 @@ use crate::query::{Pool, QueryError};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use gateway::protocol::php::{self, Key, Value};
 use gateway::protocol::{AllTarget, ClientId, Command, Id, InvalidClientId, Message, SelectWhere};
 use register::client::{fetch_gateways, ClientConfig, LookupError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -57,6 +58,9 @@ pub struct Api {
 /// How long a remote API trusts a gateway list from the register (PHP caches ~1 s).
 const ADDRESS_CACHE: Duration = Duration::from_secs(1);
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer `query_all` waits for a gateway once another has answered: replies of the
+/// same query from gateways on one network come within milliseconds of each other.
+const STRAGGLER: Duration = Duration::from_secs(1);
 
 fn ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Id> {
     names.into_iter().map(Id::from).collect()
@@ -185,16 +189,44 @@ impl Api {
         parse(gateway, &payload)
     }
 
-    /// Asks every gateway at once and collects `(gateway, reply)`.
+    /// Asks every gateway at once and collects `(gateway, reply)`. An unreachable gateway is
+    /// left out, as a gateway without a link is (its clients cannot be reached either), rather
+    /// than holding up the answer: one that has not answered [`STRAGGLER`] after the others
+    /// have is given up on and rests (`query::REST`). Any other failure fails the whole call.
     async fn query_all(&self, cmd: Command) -> Result<Vec<(String, Value)>> {
         let packet = cmd.into_packet().to_bytes();
         let gateways = self.gateways().await?;
-        let replies = join_all(gateways.iter().map(|g| async {
-            let payload = self.inner.pool.query(g, packet.clone()).await?;
-            Ok::<_, ApiError>((g.clone(), parse(g, &payload)?))
-        }))
-        .await;
-        replies.into_iter().collect()
+        let mut pending: FuturesUnordered<_> = gateways
+            .iter()
+            .map(|g| {
+                let packet = packet.clone();
+                async move { (g, self.inner.pool.query(g, packet).await) }
+            })
+            .collect();
+        let (mut out, mut settled, mut deadline) = (Vec::new(), HashSet::new(), None);
+        loop {
+            let next = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => pending.next().await,
+            };
+            let Some((g, reply)) = next else { break };
+            settled.insert(g);
+            match reply {
+                Ok(payload) => {
+                    out.push((g.clone(), parse(g, &payload)?));
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + STRAGGLER);
+                }
+                Err(e) if e.unreachable() => tracing::debug!("left out of a query to every gateway: {e}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for g in gateways.iter().filter(|g| !settled.contains(g)) {
+            self.inner.pool.rest(g);
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- sending
@@ -314,7 +346,8 @@ impl Api {
         }
         match self.query(&g, Command::IsOnline { conn: id.conn }).await {
             Ok(v) => Ok(int_of(&v) == 1),
-            Err(ApiError::Query(QueryError::Connect(..))) => Ok(false),
+            // A gateway that cannot be reached holds no client that can be.
+            Err(ApiError::Query(e)) if e.unreachable() => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -3,6 +3,12 @@
 //! Query replies carry no header, so they cannot share the persistent link that carries client
 //! events; each query uses a connection of its own, kept in a small pool per gateway so a busy
 //! worker does not pay a TCP handshake per query (PHP caches them for 50 s).
+//!
+//! An unreachable gateway (a partition: its connections neither answer nor close) must not
+//! stall the worker, as it does PHP's for 10–15 s (GatewayWorker#37): connects give up after
+//! [`CONNECT_TIMEOUT`], a gateway that timed out is not waited for again for [`REST`] (queries
+//! to it fail at once meanwhile), and a timed-out pooled connection is not retried on a fresh
+//! one, which would only wait again.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -20,7 +26,15 @@ pub struct Pool {
     secret_key: String,
     timeout: Duration,
     idle: Mutex<HashMap<String, Vec<(Instant, Conn)>>>,
+    /// Gateways that timed out, and until when they are not waited for.
+    resting: Mutex<HashMap<String, Instant>>,
 }
+
+/// A TCP connect between servers takes milliseconds; one that takes this long is into a black
+/// hole (the first SYN retransmit comes after 1 s).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a gateway that timed out is skipped before it is tried again.
+pub const REST: Duration = Duration::from_secs(5);
 
 /// How long an idle pooled connection is reused.
 const IDLE_FOR: Duration = Duration::from_secs(50);
@@ -36,11 +50,54 @@ pub enum QueryError {
     Closed(String),
     #[error("gateway {0}: {1}")]
     Frame(String, FrameError),
+    #[error("gateway {0} timed out a moment ago and is not waited for (a partition?)")]
+    Unreachable(String),
+}
+
+impl QueryError {
+    /// The gateway could not be reached (as opposed to answering badly).
+    pub fn unreachable(&self) -> bool {
+        matches!(self, QueryError::Connect(..) | QueryError::Timeout(..) | QueryError::Unreachable(_))
+    }
 }
 
 impl Pool {
     pub fn new(secret_key: String, timeout: Duration) -> Pool {
-        Pool { secret_key, timeout, idle: Mutex::new(HashMap::new()) }
+        Pool { secret_key, timeout, idle: Mutex::new(HashMap::new()), resting: Mutex::new(HashMap::new()) }
+    }
+
+    /// Stops waiting for `addr` for a while: it timed out.
+    pub fn rest(&self, addr: &str) {
+        if let Ok(mut r) = self.resting.lock() {
+            if r.insert(addr.to_string(), Instant::now() + REST).is_none() {
+                tracing::warn!(gateway = %addr, "gateway unreachable: not waited for during the next {REST:?}");
+            }
+        }
+        // Its pooled connections are as dead as the one that timed out.
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.remove(addr);
+        }
+    }
+
+    /// Fails at once while `addr` rests; forgets it when the rest is over.
+    fn check(&self, addr: &str) -> Result<(), QueryError> {
+        let Ok(mut r) = self.resting.lock() else { return Ok(()) };
+        match r.get(addr) {
+            Some(until) if Instant::now() < *until => Err(QueryError::Unreachable(addr.to_string())),
+            Some(_) => {
+                r.remove(addr);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Marks `addr` resting when `e` says it timed out.
+    fn noted<T>(&self, addr: &str, r: Result<T, QueryError>) -> Result<T, QueryError> {
+        if let Err(QueryError::Timeout(..) | QueryError::Connect(..)) = &r {
+            self.rest(addr);
+        }
+        r
     }
 
     fn take(&self, addr: &str) -> Option<Conn> {
@@ -64,9 +121,10 @@ impl Pool {
     }
 
     async fn connect(&self, addr: &str) -> Result<Conn, QueryError> {
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
+        let wait = CONNECT_TIMEOUT.min(self.timeout);
+        let stream = tokio::time::timeout(wait, TcpStream::connect(addr))
             .await
-            .map_err(|_| QueryError::Timeout(addr.to_string(), self.timeout))?
+            .map_err(|_| QueryError::Timeout(addr.to_string(), wait))?
             .map_err(|e| QueryError::Connect(addr.to_string(), e))?;
         let _ = stream.set_nodelay(true);
         let mut conn = Framed::new(stream, ReplyCodec { max_len: DEFAULT_MAX_PACKET });
@@ -79,9 +137,10 @@ impl Pool {
 
     /// Sends a packet that gets no reply.
     pub async fn command(&self, addr: &str, packet: Bytes) -> Result<(), QueryError> {
+        self.check(addr)?;
         let mut conn = match self.take(addr) {
             Some(c) => c,
-            None => self.connect(addr).await?,
+            None => self.noted(addr, self.connect(addr).await)?,
         };
         match conn.send(packet.clone()).await {
             Ok(()) => {
@@ -90,7 +149,7 @@ impl Pool {
             }
             // A pooled connection the gateway closed meanwhile: one retry on a fresh one.
             Err(_) => {
-                let mut conn = self.connect(addr).await?;
+                let mut conn = self.noted(addr, self.connect(addr).await)?;
                 conn.send(packet).await.map_err(|e| QueryError::Frame(addr.to_string(), e))?;
                 self.put(addr, conn);
                 Ok(())
@@ -100,13 +159,19 @@ impl Pool {
 
     /// Sends a query and waits for its reply payload (PHP-serialized bytes).
     pub async fn query(&self, addr: &str, packet: Bytes) -> Result<Bytes, QueryError> {
+        self.check(addr)?;
         if let Some(conn) = self.take(addr) {
-            if let Ok(reply) = self.ask(addr, conn, packet.clone()).await {
-                return Ok(reply);
+            match self.ask(addr, conn, packet.clone()).await {
+                Ok(reply) => return Ok(reply),
+                // Silence, not a closed connection: a fresh one would only wait again.
+                Err(e @ QueryError::Timeout(..)) => return self.noted(addr, Err(e)),
+                // A pooled connection the gateway closed meanwhile: one retry on a fresh one.
+                Err(_) => {}
             }
         }
-        let conn = self.connect(addr).await?;
-        self.ask(addr, conn, packet).await
+        let conn = self.noted(addr, self.connect(addr).await)?;
+        let reply = self.ask(addr, conn, packet).await;
+        self.noted(addr, reply)
     }
 
     async fn ask(&self, addr: &str, mut conn: Conn, packet: Bytes) -> Result<Bytes, QueryError> {

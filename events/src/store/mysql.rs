@@ -211,10 +211,11 @@ impl Store for MySqlStore {
         let ts = now_ms();
         let dest = serde_json::Value::Object(m.to.clone()).to_string();
         let mut tx = self.pool.begin().await?;
-        let counted = sqlx::query("INSERT INTO threads (thread, last) VALUES (?, LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE last = LAST_INSERT_ID(last + 1)")
-            .bind(&m.thread)
-            .execute(&mut *tx)
-            .await?;
+        let counted =
+            sqlx::query("INSERT INTO threads (thread, last) VALUES (?, LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE last = LAST_INSERT_ID(last + 1)")
+                .bind(&m.thread)
+                .execute(&mut *tx)
+                .await?;
         let id = i64::try_from(counted.last_insert_id()).map_err(|_| StoreError::Corrupt("a thread counter beyond i64".into()))?;
         let inserted = sqlx::query(
             "INSERT INTO messages (thread, id, sender, from_uid, from_name, cid, dedup, content, dest, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
