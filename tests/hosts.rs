@@ -65,8 +65,12 @@ impl Deployment {
     }
 
     fn start_worker(&self, name: &str) -> Proc {
+        self.start_worker_on(3, name)
+    }
+
+    fn start_worker_on(&self, host: usize, name: &str) -> Proc {
         let args = ["--config", self.config.to_str().expect("path"), "business", "--register", &self.reg, "--name", name];
-        self.hosts.start(3, &format!("{}-{name}", self.hosts.netns(3)), &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
+        self.hosts.start(host, &format!("{}-{name}", self.hosts.netns(host)), &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
     }
 
     fn ws(&self, i: usize) -> String {
@@ -248,4 +252,45 @@ async fn either_of_two_registers_can_go() {
     assert!(started.elapsed() < Duration::from_secs(3), "a login took {:?} with a gateway cut off", started.elapsed());
     heard_within_a_second(&mut f1, &mut e1, "from f, via register 1").await;
     heard_within_a_second(&mut a1, &mut f1, "and back").await;
+}
+
+/// A worker host cut off: the gateway stops routing to its workers within a bounded time (an
+/// inner link whose data goes unacknowledged for 15 s is closed, `register::keepalive`) and
+/// their clients' events go to the workers of another host. A message sent into the black hole
+/// was never acknowledged; its resend with the same `cid` is stored and delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_worker_host_hands_its_clients_to_another() {
+    let d = Deployment::start(178, 1).await;
+    let _more: Vec<Proc> = (1..=2).map(|i| d.start_worker_on(5, &format!("five{i}"))).collect();
+    wait_log(&d.a, "business worker connected", 4).await;
+    let ws_a = d.ws(1);
+    let mut listener = in_room(&ws_a, "listener").await;
+    let mut senders = Vec::new();
+    for i in 0..8 {
+        senders.push(in_room(&ws_a, &format!("s{i}")).await);
+    }
+
+    d.hosts.cut(3);
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for (i, c) in senders.iter_mut().enumerate() {
+        // As the client library does: resend what was not acknowledged, with the same cid.
+        let say = json!({"method": "say", "room": "r", "content": format!("x{i}"), "cid": format!("x{i}")});
+        loop {
+            c.send_json(say.clone()).await;
+            if c.next_within(Duration::from_secs(2), |m| m["method"] == "say_ack").await.is_some() {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(45), "sender {i}: not acknowledged 45 s after the cut");
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("every sender acknowledged {slowest:?} after the worker host was cut");
+    let mut heard: HashMap<String, usize> = HashMap::new();
+    while heard.len() < senders.len() {
+        let m = listener.next_where(|m| m["method"] == "say" && m["room"] == "r").await;
+        *heard.entry(m["content"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    listener.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
+    assert!(heard.values().all(|n| *n == 1), "a message was delivered twice: {heard:?}");
 }

@@ -279,14 +279,22 @@ impl Client {
 
     /// Waits for the first message matching `pred`, keeping the others for later.
     pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.backlog.iter().position(&pred) {
-            return self.backlog.remove(i).expect("index valid");
+        match self.next_within(WAIT, pred).await {
+            Some(v) => v,
+            None => panic!("client {}: expected message not received; backlog {:?}", self.id, self.backlog),
         }
-        let deadline = Instant::now() + WAIT;
+    }
+
+    /// `next_where`, giving up (`None`) after `wait`.
+    pub async fn next_within(&mut self, wait: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i);
+        }
+        let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let msg = match tokio::time::timeout(left, self.ws.next()).await {
-                Err(_) => panic!("client {}: expected message not received; backlog {:?}", self.id, self.backlog),
+                Err(_) => return None,
                 Ok(Some(Ok(m))) => m,
                 Ok(other) => panic!("client {}: connection ended: {other:?}", self.id),
             };
@@ -298,7 +306,7 @@ impl Client {
             };
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             if pred(&v) {
-                return v;
+                return Some(v);
             }
             self.backlog.push_back(v);
         }
