@@ -13,11 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Postgres,
-    MariaDb,
-}
+use super::sqldb::{run as sql, Kind};
 
 pub struct Replicated {
     kind: Kind,
@@ -135,7 +131,7 @@ impl Replicated {
             children.push(server.spawn().expect("mariadbd (install mariadb-server)"));
         }
         let pair = Replicated {
-            kind: Kind::MariaDb,
+            kind: Kind::MySql,
             dir,
             children,
             pg_bin: PathBuf::new(),
@@ -144,13 +140,13 @@ impl Replicated {
         };
         let base = |port: u16| format!("mysql://root@127.0.0.1:{port}/mysql");
         for port in [p1, p2] {
-            super::eventually("MariaDB answers", || async move { sql(Kind::MariaDb, &base(port), "SELECT 1").await.is_ok() }).await;
+            super::eventually("MariaDB answers", || async move { sql(Kind::MySql, &base(port), "SELECT 1").await.is_ok() }).await;
         }
         let follow = format!("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={p1}, MASTER_USER='root', MASTER_USE_GTID=slave_pos");
         for stmt in [follow.as_str(), "START SLAVE"] {
-            sql(Kind::MariaDb, &base(p2), stmt).await.expect("replica set up");
+            sql(Kind::MySql, &base(p2), stmt).await.expect("replica set up");
         }
-        sql(Kind::MariaDb, &base(p1), "CREATE DATABASE test").await.expect("database");
+        sql(Kind::MySql, &base(p1), "CREATE DATABASE test").await.expect("database");
         pair.caught_up().await;
         pair
     }
@@ -174,7 +170,7 @@ impl Replicated {
                 let q = format!("SELECT (pg_last_wal_replay_lsn() >= '{at}'::pg_lsn)::text");
                 text(self.kind, &self.replica, &q).await.is_ok_and(|t| t == "true")
             }
-            Kind::MariaDb => {
+            Kind::MySql => {
                 let Ok(at) = text(self.kind, &self.primary, "SELECT CAST(@@gtid_binlog_pos AS CHAR)").await else { return false };
                 let q = format!("SELECT CAST(MASTER_GTID_WAIT('{at}', 0) AS CHAR)");
                 text(self.kind, &self.replica, &q).await.is_ok_and(|t| t == "0")
@@ -186,7 +182,7 @@ impl Replicated {
     pub async fn pause(&self) {
         let stmt = match self.kind {
             Kind::Postgres => "SELECT pg_wal_replay_pause()",
-            Kind::MariaDb => "STOP SLAVE SQL_THREAD",
+            Kind::MySql => "STOP SLAVE SQL_THREAD",
         };
         sql(self.kind, &self.replica, stmt).await.expect("pause replay");
     }
@@ -194,7 +190,7 @@ impl Replicated {
     pub async fn resume(&self) {
         let stmt = match self.kind {
             Kind::Postgres => "SELECT pg_wal_replay_resume()",
-            Kind::MariaDb => "START SLAVE SQL_THREAD",
+            Kind::MySql => "START SLAVE SQL_THREAD",
         };
         sql(self.kind, &self.replica, stmt).await.expect("resume replay");
     }
@@ -206,7 +202,7 @@ impl Replicated {
                 let _ =
                     tool("postgres", &self.pg_bin.join("pg_ctl")).arg("-D").arg(self.dir.join("replica")).args(["-m", "immediate", "stop"]).output();
             }
-            Kind::MariaDb => {
+            Kind::MySql => {
                 if let Some(c) = self.children.get_mut(1) {
                     let _ = c.kill();
                     let _ = c.wait();
@@ -224,7 +220,7 @@ impl Drop for Replicated {
                     let _ = tool("postgres", &self.pg_bin.join("pg_ctl")).arg("-D").arg(self.dir.join(d)).args(["-m", "immediate", "stop"]).output();
                 }
             }
-            Kind::MariaDb => {
+            Kind::MySql => {
                 for c in self.children.iter_mut() {
                     let _ = c.kill();
                     let _ = c.wait();
@@ -235,21 +231,6 @@ impl Drop for Replicated {
     }
 }
 
-async fn sql(kind: Kind, url: &str, stmt: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    match kind {
-        Kind::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url).await?;
-            sqlx::raw_sql(stmt).execute(&mut c).await?;
-        }
-        Kind::MariaDb => {
-            let mut c = sqlx::MySqlConnection::connect(url).await?;
-            sqlx::raw_sql(stmt).execute(&mut c).await?;
-        }
-    }
-    Ok(())
-}
-
 async fn text(kind: Kind, url: &str, query: &str) -> Result<String, sqlx::Error> {
     use sqlx::Connection;
     match kind {
@@ -257,7 +238,7 @@ async fn text(kind: Kind, url: &str, query: &str) -> Result<String, sqlx::Error>
             let mut c = sqlx::PgConnection::connect(url).await?;
             sqlx::query_scalar(query).fetch_one(&mut c).await
         }
-        Kind::MariaDb => {
+        Kind::MySql => {
             let mut c = sqlx::MySqlConnection::connect(url).await?;
             sqlx::query_scalar(query).fetch_one(&mut c).await
         }

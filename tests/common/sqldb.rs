@@ -8,7 +8,7 @@
 use sqlx::Connection;
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
     Postgres,
     MySql,
 }
@@ -42,15 +42,17 @@ impl SqlDb {
     }
 }
 
-async fn run(kind: Kind, url: &str, sql: &str) -> Result<(), sqlx::Error> {
+/// Runs one statement on a connection of its own (as text: some, like `CHANGE MASTER`, cannot
+/// be prepared).
+pub async fn run(kind: Kind, url: &str, sql: &str) -> Result<(), sqlx::Error> {
     match kind {
         Kind::Postgres => {
             let mut c = sqlx::PgConnection::connect(url).await?;
-            sqlx::query(sql).execute(&mut c).await?;
+            sqlx::raw_sql(sql).execute(&mut c).await?;
         }
         Kind::MySql => {
             let mut c = sqlx::MySqlConnection::connect(url).await?;
-            sqlx::query(sql).execute(&mut c).await?;
+            sqlx::raw_sql(sql).execute(&mut c).await?;
         }
     }
     Ok(())
