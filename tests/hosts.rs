@@ -97,6 +97,20 @@ async fn heard_within_a_second(from: &mut Client, to: &mut Client, content: &str
     assert!(sent.elapsed() < Duration::from_secs(1), "{content:?} took {:?}", sent.elapsed());
 }
 
+/// Waits until a gateway (healed, restarted) serves chat again: an agent's login is answered.
+async fn until_it_serves(url: &str) {
+    eventually(&format!("{url} serves chat"), || {
+        let url = url.to_string();
+        async move {
+            let mut c = Client::chat(&url).await;
+            let token = mint_token(SECRET, "5", "probe");
+            let r = c.request(json!({"method": "login", "bid": "5", "customer_id": "probe", "customer_name": "P", "token": token}), "login").await;
+            r.get("code").is_none()
+        }
+    })
+    .await;
+}
+
 async fn in_room(url: &str, id: &str) -> Client {
     let (mut c, _) = agent_with(url, SECRET, "5", id, id).await;
     c.request(json!({"method": "join", "room": "r"}), "join").await;
@@ -202,20 +216,7 @@ async fn a_cut_gateway_host_stalls_nobody_else() {
     // Healed: b serves again, without a restart, and its clients meet a's.
     d.hosts.heal(2);
     let ws_b = d.ws(2);
-    eventually("gateway b serves chat again", || {
-        let ws_b = ws_b.clone();
-        async move {
-            let mut c = Client::chat(&ws_b).await;
-            let r = c
-                .request(
-                    json!({"method": "login", "bid": "5", "customer_id": "b1", "customer_name": "B", "token": mint_token(SECRET, "5", "b1")}),
-                    "login",
-                )
-                .await;
-            r.get("code").is_none()
-        }
-    })
-    .await;
+    until_it_serves(&ws_b).await;
     let mut b1 = in_room(&ws_b, "b1").await;
     heard_within_a_second(&mut b1, &mut a2, "back").await;
 }
@@ -293,4 +294,118 @@ async fn a_cut_worker_host_hands_its_clients_to_another() {
     }
     listener.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
     assert!(heard.values().all(|n| *n == 1), "a message was delivered twice: {heard:?}");
+}
+
+/// A gateway host cut off, its clients the client library in a browser: each notices the silence
+/// (its heartbeat goes unanswered), reconnects to the other host's gateway and catches up, so it
+/// shows every acknowledged message of the room once and in order; its own unacknowledged ones
+/// are resent and acknowledged. The other gateway's clients notice nothing: their latency stays
+/// within twice what it was. Healed, the host serves again without a restart, delivering once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_gateway_host_s_clients_move_over_and_catch_up() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let d = Deployment::start(179, 1).await;
+    let (ws_a, ws_b) = (d.ws(1), d.ws(2));
+    let (e2e, chromium) = (common::browser::e2e_dir(), common::browser::chromium());
+    let mut watcher = in_room(&ws_a, "watcher").await;
+    let (mut p, mut q) = (in_room(&ws_a, "p").await, in_room(&ws_a, "q").await);
+
+    // Four agents in Chromium, on gateway b first, with a as the other choice.
+    let agents: Vec<Value> = (1..=4).map(|i| json!({"id": format!("b{i}"), "token": mint_token(SECRET, "5", &format!("b{i}"))})).collect();
+    let mut node = tokio::process::Command::new("node")
+        .arg(e2e.join("failover.mjs"))
+        .arg(format!("http://{}:7272/switchboard-client.js", d.hosts.ip(1)))
+        .arg(json!([ws_b, ws_a]).to_string())
+        .arg(Value::from(agents).to_string())
+        .env("CHROMIUM", &chromium)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let mut to_page = node.stdin.take().expect("stdin");
+    let mut from_page = BufReader::new(node.stdout.take().expect("stdout")).lines();
+    let mut next_line = async |what: &str| -> String {
+        let line = tokio::time::timeout(Duration::from_secs(60), from_page.next_line()).await;
+        match line {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("the page never said {what}: {other:?}"),
+        }
+    };
+    assert_eq!(next_line("ready").await, "ready");
+
+    // p's messages, heard by q on the same gateway: the latency a's clients see, before and
+    // while b's clients fail over (every one acknowledged, so the moved agents must show it).
+    let mut acked = Vec::new();
+    let mut latency = async |phase: &str, n: usize, acked: &mut Vec<String>| -> Duration {
+        let mut took = Vec::new();
+        for k in 0..n {
+            let content = format!("p-{phase}-{k}");
+            let sent = std::time::Instant::now();
+            p.send_json(json!({"method": "say", "room": "r", "content": content, "cid": content})).await;
+            q.next_where(|m| m["method"] == "say" && m["content"] == content).await;
+            took.push(sent.elapsed());
+            p.next_where(|m| m["method"] == "say_ack" && m["cid"] == content).await;
+            acked.push(content);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        took.sort();
+        took[(took.len() * 99).div_ceil(100) - 1]
+    };
+    let before = latency("before", 20, &mut acked).await;
+    d.hosts.cut(2);
+    let during = latency("during", 50, &mut acked).await;
+    eprintln!("gateway a's clients: p99 {before:?} before the cut, {during:?} while b's clients moved over");
+    assert!(during <= before * 2 + Duration::from_millis(100), "a's clients noticed: p99 {before:?} -> {during:?}");
+
+    // Healed, b serves again; the agents, on a now, stop saying and everything is acknowledged.
+    d.hosts.heal(2);
+    until_it_serves(&ws_b).await;
+    let mut newcomer = in_room(&ws_b, "newcomer").await;
+    let last = "p-after-heal";
+    p.send_json(json!({"method": "say", "room": "r", "content": last, "cid": last})).await;
+    p.next_where(|m| m["method"] == "say_ack" && m["cid"] == last).await;
+    acked.push(last.to_string());
+    newcomer.next_where(|m| m["method"] == "say" && m["content"] == last).await;
+    newcomer.expect_none(Duration::from_millis(500), |m| m["method"] == "say" && m["content"] == last).await;
+    to_page.write_all(b"stop\n").await.expect("to the page");
+    assert_eq!(next_line("quiet").await, "quiet");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    to_page.write_all(b"report\n").await.expect("to the page");
+    let mut reports = Vec::new();
+    for _ in 0..4 {
+        let line = next_line("its report").await;
+        reports.push(serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+    }
+    for r in &reports {
+        acked.extend(r["acked"].as_array().expect("acked").iter().map(|c| c.as_str().unwrap_or_default().to_string()));
+    }
+
+    // Every acknowledged message, shown once by each moved agent, in id order…
+    for r in &reports {
+        assert!(r["url"].as_str().unwrap_or_default().starts_with(&ws_a), "agent {} ended on a: {r}", r["id"]);
+        assert!(r["opens"].as_u64().unwrap_or(0) >= 2, "agent {} reconnected: {r}", r["id"]);
+        let shown = r["shown"].as_array().expect("shown");
+        let mut times: HashMap<&str, usize> = HashMap::new();
+        for m in shown {
+            *times.entry(m["content"].as_str().unwrap_or_default()).or_default() += 1;
+        }
+        for c in &acked {
+            assert_eq!(times.get(c.as_str()), Some(&1), "agent {} showed {c:?} other than once", r["id"]);
+        }
+        assert!(times.values().all(|n| *n == 1), "agent {} showed something twice", r["id"]);
+        let ids: Vec<u64> = shown.iter().map(|m| m["id"].as_str().and_then(|i| i.parse().ok()).unwrap_or(0)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "agent {} showed messages out of order: {ids:?}", r["id"]);
+    }
+    // …and delivered once to a client that never moved.
+    let mut heard: HashMap<String, usize> = HashMap::new();
+    while !acked.iter().all(|c| heard.contains_key(c)) {
+        let m = watcher.next_where(|m| m["method"] == "say" && m["room"] == "r").await;
+        *heard.entry(m["content"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    watcher.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
+    assert!(heard.values().all(|n| *n == 1), "the watcher heard something twice");
+    eprintln!("{} acknowledged messages, each shown once by the 4 agents that moved", acked.len());
+    drop(to_page);
+    let _ = tokio::time::timeout(Duration::from_secs(10), node.wait()).await;
 }

@@ -15,13 +15,7 @@ use std::path::PathBuf;
 #[test]
 fn visitor_widget_and_agent_console_in_chromium() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let e2e = root.join("web/e2e");
-    assert!(
-        e2e.join("node_modules/playwright-core").exists() && e2e.join("node_modules/axe-core").exists(),
-        "playwright-core or axe-core is not installed: run `npm ci --prefix web/e2e` (scripts/test.sh and .ci/run do)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "Chromium is not installed at {chromium} (apt-get install chromium)");
+    let (e2e, chromium) = (common::browser::e2e_dir(), common::browser::chromium());
 
     let dir = std::env::temp_dir().join(format!("sb-web-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

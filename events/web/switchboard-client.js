@@ -1,17 +1,28 @@
 /*
- * Switchboard client library: one WebSocket that survives network blips.
+ * Switchboard client library: one connection that survives network blips and lost servers.
  *
- * - heartbeat: sends `beat` so the gateway keeps the connection;
- * - reconnect: exponential backoff with jitter after any close the page did not ask for;
+ * - heartbeat: sends `beat` so the gateway keeps the connection; when nothing has arrived for a
+ *   heartbeat period it sends `{"method":"heartbeat"}` instead, which a worker answers, and a
+ *   connection that stays silent `deadAfterMs` longer is given up as dead (a cut-off server
+ *   closes nothing: the browser would wait minutes for TCP to notice);
+ * - reconnect: exponential backoff with jitter after any close the page did not ask for; with
+ *   several gateway URLs, each attempt goes to the next one, and an attempt that has not opened
+ *   within `connectTimeoutMs` is abandoned for the next;
  * - resend: every `say` waits for its `say_ack`; unacknowledged ones are sent again, with the
  *   same `cid`, after a reconnect (the server never delivers a cid twice);
- * - exactly once on screen: `message` events are emitted once per (thread, id), whether a
- *   message arrives live, in a login's history or in a catch-up `history` after a reconnect;
+ * - catch-up: after a reconnect (and the page's login on 'open'), the library asks `history`
+ *   with `after_id` for each thread it has shown (the `catchUpThreads` most recent), page after
+ *   page, and holds that thread's live messages meanwhile, so the page sees what it missed in
+ *   order, before anything newer;
+ * - exactly once, in order: `message` events are emitted once per (thread, id), whether a
+ *   message arrives live, in a login's history or in a catch-up `history` after a reconnect,
+ *   and in id order within a thread (a message that overtook a lower id waits for it, at most
+ *   `gapMs`, then the gap is asked of `history`);
  * - fallback: where WebSocket is missing or never opens (twice in a row, and never opened on
  *   this page), the same messages go over HTTP long polling (`PollSocket`) from then on;
  *   `options.transport` = 'websocket' or 'polling' forces one.
  *
- * Usage: const c = new SwitchboardClient('ws://host:7272/');
+ * Usage: const c = new SwitchboardClient(['wss://a.example/', 'wss://b.example/']);
  *        c.on('open', () => c.send({method: 'visitor_login', bid: '1'}));
  *        c.on('message', m => show(m)); c.connect(); c.say({content: 'hi'});
  */
@@ -24,10 +35,30 @@
     return 'd:' + [m.from_uid, m.to_uid || m.with_uid].sort().join('|');
   }
 
+  /** The fields `history` takes for a message's thread, as seen by `me` (null: not known). */
+  function historyKey(m, me) {
+    if (m.conversation_id) return { conversation_id: String(m.conversation_id) };
+    if (m.room) return { room: String(m.room) };
+    if (!me || !m.to_uid) return null;
+    return { with_uid: String(m.from_uid === me ? m.to_uid : m.from_uid) };
+  }
+
+  /** The thread a `history` answer is about, as `threadOf` names it. */
+  function threadOfHistory(m, me) {
+    if (m.conversation_id || m.room) return threadOf(m);
+    if (m.with_uid && me) return threadOf({ from_uid: me, with_uid: m.with_uid });
+    return null;
+  }
+
   class SwitchboardClient {
-    constructor(url, options) {
-      this.url = url;
-      this.options = Object.assign({ heartbeatMs: 20000, minDelayMs: 300, maxDelayMs: 10000, transport: 'auto' }, options || {});
+    constructor(urls, options) {
+      this.urls = Array.isArray(urls) ? urls.slice() : [urls];
+      if (!this.urls.length) throw new Error('SwitchboardClient: no URL');
+      this.urlIndex = 0;
+      this.options = Object.assign({
+        heartbeatMs: 20000, deadAfterMs: 10000, connectTimeoutMs: 8000,
+        minDelayMs: 300, maxDelayMs: 10000, transport: 'auto', catchUp: true, catchUpThreads: 20, gapMs: 1000,
+      }, options || {});
       this.transport = this.options.transport === 'polling' ? 'polling' : 'websocket';
       this.wsOpened = false; // a WebSocket opened at least once on this page
       this.wsFailures = 0; // WebSockets in a row that closed without opening
@@ -35,12 +66,21 @@
       this.pending = new Map(); // cid -> say request, until acknowledged
       this.seen = new Map(); // thread -> Set of message ids shown
       this.lastId = new Map(); // thread -> highest message id seen
+      this.keys = new Map(); // thread -> its `history` fields, most recently active last
+      this.held = new Map(); // thread -> messages held while it catches up
+      this.early = new Map(); // thread -> messages that came before a lower id
+      this.gaps = new Map(); // thread -> timer: a gap not filled by then is asked of `history`
+      this.catching = []; // threads still to catch up, the first one asked
+      this.catchTimer = null;
+      this.me = null; // our uid, from the login answer (for private threads)
+      this.heardAt = 0; // when the current connection last delivered anything
       this.attempt = 0;
       this.opens = 0;
       this.stopped = false;
       this.seq = 0;
       this.ws = null;
       this.beat = null;
+      this.deadCheck = null;
     }
 
     on(event, fn) {
@@ -52,6 +92,11 @@
       for (const fn of this.handlers[event] || []) {
         try { fn(data); } catch (e) { console.error('switchboard handler', event, e); }
       }
+    }
+
+    /** The gateway the current (or next) connection goes to. */
+    get url() {
+      return this.urls[this.urlIndex];
     }
 
     get connected() {
@@ -76,34 +121,21 @@
       this.stopped = false;
       const ws = this.openSocket();
       let opened = false;
+      let done = false;
       this.ws = ws;
-      ws.onopen = () => {
-        opened = true;
-        if (this.transport === 'websocket') { this.wsOpened = true; this.wsFailures = 0; }
-        this.attempt = 0;
-        this.opens += 1;
+      this.heardAt = Date.now();
+      // A connect into a cut-off network can hang for minutes: move on to the next gateway.
+      const opening = setTimeout(() => { if (!opened) lost({ code: 4000, reason: 'connect timed out' }); }, this.options.connectTimeoutMs);
+      const lost = (ev) => {
+        if (done) return;
+        done = true;
+        clearTimeout(opening);
         clearInterval(this.beat);
-        this.beat = setInterval(() => this.sendRaw('beat'), this.options.heartbeatMs);
-        // The page logs in first (on 'open'), then what was never acknowledged goes again.
-        this.emit('open', { reconnect: this.opens > 1 });
-        for (const msg of this.pending.values()) this.sendRaw(JSON.stringify(msg));
-      };
-      ws.onmessage = (ev) => {
-        let m;
-        try { m = JSON.parse(ev.data); } catch (e) { return; }
-        if (!m || typeof m !== 'object') return;
-        if (m.method === 'say_ack' && m.cid) this.pending.delete(m.cid);
-        if (m.method === 'say') {
-          this.accept(m);
-        } else {
-          if (Array.isArray(m.history)) m.history.forEach((h) => this.accept(h));
-          if (m.method === 'history' && Array.isArray(m.messages)) m.messages.forEach((h) => this.accept(h));
-          this.emit(m.method || 'error', m);
-        }
-        this.emit('frame', m);
-      };
-      ws.onclose = (ev) => {
-        clearInterval(this.beat);
+        clearTimeout(this.deadCheck);
+        this.deadCheck = null;
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        if (ev.code >= 4000) { try { ws.close(); } catch (e) { /* already closing */ } }
+        if (this.ws === ws) this.ws = null;
         this.emit('close', { code: ev.code, reason: ev.reason });
         if (this.stopped) return;
         if (!opened && this.transport === 'websocket' && this.options.transport === 'auto' && !this.wsOpened &&
@@ -112,18 +144,184 @@
           this.attempt = 0;
           this.emit('fallback', { transport: 'polling' });
         }
+        // The next attempt goes to the next gateway: this one may be the one that is gone.
+        this.urlIndex = (this.urlIndex + 1) % this.urls.length;
         const base = Math.min(this.options.maxDelayMs, this.options.minDelayMs * Math.pow(2, this.attempt));
         const delay = base / 2 + Math.random() * base / 2;
         this.attempt += 1;
         setTimeout(() => { if (!this.stopped) this.connect(); }, delay);
       };
+      ws.onopen = () => {
+        opened = true;
+        clearTimeout(opening);
+        if (this.transport === 'websocket') { this.wsOpened = true; this.wsFailures = 0; }
+        this.attempt = 0;
+        this.opens += 1;
+        this.heardAt = Date.now();
+        clearInterval(this.beat);
+        this.beat = setInterval(() => this.tick(ws, lost), this.options.heartbeatMs);
+        // The page logs in first (on 'open'), then what was never acknowledged goes again, then
+        // the catch-up of every thread shown (the server takes one connection's messages in order).
+        const reconnect = this.opens > 1;
+        this.emit('open', { reconnect: reconnect });
+        for (const msg of this.pending.values()) this.sendRaw(JSON.stringify(msg));
+        if (reconnect && this.options.catchUp) this.startCatchUp();
+      };
+      ws.onmessage = (ev) => {
+        this.heardAt = Date.now();
+        let m;
+        try { m = JSON.parse(ev.data); } catch (e) { return; }
+        if (!m || typeof m !== 'object') return;
+        if (m.method === 'say_ack' && m.cid) this.pending.delete(m.cid);
+        if ((m.method === 'login' || m.method === 'visitor_login') && !m.code) {
+          this.me = m.customer_id ? String(m.customer_id) : (m.visitor_id ? 'v:' + m.visitor_id : this.me);
+        }
+        if (m.method === 'say') {
+          this.accept(m);
+        } else {
+          if (Array.isArray(m.history)) m.history.forEach((h) => this.accept(h));
+          if (m.method === 'history') this.historyAnswer(m);
+          this.emit(m.method || 'error', m);
+        }
+        this.emit('frame', m);
+      };
+      ws.onclose = (ev) => lost(ev);
       ws.onerror = () => { /* onclose follows and reconnects */ };
     }
 
-    /** Emits `message` once per (thread, id). */
+    /** Every heartbeat period: keep the connection, and give it up once it has gone silent. */
+    tick(ws, lost) {
+      if (ws.readyState !== 1) return;
+      if (Date.now() - this.heardAt < this.options.heartbeatMs) {
+        ws.send('beat');
+        return;
+      }
+      // Silent for a period: ask something a worker answers, which proves the whole path
+      // (gateway and worker) still works, and give the connection up if nothing comes back.
+      if (this.deadCheck !== null) return; // asked already; the check below is pending
+      const asked = Date.now();
+      ws.send('{"method":"heartbeat"}');
+      this.deadCheck = setTimeout(() => {
+        this.deadCheck = null;
+        if (this.ws === ws && this.heardAt < asked) lost({ code: 4001, reason: 'no answer from the server' });
+      }, this.options.deadAfterMs);
+    }
+
+    /** After a reconnect: `history` after the last id of each thread shown, one thread at a time. */
+    startCatchUp() {
+      const recent = [...this.keys.keys()].slice(-this.options.catchUpThreads);
+      for (const t of recent) if (!this.catching.includes(t)) this.catching.push(t);
+      this.catching = this.catching.filter((t) => historyKey(this.keys.get(t), this.me));
+      for (const t of this.catching) if (!this.held.has(t)) this.held.set(t, []);
+      this.askNext();
+    }
+
+    /** Catches a thread up too (after a gap that did not fill), after any already under way. */
+    catchUp(thread) {
+      if (this.catching.includes(thread)) return;
+      this.catching.push(thread);
+      if (this.catching.length === 1) this.askNext();
+    }
+
+    askNext(after) {
+      clearTimeout(this.catchTimer);
+      const thread = this.catching[0];
+      if (thread === undefined) return;
+      const fields = historyKey(this.keys.get(thread), this.me);
+      const from = after !== undefined ? after : this.lastId.get(thread) || 0;
+      this.send(Object.assign({ method: 'history', after_id: String(from), limit: 100 }, fields));
+      // An answer that never comes (the connection went again) must not hold messages forever.
+      this.catchTimer = setTimeout(() => this.caughtUp(thread, []), this.options.deadAfterMs + this.options.heartbeatMs);
+    }
+
+    historyAnswer(m) {
+      const thread = this.catching[0];
+      const about = threadOfHistory(m, this.me);
+      if (thread === undefined || (about !== null && about !== thread)) {
+        // The page's own history request: shown as usual.
+        if (Array.isArray(m.messages)) m.messages.forEach((h) => this.accept(h));
+        return;
+      }
+      const messages = Array.isArray(m.messages) ? m.messages : [];
+      if (!m.code && messages.length >= 100) {
+        // A full page: hold it and ask again from its last id.
+        this.held.get(thread).push(...messages);
+        this.askNext(Number(messages[messages.length - 1].id));
+        return;
+      }
+      this.caughtUp(thread, messages);
+    }
+
+    /**
+     * Shows a thread's caught-up and held messages in id order, then asks the next thread. The
+     * server's answer is the thread as stored: an id missing from it does not exist (an id may
+     * be skipped when a store fails halfway), so nothing waits for it any longer.
+     */
+    caughtUp(thread, messages) {
+      clearTimeout(this.catchTimer);
+      this.catching = this.catching.filter((t) => t !== thread);
+      const all = (this.held.get(thread) || []).concat(this.early.get(thread) || [], messages);
+      this.held.delete(thread);
+      this.early.delete(thread);
+      clearTimeout(this.gaps.get(thread));
+      this.gaps.delete(thread);
+      all.sort((a, b) => Number(a.id) - Number(b.id));
+      all.forEach((h) => this.show(thread, h));
+      this.askNext();
+    }
+
+    /**
+     * Takes a message in: shown at once when it is the next of its thread (or older than what was
+     * shown: a page of history), held while its thread catches up, and held a moment when it
+     * came before one with a lower id. Two workers store two senders' messages side by side,
+     * so the second id may arrive first; the first follows within milliseconds, or the gap is
+     * filled from `history` after `gapMs`. So the page is shown each thread in id order, as
+     * `history` would show it.
+     */
     accept(m) {
       if (m.id === undefined) return;
       const thread = threadOf(m);
+      const held = this.held.get(thread);
+      if (held) { held.push(m); return; }
+      const last = this.lastId.get(thread);
+      if (last !== undefined && Number(m.id) > last + 1 && this.everyMessageOf(thread)) {
+        const early = this.early.get(thread) || [];
+        early.push(m);
+        this.early.set(thread, early);
+        if (!this.gaps.has(thread)) {
+          this.gaps.set(thread, setTimeout(() => {
+            this.gaps.delete(thread);
+            if (historyKey(this.keys.get(thread), this.me)) this.catchUp(thread);
+            else this.caughtUp(thread, []);
+          }, this.options.gapMs));
+        }
+        return;
+      }
+      this.show(thread, m);
+      const early = this.early.get(thread);
+      if (!early) return;
+      early.sort((a, b) => Number(a.id) - Number(b.id));
+      while (early.length && Number(early[0].id) <= this.lastId.get(thread) + 1) this.show(thread, early.shift());
+      if (!early.length) {
+        this.early.delete(thread);
+        clearTimeout(this.gaps.get(thread));
+        this.gaps.delete(thread);
+      }
+    }
+
+    /**
+     * Whether this client is sent every message of a thread, so a missing id is a gap: rooms
+     * and private threads, and a visitor's conversation. An agent is not sent the visitor's
+     * messages of a conversation assigned to another, so there a missing id means nothing.
+     */
+    everyMessageOf(thread) {
+      return !thread.startsWith('c:') || (this.me !== null && this.me.startsWith('v:'));
+    }
+
+    /** Emits `message` once per (thread, id). */
+    show(thread, m) {
+      this.keys.delete(thread);
+      this.keys.set(thread, m);
       let ids = this.seen.get(thread);
       if (!ids) { ids = new Set(); this.seen.set(thread, ids); }
       const id = String(m.id);
@@ -159,6 +357,8 @@
     close() {
       this.stopped = true;
       clearInterval(this.beat);
+      clearTimeout(this.deadCheck);
+      this.deadCheck = null;
       if (this.ws) this.ws.close();
     }
   }

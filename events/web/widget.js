@@ -10,7 +10,10 @@
   const bid = script.dataset.bid || '1';
   const title = script.dataset.title || 'Chat with us';
   const src = new URL(script.src, location.href);
-  const wsUrl = (src.protocol === 'https:' ? 'wss://' : 'ws://') + src.host + '/';
+  // Several servers: data-gateways="wss://a.example/,wss://b.example/" (tried in turn when one
+  // is lost); by default, the gateway that served this script.
+  const wsUrls = (script.dataset.gateways || '').split(',').map((u) => u.trim()).filter(Boolean);
+  if (!wsUrls.length) wsUrls.push((src.protocol === 'https:' ? 'wss://' : 'ws://') + src.host + '/');
   const storeKey = 'switchboard:visitor:' + bid;
 
   const host = document.createElement('div');
@@ -118,7 +121,7 @@
     b.querySelector('.state').textContent = text;
   }
 
-  const client = new SwitchboardClient(wsUrl);
+  const client = new SwitchboardClient(wsUrls);
   client.on('open', () => {
     status.textContent = '';
     client.send({ method: 'visitor_login', bid: bid, visitor_id: visitorId || undefined });

@@ -2,6 +2,7 @@
 //! to talk to them as WebSocket clients and as raw inner-protocol peers.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod cut;
 pub mod fake_line;
 pub mod hosts;
