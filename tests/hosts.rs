@@ -73,6 +73,17 @@ impl Deployment {
         self.hosts.start(host, &format!("{}-{name}", self.hosts.netns(host)), &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
     }
 
+    /// The bench's room load (100 agents in rooms of 10, 4 messages/s each) from host `i`
+    /// against `url`, for `secs` seconds and 3 more to drain; see `loses_nothing`. `url` may
+    /// list several gateways, comma-separated: the connections are spread over them.
+    fn load(&self, i: usize, url: &str, secs: u32) -> Proc {
+        let name = format!("{}-bench", self.hosts.netns(i));
+        let args = ["bench", "--url", url, "--workload", "room", "--connections", "100", "--room-size", "10", "--rate", "4"];
+        let secs = secs.to_string();
+        let args: Vec<&str> = args.into_iter().chain(["--duration", &secs, "--drain", "3", "--json"]).collect();
+        self.hosts.start(i, &name, &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
+    }
+
     fn ws(&self, i: usize) -> String {
         format!("ws://{}:7272", self.hosts.ip(i))
     }
@@ -87,6 +98,19 @@ fn start_gateway_on(hosts: &Hosts, set: u8, i: usize, reg: &str) -> Proc {
     let (ip, listen) = (hosts.ip(i), format!("{}:7272", hosts.ip(i)));
     let args = ["gateway", "--register", reg, "--listen", &listen, "--lan-ip", &ip, "--inner-port", "2300"];
     hosts.start(i, &format!("h{set}-gateway-{i}"), &args, &[])
+}
+
+/// Waits for a load generator (`Deployment::load`) and checks its own count: nothing lost,
+/// duplicated or misdelivered, and something delivered.
+fn loses_nothing(mut load: Proc) -> Value {
+    assert_eq!(load.wait_exit(Duration::from_secs(60)), Some(0), "the load generator ran: {}", load.log_text());
+    let out = std::fs::read_to_string(&load.log).unwrap_or_default();
+    let report: Value = out.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| panic!("no JSON report in {out}"));
+    for k in ["lost", "duplicated", "misdelivered", "connect_failures", "setup_failures"] {
+        assert_eq!(report[k], 0, "load generator {k}: {report}");
+    }
+    assert!(report["deliveries_received"].as_u64().unwrap_or(0) > 0, "{report}");
+    report
 }
 
 /// `from` says `content` in room `r`; `to` must hear it within a second.
@@ -126,15 +150,7 @@ async fn chat_across_hosts_loses_nothing() {
     let (ws_a, ws_b) = (d.ws(1), d.ws(2));
 
     // The load generator on host 5, against gateway b, for the whole of the test.
-    let load = d.hosts.start(
-        5,
-        "h175-bench",
-        &["bench", "--url", &ws_b, "--workload", "room", "--connections", "100", "--room-size", "10", "--rate", "4"]
-            .into_iter()
-            .chain(["--duration", "6", "--drain", "3", "--json"])
-            .collect::<Vec<_>>(),
-        &[("SWITCHBOARD_AGENT_SECRET", SECRET)],
-    );
+    let load = d.load(5, &ws_b, 6);
 
     // A visitor on host 1's gateway, its agent on host 2's.
     let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
@@ -179,14 +195,7 @@ async fn chat_across_hosts_loses_nothing() {
     }
 
     // The load generator's own count: nothing lost, duplicated or misdelivered across hosts.
-    let mut load = load;
-    assert_eq!(load.wait_exit(Duration::from_secs(60)), Some(0), "the load generator ran: {}", load.log_text());
-    let out = std::fs::read_to_string(&load.log).unwrap_or_default();
-    let report: Value = out.lines().rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| panic!("no JSON report in {out}"));
-    for k in ["lost", "duplicated", "misdelivered", "connect_failures", "setup_failures"] {
-        assert_eq!(report[k], 0, "load generator {k}: {report}");
-    }
-    assert!(report["deliveries_received"].as_u64().unwrap_or(0) > 0, "{report}");
+    loses_nothing(load);
 }
 
 /// A gateway host cut off the network stalls nobody else: workers started while it is
@@ -408,4 +417,53 @@ async fn a_cut_gateway_host_s_clients_move_over_and_catch_up() {
     eprintln!("{} acknowledged messages, each shown once by the 4 agents that moved", acked.len());
     drop(to_page);
     let _ = tokio::time::timeout(Duration::from_secs(10), node.wait()).await;
+}
+
+/// `reload` on one host while the others carry load: host 5 is a box of its own
+/// (`switchboard start -d`, two chat workers, the shared store) beside host 3's workers; its
+/// workers are replaced while load generators on two other hosts chat through both gateways.
+/// Nothing is lost, duplicated or misdelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_on_one_host_loses_nothing() {
+    let d = Deployment::start(180, 1).await;
+    let run = d._dir.0.join("host5");
+    let config = d._dir.0.join("host5.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "roles = [\"business\"]\nrun_dir = \"{}\"\nregisters = [\"{}\"]\nmetrics_ip = \"{}\"\nworkers = 2\n\
+             [events]\nstore = \"redis://{}:6379\"\nredis_prefix = \"hosts180:\"\n",
+            run.display(),
+            d.reg,
+            d.hosts.ip(5),
+            d.hosts.ip(4)
+        ),
+    )
+    .expect("config");
+    let on_host_5 = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &d.hosts.netns(5), BIN, "--config", config.to_str().expect("path")])
+            .args(args)
+            .env("SWITCHBOARD_AGENT_SECRET", SECRET)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("switchboard")
+    };
+    let out = on_host_5(&["start", "-d"]);
+    assert!(out.status.success(), "start -d on host 5: {}", String::from_utf8_lossy(&out.stderr));
+    wait_log(&d.a, "business worker connected", 4).await;
+
+    // One generator, its connections spread over both gateways (rooms straddle them).
+    let load = d.load(6, &format!("{},{}", d.ws(1), d.ws(2)), 8);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reload = on_host_5(&["reload"]);
+    let said = String::from_utf8_lossy(&reload.stdout);
+    assert!(
+        reload.status.success() && said.contains("2 business workers replaced"),
+        "reload on host 5: {said} {}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    let report = loses_nothing(load);
+    eprintln!("through a reload on host 5: {} deliveries, p99 {} ms", report["deliveries_received"], report["latency_ms"]["p99"]);
+    let _ = on_host_5(&["stop"]);
 }
