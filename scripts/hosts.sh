@@ -8,6 +8,9 @@
 #   scripts/hosts.sh netem <set> <i> off
 #   scripts/hosts.sh cut <set> <i>         partitions host i from every other (its link down)
 #   scripts/hosts.sh heal <set> <i>
+#   scripts/hosts.sh wire <set> <n> <delay ms> <loss %>   a second network between hosts 1..n and
+#                                          this namespace, 10.<set>.1.0/24, every packet delayed
+#                                          and some lost (scripts/wire.py; for kernels without netem)
 #
 # Set <set> owns 10.<set>.0.0/24: the bridge sb<set>br holds 10.<set>.0.1 in this (the root)
 # namespace, which is where tests run their clients; host i is the namespace sb<set>h<i> at
@@ -15,7 +18,7 @@
 # Needs root (CI has it). Each run of a test uses its own set, so tests never share hosts.
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 set=$2
 [[ $set =~ ^[0-9]+$ ]] && [ "$set" -ge 1 ] && [ "$set" -le 250 ] || { echo "set must be 1-250" >&2; exit 2; }
@@ -42,6 +45,10 @@ case $cmd in
     ;;
   down)
     # Best effort, every step: whatever is left of a set (a test that died halfway) goes too.
+    if [ -f "/run/sb${set}wire.pid" ]; then
+      kill "$(cat "/run/sb${set}wire.pid")" 2>/dev/null || true
+      rm -f "/run/sb${set}wire.pid"
+    fi
     for n in $(ip netns list | awk '{print $1}' | grep -E "^sb${set}h[0-9]+$" || true); do
       # Whatever still runs inside goes with it.
       for pid in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
@@ -63,6 +70,18 @@ case $cmd in
         exit 1
       }
     fi
+    ;;
+  wire)
+    n=${3:?how many hosts} delay=${4:?delay in ms} loss=${5:?loss in %}
+    log="/run/sb${set}wire.log"
+    python3 "$(dirname "$0")/wire.py" "$set" "$delay" "$loss" "$n" >"$log" 2>&1 &
+    echo $! >"/run/sb${set}wire.pid"
+    for _ in $(seq 50); do
+      grep -q '^ready' "$log" 2>/dev/null && exit 0
+      kill -0 "$(cat "/run/sb${set}wire.pid")" 2>/dev/null || break
+      sleep 0.1
+    done
+    echo "scripts/wire.py did not start:" >&2; cat "$log" >&2; exit 1
     ;;
   cut)
     ip link set "$(port "${3:?which host}")" down

@@ -41,7 +41,11 @@ impl Drop for Background {
 
 impl Deployment {
     async fn start(set: u8, registers: usize) -> Deployment {
-        let hosts = Hosts::up(set, 6);
+        Deployment::on(Hosts::up(set, 6), set, registers).await
+    }
+
+    /// The same deployment on `hosts` (six of them, set `set`).
+    async fn on(hosts: Hosts, set: u8, registers: usize) -> Deployment {
         let dir = TempDir(std::env::temp_dir().join(format!("sb-hosts-{set}-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0).expect("dir");
         let redis = Background(
@@ -466,4 +470,38 @@ async fn a_reload_on_one_host_loses_nothing() {
     let report = loses_nothing(load);
     eprintln!("through a reload on host 5: {} deliveries, p99 {} ms", report["deliveries_received"], report["latency_ms"]["p99"]);
     let _ = on_host_5(&["stop"]);
+}
+
+/// 100 ms round trips and 1 % packet loss between every two hosts (and to the store): the chat
+/// keeps working, nothing lost or duplicated. Prints the load generator's figures beside the
+/// same load over the plain bridge in the same run (docs/BENCHMARKS.md, "Across hosts").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_over_slow_lossy_links_loses_nothing() {
+    let mut rows = Vec::new();
+    for (set, delay, loss) in [(181, 0, 0.0), (182, 50, 1.0)] {
+        let hosts = if delay == 0 { Hosts::up(set, 6) } else { Hosts::up_wired(set, 6, delay, loss) };
+        let d = Deployment::on(hosts, set, 1).await;
+        let (ws_a, ws_b) = (d.ws(1), d.ws(2));
+        let load = d.load(5, &ws_b, 8);
+        // A visitor on a, its agent on b, a round trip each way across the slow links.
+        let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
+        let mut visitor = Client::chat(&ws_a).await;
+        let login = visitor.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
+        let conv = login["conversation_id"].as_str().expect("conversation").to_string();
+        let r = visitor.request(json!({"method": "say", "content": "over the slow wire", "cid": "v1"}), "say_ack").await;
+        assert!(r.get("code").is_none(), "{r}");
+        agent.next_where(|m| m["method"] == "say" && m["content"] == "over the slow wire").await;
+        let r = agent.request(json!({"method": "say", "conversation_id": conv, "content": "and back", "cid": "a1"}), "say_ack").await;
+        assert!(r.get("code").is_none(), "{r}");
+        visitor.next_where(|m| m["method"] == "say" && m["content"] == "and back").await;
+        let report = loses_nothing(load);
+        rows.push(format!(
+            "{} ms RTT, {loss} % loss: {:.0} deliveries/s, p50 {} ms, p99 {} ms",
+            2 * delay,
+            report["deliveries_per_second"].as_f64().unwrap_or(0.0),
+            report["latency_ms"]["p50"],
+            report["latency_ms"]["p99"]
+        ));
+    }
+    eprintln!("room load across hosts (100 agents, rooms of 10, 4 msg/s each):\n  {}", rows.join("\n  "));
 }

@@ -8,6 +8,8 @@ use std::process::Command;
 
 pub struct Hosts {
     set: u8,
+    /// Whether `ip` gives addresses on the slow wire (`Hosts::up_wired`) instead of the bridge.
+    wired: bool,
 }
 
 fn script(args: &[&str]) -> std::process::Output {
@@ -22,12 +24,23 @@ impl Hosts {
     /// at 10.`set`.0.1 on the bridge).
     pub fn up(set: u8, n: usize) -> Hosts {
         script(&["up", &set.to_string(), &n.to_string()]);
-        Hosts { set }
+        Hosts { set, wired: false }
+    }
+
+    /// Hosts 1..=n whose addresses (`ip`) are on a slow, lossy wire (`scripts/wire.py`): every
+    /// packet between two of them, or between one and this namespace, is held `delay_ms` and
+    /// `loss_percent` of them are dropped, as `tc netem delay <d>ms loss <l>%` would (this
+    /// kernel has no netem).
+    pub fn up_wired(set: u8, n: usize, delay_ms: u32, loss_percent: f64) -> Hosts {
+        let mut hosts = Hosts::up(set, n);
+        script(&["wire", &set.to_string(), &n.to_string(), &delay_ms.to_string(), &loss_percent.to_string()]);
+        hosts.wired = true;
+        hosts
     }
 
     /// Host `i`'s address.
     pub fn ip(&self, i: usize) -> String {
-        format!("10.{}.0.{}", self.set, 10 + i)
+        format!("10.{}.{}.{}", self.set, u8::from(self.wired), 10 + i)
     }
 
     pub fn netns(&self, i: usize) -> String {
