@@ -308,7 +308,16 @@ async fn the_three_server_example_works() {
         copy(&root.join("scripts/three-servers").join(&name), &dir.join("scripts/three-servers").join(&name));
     }
     copy(&root.join("scripts/three-servers.sh"), &dir.join("scripts/three-servers.sh"));
+    copy(&root.join("scripts/hosts.sh"), &dir.join("scripts/hosts.sh"));
     let _guard = Dir(dir.clone());
+    // Whatever happens below, the example's hosts (and every process in them) go.
+    struct Hosts(PathBuf);
+    impl Drop for Hosts {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("bash").arg(self.0.join("scripts/hosts.sh")).args(["down", "200"]).output();
+        }
+    }
+    let _hosts = Hosts(dir.clone());
     let run = |cmd: &str| {
         std::process::Command::new("bash")
             .arg(dir.join("scripts/three-servers.sh"))
@@ -329,18 +338,19 @@ async fn the_three_server_example_works() {
             .expect("token");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    // An agent on server A and one on server B talk privately, through workers on server C.
-    let mut a = Client::chat("ws://127.0.0.2:7272").await;
+    // An agent on server A and one on server B talk privately, through workers on server C:
+    // three hosts, each with its own network stack.
+    let mut a = Client::chat("ws://10.200.0.11:7272").await;
     let r = a.request(json!({"method": "login", "bid": "1", "customer_id": "ann", "customer_name": "Ann", "token": token("ann")}), "login").await;
     assert!(r.get("code").is_none(), "{r}");
-    let mut b = Client::chat("ws://127.0.0.3:7272").await;
+    let mut b = Client::chat("ws://10.200.0.12:7272").await;
     let r = b.request(json!({"method": "login", "bid": "1", "customer_id": "ben", "customer_name": "Ben", "token": token("ben")}), "login").await;
     assert_eq!(r["customer_list"].as_array().map(Vec::len), Some(2), "{r}");
     a.send_json(json!({"method": "say", "to_uid": "ben", "content": "across servers", "cid": "x"})).await;
     b.next_where(|m| m["content"] == "across servers").await;
     let status = run("status");
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("127.0.0.3:7272") && text.matches("business#").count() == 2, "{text}");
+    assert!(text.contains("10.200.0.12:7272") && text.matches("business#").count() == 2, "{text}");
     let out = run("stop");
     assert!(out.status.success());
     for s in ["a", "b", "c"] {
