@@ -53,11 +53,13 @@ pub struct BusinessSection {
     pub registers: Option<Vec<String>>,
     pub secret_key: Option<String>,
     pub app: String,
+    /// Route send_to_uid/send_to_group by the gateways' directories (false: to every gateway).
+    pub directory: bool,
 }
 
 impl Default for BusinessSection {
     fn default() -> Self {
-        BusinessSection { name: "BusinessWorker".into(), index: None, registers: None, secret_key: None, app: "chat".into() }
+        BusinessSection { name: "BusinessWorker".into(), index: None, registers: None, secret_key: None, app: "chat".into(), directory: true }
     }
 }
 

@@ -197,6 +197,10 @@ struct BusinessArgs {
     /// The chat's store: `sqlite:<path>` (default sqlite:run/switchboard.db).
     #[arg(long)]
     store: Option<String>,
+    /// Send to every gateway, as PHP workers do, instead of only to those holding the uid or
+    /// group (`[business] directory = false`).
+    #[arg(long)]
+    no_directory: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -382,6 +386,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 name: args.name.unwrap_or(section.name),
                 registers: cli.registers.clone(),
                 secret_key: cli.secret_key.or(section.secret_key).or(file.secret_key).unwrap_or_default(),
+                directory: section.directory && !args.no_directory,
                 ..Default::default()
             };
             if let Some(i) = args.index.or(section.index) {

@@ -93,7 +93,7 @@ async fn a_default_box_is_keyed_and_private() {
     let n = tokio::time::timeout(WAIT, r.read(&mut buf)).await.expect("answered in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the register accepted a worker without the key");
     let mut g = tokio::net::TcpStream::connect(format!("{gw_ip}:{inner_port}")).await.expect("inner port");
-    let forged = gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new() };
+    let forged = gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new(), directory: false };
     g.write_all(&forged.into_packet().to_bytes()).await.expect("write");
     let n = tokio::time::timeout(WAIT, g.read(&mut buf)).await.expect("answered in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the gateway accepted a worker without the key");

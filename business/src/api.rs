@@ -5,6 +5,7 @@
 //! Queries always use pooled query connections (see `query`). Each method says which inner
 //! command it sends; semantics follow spec §12.
 
+use crate::directory::{Directory, SETTLE_WAIT};
 use crate::query::{Pool, QueryError};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -40,8 +41,12 @@ pub enum ApiError {
 pub type Result<T> = std::result::Result<T, ApiError>;
 
 enum Mode {
-    Worker(Arc<Links>),
-    Remote { register: ClientConfig, cache: Mutex<Option<(Instant, Vec<String>)>> },
+    /// Inside a worker: its links, and what each gateway said it holds.
+    Worker(Arc<Links>, Arc<Directory>),
+    Remote {
+        register: ClientConfig,
+        cache: Mutex<Option<(Instant, Vec<String>)>>,
+    },
 }
 
 struct Inner {
@@ -123,8 +128,8 @@ fn by_conn(gateway: &str, v: &Value) -> Vec<(ClientId, Value)> {
 }
 
 impl Api {
-    pub(crate) fn for_worker(links: Arc<Links>, secret_key: String) -> Api {
-        Api { inner: Arc::new(Inner { mode: Mode::Worker(links), pool: Pool::new(secret_key, TIMEOUT) }) }
+    pub(crate) fn for_worker(links: Arc<Links>, directory: Arc<Directory>, secret_key: String) -> Api {
+        Api { inner: Arc::new(Inner { mode: Mode::Worker(links, directory), pool: Pool::new(secret_key, TIMEOUT) }) }
     }
 
     /// The API from outside a worker: gateways are looked up in the registers.
@@ -136,7 +141,7 @@ impl Api {
     /// The gateway inner addresses this API talks to.
     pub async fn gateways(&self) -> Result<Vec<String>> {
         match &self.inner.mode {
-            Mode::Worker(links) => Ok(links.load().keys().cloned().collect()),
+            Mode::Worker(links, _) => Ok(links.load().keys().cloned().collect()),
             Mode::Remote { register, cache } => {
                 if let Some((at, list)) = cache.lock().ok().and_then(|c| c.clone()) {
                     if at.elapsed() < ADDRESS_CACHE {
@@ -156,7 +161,7 @@ impl Api {
     /// outside one, every gateway is worth asking.
     fn linked(&self, gateway: &str) -> bool {
         match &self.inner.mode {
-            Mode::Worker(links) => links.load().contains_key(gateway),
+            Mode::Worker(links, _) => links.load().contains_key(gateway),
             Mode::Remote { .. } => true,
         }
     }
@@ -168,7 +173,7 @@ impl Api {
 
     async fn send_bytes(&self, gateway: &str, packet: Bytes) -> Result<()> {
         match &self.inner.mode {
-            Mode::Worker(links) => {
+            Mode::Worker(links, _) => {
                 let tx = links.load().get(gateway).cloned().ok_or_else(|| ApiError::NoGateway(gateway.to_string()))?;
                 tx.send(packet).await.map_err(|_| ApiError::NoGateway(gateway.to_string()))
             }
@@ -182,6 +187,36 @@ impl Api {
         let gateways = self.gateways().await?;
         let results = join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await;
         results.into_iter().collect()
+    }
+
+    /// The gateways a message to `uids` or `groups` must reach: inside a worker, those whose
+    /// directory has a member (and every gateway without one); outside, every gateway.
+    async fn routed(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<String>> {
+        let gateways = self.gateways().await?;
+        match &self.inner.mode {
+            Mode::Worker(_, directory) => {
+                let keys = |ids: &[Id]| ids.iter().map(gateway::tables::id_key).collect::<Vec<_>>();
+                Ok(directory.route(&gateways, &keys(uids), &keys(groups)).into_iter().cloned().collect())
+            }
+            Mode::Remote { .. } => Ok(gateways),
+        }
+    }
+
+    /// After a bind or join on `gateway`: returns once every worker knows of it (the gateway's
+    /// DIRECTORY_SETTLED), so whatever this worker does next, and whatever that leads any worker
+    /// to send, is routed to that gateway. Only where the gateway keeps a directory.
+    async fn settle(&self, gateway: &str) -> Result<()> {
+        let Mode::Worker(_, directory) = &self.inner.mode else { return Ok(()) };
+        if !directory.knows(gateway) {
+            return Ok(());
+        }
+        let (token, settled) = directory.barrier();
+        self.send(gateway, Command::DirectoryBarrier { token }).await?;
+        if tokio::time::timeout(SETTLE_WAIT, settled).await.is_err() {
+            directory.abandon(token);
+            tracing::warn!(gateway, "no DIRECTORY_SETTLED within {SETTLE_WAIT:?}; going on");
+        }
+        Ok(())
     }
 
     async fn query(&self, gateway: &str, cmd: Command) -> Result<Value> {
@@ -265,23 +300,30 @@ impl Api {
         Ok(())
     }
 
-    /// CMD_SEND_TO_UID to every gateway: every connection bound to any of the uids.
+    /// CMD_SEND_TO_UID to every gateway that holds one of the uids (every gateway outside a
+    /// worker, or without a directory): every connection bound to any of them.
     pub async fn send_to_uid(&self, uids: &[&str], msg: impl Into<Bytes>) -> Result<()> {
-        self.broadcast(Command::SendToUid { uids: ids(uids.iter().copied()), msg: Message::text(msg) }).await
+        let uids = ids(uids.iter().copied());
+        let gateways = self.routed(&uids, &[]).await?;
+        let packet = Command::SendToUid { uids, msg: Message::text(msg) }.into_packet().to_bytes();
+        join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await.into_iter().collect()
     }
 
-    /// CMD_SEND_TO_GROUP to every gateway, optionally excluding some clients.
+    /// CMD_SEND_TO_GROUP to every gateway that holds a member (every gateway outside a worker,
+    /// or without a directory), optionally excluding some clients.
     pub async fn send_to_group(&self, groups: &[&str], msg: impl Into<Bytes>, exclude: &[&str]) -> Result<()> {
         if groups.is_empty() {
             return Err(ApiError::Empty("group list"));
         }
         let msg = Message::text(msg);
         let groups = ids(groups.iter().copied());
+        let gateways = self.routed(&[], &groups).await?;
         if exclude.is_empty() {
-            return self.broadcast(Command::SendToGroup { groups, exclude: None, msg }).await;
+            let packet = Command::SendToGroup { groups, exclude: None, msg }.into_packet().to_bytes();
+            return join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await.into_iter().collect();
         }
         let mut per_gateway = by_gateway(exclude)?;
-        for g in self.gateways().await? {
+        for g in gateways {
             let exclude = per_gateway.remove(&g);
             self.send(&g, Command::SendToGroup { groups: groups.clone(), exclude, msg: msg.clone() }).await?;
         }
@@ -302,11 +344,14 @@ impl Api {
 
     // ---------------------------------------------------------------- uids and groups
 
-    /// CMD_BIND_UID.
+    /// CMD_BIND_UID. Where the gateway keeps a directory, returns once every worker knows the
+    /// gateway holds `uid` (one round trip more), so no later send to it misses this connection.
     pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
         not_empty(uid, "uid")?;
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway().to_string(), Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
+        let gateway = id.gateway().to_string();
+        self.send(&gateway, Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await?;
+        self.settle(&gateway).await
     }
 
     /// CMD_UNBIND_UID.
@@ -315,11 +360,13 @@ impl Api {
         self.send(&id.gateway().to_string(), Command::UnbindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
     }
 
-    /// CMD_JOIN_GROUP.
+    /// CMD_JOIN_GROUP. Returns once every worker knows, as `bind_uid` does.
     pub async fn join_group(&self, client_id: &str, group: &str) -> Result<()> {
         not_empty(group, "group")?;
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway().to_string(), Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
+        let gateway = id.gateway().to_string();
+        self.send(&gateway, Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await?;
+        self.settle(&gateway).await
     }
 
     /// CMD_LEAVE_GROUP.

@@ -6,6 +6,7 @@
 //! for one client run in order and different clients never wait for each other.
 
 use crate::api::{Api, Links};
+use crate::directory::Directory;
 use crate::events::{Context, Events, WebSocketRequest};
 use crate::session::SessionSync;
 use crate::stats::Stats;
@@ -35,6 +36,8 @@ pub struct WorkerConfig {
     /// First reconnect delay to a lost gateway; doubles up to `max_reconnect`.
     pub reconnect: Duration,
     pub max_reconnect: Duration,
+    /// Ask the gateways for their directories and send to a uid or group only where it is held.
+    pub directory: bool,
     /// Counters for `/metrics`; shared with whoever serves them.
     pub stats: Arc<Stats>,
 }
@@ -49,6 +52,7 @@ impl Default for WorkerConfig {
             max_packet: gateway::protocol::DEFAULT_MAX_PACKET,
             reconnect: Duration::from_secs(1),
             max_reconnect: Duration::from_secs(10),
+            directory: true,
             stats: Arc::default(),
         }
     }
@@ -129,7 +133,8 @@ const FINISH_WAIT: Duration = Duration::from_secs(30);
 pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::future::Future<Output = ()>) {
     let links: Arc<Links> = Arc::new(Links::default());
     let inflight = Arc::new(Inflight::default());
-    let api = Api::for_worker(links.clone(), config.secret_key.clone());
+    let directory = Arc::new(Directory::default());
+    let api = Api::for_worker(links.clone(), directory.clone(), config.secret_key.clone());
     app.on_worker_start(&api).await;
     let (events_tx, events_rx) = mpsc::channel::<Dispatch>(65_536);
     tokio::spawn(dispatch(events_rx, app.clone(), api.clone(), inflight.clone(), config.stats.clone()));
@@ -154,6 +159,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
                     addr,
                     config: config.clone(),
                     links: links.clone(),
+                    directory: directory.clone(),
                     events: events_tx.clone(),
                     listed: gateways.clone(),
                     done: done_tx.clone(),
@@ -217,6 +223,7 @@ struct Link {
     addr: String,
     config: WorkerConfig,
     links: Arc<Links>,
+    directory: Arc<Directory>,
     events: mpsc::Sender<Dispatch>,
     listed: watch::Receiver<Option<Vec<String>>>,
     done: mpsc::UnboundedSender<String>,
@@ -258,10 +265,13 @@ impl Link {
         register::keepalive(&stream);
         let (read, write) = stream.into_split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(100_000);
-        let hello =
-            Command::WorkerConnect { worker_key: format!("{}:{}", self.config.name, self.config.index), secret_key: self.config.secret_key.clone() }
-                .into_packet()
-                .to_bytes();
+        let hello = Command::WorkerConnect {
+            worker_key: format!("{}:{}", self.config.name, self.config.index),
+            secret_key: self.config.secret_key.clone(),
+            directory: self.config.directory,
+        }
+        .into_packet()
+        .to_bytes();
         // The authentication is the first packet on the link, before any API command.
         if tx.send(hello).await.is_err() {
             return false;
@@ -302,6 +312,13 @@ impl Link {
                         Ok(Command::WorkerDrained) => {
                             let _ = self.acks.send(self.addr.clone());
                         }
+                        Ok(Command::Directory(delta)) => {
+                            // Applied before it is acknowledged: the gateway's barriers rely on it.
+                            let seq = delta.seq;
+                            self.directory.apply(&self.addr, delta);
+                            let _ = tx.send(Command::DirectoryAck { seq }.into_packet().to_bytes()).await;
+                        }
+                        Ok(Command::DirectorySettled { token }) => self.directory.settled(token),
                         Ok(Command::Ping) => {}
                         Ok(other) => warn!(gateway = %self.addr, "unexpected command from gateway ignored: {other:?}"),
                         Err(e) => warn!(gateway = %self.addr, "undecodable packet from gateway ignored: {e}"),
@@ -310,6 +327,7 @@ impl Link {
             }
         };
         self.publish(None);
+        self.directory.forget(&self.addr);
         match self.addr.parse::<SocketAddrV4>() {
             Ok(gateway) => {
                 let _ = self.events.send(Dispatch::GatewayLost(gateway)).await;
@@ -458,7 +476,7 @@ mod tests {
 
     async fn seen_after(events: Vec<Dispatch>) -> Vec<Option<String>> {
         let app = Arc::new(Who::default());
-        let api = Api::for_worker(Arc::new(Links::default()), String::new());
+        let api = Api::for_worker(Arc::new(Links::default()), Arc::default(), String::new());
         let (tx, rx) = mpsc::channel(64);
         let inflight = Arc::new(Inflight::default());
         let task = tokio::spawn(dispatch(rx, app.clone(), api, inflight.clone(), Arc::default()));

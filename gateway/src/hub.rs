@@ -6,6 +6,7 @@
 //! `join_group` on the same link always reaches the new member) without a lock anywhere.
 
 use crate::config::{secs, Config};
+use crate::directory::Publisher;
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
@@ -164,6 +165,8 @@ pub struct Hub {
     public_port: u16,
     ping_limit: u32,
     ping_data: Option<WsMessage>,
+    /// What workers that asked are told of the uids and groups held here.
+    directory: Publisher,
 }
 
 /// Where this process's connection ids start: the wall clock in milliseconds (mod 2^32).
@@ -195,6 +198,7 @@ impl Hub {
             public_port,
             ping_limit: config.ping_not_response_limit,
             ping_data: (!config.ping_data.is_empty()).then(|| WsMessage::Text(config.ping_data.clone().into())),
+            directory: Publisher::default(),
         }
     }
 
@@ -205,12 +209,17 @@ impl Hub {
         let mut worker_ping = tokio::time::interval(secs(config.worker_ping_interval).unwrap_or(Duration::from_secs(25)));
         let ping_packet = Command::Ping.into_packet().to_bytes();
         let mut drain_check = tokio::time::interval(Duration::from_secs(1));
+        let mut barrier_check = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(m) => self.handle(m),
+                    Some(m) => {
+                        self.handle(m);
+                        self.publish();
+                    }
                     None => return,
                 },
+                _ = barrier_check.tick(), if self.directory.has_barriers() => self.settle(),
                 _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => self.heartbeat(),
                 _ = drain_check.tick(), if !self.draining.is_empty() => {
                     let late: Vec<LinkId> =
@@ -306,6 +315,43 @@ impl Hub {
                 self.router.remove_worker(link);
                 set(&self.stats.workers, self.router.workers().count());
                 self.release(link);
+                self.directory.unsubscribe(link);
+                self.tables.record_changes(self.directory.has_subscribers());
+                self.settle();
+            }
+        }
+    }
+
+    /// Tells every subscribed worker what changed in the command just handled.
+    fn publish(&mut self) {
+        let Some(packet) = self.directory.announce(self.tables.take_changes()) else { return };
+        let subscribers: Vec<LinkId> = self.directory.subscribers().collect();
+        for link in subscribers {
+            let Some(l) = self.links.get(&link) else { continue };
+            if let Err(e) = l.out.try_send(packet.clone()) {
+                // A worker that missed a change would route by a wrong directory: it reconnects
+                // and starts again from a snapshot.
+                warn!(link, "directory change not queued for a worker ({}): closing its link", full_or_closed(&e));
+                l.kill.cancel();
+                self.directory.unsubscribe(link);
+            }
+        }
+        self.tables.record_changes(self.directory.has_subscribers());
+    }
+
+    /// Answers the barriers every subscriber has caught up with (or waited on for too long).
+    fn settle(&mut self) {
+        for (link, answer, laggards) in self.directory.settle() {
+            if !laggards.is_empty() {
+                warn!(
+                    link,
+                    ?laggards,
+                    "directory barrier answered after {:?}: these workers have not applied every change",
+                    crate::directory::BARRIER_WAIT
+                );
+            }
+            if let Some(l) = self.links.get(&link) {
+                let _ = l.out.try_send(answer);
             }
         }
     }
@@ -429,7 +475,10 @@ impl Hub {
 
     fn execute(&mut self, link: LinkId, cmd: Command) {
         match cmd {
-            Command::WorkerConnect { worker_key, .. } => {
+            Command::WorkerConnect { worker_key, directory, .. } => {
+                if directory {
+                    self.subscribe(link);
+                }
                 let Some(l) = self.links.get_mut(&link) else { return };
                 let key = format!("{}:{}", l.peer.ip(), worker_key);
                 l.worker_key = Some(key.clone());
@@ -513,11 +562,14 @@ impl Hub {
             Command::UnbindUid { conn, .. } => self.tables.unbind_uid(conn),
             Command::SendToUid { uids, msg } => {
                 let Some(m) = ws_message(&msg) else { return };
+                let mut recipients = 0;
                 for uid in &uids {
                     for c in self.tables.uid_members(&id_key(uid)) {
                         self.push(c, &m);
+                        recipients += 1;
                     }
                 }
+                self.count_send(recipients);
             }
             Command::JoinGroup { conn, group } => {
                 if self.tables.get(conn).is_some() && !self.tables.join_group(conn, group) {
@@ -540,6 +592,7 @@ impl Hub {
                     }
                 }
                 self.stats.group_fanout.observe(recipients);
+                self.count_send(recipients);
             }
             Command::IsOnline { conn } => self.reply(link, self.tables.reply_is_online(conn)),
             Command::GetSession { conn } => self.reply(link, self.tables.reply_session(conn)),
@@ -551,11 +604,43 @@ impl Hub {
             Command::BatchGetClientCountByGroup { groups } => self.reply(link, self.tables.reply_batch_counts(&groups)),
             Command::GetGroupIdList => self.reply(link, self.tables.reply_group_list()),
             Command::Select { fields, filter } => self.reply(link, self.tables.reply_select(&fields, &filter)),
-            Command::Event { .. } | Command::WorkerDrained | Command::Unknown(_) => {
+            Command::DirectoryAck { seq } => {
+                self.directory.ack(link, seq);
+                self.settle();
+            }
+            Command::DirectoryBarrier { token } => {
+                if let Some(answer) = self.directory.barrier(link, token) {
+                    if let Some(l) = self.links.get(&link) {
+                        let _ = l.out.try_send(answer);
+                    }
+                }
+            }
+            Command::Event { .. } | Command::WorkerDrained | Command::Directory(_) | Command::DirectorySettled { .. } | Command::Unknown(_) => {
                 // The link task refuses these before they get here.
                 warn!(link, "unexpected command reached the hub");
             }
         }
+    }
+
+    fn count_send(&self, recipients: usize) {
+        inc(&self.stats.sends);
+        if recipients == 0 {
+            inc(&self.stats.sends_unused);
+        }
+    }
+
+    /// A worker asked for the directory: its snapshot goes ahead of every later change.
+    fn subscribe(&mut self, link: LinkId) {
+        let Some(l) = self.links.get(&link) else { return };
+        for packet in self.directory.subscribe(link, self.tables.everything()) {
+            if l.out.try_send(packet).is_err() {
+                warn!(link, "directory snapshot not queued for a worker: closing its link");
+                l.kill.cancel();
+                self.directory.unsubscribe(link);
+                break;
+            }
+        }
+        self.tables.record_changes(self.directory.has_subscribers());
     }
 
     /// One heartbeat tick (spec §10).

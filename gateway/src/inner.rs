@@ -143,7 +143,7 @@ async fn read_loop(
                 warn!(%peer, cmd = p.cmd, "gateway inner pack err: unknown command, disconnecting");
                 return format!("unknown command {}", p.cmd);
             }
-            Ok(Command::Event { .. } | Command::WorkerDrained) => {
+            Ok(Command::Event { .. } | Command::WorkerDrained | Command::Directory(_) | Command::DirectorySettled { .. }) => {
                 warn!(%peer, "a gateway event arrived on the inner port, disconnecting");
                 return "client event sent to a gateway".into();
             }

@@ -3,9 +3,11 @@
 //! Clients connect on the WebSocket listener (`listen`); workers and API clients connect on the
 //! inner port (`inner`) and speak GatewayWorker 3.x (`protocol`). One actor, the `hub`, owns all
 //! connection state (`tables`) and decides which worker gets each client event (`router`), so
-//! nothing on the message path takes a lock. `server` starts it all from a `Config`.
+//! nothing on the message path takes a lock; it tells workers which uids and groups it holds
+//! (`directory`). `server` starts it all from a `Config`.
 
 pub mod config;
+pub mod directory;
 pub mod fuzz;
 pub mod hub;
 pub mod inner;

@@ -17,6 +17,11 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Limits hit: per-IP connections, pending handshakes, silent newcomers, floods, origins.
     pub limited: AtomicU64,
+    /// send_to_uid / send_to_group commands received from workers and API clients…
+    pub sends: AtomicU64,
+    /// …and those of them that reached nobody here (a worker without a directory sends to
+    /// every gateway; with one, only to those holding a member).
+    pub sends_unused: AtomicU64,
     /// Recipients of each message sent to groups: how far one worker call fans out.
     pub group_fanout: register::stats::Sizes,
     /// Each client's outbound queue, sampled at every heartbeat tick: a slow reader shows as
@@ -35,6 +40,8 @@ impl Stats {
             ("messages_out_total", "messages queued to clients", true, g(&self.messages_out)),
             ("errors_total", "refused input and failures", true, g(&self.errors)),
             ("limits_total", "connections refused or closed by a limit", true, g(&self.limited)),
+            ("sends_total", "send_to_uid and send_to_group commands received", true, g(&self.sends)),
+            ("sends_unused_total", "send_to_uid and send_to_group commands that reached nobody here", true, g(&self.sends_unused)),
         ]
     }
 

@@ -4,6 +4,7 @@
 //! group names are keyed the way PHP keys arrays (`"1"` and `1` are one key, spec §3.2) and
 //! remember the bytes they were given, because replies echo them.
 
+use crate::protocol::directory::Change;
 use crate::protocol::php::{self, Key, Value};
 use crate::protocol::{Id, SelectWhere};
 use bytes::Bytes;
@@ -31,11 +32,22 @@ pub struct Tables<T> {
     uids: HashMap<Key, IndexSet<ConnId>>,
     groups: IndexMap<Key, IndexSet<ConnId>>,
     next_id: ConnId,
+    /// While set (some worker wants the directory): each uid or group that gained its first
+    /// member or lost its last, for the hub to announce (`take_changes`).
+    changes: Option<Vec<Change>>,
 }
 
 impl<T> Default for Tables<T> {
     fn default() -> Self {
-        Tables { clients: IndexMap::new(), uids: HashMap::new(), groups: IndexMap::new(), next_id: 0 }
+        Tables { clients: IndexMap::new(), uids: HashMap::new(), groups: IndexMap::new(), next_id: 0, changes: None }
+    }
+}
+
+/// The bytes a key stands for (what a worker would send to name it).
+fn key_bytes(k: &Key) -> Bytes {
+    match k {
+        Key::Int(i) => Bytes::from(i.to_string()),
+        Key::Str(s) => Bytes::copy_from_slice(s),
     }
 }
 
@@ -106,11 +118,34 @@ impl<T> Tables<T> {
         self.clients.is_empty()
     }
 
+    /// Starts (or stops) noting changes of the uids and groups held.
+    pub fn record_changes(&mut self, on: bool) {
+        self.changes = on.then(|| self.changes.take().unwrap_or_default());
+    }
+
+    /// The changes noted since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    fn note(&mut self, change: impl FnOnce() -> Change) {
+        if let Some(c) = &mut self.changes {
+            c.push(change());
+        }
+    }
+
+    /// Every uid and group held now, as additions (a directory snapshot).
+    pub fn everything(&self) -> impl Iterator<Item = Change> + '_ {
+        let uids = self.uids.keys().map(|k| Change::UidAdded(key_bytes(k)));
+        uids.chain(self.groups.keys().map(|k| Change::GroupAdded(key_bytes(k))))
+    }
+
     fn unindex_uid(&mut self, key: &Key, conn: ConnId) {
         if let Some(set) = self.uids.get_mut(key) {
             set.shift_remove(&conn);
             if set.is_empty() {
                 self.uids.remove(key);
+                self.note(|| Change::UidRemoved(key_bytes(key)));
             }
         }
     }
@@ -120,6 +155,7 @@ impl<T> Tables<T> {
             set.shift_remove(&conn);
             if set.is_empty() {
                 self.groups.shift_remove(key);
+                self.note(|| Change::GroupRemoved(key_bytes(key)));
             }
         }
     }
@@ -130,7 +166,11 @@ impl<T> Tables<T> {
             return false;
         }
         self.unbind_uid(conn);
-        self.uids.entry(Key::from_bytes(&uid)).or_default().insert(conn);
+        let key = Key::from_bytes(&uid);
+        let members = self.uids.entry(key.clone()).or_default();
+        if members.insert(conn) && members.len() == 1 {
+            self.note(|| Change::UidAdded(key_bytes(&key)));
+        }
         if let Some(c) = self.clients.get_mut(&conn) {
             c.uid = Some(uid);
         }
@@ -149,7 +189,10 @@ impl<T> Tables<T> {
         let Some(c) = self.clients.get_mut(&conn) else { return false };
         let key = Key::from_bytes(&group);
         c.groups.insert(key.clone(), group);
-        self.groups.entry(key).or_default().insert(conn);
+        let members = self.groups.entry(key.clone()).or_default();
+        if members.insert(conn) && members.len() == 1 {
+            self.note(|| Change::GroupAdded(key_bytes(&key)));
+        }
         true
     }
 
@@ -165,6 +208,7 @@ impl<T> Tables<T> {
     pub fn ungroup(&mut self, group: &[u8]) {
         let key = Key::from_bytes(group);
         if let Some(members) = self.groups.shift_remove(&key) {
+            self.note(|| Change::GroupRemoved(key_bytes(&key)));
             for conn in members {
                 if let Some(c) = self.clients.get_mut(&conn) {
                     c.groups.shift_remove(&key);

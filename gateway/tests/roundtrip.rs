@@ -1,6 +1,7 @@
 //! Property tests: random commands, PHP values and client ids survive encode → decode.
 
 use bytes::{Bytes, BytesMut};
+use gateway::protocol::directory::{Change, Delta};
 use gateway::protocol::php::{Array, Key, Value};
 use gateway::protocol::{AllTarget, Body, ClientId, Command, EventKind, Id, Message, Origin, Packet, SelectWhere};
 use proptest::prelude::*;
@@ -46,7 +47,28 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (kind, origin, bytes(), bytes(), any::<bool>())
             .prop_map(|(kind, origin, session, data, serialized)| { Command::Event { kind, origin, session, body: Body { data, serialized } } }),
-        ("[ -~]{0,20}", "[ -~é]{0,20}").prop_map(|(worker_key, secret_key)| Command::WorkerConnect { worker_key, secret_key }),
+        ("[ -~]{0,20}", "[ -~é]{0,20}", any::<bool>()).prop_map(|(worker_key, secret_key, directory)| Command::WorkerConnect {
+            worker_key,
+            secret_key,
+            directory
+        }),
+        (any::<bool>(), any::<bool>(), any::<u64>(), proptest::collection::vec((0u8..4, bytes()), 0..6)).prop_map(
+            |(reset, complete, seq, entries)| {
+                let changes = entries
+                    .into_iter()
+                    .map(|(op, name)| match op {
+                        0 => Change::UidAdded(name),
+                        1 => Change::UidRemoved(name),
+                        2 => Change::GroupAdded(name),
+                        _ => Change::GroupRemoved(name),
+                    })
+                    .collect();
+                Command::Directory(Delta { reset, complete, seq, changes })
+            }
+        ),
+        any::<u64>().prop_map(|seq| Command::DirectoryAck { seq }),
+        any::<u64>().prop_map(|token| Command::DirectoryBarrier { token }),
+        any::<u64>().prop_map(|token| Command::DirectorySettled { token }),
         (any::<u32>(), message()).prop_map(|(conn, msg)| Command::SendToOne { conn, msg }),
         (conns(), message()).prop_map(|(c, msg)| Command::SendToAll { target: AllTarget::Only(c), msg }),
         (conns(), message()).prop_map(|(c, msg)| Command::SendToAll { target: AllTarget::Except(c), msg }),

@@ -44,6 +44,13 @@ pub mod cmd {
     pub const WORKER_DRAIN: u8 = 210;
     pub const WORKER_DRAINED: u8 = 211;
     pub const WORKER_DONE: u8 = 212;
+    // Switchboard extensions for routing by directory (docs/architecture.md, "Routing"). Only a
+    // worker that asked (`"directory":true` in its CMD_WORKER_CONNECT) is sent DIRECTORY and
+    // DIRECTORY_SETTLED, and it sends the other two only to a gateway that sent it a DIRECTORY.
+    pub const DIRECTORY: u8 = 213;
+    pub const DIRECTORY_ACK: u8 = 214;
+    pub const DIRECTORY_BARRIER: u8 = 215;
+    pub const DIRECTORY_SETTLED: u8 = 216;
 }
 
 /// Where a gateway→worker event comes from: the header fields that identify the client.
@@ -148,6 +155,8 @@ pub enum Command {
     WorkerConnect {
         worker_key: String,
         secret_key: String,
+        /// Extension: the worker wants the gateway's directory (a field PHP gateways ignore).
+        directory: bool,
     },
     GatewayClientConnect {
         secret_key: String,
@@ -239,6 +248,21 @@ pub enum Command {
     /// Worker → gateway (extension): I finished every event and session write; hand my
     /// clients' held events to other workers.
     WorkerDone,
+    /// Gateway → worker (extension): a change of the uids and groups the gateway holds.
+    Directory(super::directory::Delta),
+    /// Worker → gateway (extension): every DIRECTORY up to `seq` is applied.
+    DirectoryAck {
+        seq: u64,
+    },
+    /// Worker → gateway (extension): answer `token` once every worker linked to you has
+    /// applied every DIRECTORY sent so far.
+    DirectoryBarrier {
+        token: u64,
+    },
+    /// Gateway → worker (extension): the answer to a DIRECTORY_BARRIER.
+    DirectorySettled {
+        token: u64,
+    },
     /// A command number this version does not know; PHP logs and ignores it.
     Unknown(Packet),
 }
@@ -281,6 +305,11 @@ fn message(p: &Packet) -> Message {
     Message { body: Body { data: p.body.clone(), serialized: !p.body_is_scalar() }, raw: p.raw() }
 }
 
+/// A decimal number in ext_data (the directory extension's sequence numbers and tokens).
+fn number(cmd: u8, ext: &[u8]) -> Result<u64, CommandError> {
+    std::str::from_utf8(ext).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad_ext(cmd, "not a decimal number"))
+}
+
 fn json_field(cmd: u8, body: &[u8], field: &str) -> Result<String, CommandError> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| CommandError::BadBody { cmd, reason: e.to_string() })?;
     Ok(match v.get(field) {
@@ -317,7 +346,12 @@ impl Command {
             },
             PING => Command::Ping,
             WORKER_CONNECT => {
-                Command::WorkerConnect { worker_key: json_field(c, &p.body, "worker_key")?, secret_key: json_field(c, &p.body, "secret_key")? }
+                let directory = json_field(c, &p.body, "directory")? == "true";
+                Command::WorkerConnect {
+                    worker_key: json_field(c, &p.body, "worker_key")?,
+                    secret_key: json_field(c, &p.body, "secret_key")?,
+                    directory,
+                }
             }
             GATEWAY_CLIENT_CONNECT => Command::GatewayClientConnect { secret_key: json_field(c, &p.body, "secret_key")? },
             SEND_TO_ONE => Command::SendToOne { conn, msg: message(&p) },
@@ -379,6 +413,12 @@ impl Command {
             WORKER_DRAIN => Command::WorkerDrain,
             WORKER_DRAINED => Command::WorkerDrained,
             WORKER_DONE => Command::WorkerDone,
+            DIRECTORY => {
+                Command::Directory(super::directory::Delta::decode(p.body).map_err(|e| CommandError::BadBody { cmd: c, reason: e.to_string() })?)
+            }
+            DIRECTORY_ACK => Command::DirectoryAck { seq: number(c, &p.ext)? },
+            DIRECTORY_BARRIER => Command::DirectoryBarrier { token: number(c, &p.ext)? },
+            DIRECTORY_SETTLED => Command::DirectorySettled { token: number(c, &p.ext)? },
             SELECT => {
                 let v = parse_json(c, &p.ext)?;
                 let fields = match v.get("fields") {
@@ -430,11 +470,14 @@ impl Command {
                 body: body.data,
             },
             Command::Ping => scalar(PING, 0, Bytes::new()),
-            Command::WorkerConnect { worker_key, secret_key } => {
+            Command::WorkerConnect { worker_key, secret_key, directory } => {
                 let mut s = String::from("{\"worker_key\":");
                 json::write_str(&mut s, &worker_key);
                 s.push_str(",\"secret_key\":");
                 json::write_str(&mut s, &secret_key);
+                if directory {
+                    s.push_str(",\"directory\":true");
+                }
                 s.push('}');
                 Packet { body: s.into(), ..scalar(WORKER_CONNECT, 0, Bytes::new()) }
             }
@@ -514,6 +557,10 @@ impl Command {
             Command::WorkerDrain => scalar(WORKER_DRAIN, 0, Bytes::new()),
             Command::WorkerDrained => scalar(WORKER_DRAINED, 0, Bytes::new()),
             Command::WorkerDone => scalar(WORKER_DONE, 0, Bytes::new()),
+            Command::Directory(delta) => Packet { body: delta.encode(), ..scalar(DIRECTORY, 0, Bytes::new()) },
+            Command::DirectoryAck { seq } => scalar(DIRECTORY_ACK, 0, seq.to_string().into()),
+            Command::DirectoryBarrier { token } => scalar(DIRECTORY_BARRIER, 0, token.to_string().into()),
+            Command::DirectorySettled { token } => scalar(DIRECTORY_SETTLED, 0, token.to_string().into()),
             Command::Select { fields, filter } => {
                 let mut s = String::from("{\"fields\":[");
                 for (i, f) in fields.iter().enumerate() {

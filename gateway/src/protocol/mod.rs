@@ -3,10 +3,12 @@
 //! `header` frames packets, `command` gives them meaning, `php` is the serialize subset carried
 //! inside them, `json` writes JSON the way PHP does, `client_id` names one client anywhere, and
 //! `websocket_connect` builds the `{get, server, cookie}` body workers receive after a handshake;
-//! `goim` frames the binary packets of goim-style app clients.
+//! `goim` frames the binary packets of goim-style app clients; `directory` is the extension that
+//! tells workers which gateway holds which uids and groups.
 
 pub mod client_id;
 pub mod command;
+pub mod directory;
 pub mod goim;
 pub mod header;
 pub mod json;
