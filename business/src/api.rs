@@ -194,6 +194,8 @@ impl Api {
     async fn routed(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<String>> {
         let gateways = self.gateways().await?;
         match &self.inner.mode {
+            // One gateway: nothing to leave out (and so nothing for a bind to wait for).
+            Mode::Worker(..) if gateways.len() < 2 => Ok(gateways),
             Mode::Worker(_, directory) => {
                 let keys = |ids: &[Id]| ids.iter().map(gateway::tables::id_key).collect::<Vec<_>>();
                 Ok(directory.route(&gateways, &keys(uids), &keys(groups)).into_iter().cloned().collect())
@@ -202,16 +204,26 @@ impl Api {
         }
     }
 
-    /// After a bind or join on `gateway`: returns once every worker knows of it (the gateway's
-    /// DIRECTORY_SETTLED), so whatever this worker does next, and whatever that leads any worker
-    /// to send, is routed to that gateway. Only where the gateway keeps a directory.
-    async fn settle(&self, gateway: &str) -> Result<()> {
-        let Mode::Worker(_, directory) = &self.inner.mode else { return Ok(()) };
-        if !directory.knows(gateway) {
-            return Ok(());
+    /// Sends binds and joins to `gateway` and, where it keeps a directory, a DIRECTORY_BARRIER
+    /// in the same write (so nothing from another task comes between them), then waits for its
+    /// DIRECTORY_SETTLED: every worker then knows where these uids and groups are, so whatever
+    /// this worker does next, and whatever that leads any worker to send, is routed there.
+    async fn bind_settled(&self, gateway: &str, cmds: Vec<Command>) -> Result<()> {
+        let mut packet = bytes::BytesMut::new();
+        for c in cmds {
+            packet.extend_from_slice(&c.into_packet().to_bytes());
         }
+        let barrier = match &self.inner.mode {
+            Mode::Worker(links, directory) if links.load().len() > 1 && directory.knows(gateway) => Some(directory),
+            _ => None,
+        };
+        let Some(directory) = barrier else { return self.send_bytes(gateway, packet.freeze()).await };
         let (token, settled) = directory.barrier();
-        self.send(gateway, Command::DirectoryBarrier { token }).await?;
+        packet.extend_from_slice(&Command::DirectoryBarrier { token }.into_packet().to_bytes());
+        if let Err(e) = self.send_bytes(gateway, packet.freeze()).await {
+            directory.abandon(token);
+            return Err(e);
+        }
         if tokio::time::timeout(SETTLE_WAIT, settled).await.is_err() {
             directory.abandon(token);
             tracing::warn!(gateway, "no DIRECTORY_SETTLED within {SETTLE_WAIT:?}; going on");
@@ -349,9 +361,23 @@ impl Api {
     pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
         not_empty(uid, "uid")?;
         let id: ClientId = client_id.parse()?;
-        let gateway = id.gateway().to_string();
-        self.send(&gateway, Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await?;
-        self.settle(&gateway).await
+        self.bind_settled(&id.gateway().to_string(), vec![Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }]).await
+    }
+
+    /// CMD_BIND_UID (when `uid` is given) and CMD_JOIN_GROUP for each group, in this order, with
+    /// one wait for every worker to know instead of one per command (see `bind_uid`).
+    pub async fn bind_and_join(&self, client_id: &str, uid: Option<&str>, groups: &[&str]) -> Result<()> {
+        let id: ClientId = client_id.parse()?;
+        let mut cmds = Vec::with_capacity(groups.len() + 1);
+        if let Some(uid) = uid {
+            not_empty(uid, "uid")?;
+            cmds.push(Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) });
+        }
+        for g in groups {
+            not_empty(g, "group")?;
+            cmds.push(Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(g.as_bytes()) });
+        }
+        self.bind_settled(&id.gateway().to_string(), cmds).await
     }
 
     /// CMD_UNBIND_UID.
@@ -364,9 +390,8 @@ impl Api {
     pub async fn join_group(&self, client_id: &str, group: &str) -> Result<()> {
         not_empty(group, "group")?;
         let id: ClientId = client_id.parse()?;
-        let gateway = id.gateway().to_string();
-        self.send(&gateway, Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await?;
-        self.settle(&gateway).await
+        self.bind_settled(&id.gateway().to_string(), vec![Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }])
+            .await
     }
 
     /// CMD_LEAVE_GROUP.

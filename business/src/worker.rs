@@ -280,6 +280,8 @@ impl Link {
         let mut writer = tokio::spawn(async move { gateway::inner::write_queue(write, &mut rx).await });
         let mut packets = FramedRead::new(read, PacketCodec { max_len: self.config.max_packet });
         let mut drain_sent = false;
+        // A DIRECTORY applied but not yet acknowledged (more packets were already read).
+        let mut unacked: Option<u64> = None;
         let finished = loop {
             let phase = *self.phase.borrow_and_update();
             if phase == Phase::Draining && !drain_sent {
@@ -314,14 +316,25 @@ impl Link {
                         }
                         Ok(Command::Directory(delta)) => {
                             // Applied before it is acknowledged: the gateway's barriers rely on it.
+                            // With more already read, one acknowledgement after the last will do.
                             let seq = delta.seq;
                             self.directory.apply(&self.addr, delta);
-                            let _ = tx.send(Command::DirectoryAck { seq }.into_packet().to_bytes()).await;
+                            if packets.read_buffer().is_empty() {
+                                let _ = tx.send(Command::DirectoryAck { seq }.into_packet().to_bytes()).await;
+                                unacked = None;
+                            } else {
+                                unacked = Some(seq);
+                            }
                         }
                         Ok(Command::DirectorySettled { token }) => self.directory.settled(token),
                         Ok(Command::Ping) => {}
                         Ok(other) => warn!(gateway = %self.addr, "unexpected command from gateway ignored: {other:?}"),
                         Err(e) => warn!(gateway = %self.addr, "undecodable packet from gateway ignored: {e}"),
+                    }
+                    if packets.read_buffer().is_empty() {
+                        if let Some(seq) = unacked.take() {
+                            let _ = tx.send(Command::DirectoryAck { seq }.into_packet().to_bytes()).await;
+                        }
                     }
                 }
             }

@@ -131,10 +131,9 @@ impl Chat {
         crate::who::set_token_exp(ctx, exp);
         // Written before joining the group, so anyone listing the group sees who this is.
         ctx.save_session().await?;
-        ctx.api.bind_uid(&ctx.id(), &keys::agent_uid(bid, id)).await?;
-        ctx.api.join_group(&ctx.id(), &keys::bot_group(bid)).await?;
         let pushes = if batch { keys::presence_batch_group(bid) } else { keys::presence_single_group(bid) };
-        ctx.api.join_group(&ctx.id(), &pushes).await?;
+        // One wait for every worker to know where this agent is (the gateways' directory).
+        ctx.api.bind_and_join(&ctx.id(), Some(&keys::agent_uid(bid, id)), &[&keys::bot_group(bid), &pushes]).await?;
         self.store.add_agent(bid, id, &name).await?;
         // Joined (both groups: one link, in order) before listing: see `presence`.
         self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;

@@ -9,6 +9,7 @@
 //! that remove need no barrier: a send routed here for nobody is dropped, as under broadcast.
 
 use crate::protocol::directory::{Change, Delta};
+use crate::protocol::php::Key;
 use crate::protocol::Command;
 use crate::router::LinkId;
 use bytes::Bytes;
@@ -28,7 +29,16 @@ pub struct Publisher {
     /// Subscribed links → the last sequence number each acknowledged.
     acked: HashMap<LinkId, u64>,
     barriers: Vec<Barrier>,
+    /// Each uid and group held (while anyone subscribes) → the DIRECTORY that announced it.
+    announced: HashMap<Name, u64>,
+    /// Each link → the latest announcement among the uids and groups its binds and joins have
+    /// touched since its last barrier: what that barrier waits for, and nothing else, so a join
+    /// of a group held long ago settles at once however busy the other workers are.
+    touched: HashMap<LinkId, u64>,
 }
+
+/// A uid (true) or group (false), keyed as PHP keys arrays.
+pub type Name = (bool, Key);
 
 #[derive(Debug)]
 struct Barrier {
@@ -70,7 +80,28 @@ impl Publisher {
             return None;
         }
         self.seq += 1;
+        for c in &changes {
+            match c {
+                Change::UidAdded(n) => self.announced.insert((true, Key::from_bytes(n)), self.seq),
+                Change::GroupAdded(n) => self.announced.insert((false, Key::from_bytes(n)), self.seq),
+                Change::UidRemoved(n) => self.announced.remove(&(true, Key::from_bytes(n))),
+                Change::GroupRemoved(n) => self.announced.remove(&(false, Key::from_bytes(n))),
+            };
+        }
         Some(self.packet(false, false, changes))
+    }
+
+    /// A bind or join from `link` of `name`, which `held_now` says is held here now. Its
+    /// announcement may still be pending (changes are announced once per batch of hub
+    /// messages): then the barrier waits for the next one.
+    pub fn touch(&mut self, link: LinkId, name: &Name, held_now: bool) {
+        let seq = match self.announced.get(name) {
+            Some(seq) => *seq,
+            None if held_now => self.seq + 1,
+            None => return,
+        };
+        let t = self.touched.entry(link).or_default();
+        *t = (*t).max(seq);
     }
 
     fn packet(&self, reset: bool, complete: bool, changes: Vec<Change>) -> Bytes {
@@ -87,18 +118,25 @@ impl Publisher {
         }
     }
 
-    /// A worker's barrier: settled now (Some, the answer) or once every subscriber caught up.
+    /// A worker's barrier, after its binds and joins: settled now (Some, the answer) or once
+    /// every subscriber has applied the announcements of what they touched.
     pub fn barrier(&mut self, link: LinkId, token: u64) -> Option<Bytes> {
-        if self.caught_up(self.seq) {
+        let seq = self.touched.remove(&link).unwrap_or(0);
+        if self.caught_up(seq) {
             return Some(settled(token));
         }
-        self.barriers.push(Barrier { link, token, seq: self.seq, since: Instant::now() });
+        self.barriers.push(Barrier { link, token, seq, since: Instant::now() });
         None
     }
 
     pub fn unsubscribe(&mut self, link: LinkId) {
         self.acked.remove(&link);
         self.barriers.retain(|b| b.link != link);
+        self.touched.remove(&link);
+        if self.acked.is_empty() {
+            // Nothing is recorded while nobody subscribes; a new subscriber starts from a snapshot.
+            self.announced.clear();
+        }
     }
 
     fn caught_up(&self, seq: u64) -> bool {
@@ -140,6 +178,8 @@ mod tests {
         p.subscribe(2, std::iter::empty());
         assert!(p.barrier(1, 10).is_some(), "nothing announced yet: settled at once");
         assert!(p.announce(vec![Change::UidAdded("u".into())]).is_some());
+        assert!(p.barrier(1, 11).is_some(), "link 1 touched nothing: settled at once");
+        p.touch(1, &(true, Key::from_bytes(b"u")), true);
         assert!(p.barrier(1, 11).is_none());
         p.ack(1, 1);
         assert!(p.settle().is_empty(), "link 2 has not applied it");

@@ -169,6 +169,9 @@ pub struct Hub {
     directory: Publisher,
 }
 
+/// Hub messages handled before the directory's changes are announced.
+const BATCH: usize = 256;
+
 /// Where this process's connection ids start: the wall clock in milliseconds (mod 2^32).
 ///
 /// Workerman counts from 1 in every process, so a gateway restarted at the same address hands
@@ -215,6 +218,14 @@ impl Hub {
                 msg = rx.recv() => match msg {
                     Some(m) => {
                         self.handle(m);
+                        // Whatever else is queued, then one announcement for the lot: under
+                        // load (a login storm) workers get and acknowledge fewer packets.
+                        for _ in 0..BATCH {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m),
+                                Err(_) => break,
+                            }
+                        }
                         self.publish();
                     }
                     None => return,
@@ -280,7 +291,18 @@ impl Hub {
             HubMsg::LinkUp { link, peer, out, kill } => {
                 self.links.insert(link, LinkHandle { out, kill, peer, worker_key: None });
             }
-            HubMsg::Command { link, cmd } => self.execute(link, cmd),
+            HubMsg::Command { link, cmd } => {
+                let touched = match &cmd {
+                    Command::BindUid { uid, .. } => Some((true, crate::protocol::php::Key::from_bytes(uid))),
+                    Command::JoinGroup { group, .. } => Some((false, crate::protocol::php::Key::from_bytes(group))),
+                    _ => None,
+                };
+                self.execute(link, cmd);
+                if let Some(name) = touched.filter(|_| self.directory.has_subscribers()) {
+                    let held = if name.0 { self.tables.uid_members(&name.1).next().is_some() } else { self.tables.group_len(&name.1) > 0 };
+                    self.directory.touch(link, &name, held);
+                }
+            }
             HubMsg::Connections { reply } => {
                 let mut rows = Vec::with_capacity(self.tables.len());
                 let (ip, port) = (std::net::Ipv4Addr::from(self.local_ip), self.local_port);
