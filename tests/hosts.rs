@@ -13,10 +13,10 @@ use std::time::Duration;
 const SECRET: &str = "hosts-secret";
 
 /// Host 1: a register and gateway a; host 2: gateway b (and a second register when asked);
-/// host 3: two chat workers; host 4: Redis, the store; hosts 5 and 6: the load generator or
+/// host 3: two chat workers; host 4: the store (Redis, or PostgreSQL); hosts 5 and 6: the load generator or
 /// gateways started later. Fixed ports: each host has its own stack.
 struct Deployment {
-    _redis: Background,
+    _store: StoreOnHost,
     registers: Vec<Proc>,
     /// Every register's address, comma-separated, as `--register` takes them.
     reg: String,
@@ -27,6 +27,19 @@ struct Deployment {
     _dir: TempDir,
     /// Last: dropped after every process in it.
     hosts: Hosts,
+}
+
+/// Which store the deployment's host 4 runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    Redis,
+    Postgres,
+}
+
+/// The store's server on host 4, stopped when dropped.
+enum StoreOnHost {
+    Redis(#[allow(dead_code)] Background),
+    Postgres(#[allow(dead_code)] common::hosts::PgOnHost),
 }
 
 /// A process other than switchboard inside a host, killed when dropped.
@@ -46,22 +59,36 @@ impl Deployment {
 
     /// The same deployment on `hosts` (six of them, set `set`).
     async fn on(hosts: Hosts, set: u8, registers: usize) -> Deployment {
+        Deployment::with_store(hosts, set, registers, Store::Redis).await
+    }
+
+    async fn with_store(hosts: Hosts, set: u8, registers: usize, store: Store) -> Deployment {
         let dir = TempDir(std::env::temp_dir().join(format!("sb-hosts-{set}-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0).expect("dir");
-        let redis = Background(
-            std::process::Command::new("ip")
-                .args(["netns", "exec", &hosts.netns(4), "redis-server", "--bind", &hosts.ip(4), "--port", "6379"])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server"),
-        );
+        let (server, store_toml) = match store {
+            Store::Redis => (
+                StoreOnHost::Redis(Background(
+                    std::process::Command::new("ip")
+                        .args(["netns", "exec", &hosts.netns(4), "redis-server", "--bind", &hosts.ip(4), "--port", "6379"])
+                        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .expect("redis-server"),
+                )),
+                format!("store = \"redis://{}:6379\"\nredis_prefix = \"hosts{set}:\"\n", hosts.ip(4)),
+            ),
+            Store::Postgres => {
+                let pg = hosts.postgres(4);
+                let toml = format!("store = \"{}\"\n", pg.url);
+                (StoreOnHost::Postgres(pg), toml)
+            }
+        };
         let reg = (1..=registers).map(|i| format!("{}:1236", hosts.ip(i))).collect::<Vec<_>>().join(",");
         let registers = (1..=registers).map(|i| start_register_on(&hosts, set, i)).collect();
         let (a, b) = (start_gateway_on(&hosts, set, 1, &reg), start_gateway_on(&hosts, set, 2, &reg));
         let config = dir.0.join("switchboard.toml");
-        std::fs::write(&config, format!("[events]\nstore = \"redis://{}:6379\"\nredis_prefix = \"hosts{set}:\"\n", hosts.ip(4))).expect("config");
-        let mut d = Deployment { hosts, _redis: redis, registers, reg, a, _b: b, workers: Vec::new(), config, _dir: dir };
+        std::fs::write(&config, format!("[events]\n{store_toml}")).expect("config");
+        let mut d = Deployment { hosts, _store: server, registers, reg, a, _b: b, workers: Vec::new(), config, _dir: dir };
         d.workers = (1..=2).map(|i| d.start_worker(&format!("chat{i}"))).collect();
         wait_log(&d.a, "business worker connected", 2).await;
         wait_log(&d._b, "business worker connected", 2).await;
@@ -504,4 +531,23 @@ async fn chat_over_slow_lossy_links_loses_nothing() {
         ));
     }
     eprintln!("room load across hosts (100 agents, rooms of 10, 4 msg/s each):\n  {}", rows.join("\n  "));
+}
+
+/// The store on a host of its own is PostgreSQL: the chat across hosts, and the load
+/// generator's room load, lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_across_hosts_on_postgres_loses_nothing() {
+    let d = Deployment::with_store(Hosts::up(188, 6), 188, 1, Store::Postgres).await;
+    let (ws_a, ws_b) = (d.ws(1), d.ws(2));
+    let load = d.load(5, &format!("{ws_a},{ws_b}"), 6);
+    let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
+    let mut visitor = Client::chat(&ws_a).await;
+    let login = visitor.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
+    let conv = login["conversation_id"].as_str().expect("conversation").to_string();
+    let r = visitor.request(json!({"method": "say", "content": "stored on host 4", "cid": "v1"}), "say_ack").await;
+    assert!(r.get("code").is_none(), "{r}");
+    agent.next_where(|m| m["method"] == "say" && m["content"] == "stored on host 4").await;
+    let history = agent.request(json!({"method": "history", "conversation_id": conv}), "history").await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "{history}");
+    loses_nothing(load);
 }

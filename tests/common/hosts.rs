@@ -62,6 +62,59 @@ impl Hosts {
     }
 }
 
+/// A PostgreSQL server of its own inside a test host (initdb'd afresh, trust auth), its data
+/// removed when dropped; database `postgres`.
+pub struct PgOnHost {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+impl Hosts {
+    /// Starts PostgreSQL on host `i`, listening on its address, port 5432.
+    pub fn postgres(&self, i: usize) -> PgOnHost {
+        use super::replica::{check, pg_bin, temp_dir, tool};
+        let (bin, dir) = (pg_bin(), temp_dir(&format!("pg-host{}", self.set), "postgres"));
+        let data = dir.join("data");
+        check("initdb", tool("postgres", &bin.join("initdb")).arg("-D").arg(&data).args(["-A", "trust", "-U", "postgres"]).output());
+        // initdb trusts local connections only: the other hosts are on the set's subnet.
+        let hba = data.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        rules.push_str(&format!("host all all 10.{}.0.0/16 trust\n", self.set));
+        std::fs::write(&hba, rules).expect("pg_hba.conf");
+        let mut server = Command::new("ip");
+        server.args(["netns", "exec", &self.netns(i)]);
+        if super::replica::root() {
+            server.args(["runuser", "-u", "postgres", "--"]);
+        }
+        let child = server
+            .arg(bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", &self.ip(i), "-p", "5432", "-k"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("postgres");
+        // Listening is not ready: wait until it accepts queries (pg_isready), as workers need.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !Command::new(bin.join("pg_isready")).args(["-q", "-h", &self.ip(i), "-p", "5432"]).status().is_ok_and(|s| s.success()) {
+            assert!(std::time::Instant::now() < deadline, "PostgreSQL on host {i} never became ready");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        PgOnHost { child, dir, url: format!("postgres://postgres@{}:5432/postgres", self.ip(i)) }
+    }
+}
+
+impl Drop for PgOnHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for Hosts {
     fn drop(&mut self) {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/hosts.sh");

@@ -26,12 +26,12 @@ pub struct Replicated {
     pub replica: String,
 }
 
-fn root() -> bool {
+pub fn root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 /// Runs a server tool as `user` when the test runs as root (PostgreSQL and MariaDB refuse root).
-fn tool(user: &str, program: &Path) -> Command {
+pub fn tool(user: &str, program: &Path) -> Command {
     if root() {
         let mut c = Command::new("runuser");
         c.args(["-u", user, "--"]).arg(program);
@@ -41,12 +41,12 @@ fn tool(user: &str, program: &Path) -> Command {
     }
 }
 
-fn check(what: &str, out: std::io::Result<std::process::Output>) {
+pub fn check(what: &str, out: std::io::Result<std::process::Output>) {
     let out = out.unwrap_or_else(|e| panic!("{what}: {e} (is the server package installed? scripts/test.sh installs it)"));
     assert!(out.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
-fn temp_dir(tag: &str, owner: &str) -> PathBuf {
+pub fn temp_dir(tag: &str, owner: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sb-{tag}-{}-{}", std::process::id(), events::store::now_ms()));
     std::fs::create_dir_all(&dir).expect("dir");
     if root() {
@@ -55,12 +55,17 @@ fn temp_dir(tag: &str, owner: &str) -> PathBuf {
     dir
 }
 
+/// PostgreSQL's server binaries (the newest installed).
+pub fn pg_bin() -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).max())
+        .expect("PostgreSQL's server binaries (/usr/lib/postgresql/*/bin): install postgresql")
+}
+
 impl Replicated {
     pub async fn postgres() -> Replicated {
-        let pg_bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).max())
-            .expect("PostgreSQL's server binaries (/usr/lib/postgresql/*/bin): install postgresql");
+        let pg_bin = pg_bin();
         let dir = temp_dir("pg-pair", "postgres");
         let (p1, p2) = (super::free_port("127.0.0.1"), super::free_port("127.0.0.1"));
         let pair = Replicated {
