@@ -344,7 +344,7 @@ impl Hub {
         }
     }
 
-    /// Tells every subscribed worker what changed in the command just handled.
+    /// Tells every subscribed worker what the messages just handled changed.
     fn publish(&mut self) {
         let Some(packet) = self.directory.announce(self.tables.take_changes()) else { return };
         let subscribers: Vec<LinkId> = self.directory.subscribers().collect();
