@@ -108,10 +108,17 @@ impl Deployment {
     /// against `url`, for `secs` seconds and 3 more to drain; see `loses_nothing`. `url` may
     /// list several gateways, comma-separated: the connections are spread over them.
     fn load(&self, i: usize, url: &str, secs: u32) -> Proc {
+        self.load_draining(i, url, secs, 3)
+    }
+
+    /// `load`, its run ending only after `drain` seconds in which nothing arrived: over a lossy
+    /// link a retransmission can take seconds, and a late delivery is not a lost one.
+    fn load_draining(&self, i: usize, url: &str, secs: u32, drain: u32) -> Proc {
         let name = format!("{}-bench", self.hosts.netns(i));
         let args = ["bench", "--url", url, "--workload", "room", "--connections", "100", "--room-size", "10", "--rate", "4"];
         let secs = secs.to_string();
-        let args: Vec<&str> = args.into_iter().chain(["--duration", &secs, "--drain", "3", "--json"]).collect();
+        let drain = drain.to_string();
+        let args: Vec<&str> = args.into_iter().chain(["--duration", &secs, "--drain", &drain, "--json"]).collect();
         self.hosts.start(i, &name, &args, &[("SWITCHBOARD_AGENT_SECRET", SECRET)])
     }
 
@@ -177,6 +184,7 @@ async fn in_room(url: &str, id: &str) -> Client {
 /// arrives exactly once while the load generator, on a fifth host, runs a room load of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_across_hosts_loses_nothing() {
+    let _alone = common::hosts::one_at_a_time().await;
     let d = Deployment::start(175, 1).await;
     let (ws_a, ws_b) = (d.ws(1), d.ws(2));
 
@@ -235,6 +243,7 @@ async fn chat_across_hosts_loses_nothing() {
 /// chat on, every message within a second. Healed, the host serves again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_gateway_host_stalls_nobody_else() {
+    let _alone = common::hosts::one_at_a_time().await;
     let mut d = Deployment::start(176, 1).await;
     let ws_a = d.ws(1);
     let (mut a1, mut a2) = (in_room(&ws_a, "a1").await, in_room(&ws_a, "a2").await);
@@ -265,6 +274,7 @@ async fn a_cut_gateway_host_stalls_nobody_else() {
 /// and a gateway started afterwards is found by every worker through the one that is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn either_of_two_registers_can_go() {
+    let _alone = common::hosts::one_at_a_time().await;
     let mut d = Deployment::start(177, 2).await;
     let ws_a = d.ws(1);
     let (mut a1, mut a2) = (in_room(&ws_a, "a1").await, in_room(&ws_a, "a2").await);
@@ -301,6 +311,7 @@ async fn either_of_two_registers_can_go() {
 /// was never acknowledged; its resend with the same `cid` is stored and delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_worker_host_hands_its_clients_to_another() {
+    let _alone = common::hosts::one_at_a_time().await;
     let d = Deployment::start(178, 1).await;
     let _more: Vec<Proc> = (1..=2).map(|i| d.start_worker_on(5, &format!("five{i}"))).collect();
     wait_log(&d.a, "business worker connected", 4).await;
@@ -343,6 +354,7 @@ async fn a_cut_worker_host_hands_its_clients_to_another() {
 /// within twice what it was. Healed, the host serves again without a restart, delivering once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_gateway_host_s_clients_move_over_and_catch_up() {
+    let _alone = common::hosts::one_at_a_time().await;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let d = Deployment::start(179, 1).await;
     let (ws_a, ws_b) = (d.ws(1), d.ws(2));
@@ -456,6 +468,7 @@ async fn a_cut_gateway_host_s_clients_move_over_and_catch_up() {
 /// Nothing is lost, duplicated or misdelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_on_one_host_loses_nothing() {
+    let _alone = common::hosts::one_at_a_time().await;
     let d = Deployment::start(180, 1).await;
     let run = d._dir.0.join("host5");
     let config = d._dir.0.join("host5.toml");
@@ -504,12 +517,13 @@ async fn a_reload_on_one_host_loses_nothing() {
 /// same load over the plain bridge in the same run (docs/BENCHMARKS.md, "Across hosts").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_over_slow_lossy_links_loses_nothing() {
+    let _alone = common::hosts::one_at_a_time().await;
     let mut rows = Vec::new();
     for (set, delay, loss) in [(181, 0, 0.0), (182, 50, 1.0)] {
         let hosts = if delay == 0 { Hosts::up(set, 6) } else { Hosts::up_wired(set, 6, delay, loss) };
         let d = Deployment::on(hosts, set, 1).await;
         let (ws_a, ws_b) = (d.ws(1), d.ws(2));
-        let load = d.load(5, &ws_b, 8);
+        let load = d.load_draining(5, &ws_b, 8, 10);
         // A visitor on a, its agent on b, a round trip each way across the slow links.
         let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
         let mut visitor = Client::chat(&ws_a).await;
@@ -537,6 +551,7 @@ async fn chat_over_slow_lossy_links_loses_nothing() {
 /// generator's room load, lose nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_across_hosts_on_postgres_loses_nothing() {
+    let _alone = common::hosts::one_at_a_time().await;
     let d = Deployment::with_store(Hosts::up(188, 6), 188, 1, Store::Postgres).await;
     let (ws_a, ws_b) = (d.ws(1), d.ws(2));
     let load = d.load(5, &format!("{ws_a},{ws_b}"), 6);

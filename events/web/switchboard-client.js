@@ -57,7 +57,7 @@
       this.urlIndex = 0;
       this.options = Object.assign({
         heartbeatMs: 20000, deadAfterMs: 10000, connectTimeoutMs: 8000,
-        minDelayMs: 300, maxDelayMs: 10000, transport: 'auto', catchUp: true, catchUpThreads: 20, gapMs: 1000,
+        minDelayMs: 300, maxDelayMs: 10000, transport: 'auto', catchUp: true, catchUpThreads: 20, catchUpTimeoutMs: 30000, gapMs: 1000,
       }, options || {});
       this.transport = this.options.transport === 'polling' ? 'polling' : 'websocket';
       this.wsOpened = false; // a WebSocket opened at least once on this page
@@ -133,6 +133,7 @@
         clearInterval(this.beat);
         clearTimeout(this.deadCheck);
         this.deadCheck = null;
+        clearTimeout(this.catchTimer); // what is still being caught up is asked again on reopen
         ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
         if (ev.code >= 4000) { try { ws.close(); } catch (e) { /* already closing */ } }
         if (this.ws === ws) this.ws = null;
@@ -230,8 +231,9 @@
       const fields = historyKey(this.keys.get(thread), this.me);
       const from = after !== undefined ? after : this.lastId.get(thread) || 0;
       this.send(Object.assign({ method: 'history', after_id: String(from), limit: 100 }, fields));
-      // An answer that never comes (the connection went again) must not hold messages forever.
-      this.catchTimer = setTimeout(() => this.caughtUp(thread, []), this.options.deadAfterMs + this.options.heartbeatMs);
+      // A lost connection asks again once reconnected (`lost` stops this timer); an answer that
+      // never comes on a live one must not hold the thread's messages forever.
+      this.catchTimer = setTimeout(() => this.caughtUp(thread, []), this.options.catchUpTimeoutMs);
     }
 
     historyAnswer(m) {

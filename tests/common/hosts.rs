@@ -6,6 +6,14 @@
 use super::Proc;
 use std::process::Command;
 
+/// Held for the whole of a test that uses hosts: they run one at a time, so what one measures
+/// (latency, a lossy link's timing, a browser's heartbeat) is not bent by the others' load on
+/// this 2-core machine.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
 pub struct Hosts {
     set: u8,
     /// Whether `ip` gives addresses on the slow wire (`Hosts::up_wired`) instead of the bridge.

@@ -201,9 +201,11 @@ pub async fn open(config: &crate::Config) -> std::result::Result<Arc<dyn Store>,
                 .await
                 .map_err(|e| format!("store {}: {e}", redacted(&config.store)))?,
         ),
-        Some(("redis" | "rediss", _)) => {
-            Arc::new(redis::RedisStore::connect(&config.store, &config.redis_prefix).await.map_err(|e| format!("store {}: {e}", config.store))?)
-        }
+        Some(("redis" | "rediss", _)) => Arc::new(
+            redis::RedisStore::connect_with(&config.store, &config.redis_prefix, std::time::Duration::from_secs_f64(config.store_timeout.max(0.1)))
+                .await
+                .map_err(|e| format!("store {}: {e}", config.store))?,
+        ),
         _ => {
             return Err(format!(
                 "unknown store {:?} (expected sqlite:<path>, postgres://user@host/db, mysql://user@host/db or redis://host:port)",

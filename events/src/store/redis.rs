@@ -113,8 +113,16 @@ fn decode(thread: &str, raw: &str) -> Result<StoredMessage> {
 
 impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore> {
+        RedisStore::connect_with(url, prefix, std::time::Duration::from_secs(5)).await
+    }
+
+    /// Connects with `timeout` for connecting and for each command's answer (`store_timeout`).
+    /// The redis crate's own defaults (1 s, 0.5 s) fail commands on any link slower than a
+    /// LAN's: one lost packet over a 100 ms round trip costs TCP more than half a second.
+    pub async fn connect_with(url: &str, prefix: &str, timeout: std::time::Duration) -> Result<RedisStore> {
         let client = redis::Client::open(url).map_err(err)?;
-        let conn = client.get_connection_manager().await.map_err(err)?;
+        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(timeout)).set_connection_timeout(Some(timeout));
+        let conn = client.get_connection_manager_with_config(config).await.map_err(err)?;
         let store = RedisStore {
             conn,
             prefix: prefix.to_string(),
