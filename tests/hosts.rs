@@ -151,6 +151,23 @@ fn loses_nothing(mut load: Proc) -> Value {
     report
 }
 
+/// A visitor on `visitor_url`'s gateway and its agent on `agent_url`'s: the visitor says
+/// `there`, the agent hears it and answers `back`, which the visitor hears. Returns both and the
+/// conversation.
+async fn visitor_and_agent_talk(visitor_url: &str, agent_url: &str, there: &str, back: &str) -> (Client, Client, String) {
+    let (mut agent, _) = agent_with(agent_url, SECRET, "5", "a1", "Ana").await;
+    let mut visitor = Client::chat(visitor_url).await;
+    let login = visitor.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
+    let conv = login["conversation_id"].as_str().expect("conversation").to_string();
+    let r = visitor.request(json!({"method": "say", "content": there, "cid": "v1"}), "say_ack").await;
+    assert!(r.get("code").is_none(), "{r}");
+    agent.next_where(|m| m["method"] == "say" && m["content"] == there).await;
+    let r = agent.request(json!({"method": "say", "conversation_id": conv, "content": back, "cid": "a1"}), "say_ack").await;
+    assert!(r.get("code").is_none(), "{r}");
+    visitor.next_where(|m| m["method"] == "say" && m["content"] == back).await;
+    (visitor, agent, conv)
+}
+
 /// `from` says `content` in room `r`; `to` must hear it within a second.
 async fn heard_within_a_second(from: &mut Client, to: &mut Client, content: &str) {
     let sent = std::time::Instant::now();
@@ -192,16 +209,7 @@ async fn chat_across_hosts_loses_nothing() {
     let load = d.load(5, &ws_b, 6);
 
     // A visitor on host 1's gateway, its agent on host 2's.
-    let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
-    let mut visitor = Client::chat(&ws_a).await;
-    let login = visitor.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
-    let conv = login["conversation_id"].as_str().expect("conversation").to_string();
-    let r = visitor.request(json!({"method": "say", "content": "hello from a", "cid": "v1"}), "say_ack").await;
-    assert!(r.get("code").is_none(), "{r}");
-    agent.next_where(|m| m["method"] == "say" && m["content"] == "hello from a").await;
-    let r = agent.request(json!({"method": "say", "conversation_id": conv, "content": "hello from b", "cid": "a1"}), "say_ack").await;
-    assert!(r.get("code").is_none(), "{r}");
-    visitor.next_where(|m| m["method"] == "say" && m["content"] == "hello from b").await;
+    let (_visitor, mut agent, _) = visitor_and_agent_talk(&ws_a, &ws_b, "hello from a", "hello from b").await;
 
     // Private messages, both ways between the hosts.
     let (mut other, _) = agent_with(&ws_a, SECRET, "5", "a2", "Bo").await;
@@ -525,16 +533,7 @@ async fn chat_over_slow_lossy_links_loses_nothing() {
         let (ws_a, ws_b) = (d.ws(1), d.ws(2));
         let load = d.load_draining(5, &ws_b, 8, 10);
         // A visitor on a, its agent on b, a round trip each way across the slow links.
-        let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
-        let mut visitor = Client::chat(&ws_a).await;
-        let login = visitor.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
-        let conv = login["conversation_id"].as_str().expect("conversation").to_string();
-        let r = visitor.request(json!({"method": "say", "content": "over the slow wire", "cid": "v1"}), "say_ack").await;
-        assert!(r.get("code").is_none(), "{r}");
-        agent.next_where(|m| m["method"] == "say" && m["content"] == "over the slow wire").await;
-        let r = agent.request(json!({"method": "say", "conversation_id": conv, "content": "and back", "cid": "a1"}), "say_ack").await;
-        assert!(r.get("code").is_none(), "{r}");
-        visitor.next_where(|m| m["method"] == "say" && m["content"] == "and back").await;
+        visitor_and_agent_talk(&ws_a, &ws_b, "over the slow wire", "and back").await;
         let report = loses_nothing(load);
         rows.push(format!(
             "{} ms RTT, {loss} % loss: {:.0} deliveries/s, p50 {} ms, p99 {} ms",
@@ -555,14 +554,8 @@ async fn chat_across_hosts_on_postgres_loses_nothing() {
     let d = Deployment::with_store(Hosts::up(188, 6), 188, 1, Store::Postgres).await;
     let (ws_a, ws_b) = (d.ws(1), d.ws(2));
     let load = d.load(5, &format!("{ws_a},{ws_b}"), 6);
-    let (mut agent, _) = agent_with(&ws_b, SECRET, "5", "a1", "Ana").await;
-    let mut visitor = Client::chat(&ws_a).await;
-    let login = visitor.request(json!({"method": "visitor_login", "bid": "5"}), "visitor_login").await;
-    let conv = login["conversation_id"].as_str().expect("conversation").to_string();
-    let r = visitor.request(json!({"method": "say", "content": "stored on host 4", "cid": "v1"}), "say_ack").await;
-    assert!(r.get("code").is_none(), "{r}");
-    agent.next_where(|m| m["method"] == "say" && m["content"] == "stored on host 4").await;
+    let (_visitor, mut agent, conv) = visitor_and_agent_talk(&ws_a, &ws_b, "stored on host 4", "read from host 4").await;
     let history = agent.request(json!({"method": "history", "conversation_id": conv}), "history").await;
-    assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(2), "{history}");
     loses_nothing(load);
 }

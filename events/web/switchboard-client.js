@@ -256,19 +256,25 @@
 
     /**
      * Shows a thread's caught-up and held messages in id order, then asks the next thread. The
-     * server's answer is the thread as stored: an id missing from it does not exist (an id may
-     * be skipped when a store fails halfway), so nothing waits for it any longer.
+     * server's answer is the thread as stored up to its newest message: an id missing from it
+     * does not exist (an id may be skipped when a store fails halfway), so nothing waits for it.
      */
     caughtUp(thread, messages) {
       clearTimeout(this.catchTimer);
       this.catching = this.catching.filter((t) => t !== thread);
-      const all = (this.held.get(thread) || []).concat(this.early.get(thread) || [], messages);
+      const waiting = (this.held.get(thread) || []).concat(this.early.get(thread) || []);
       this.held.delete(thread);
       this.early.delete(thread);
       clearTimeout(this.gaps.get(thread));
       this.gaps.delete(thread);
+      // The answer is the thread as stored up to its newest message: shown as it is. What came
+      // live beyond that is taken in as any live message is, so one that overtook a message
+      // stored after the answer was read waits for it.
+      const upTo = messages.reduce((max, h) => Math.max(max, Number(h.id)), -Infinity);
+      const all = messages.concat(waiting.filter((h) => Number(h.id) <= upTo));
       all.sort((a, b) => Number(a.id) - Number(b.id));
       all.forEach((h) => this.show(thread, h));
+      waiting.filter((h) => Number(h.id) > upTo).sort((a, b) => Number(a.id) - Number(b.id)).forEach((h) => this.accept(h));
       this.askNext();
     }
 
