@@ -183,10 +183,13 @@ impl Api {
 
     /// The same packet to every gateway, encoded once.
     async fn broadcast(&self, cmd: Command) -> Result<()> {
+        self.send_to_each(&self.gateways().await?, cmd).await
+    }
+
+    /// The same packet to each of `gateways`, encoded once, sent side by side.
+    async fn send_to_each(&self, gateways: &[String], cmd: Command) -> Result<()> {
         let packet = cmd.into_packet().to_bytes();
-        let gateways = self.gateways().await?;
-        let results = join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await;
-        results.into_iter().collect()
+        join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await.into_iter().collect()
     }
 
     /// The gateways a message to `uids` or `groups` must reach: inside a worker, those whose
@@ -317,8 +320,7 @@ impl Api {
     pub async fn send_to_uid(&self, uids: &[&str], msg: impl Into<Bytes>) -> Result<()> {
         let uids = ids(uids.iter().copied());
         let gateways = self.routed(&uids, &[]).await?;
-        let packet = Command::SendToUid { uids, msg: Message::text(msg) }.into_packet().to_bytes();
-        join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await.into_iter().collect()
+        self.send_to_each(&gateways, Command::SendToUid { uids, msg: Message::text(msg) }).await
     }
 
     /// CMD_SEND_TO_GROUP to every gateway that holds a member (every gateway outside a worker,
@@ -331,8 +333,7 @@ impl Api {
         let groups = ids(groups.iter().copied());
         let gateways = self.routed(&[], &groups).await?;
         if exclude.is_empty() {
-            let packet = Command::SendToGroup { groups, exclude: None, msg }.into_packet().to_bytes();
-            return join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await.into_iter().collect();
+            return self.send_to_each(&gateways, Command::SendToGroup { groups, exclude: None, msg }).await;
         }
         let mut per_gateway = by_gateway(exclude)?;
         for g in gateways {

@@ -292,13 +292,15 @@ impl Hub {
                 self.links.insert(link, LinkHandle { out, kill, peer, worker_key: None });
             }
             HubMsg::Command { link, cmd } => {
+                // Only while some worker keeps a directory: no key is built for a bind otherwise.
                 let touched = match &cmd {
+                    _ if !self.directory.has_subscribers() => None,
                     Command::BindUid { uid, .. } => Some((true, crate::protocol::php::Key::from_bytes(uid))),
                     Command::JoinGroup { group, .. } => Some((false, crate::protocol::php::Key::from_bytes(group))),
                     _ => None,
                 };
                 self.execute(link, cmd);
-                if let Some(name) = touched.filter(|_| self.directory.has_subscribers()) {
+                if let Some(name) = touched {
                     let held = if name.0 { self.tables.uid_members(&name.1).next().is_some() } else { self.tables.group_len(&name.1) > 0 };
                     self.directory.touch(link, &name, held);
                 }
