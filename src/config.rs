@@ -28,6 +28,8 @@ pub struct File {
     pub gateway: Option<gateway::Config>,
     pub business: BusinessSection,
     pub events: events::Config,
+    /// The server API (HTTP/JSON), off unless `listen` is set.
+    pub api: http_api::Config,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +66,20 @@ impl Default for BusinessSection {
 }
 
 impl File {
+    /// The run directory (default `run`).
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.run_dir.clone().unwrap_or_else(|| "run".into()))
+    }
+
+    /// The API keys file: `[api] keys_file`, or `api-keys.json` in the run directory.
+    pub fn api_keys_file(&self) -> std::path::PathBuf {
+        if self.api.keys_file.is_empty() {
+            self.run_dir().join("api-keys.json")
+        } else {
+            std::path::PathBuf::from(&self.api.keys_file)
+        }
+    }
+
     /// Reads `path`, or `switchboard.toml` in the current directory when no path is given and
     /// that file exists, or else the built-in defaults.
     pub fn load(path: Option<&Path>) -> anyhow::Result<File> {

@@ -65,6 +65,11 @@ enum Role {
     Business(BusinessArgs),
     /// Run the LINE channel: signed webhooks in, agents' replies out (config: [events.line]).
     Line(LineArgs),
+    /// Run the server API: the Gateway API and the chat over HTTP/JSON (config: [api]).
+    Api(ApiArgs),
+    /// Make, list and revoke the server API's keys (kept, as hashes, in the keys file).
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
     /// Load-test a running system: the chat's client protocol over many WebSocket connections.
     Bench(bench::BenchArgs),
     /// An HTTP upstream for `bench --workload proxy`: echoes each POST's body after a delay.
@@ -170,6 +175,36 @@ struct LineArgs {
 }
 
 #[derive(Args)]
+struct ApiArgs {
+    /// Listener (default [api] listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The chat's store, shared with the workers (default [events] store).
+    #[arg(long)]
+    store: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Make a key and print it (once: only its SHA-256 is kept).
+    New {
+        /// A bot the key reaches (repeat for several); '*' for every bot and the raw Gateway API.
+        #[arg(long = "bot", required = true)]
+        bots: Vec<String>,
+        /// Let the key write (send, post, assign, close); without it, read only.
+        #[arg(long)]
+        write: bool,
+        /// What the key is for, shown by `list` and in the API's logs.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// The keys in the keys file (never the keys themselves).
+    List,
+    /// Revoke a key by its id (or the key itself); the API stops taking it within a second.
+    Revoke { id: String },
+}
+
+#[derive(Args)]
 struct TokenArgs {
     /// The bot id the agent belongs to.
     #[arg(long)]
@@ -228,6 +263,41 @@ async fn serve_metrics(addr: Option<SocketAddr>, source: metrics::Source) -> any
     Ok(())
 }
 
+/// `switchboard api-key new | list | revoke`.
+fn api_key(file: &config::File, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    use http_api::keys::KeysFile;
+    let path = file.api_keys_file();
+    let mut keys = KeysFile::read(&path).map_err(anyhow::Error::msg)?;
+    match cmd {
+        ApiKeyCommand::New { bots, write, name } => {
+            let (key, stored) = keys.new_key(&name, bots, write).map_err(anyhow::Error::msg)?;
+            let id = stored.id.clone();
+            keys.write(&path).map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "key {id} made ({}); it is shown once, only its hash is kept in {}:",
+                if write { "read and write" } else { "read only" },
+                path.display()
+            );
+            println!("{key}");
+        }
+        ApiKeyCommand::List => {
+            println!("{:<14} {:<20} {:<20} {:<6} {:<8} created", "id", "name", "bots", "write", "state");
+            for k in &keys.keys {
+                let state = if k.revoked { "revoked" } else { "active" };
+                println!("{:<14} {:<20} {:<20} {:<6} {:<8} {}", k.id, k.config.name, k.config.bots.join(","), k.config.write, state, k.created);
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            if !keys.revoke(&id) {
+                anyhow::bail!("no key {id:?} in {} (`switchboard api-key list` shows them)", path.display());
+            }
+            keys.write(&path).map_err(anyhow::Error::msg)?;
+            println!("revoked; the API stops taking it within a second");
+        }
+    }
+    Ok(())
+}
+
 /// Tells a supervising master this process is ready (nothing when run by hand).
 pub fn ready_line(details_json: &str) {
     business::ready::announce(details_json);
@@ -281,13 +351,44 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             }
             if secret.is_empty() {
                 // The one `start` generated for this box, if it did.
-                let run_dir = std::path::PathBuf::from(file.run_dir.clone().unwrap_or_else(|| "run".into()));
+                let run_dir = file.run_dir();
                 secret = std::fs::read_to_string(run_dir.join("agent-secret")).map(|s| s.trim().to_string()).unwrap_or_default();
             }
             let token = events::auth::mint(&secret, &args.bid, &args.agent, args.ttl).context(
                 "set SWITCHBOARD_AGENT_SECRET (or [events] agent_secret) first, or run `switchboard start` here once to generate run/agent-secret",
             )?;
             println!("{token}");
+        }
+        Role::ApiKey(cmd) => api_key(&file, cmd)?,
+        Role::Api(args) => {
+            let stop = stop_signal()?;
+            let mut events_config = file.events.clone();
+            if let Some(s) = args.store {
+                events_config.store = s;
+            }
+            let mut api_config = file.api.clone();
+            if let Some(l) = args.listen {
+                api_config.listen = l;
+            }
+            if api_config.listen.is_empty() {
+                anyhow::bail!("no listener for the API: set [api] listen (e.g. \"127.0.0.1:8700\") or pass --listen");
+            }
+            let registers = shared_registers.or(file.business.registers.clone()).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
+            let secret = cli.secret_key.or(file.business.secret_key.clone()).or(file.secret_key.clone()).unwrap_or_default();
+            let chat = Arc::new(events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?);
+            serve_metrics(metrics, metrics::Source::Line(chat.metrics.clone())).await?;
+            let env_keys = std::env::var("SWITCHBOARD_API_KEYS").ok();
+            let listen = api_config.listen.clone();
+            let state = http_api::State::new(chat, business::Api::remote(registers, secret), api_config, file.api_keys_file(), env_keys)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("API listener {listen}"))?;
+            let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+            tracing::info!(%address, "server API listening: see GET /api/openapi.json");
+            ready_line(&serde_json::json!({"role": "api", "address": address}).to_string());
+            http_api::serve(state, listener, async {
+                let _ = stop.await;
+            })
+            .await?;
         }
         Role::Register(args) => {
             let stop = stop_signal()?;

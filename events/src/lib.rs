@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod retention;
 pub mod rooms;
+pub mod service;
 pub mod store;
 pub mod visitors;
 pub mod web;
@@ -54,6 +55,12 @@ impl Fail {
 
     pub fn denied(msg: impl Into<String>) -> Fail {
         Fail { code: code::NOT_AUTHORISED, msg: msg.into() }
+    }
+
+    /// Refused because it does not exist for this caller. Only the server API's paths make
+    /// it (clients are told `denied`, as they always were), like `500` below.
+    pub fn not_found(msg: impl Into<String>) -> Fail {
+        Fail { code: "404", msg: msg.into() }
     }
 }
 

@@ -2,16 +2,17 @@
 //! them. A message is stored before it is delivered or acknowledged; a re-sent `cid` gets the
 //! original acknowledgement and is not delivered again.
 
-use crate::keys::{agent_uid, conversation_thread, private_thread, room_group, room_thread, visitor_uid};
+use crate::keys::{agent_uid, conversation_thread, private_thread, room_thread, visitor_uid};
 use crate::protocol::{id_field, message_json, text_field};
-use crate::store::{Inserted, NewMessage};
+use crate::service::Author;
 use crate::who::{rooms, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
 use serde_json::{json, Map, Value};
 
 /// Where a message goes, after the caller's rights were checked.
-pub(crate) enum Target {
+#[derive(Debug, Clone)]
+pub enum Target {
     Conversation(crate::store::Conversation),
     Room { bid: String, room: String },
     Private { bid: String, to: String },
@@ -65,60 +66,29 @@ impl Chat {
 
     pub(crate) async fn say(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
         let content = text_field(req, "content")?.ok_or_else(|| Fail::bad("content is required"))?;
-        if content.is_empty() {
-            return Err(Fail::bad("content is empty"));
-        }
-        if content.chars().count() > self.config.max_content {
-            return Err(Fail::bad(format!("content is longer than {} characters", self.config.max_content)));
-        }
         let cid = id_field(req, "cid")?;
-        let mut target = self.target(who, req, "to_uid").await?;
-        let (me, from_uid) = (who.uid().unwrap_or_default(), who.from_uid().unwrap_or_default());
-        match &mut target {
-            Target::Room { room, .. } if !rooms(ctx).contains(room) => return Err(Fail::denied("join the room first")),
-            Target::Conversation(c) if !c.open => return Err(Fail::denied("the conversation is closed")),
-            Target::Conversation(c) if matches!(who, Who::Visitor { .. }) => {
-                *c = self.auto_assign(&ctx.api, c.clone()).await?;
-            }
-            _ => {}
-        }
-        let (thread, key, value) = self.thread_of(&target, who);
-        let mut to = Map::new();
-        to.insert(key.into(), value.into());
-        let stored = self
-            .store
-            .insert_message(NewMessage { thread, sender: me.clone(), from_uid, from_name: who.name().to_string(), cid, content, to })
-            .await?;
-        let (msg, fresh) = match stored {
-            Inserted::New(m) => (m, true),
-            Inserted::Duplicate(m) => (m, false),
-        };
-        // An agent's message to a LINE user is queued for the sender (again, if a first `say`
-        // stopped between storing and queueing).
-        let delivery = match (&target, who) {
-            (Target::Conversation(c), Who::Agent { .. }) if crate::line::line_user(&c.visitor_id).is_some() => {
-                Some(self.queue_for_line(c, &msg).await?)
-            }
-            _ => None,
-        };
-        if fresh {
-            let mut frame = message_json(&msg);
-            if let Some(d) = &delivery {
-                frame["delivery"] = d.clone().into();
-            }
-            let frame = frame.to_string();
-            let api = &ctx.api;
-            match &target {
-                Target::Conversation(c) => self.deliver_in_conversation(api, c, matches!(who, Who::Visitor { .. }), frame).await?,
-                Target::Room { bid, room } => api.send_to_group(&[&room_group(bid, room)], frame, &[]).await?,
-                Target::Private { bid, to } => api.send_to_uid(&[&agent_uid(bid, to), &me], frame).await?,
+        let target = self.target(who, req, "to_uid").await?;
+        if let Target::Room { room, .. } = &target {
+            if !rooms(ctx).contains(room) {
+                return Err(Fail::denied("join the room first"));
             }
         }
+        let author = match who {
+            Who::Agent { bid, id, name } => Author::agent(bid, id, name),
+            _ => Author {
+                sender: who.uid().unwrap_or_default(),
+                from_uid: who.from_uid().unwrap_or_default(),
+                from_name: who.name().to_string(),
+                visitor: true,
+            },
+        };
+        let posted = self.post(&ctx.api, &target, &author, content, cid).await?;
+        let msg = &posted.message;
         let mut ack = json!({"method": "say_ack", "id": msg.id.to_string(), "timestamp": msg.timestamp});
         if let Some(cid) = &msg.cid {
             ack["cid"] = cid.clone().into();
         }
-        if let Some(d) = delivery {
+        if let Some(d) = posted.delivery {
             ack["delivery"] = d.into();
         }
         self.reply(ctx, ack).await;

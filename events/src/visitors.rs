@@ -109,7 +109,7 @@ impl Chat {
         Ok(self.store.conversation(&conv.id).await?.unwrap_or(conv))
     }
 
-    async fn announce_assignment(&self, api: &Api, conv: &Conversation) -> Outcome {
+    pub(crate) async fn announce_assignment(&self, api: &Api, conv: &Conversation) -> Outcome {
         let info = self.agent_info(&conv.bid, conv.assigned.as_deref()).await?;
         let push = json!({"method": "assign_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id, "assigned": info});
         api.send_to_group(&[&bot_group(&conv.bid)], push.to_string(), &[]).await?;
@@ -149,11 +149,7 @@ impl Chat {
     /// held by `expected`, tells the bot's agents and the visitor, and answers with the holder.
     async fn reassign(&self, ctx: &mut Context, method: &str, conv: Conversation, to: &str, expected: Option<&str>) -> Outcome {
         let id = conv.id.clone();
-        let ok = self.store.assign(&id, to, expected).await?;
-        let now = self.store.conversation(&id).await?.unwrap_or(conv);
-        if ok {
-            self.announce_assignment(&ctx.api, &now).await?;
-        }
+        let (ok, now) = self.assign_if(&ctx.api, conv, to, expected).await?;
         self.reply(ctx, json!({"method": method, "conversation_id": id, "ok": ok, "assigned": now.assigned})).await;
         Ok(())
     }
@@ -174,12 +170,7 @@ impl Chat {
         self.agent_of(who)?;
         let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
         let conv = self.conversation_for(who, &id).await?;
-        let ok = self.store.close_conversation(&id).await?;
-        if ok {
-            let push = json!({"method": "close_push", "conversation_id": id, "visitor_id": conv.visitor_id});
-            ctx.api.send_to_group(&[&bot_group(&conv.bid)], push.to_string(), &[]).await?;
-            ctx.api.send_to_uid(&[&visitor_uid(&conv.bid, &conv.visitor_id)], push.to_string()).await?;
-        }
+        let ok = self.close_conversation(&ctx.api, &conv).await?;
         self.reply(ctx, json!({"method": "close", "conversation_id": id, "ok": ok})).await;
         Ok(())
     }

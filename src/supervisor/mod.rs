@@ -39,11 +39,15 @@ impl Plan {
             if !file.events.line.bots.is_empty() {
                 all.push("line".into());
             }
+            // The server API runs where it has a listener.
+            if !file.api.listen.is_empty() {
+                all.push("api".into());
+            }
             all
         });
         for r in &roles {
-            if !matches!(r.as_str(), "register" | "gateway" | "business" | "line") {
-                bail!("unknown role {r:?} in roles (register, gateway, business, line)");
+            if !matches!(r.as_str(), "register" | "gateway" | "business" | "line" | "api") {
+                bail!("unknown role {r:?} in roles (register, gateway, business, line, api)");
             }
         }
         let config = match config {
@@ -54,7 +58,7 @@ impl Plan {
             roles,
             gateways: file.gateways.unwrap_or(1).max(1),
             workers: file.workers.unwrap_or(2).max(1),
-            run_dir: PathBuf::from(file.run_dir.clone().unwrap_or_else(|| "run".into())),
+            run_dir: file.run_dir(),
             config,
             metrics_ip: file.metrics_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
         })
@@ -94,6 +98,9 @@ impl Plan {
         }
         if self.runs("line") {
             out.push(("the LINE webhook ([events.line] listen)".into(), file.events.line.listen.clone()));
+        }
+        if self.runs("api") {
+            out.push(("the server API ([api] listen)".into(), file.api.listen.clone()));
         }
         out
     }
@@ -157,6 +164,9 @@ impl Plan {
         if self.runs("line") {
             // After the workers: its replies' senders and the workers share the store.
             out.push(spec("line", 0, base("line")));
+        }
+        if self.runs("api") {
+            out.push(spec("api", 0, base("api")));
         }
         out
     }
@@ -425,6 +435,7 @@ async fn rows(handles: &[Handle]) -> Vec<status::Row> {
                 (format!("{} (inner {}{side})", text("address"), text("inner")), m("clients"), m("messages_in_total"), m("messages_out_total"))
             }
             "line" => (format!("{} (webhooks)", text("address")), None, None, None),
+            "api" => (format!("{} (server API)", text("address")), None, None, None),
             _ => (format!("{} gateways", m("gateways").unwrap_or(0)), m("clients"), m("events_total"), None),
         };
         rows.push(status::Row {

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod cut;
 pub mod fake_line;
 pub mod hosts;
+pub mod http_api;
 pub mod replica;
 pub mod sqldb;
 

@@ -1,0 +1,133 @@
+//! Switchboard's server API: any backend (Java, Go, Node, PHP-FPM, …) reaches clients and
+//! the chat over HTTP/JSON, on a listener of its own (`[api] listen`).
+//!
+//! An adapter around the core: it depends on `business` (the Gateway API, remote, as PHP's
+//! GatewayClient is) and on `events` (the chat's `service`), and nothing depends on it.
+//! `command` is every operation as one typed command; `gateway` and `chat` run them; `routes`
+//! maps HTTP onto them and generates the OpenAPI document; `keys` and `limit` decide who may
+//! call and how often; `fail` is how every refusal reads.
+
+pub mod chat;
+pub mod command;
+pub mod config;
+pub mod fail;
+pub mod gateway;
+pub mod keys;
+pub mod limit;
+pub mod routes;
+pub mod text;
+
+pub use config::Config;
+
+use business::Api;
+use command::Command;
+use events::Chat;
+use fail::Fail;
+use keys::{Key, Keyring, Refusal};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tracing::{info, warn};
+
+/// What every request handler shares.
+pub struct State {
+    pub chat: Arc<Chat>,
+    pub api: Api,
+    pub config: Config,
+    keys: RwLock<Arc<Keyring>>,
+    keys_file: PathBuf,
+    env_keys: Option<String>,
+    pub limits: limit::Limits,
+}
+
+impl State {
+    /// `keys_file` is `[api] keys_file` resolved (the run directory's `api-keys.json` by
+    /// default); `env_keys` is `SWITCHBOARD_API_KEYS`.
+    pub fn new(chat: Arc<Chat>, api: Api, config: Config, keys_file: PathBuf, env_keys: Option<String>) -> Result<Arc<State>, String> {
+        let ring = Keyring::load(&config, env_keys.as_deref(), &keys_file)?;
+        if ring.is_empty() {
+            warn!(file = %keys_file.display(), "no API keys: every request will be refused until one is made (switchboard api-key new --bot <bid>)");
+        }
+        let limits = limit::Limits::new(config.rate_limit, config.rate_burst);
+        Ok(Arc::new(State { chat, api, config, keys: RwLock::new(Arc::new(ring)), keys_file, env_keys, limits }))
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the keys when the keys file changes, so `api-key new` and `revoke` take effect
+    /// within a second, without a restart. A file that no longer parses keeps the keys as
+    /// they were (and says so): a typo must not open or close the API.
+    pub async fn watch_keys(self: Arc<Self>) {
+        let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen: Option<SystemTime> = mtime(&self.keys_file);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = mtime(&self.keys_file);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match Keyring::load(&self.config, self.env_keys.as_deref(), &self.keys_file) {
+                Ok(ring) => {
+                    *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                    info!(file = %self.keys_file.display(), "API keys re-read");
+                }
+                Err(e) => warn!("API keys file not re-read, keeping the keys as they were: {e}"),
+            }
+        }
+    }
+
+    /// The key an `Authorization: Bearer …` header presents, after its rate limit took
+    /// `cost` requests.
+    pub fn authenticate(&self, header: Option<&str>, cost: u32) -> Result<Key, Fail> {
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()) else {
+            return Err(Fail::unauthorized("send Authorization: Bearer <API key>"));
+        };
+        let ring = self.keyring();
+        let Some(key) = ring.check(token) else {
+            return Err(Fail::unauthorized("unknown or revoked API key"));
+        };
+        self.limits.take(key, cost)?;
+        Ok(key.clone())
+    }
+
+    /// Whether `key` may run `cmd`.
+    pub fn authorize(&self, key: &Key, cmd: &Command) -> Result<(), Fail> {
+        let (bid, write) = cmd.needs();
+        key.scope.allows(bid, write).map_err(|r| match (r, bid) {
+            (Refusal::Bot, None) => Fail::forbidden("the Gateway API needs a key for every bot (bots = [\"*\"])"),
+            (Refusal::Bot, Some(b)) => Fail::forbidden(format!("this key does not reach bot {b:?}")),
+            (Refusal::ReadOnly, _) => Fail::forbidden("this key is read-only"),
+        })
+    }
+
+    /// Runs a command `key` may run.
+    pub async fn run(&self, key: &Key, cmd: Command) -> Result<serde_json::Value, Fail> {
+        self.authorize(key, &cmd)?;
+        let method = cmd.method();
+        let r = match cmd.needs().0 {
+            None => gateway::run(&self.api, cmd).await,
+            Some(_) => chat::run(self, cmd).await,
+        };
+        match &r {
+            Ok(_) => tracing::debug!(key = %key.name, %method, "done"),
+            Err(f) => info!(key = %key.name, %method, code = f.code, "refused: {}", f.message),
+        }
+        r
+    }
+}
+
+/// Serves the API on `listener` until `stop`.
+pub async fn serve(
+    state: Arc<State>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let watcher = tokio::spawn(state.clone().watch_keys());
+    let (router, _) = routes::router(state);
+    let r = axum::serve(listener, router).with_graceful_shutdown(stop).await;
+    watcher.abort();
+    r
+}

@@ -1,0 +1,232 @@
+//! The server API (`switchboard api`) as a backend uses it: real HTTP to a real API process, in
+//! front of a real chat (register, two gateways, two chat workers, a shared store), with chat
+//! clients on WebSockets seeing what the backend did.
+
+mod common;
+
+use common::http_api::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A visitor of bot `bid` who has said `hello` (so its conversation is assigned); its
+/// conversation id.
+async fn visitor(url: &str, bid: &str) -> (Client, String) {
+    let mut v = Client::chat(url).await;
+    let login = v.request(json!({"method": "visitor_login", "bid": bid, "name": "Vera"}), "visitor_login").await;
+    let conv = login["conversation_id"].as_str().expect("conversation id").to_string();
+    v.send_json(json!({"method": "say", "content": "hello", "cid": "v1"})).await;
+    v.next_where(|m| m["method"] == "say_ack").await;
+    (v, conv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_reaches_clients_and_works_conversations_over_http() {
+    let s = ApiSystem::start(190, "").await;
+    let (mut alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
+    let (mut bob, _) = agent_with(&s.sys.b.ws, AGENT_SECRET, "1", "bob", "Bob").await;
+    let (mut zed, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "2", "zed", "Zed").await;
+    let (mut v, conv) = visitor(&s.sys.b.ws, "1").await;
+
+    // The Gateway API, GatewayClient's semantics, with a key for every bot.
+    let ids = s.call(OPS, json!({"method": "get_client_id_by_uid", "uid": "a:1:alice"})).await;
+    let alice_id = ids.as_array().filter(|a| a.len() == 1).and_then(|a| a[0].as_str()).expect("alice's one client id").to_string();
+    assert_eq!(s.call(OPS, json!({"method": "is_online", "client_id": alice_id})).await, json!(true));
+    let session = s.call(OPS, json!({"method": "get_session", "client_id": alice_id})).await;
+    assert_eq!((session["role"].as_str(), session["bid"].as_str()), (Some("agent"), Some("1")), "{session}");
+    let notice = json!({"method": "notice", "text": "from the backend"}).to_string();
+    assert_eq!(s.call(OPS, json!({"method": "send_to_uid", "uids": ["a:1:alice"], "message": notice})).await, Value::Null);
+    alice.next_where(|m| m["method"] == "notice" && m["text"] == "from the backend").await;
+    bob.expect_none(Duration::from_millis(300), |m| m["method"] == "notice").await;
+
+    // A batch: run in order, answered one by one; one refused does not stop the rest.
+    let notice2 = json!({"method": "notice", "text": "to bot 1"}).to_string();
+    let (status, batch) = s
+        .post(
+            OPS,
+            "/api/batch",
+            json!({"commands": [
+                {"method": "send_to_group", "groups": ["bot:1"], "message": notice2},
+                {"method": "get_client_count_by_group", "group": "bot:1"},
+                {"method": "close_conversation", "bid": "1", "conversation_id": "no-such"},
+                {"method": "get_uid_list_by_group", "group": "bot:1"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let r = &batch["results"];
+    assert_eq!((r[0]["ok"].as_bool(), r[1]["result"].as_u64()), (Some(true), Some(2)), "{batch}");
+    assert_eq!((r[2]["ok"].as_bool(), r[2]["status"].as_u64(), r[2]["error"]["code"].as_str()), (Some(false), Some(404), Some("not_found")));
+    let mut uids: Vec<String> = serde_json::from_value(r[3]["result"].clone()).expect("uid list");
+    uids.sort();
+    assert_eq!(uids, ["a:1:alice", "a:1:bob"]);
+    alice.next_where(|m| m["method"] == "notice" && m["text"] == "to bot 1").await;
+    bob.next_where(|m| m["method"] == "notice" && m["text"] == "to bot 1").await;
+    zed.expect_none(Duration::from_millis(300), |m| m["method"] == "notice").await;
+
+    // The chat, with a key for bot 1: the conversation, its history.
+    let (status, page) = s.get(BOT1, "/api/bots/1/conversations").await;
+    assert_eq!(status, 200, "{page}");
+    let listed = page["conversations"].as_array().expect("list");
+    assert_eq!(listed.len(), 1, "{page}");
+    assert_eq!((listed[0]["conversation_id"].as_str(), listed[0]["channel"].as_str()), (Some(conv.as_str()), Some("web")));
+    assert_eq!(listed[0]["last_message"]["content"], "hello");
+    let holder = listed[0]["assigned"].as_str().expect("assigned on the first message").to_string();
+    let (_, mine) = s.get(BOT1, &format!("/api/bots/1/conversations?assigned={holder}")).await;
+    assert_eq!(mine["conversations"].as_array().map(Vec::len), Some(1));
+    let (_, waiting) = s.get(BOT1, "/api/bots/1/conversations?assigned=").await;
+    assert_eq!(waiting["conversations"], json!([]), "only unassigned ones");
+    let (_, line) = s.get(BOT1, "/api/bots/1/conversations?channel=line").await;
+    assert_eq!(line["conversations"], json!([]));
+    let (status, history) = s.get(BOT1, &format!("/api/bots/1/conversations/{conv}/messages")).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["messages"][0]["content"], "hello");
+
+    // A bot's auto-reply: stored, delivered to the visitor and the bot's agents, marked as the
+    // bot's; the same cid again is the same message, delivered to nobody again.
+    let path = format!("/api/bots/1/conversations/{conv}/messages");
+    let (status, posted) = s.post(BOT1, &path, json!({"content": "Hi, I am the bot", "cid": "auto-1"})).await;
+    assert_eq!((status, posted["duplicate"].as_bool()), (200, Some(false)), "{posted}");
+    let seen = v.next_where(|m| m["method"] == "say" && m["content"] == "Hi, I am the bot").await;
+    assert_eq!((seen["from_uid"].as_str(), seen["from_name"].as_str(), seen["bot"].as_bool()), (Some("bot"), Some("Bot"), Some(true)));
+    assert_eq!(seen["id"], posted["id"]);
+    alice.next_where(|m| m["method"] == "say" && m["content"] == "Hi, I am the bot").await;
+    let (_, again) = s.post(BOT1, &path, json!({"content": "Hi, I am the bot", "cid": "auto-1"})).await;
+    assert_eq!((again["duplicate"].as_bool(), &again["id"]), (Some(true), &posted["id"]));
+    v.expect_none(Duration::from_millis(500), |m| m["method"] == "say" && m["content"] == "Hi, I am the bot").await;
+
+    // As an agent of the bot; an agent the bot has never seen is refused.
+    let (status, _) = s.post(BOT1, &path, json!({"content": "Alice here", "agent": "alice"})).await;
+    assert_eq!(status, 200);
+    let seen = v.next_where(|m| m["method"] == "say" && m["content"] == "Alice here").await;
+    assert_eq!((seen["from_uid"].as_str(), seen["from_name"].as_str()), (Some("alice"), Some("Alice")));
+    assert!(seen.get("bot").is_none());
+    let (status, body) = s.post(BOT1, &path, json!({"content": "x", "agent": "zed"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "zed is bot 2's: {body}");
+
+    // Transfer to the other agent, only if the holder still holds it; then close.
+    let other = if holder == "alice" { "bob" } else { "alice" };
+    let assign = format!("/api/bots/1/conversations/{conv}/assign");
+    let (_, stale) = s.post(BOT1, &assign, json!({"agent": other, "expected": other})).await;
+    assert_eq!((stale["ok"].as_bool(), stale["assigned"].as_str()), (Some(false), Some(holder.as_str())), "{stale}");
+    let (status, moved) = s.post(BOT1, &assign, json!({"agent": other, "expected": holder})).await;
+    assert_eq!((status, moved["ok"].as_bool(), moved["assigned"].as_str()), (200, Some(true), Some(other)), "{moved}");
+    v.next_where(|m| m["method"] == "assign_push" && m["assigned"]["customer_id"] == other).await;
+    let (_, online) = s.get(BOT1_READ, "/api/bots/1/agents/online").await;
+    let mut names: Vec<&str> = online["agents"].as_array().expect("agents").iter().filter_map(|a| a["customer_id"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob"]);
+    let close = format!("/api/bots/1/conversations/{conv}/close");
+    let (_, closed) = s.post(BOT1, &close, json!({})).await;
+    assert_eq!(closed["ok"], true);
+    v.next_where(|m| m["method"] == "close_push").await;
+    let (_, twice) = s.post(BOT1, &close, json!({})).await;
+    assert_eq!(twice["ok"], false);
+    let (status, body) = s.post(BOT1, &path, json!({"content": "too late"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+
+    // A room of bot 1: its members hear the bot; bot 2's room of the same name does not.
+    alice.request(json!({"method": "join", "room": "lobby"}), "join").await;
+    zed.request(json!({"method": "join", "room": "lobby"}), "join").await;
+    let (status, _) = s.post(BOT1, "/api/bots/1/rooms/lobby/messages", json!({"content": "standup in 5"})).await;
+    assert_eq!(status, 200);
+    let heard = alice.next_where(|m| m["method"] == "say" && m["room"] == "lobby").await;
+    assert_eq!((heard["content"].as_str(), heard["bot"].as_bool()), (Some("standup in 5"), Some(true)));
+    zed.expect_none(Duration::from_millis(500), |m| m["method"] == "say").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_checked_scoped_by_bot_and_rate_limited() {
+    let s = ApiSystem::start(191, "").await;
+    let (_alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
+    let (_v, conv1) = visitor(&s.sys.a.ws, "1").await;
+
+    // No key, a wrong key: 401 with a JSON body saying why.
+    let r = s.http.get(format!("{}/api/bots/1/conversations", s.base)).send().await.expect("GET");
+    let (status, body) = answer(r).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    let (status, _) = s.get("not-a-key-not-a-key-not-a-key", "/api/bots/1/conversations").await;
+    assert_eq!(status, 401);
+
+    // Another bot's key: refused for bot 1, and bot 1's conversation does not exist for bot 2.
+    let (status, body) = s.get(BOT2, "/api/bots/1/conversations").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    for (status, body) in [
+        s.get(BOT2, &format!("/api/bots/2/conversations/{conv1}/messages")).await,
+        s.post(BOT2, &format!("/api/bots/2/conversations/{conv1}/messages"), json!({"content": "leak?"})).await,
+        s.post(BOT2, &format!("/api/bots/2/conversations/{conv1}/close"), json!({})).await,
+    ] {
+        assert_eq!(status, 404, "{body}");
+    }
+    let (_, listed) = s.get(BOT2, "/api/bots/2/conversations").await;
+    assert_eq!(listed["conversations"], json!([]));
+
+    // The raw Gateway API needs a key for every bot; a read-only key cannot write.
+    let (status, body) = s.post(BOT1, "/api/call", json!({"method": "get_all_uid_count"})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = s.post(BOT1_READ, &format!("/api/bots/1/conversations/{conv1}/messages"), json!({"content": "x"})).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (403, Some("this key is read-only")));
+    assert_eq!(s.get(BOT1_READ, &format!("/api/bots/1/conversations/{conv1}/messages")).await.0, 200);
+    let (_, batch) =
+        s.post(BOT1, "/api/batch", json!({"commands": [{"method": "agents_online", "bid": "1"}, {"method": "agents_online", "bid": "2"}]})).await;
+    assert_eq!((batch["results"][0]["ok"].as_bool(), batch["results"][1]["status"].as_u64()), (Some(true), Some(403)), "{batch}");
+
+    // A client id naming an address the register does not list: no connection is tried.
+    let stranger = "7f0000fe1f90000000ff"; // 127.0.0.254:8080
+    assert_eq!(s.call(OPS, json!({"method": "is_online", "client_id": stranger})).await, json!(false));
+    let (status, _) = s.post(OPS, "/api/call", json!({"method": "send_to_client", "client_id": stranger, "message": "x"})).await;
+    assert_eq!(status, 404);
+
+    // Bad input: a clear 4xx with a JSON body, whatever is wrong.
+    for (body, want) in [
+        (json!({"method": "send_to_uid", "uids": [], "message": "x"}), 400),
+        (json!({"method": "send_to_uid", "uids": ["0"], "message": "x"}), 400),
+        (json!({"method": "bind_uid", "client_id": "xyz", "uid": "u"}), 400),
+        (json!({"method": "history", "bid": "1", "conversation_id": conv1, "limit": 1000}), 400),
+        (json!({"method": "send_to_all", "message": "x", "typo": 1}), 400),
+        (json!({"method": "no_such_method"}), 400),
+    ] {
+        let (status, answer) = s.post(OPS, "/api/call", body.clone()).await;
+        assert_eq!(status, want, "{body} → {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+    let r = s.http.post(format!("{}/api/call", s.base)).bearer_auth(OPS).body("{not json").header("content-type", "application/json").send().await;
+    assert_eq!(answer(r.expect("POST")).await.0, 400);
+    let r = s.http.post(format!("{}/api/call", s.base)).bearer_auth(OPS).body("{}").send().await;
+    assert_eq!(answer(r.expect("POST")).await.0, 415);
+    let big = "x".repeat(300 * 1024);
+    let (status, _) = s.post(OPS, "/api/call", json!({"method": "send_to_all", "message": big})).await;
+    assert_eq!(status, 413);
+
+    // A key's rate limit: its burst, then 429 with Retry-After.
+    for _ in 0..2 {
+        assert_eq!(s.get(SLOW, "/api/bots/1/agents/online").await.0, 200);
+    }
+    let r = s.http.get(format!("{}/api/bots/1/agents/online", s.base)).bearer_auth(SLOW).send().await.expect("GET");
+    let wait: u64 = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After");
+    let (status, body) = answer(r).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_requests")));
+    assert!((1..=10).contains(&wait), "Retry-After {wait}");
+    assert_eq!(s.get(BOT1, "/api/bots/1/agents/online").await.0, 200, "another key is not held back");
+
+    // Keys made and revoked with the CLI take effect without a restart; only hashes are kept.
+    let cfg = s.sys.config.display().to_string();
+    let out =
+        std::process::Command::new(BIN).args(["--config", &cfg, "api-key", "new", "--bot", "1", "--name", "crm"]).output().expect("api-key new");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    assert!(key.starts_with("sbk_"), "{key}");
+    eventually("the new key works", || async { s.get(&key, "/api/bots/1/conversations").await.0 == 200 }).await;
+    assert_eq!(s.post(&key, &format!("/api/bots/1/conversations/{conv1}/close"), json!({})).await.0, 403, "made read-only");
+    let file = s.sys.dir.0.join("api-keys.json");
+    let stored = std::fs::read_to_string(&file).expect("keys file");
+    assert!(!stored.contains(&key[17..]), "the secret is not kept");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).expect("keys file").permissions().mode() & 0o777, 0o600);
+    let list = std::process::Command::new(BIN).args(["--config", &cfg, "api-key", "list"]).output().expect("api-key list");
+    let list = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(list.contains("crm") && list.contains("active") && !list.contains(&key[17..]), "{list}");
+    let out = std::process::Command::new(BIN).args(["--config", &cfg, "api-key", "revoke", &key]).output().expect("api-key revoke");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the revoked key is refused", || async { s.get(&key, "/api/bots/1/conversations").await.0 == 401 }).await;
+}
