@@ -3,6 +3,7 @@
 #  - Redis, PostgreSQL and MySQL/MariaDB: scripts/services.sh;
 #  - Debian's chromium and the npm packages playwright-core and axe-core (web/e2e) for the
 #    browser tests.
+#  - schemathesis (PyPI), in a virtualenv under target/, for the server API's property test.
 # Installing packages needs root (as on CI); elsewhere install chromium and redis-server once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,16 @@ fi
 
 if [ ! -d web/e2e/node_modules/playwright-core ] || [ ! -d web/e2e/node_modules/axe-core ]; then
   npm ci --prefix web/e2e --no-audit --no-fund
+fi
+
+# schemathesis: fuzzes the server API against its own OpenAPI document (tests/http_api.rs).
+SCHEMATHESIS_VERSION=4.32.5
+export SCHEMATHESIS="${SCHEMATHESIS:-$PWD/target/schemathesis/bin/schemathesis}"
+if ! "$SCHEMATHESIS" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv --help >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+  python3 -m venv target/schemathesis
+  target/schemathesis/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+  export SCHEMATHESIS="$PWD/target/schemathesis/bin/schemathesis"
 fi
 
 cargo test --workspace --locked "$@"
