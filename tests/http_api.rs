@@ -270,3 +270,36 @@ async fn schemathesis_finds_no_fault() {
     assert!(text.contains("passed"), "schemathesis ran no test:\n{tail}");
     assert!(!s.api.log_text().contains("panicked"), "the API process panicked");
 }
+
+/// docs/api.md's examples, every `sh` block, run as written by bash against a live API: each
+/// must succeed (`curl -f`) and print JSON (or nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_examples_in_docs_api_md_run_as_written() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).expect("docs/api.md");
+    let blocks: Vec<&str> = doc.split("```sh\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(blocks.len() >= 10, "the examples are found ({})", blocks.len());
+    let s = ApiSystem::start(193, "").await;
+    let (_alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
+    let (_bob, _) = agent_with(&s.sys.b.ws, AGENT_SECRET, "1", "bob", "Bob").await;
+    let (mut v, conv) = visitor(&s.sys.a.ws, "1").await;
+    for block in blocks {
+        let out = tokio::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", block])
+            .env("API", &s.base)
+            .env("KEY", OPS)
+            .env("CONVERSATION", &conv)
+            .output()
+            .await
+            .expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{block}\nfailed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        if !stdout.trim().is_empty() {
+            let v: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{block}\nprinted no JSON ({e}): {stdout}"));
+            assert!(v.get("error").is_none(), "{block}\n{v}");
+        }
+    }
+    // What the examples did reached the visitor.
+    v.next_where(|m| m["method"] == "say" && m["from_uid"] == "bot").await;
+    v.next_where(|m| m["method"] == "say" && m["from_uid"] == "alice").await;
+    v.next_where(|m| m["method"] == "close_push").await;
+}
