@@ -366,29 +366,46 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if let Some(s) = args.store {
                 events_config.store = s;
             }
+            // Messages posted here are recorded for the webhooks as the workers' are.
+            events_config.feed |= !file.api.webhooks.is_empty();
             let mut api_config = file.api.clone();
             if let Some(l) = args.listen {
                 api_config.listen = l;
             }
-            if api_config.listen.is_empty() {
-                anyhow::bail!("no listener for the API: set [api] listen (e.g. \"127.0.0.1:8700\") or pass --listen");
+            if api_config.listen.is_empty() && api_config.webhooks.is_empty() {
+                anyhow::bail!("nothing to run: set [api] listen (e.g. \"127.0.0.1:8700\") or pass --listen, or configure [[api.webhooks]]");
             }
             let registers = shared_registers.or(file.business.registers.clone()).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             let secret = cli.secret_key.or(file.business.secret_key.clone()).or(file.secret_key.clone()).unwrap_or_default();
             let chat = Arc::new(events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?);
             serve_metrics(metrics, metrics::Source::Line(chat.metrics.clone())).await?;
-            let env_keys = std::env::var("SWITCHBOARD_API_KEYS").ok();
-            let listen = api_config.listen.clone();
-            let state = http_api::State::new(chat, business::Api::remote(registers, secret), api_config, file.api_keys_file(), env_keys)
-                .map_err(|e| anyhow::anyhow!(e))?;
-            let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("API listener {listen}"))?;
-            let address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
-            tracing::info!(%address, "server API listening: see GET /api/openapi.json");
-            ready_line(&serde_json::json!({"role": "api", "address": address}).to_string());
-            http_api::serve(state, listener, async {
-                let _ = stop.await;
-            })
-            .await?;
+            let (quit, quitting) = tokio::sync::watch::channel(false);
+            let followers = http_api::spawn_webhooks(&api_config.webhooks, chat.store.clone(), quitting.clone()).map_err(anyhow::Error::msg)?;
+            let mut address = String::new();
+            let server = if api_config.listen.is_empty() {
+                None
+            } else {
+                let env_keys = std::env::var("SWITCHBOARD_API_KEYS").ok();
+                let listen = api_config.listen.clone();
+                let state = http_api::State::new(chat, business::Api::remote(registers, secret), api_config, file.api_keys_file(), env_keys)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("API listener {listen}"))?;
+                address = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+                tracing::info!(%address, "server API listening: see GET /api/openapi.json");
+                let mut q = quitting.clone();
+                Some(tokio::spawn(http_api::serve(state, listener, async move {
+                    let _ = q.wait_for(|v| *v).await;
+                })))
+            };
+            ready_line(&serde_json::json!({"role": "api", "address": address, "webhooks": followers.len()}).to_string());
+            let _ = stop.await;
+            let _ = quit.send(true);
+            if let Some(server) = server {
+                server.await.context("API server task")??;
+            }
+            for f in followers {
+                let _ = f.await;
+            }
         }
         Role::Register(args) => {
             let stop = stop_signal()?;
@@ -459,6 +476,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Line(args) => {
             let stop = stop_signal()?;
             let mut events_config = file.events;
+            events_config.feed |= !file.api.webhooks.is_empty();
             if let Some(l) = args.listen {
                 events_config.line.listen = l;
             }
@@ -511,6 +529,8 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 }
                 "chat" => {
                     let mut events_config = file.events;
+                    // Webhooks follow the feed the workers record.
+                    events_config.feed |= !file.api.webhooks.is_empty();
                     if let Some(store) = args.store {
                         events_config.store = store;
                     }

@@ -303,3 +303,95 @@ async fn the_examples_in_docs_api_md_run_as_written() {
     v.next_where(|m| m["method"] == "say" && m["from_uid"] == "alice").await;
     v.next_where(|m| m["method"] == "close_push").await;
 }
+
+const HOOK_SECRET: &str = "whsec-test-0123456789abcdef";
+
+/// Webhooks to a real receiver that fails, times out and recovers, across an API restart and a
+/// worker killed and replaced: every event arrives, once, signed, and in order within its
+/// conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_arrive_once_and_in_order_through_failures_restarts_and_a_worker_kill() {
+    let rx = Receiver::start("127.194.0.7", HOOK_SECRET).await;
+    rx.set(Mode::Failing);
+    let hook = format!(
+        "[[api.webhooks]]\nname = \"crm\"\nurl = \"{}\"\nsecret = \"{HOOK_SECRET}\"\ntimeout = 1.0\nretry_base = 0.1\nretry_max = 0.5\n",
+        rx.url
+    );
+    let mut s = ApiSystem::start_with(194, "feed = true", &hook).await;
+    let (mut alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
+
+    // While the receiver fails: a conversation, two visitor messages and an agent's answer.
+    let (mut va, conv_a) = visitor(&s.sys.a.ws, "1").await;
+    va.send_json(json!({"method": "say", "content": "second", "cid": "v2"})).await;
+    va.next_where(|m| m["method"] == "say_ack" && m["cid"] == "v2").await;
+    alice.send_json(json!({"method": "say", "conversation_id": conv_a, "content": "how can I help?", "cid": "a1"})).await;
+    alice.next_where(|m| m["method"] == "say_ack").await;
+    eventually("the receiver refused some", || async { rx.refused.load(std::sync::atomic::Ordering::SeqCst) >= 3 }).await;
+    assert!(rx.taken().is_empty());
+
+    // Too slow, then the API process restarted while nothing got through.
+    rx.set(Mode::Slow);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    rx.set(Mode::Failing);
+    s.restart_api("n194-api-2").await;
+
+    // A worker killed and replaced; a second conversation meanwhile, a bot's post, a close.
+    s.sys.workers[0].kill();
+    let (mut vb, conv_b) = visitor(&s.sys.b.ws, "1").await;
+    vb.send_json(json!({"method": "say", "content": "b2", "cid": "v2"})).await;
+    vb.next_where(|m| m["method"] == "say_ack" && m["cid"] == "v2").await;
+    let (status, _) = s.post(BOT1, &format!("/api/bots/1/conversations/{conv_b}/messages"), json!({"content": "auto", "cid": "auto"})).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.post(BOT1, &format!("/api/bots/1/conversations/{conv_a}/close"), json!({})).await;
+    assert_eq!(status, 200);
+    let cfg = s.sys.config.display().to_string();
+    s.sys.workers[0] = start_chat_workers("n194-again", &cfg, &s.sys.reg, AGENT_SECRET, 1).remove(0);
+    rx.set(Mode::Ok);
+
+    let mut want: Vec<String> =
+        vec![format!("conversation.created:{conv_a}"), format!("conversation.created:{conv_b}"), format!("conversation.closed:{conv_a}")];
+    for (conv, n) in [(&conv_a, 3), (&conv_b, 3)] {
+        for id in 1..=n {
+            want.push(format!("message.created:c:{conv}:{id}"));
+        }
+    }
+    eventually("every event arrives", || async {
+        let got: std::collections::HashSet<String> = rx.taken().into_iter().map(|d| d.id).collect();
+        want.iter().all(|w| got.contains(w))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let taken = rx.taken();
+    assert_eq!(rx.bad.load(std::sync::atomic::Ordering::SeqCst), 0, "every delivery was signed, its id in the header");
+
+    // Once each.
+    let mut seen = std::collections::HashSet::new();
+    let twice: Vec<&String> = taken.iter().map(|d| &d.id).filter(|id| !seen.insert(*id)).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let of = |kind: &str| taken.iter().filter(|d| d.event["type"] == kind).count();
+    assert!(of("agent.online") >= 1 && of("conversation.assigned") >= 2, "{:?}", taken.iter().map(|d| &d.id).collect::<Vec<_>>());
+    assert!(taken.iter().all(|d| d.event["bid"] == "1"));
+
+    // In order within each conversation: opened, messages by id, closed.
+    for conv in [&conv_a, &conv_b] {
+        let mine: Vec<&Delivery> = taken.iter().filter(|d| d.event["conversation_id"] == conv.as_str()).collect();
+        assert_eq!(mine[0].event["type"], "conversation.created", "{conv}: opened first");
+        let ids: Vec<i64> = mine
+            .iter()
+            .filter(|d| d.event["type"] == "message.created")
+            .filter_map(|d| d.event["data"]["message"]["id"].as_str().and_then(|i| i.parse().ok()))
+            .collect();
+        assert_eq!(ids, [1, 2, 3], "{conv}: messages in order");
+        if conv == &conv_a {
+            assert_eq!(mine.last().map(|d| d.event["type"].clone()), Some(json!("conversation.closed")));
+        }
+    }
+    let by_id = |id: String| taken.iter().find(|d| d.id == id).map(|d| d.event["data"].clone()).expect("event");
+    let first = by_id(format!("message.created:c:{conv_a}:1"));
+    assert_eq!(
+        (first["sender_type"].as_str(), first["message"]["content"].as_str(), first["channel"].as_str()),
+        (Some("visitor"), Some("hello"), Some("web"))
+    );
+    assert_eq!(by_id(format!("message.created:c:{conv_a}:3"))["sender_type"], "agent");
+    assert_eq!(by_id(format!("message.created:c:{conv_b}:3"))["sender_type"], "bot");
+}

@@ -138,6 +138,9 @@ impl Chat {
         // Joined (both groups: one link, in order) before listing: see `presence`.
         self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
         let online = self.roster.list(&ctx.api, bid).await?;
+        if !online.has_agent_besides(id, ctx.client_id) {
+            self.record_agent(bid, id, &name, true).await?;
+        }
         let page = self.config.conversation_page.max(1);
         let (conversations, conversations_more) =
             self.lagging(ctx, |s| async move { self.conversation_summaries(s.as_ref(), bid, id, None, page).await }).await?;
@@ -229,6 +232,7 @@ impl Chat {
     pub(crate) async fn agent_gone(&self, ctx: &Context, bid: &str, id: &str, name: &str) -> Outcome {
         let online = self.roster.list(&ctx.api, bid).await?;
         if !online.has_agent_besides(id, ctx.client_id) {
+            self.record_agent(bid, id, name, false).await?;
             let change = Change { method: "logout_push", id: id.to_string(), name: name.to_string(), timestamp: now_secs(), client: None };
             self.announcer.announce(&ctx.api, bid, change).await;
             info!(bid = %bid, agent = %id, "agent logged out");

@@ -49,6 +49,10 @@ pub struct Config {
     pub upstream_timeout: f64,
     /// Upstream calls in flight per worker; more wait (up to the timeout).
     pub upstream_concurrency: usize,
+    /// Record what happens (conversations, messages, agents' presence) in the store's feed
+    /// (`feed`) before acknowledging it, for the server API's webhooks. `switchboard` turns
+    /// it on by itself when `[[api.webhooks]]` are configured.
+    pub feed: bool,
     /// The LINE channel (`switchboard line`), see `line::Config`.
     pub line: crate::line::Config,
 }
@@ -76,6 +80,7 @@ impl Default for Config {
             upstream_token: String::new(),
             upstream_timeout: 5.0,
             upstream_concurrency: 64,
+            feed: false,
             line: Default::default(),
         }
     }

@@ -11,6 +11,7 @@
 pub mod agents;
 pub mod auth;
 pub mod config;
+pub mod feed;
 pub mod flood;
 pub mod goim;
 pub mod keys;

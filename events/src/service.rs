@@ -87,6 +87,18 @@ impl Chat {
             Inserted::New(m) => (m, true),
             Inserted::Duplicate(m) => (m, false),
         };
+        if let Target::Conversation(c) = &target {
+            let kind = if author.visitor {
+                "visitor"
+            } else if author.sender.starts_with("b:") {
+                "bot"
+            } else {
+                "agent"
+            };
+            // Again for a duplicate: the first try may have stopped before it got here, and
+            // the event's id makes a second record of it a no-op.
+            self.record_message(c, &message, kind).await?;
+        }
         // A reply to a LINE user is queued for the sender (again, if an earlier post stopped
         // between storing and queueing).
         let delivery = match &target {
@@ -135,6 +147,7 @@ impl Chat {
         let ok = self.store.assign(&id, to, expected).await?;
         let now = self.store.conversation(&id).await?.unwrap_or(conv);
         if ok {
+            self.record_assigned(&now).await?;
             self.announce_assignment(api, &now).await?;
         }
         Ok((ok, now))
@@ -145,6 +158,7 @@ impl Chat {
     pub async fn close_conversation(&self, api: &Api, conv: &Conversation) -> Result<bool, Fail> {
         let ok = self.store.close_conversation(&conv.id).await?;
         if ok {
+            self.record_closed(conv).await?;
             let push = json!({"method": "close_push", "conversation_id": conv.id, "visitor_id": conv.visitor_id}).to_string();
             api.send_to_group(&[&bot_group(&conv.bid)], push.clone(), &[]).await?;
             api.send_to_uid(&[&visitor_uid(&conv.bid, &conv.visitor_id)], push).await?;

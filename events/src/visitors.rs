@@ -44,6 +44,9 @@ impl Chat {
             self.new_conversations.give_back(ip);
         }
         let (conv, _) = opened?;
+        // On every login, not only the one that opened it: that one may have stopped before
+        // recording it, and the event's id makes a second record a no-op.
+        self.record_opened(&conv).await?;
         let me = Who::Visitor { bid: bid.clone(), id: visitor_id.clone(), name, conversation: conv.id.clone() };
         me.store(ctx);
         ctx.save_session().await?;
@@ -102,6 +105,7 @@ impl Chat {
         if self.store.assign(&conv.id, &pick, None).await? {
             info!(conversation = %conv.id, agent = %pick, "conversation assigned");
             let now = Conversation { assigned: Some(pick), ..conv };
+            self.record_assigned(&now).await?;
             self.announce_assignment(api, &now).await?;
             return Ok(now);
         }

@@ -25,6 +25,8 @@ pub struct Config {
     /// The bot's display name on messages posted as the bot (`from_name`), unless a request
     /// gives one.
     pub bot_name: String,
+    /// Webhooks out (`[[api.webhooks]]`), sent by the api process (see `webhooks`).
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             max_body: 256 * 1024,
             max_batch: 100,
             bot_name: "Bot".into(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limit;
 pub mod routes;
 pub mod text;
+pub mod webhooks;
 
 pub use config::Config;
 
@@ -117,6 +118,22 @@ impl State {
         }
         r
     }
+}
+
+/// Starts a follower per webhook (checked first: a name, a URL, a secret); they stop when
+/// `stop` turns true.
+pub fn spawn_webhooks(
+    hooks: &[webhooks::WebhookConfig],
+    store: Arc<dyn events::store::Store>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let hooks = hooks.iter().cloned().map(webhooks::WebhookConfig::checked).collect::<Result<Vec<_>, _>>()?;
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = hooks.iter().find(|h| !names.insert(h.name.clone())) {
+        return Err(format!("two webhooks are named {:?}: each keeps its position under its name", twice.name));
+    }
+    let http = reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?;
+    Ok(hooks.into_iter().map(|h| tokio::spawn(webhooks::follow::run(h, store.clone(), http.clone(), stop.clone()))).collect())
 }
 
 /// Serves the API on `listener` until `stop`.

@@ -39,8 +39,8 @@ impl Plan {
             if !file.events.line.bots.is_empty() {
                 all.push("line".into());
             }
-            // The server API runs where it has a listener.
-            if !file.api.listen.is_empty() {
+            // The server API runs where it has a listener or webhooks to send.
+            if !file.api.listen.is_empty() || !file.api.webhooks.is_empty() {
                 all.push("api".into());
             }
             all
@@ -99,7 +99,7 @@ impl Plan {
         if self.runs("line") {
             out.push(("the LINE webhook ([events.line] listen)".into(), file.events.line.listen.clone()));
         }
-        if self.runs("api") {
+        if self.runs("api") && !file.api.listen.is_empty() {
             out.push(("the server API ([api] listen)".into(), file.api.listen.clone()));
         }
         out

@@ -21,13 +21,28 @@ pub struct ApiSystem {
     pub base: String,
     pub sys: ChatSystem,
     pub http: reqwest::Client,
+    keys: String,
+}
+
+fn start_api(name: &str, sys: &ChatSystem, keys: &str) -> Proc {
+    let cfg = sys.config.display().to_string();
+    Proc::start_env(
+        name,
+        &["--config", &cfg, "api", "--register", &sys.reg],
+        &[("SWITCHBOARD_API_KEYS", keys), ("SWITCHBOARD_AGENT_SECRET", AGENT_SECRET)],
+    )
 }
 
 impl ApiSystem {
     /// A chat system on 127.`net`.0.x and its API on 127.`net`.0.6; `api_toml` is added to
     /// `[api]`.
     pub async fn start(net: u8, api_toml: &str) -> ApiSystem {
-        let sys = chat_system_with(net, "", AGENT_SECRET).await;
+        ApiSystem::start_with(net, "", api_toml).await
+    }
+
+    /// `start`, the workers also given `events_toml` in `[events]`.
+    pub async fn start_with(net: u8, events_toml: &str, api_toml: &str) -> ApiSystem {
+        let sys = chat_system_with(net, events_toml, AGENT_SECRET).await;
         let ip = format!("127.{net}.0.6");
         let listen = format!("{ip}:{}", free_port(&ip));
         let keys_file = sys.dir.0.join("api-keys.json");
@@ -42,14 +57,17 @@ impl ApiSystem {
             {"name": "slow", "key": SLOW, "bots": ["1"], "write": true, "rate_limit": 0.1, "rate_burst": 2},
         ])
         .to_string();
-        let cfg = sys.config.display().to_string();
-        let api = Proc::start_env(
-            &format!("n{net}-api"),
-            &["--config", &cfg, "api", "--register", &sys.reg],
-            &[("SWITCHBOARD_API_KEYS", &keys), ("SWITCHBOARD_AGENT_SECRET", AGENT_SECRET)],
-        );
+        let api = start_api(&format!("n{net}-api"), &sys, &keys);
         wait_listening(&listen).await;
-        ApiSystem { api, base: format!("http://{listen}"), sys, http: reqwest::Client::new() }
+        ApiSystem { api, base: format!("http://{listen}"), sys, http: reqwest::Client::new(), keys }
+    }
+
+    /// Stops the API process (SIGTERM, as `stop` does) and starts it again.
+    pub async fn restart_api(&mut self, name: &str) {
+        self.api.signal("TERM");
+        assert!(self.api.wait_exit(Duration::from_secs(10)).is_some(), "the API process stops on SIGTERM");
+        self.api = start_api(name, &self.sys, &self.keys);
+        wait_listening(self.base.trim_start_matches("http://")).await;
     }
 
     /// `GET path` with `key`: the status and the JSON body (every answer has one).
@@ -82,4 +100,91 @@ pub async fn answer(r: reqwest::Response) -> (u16, Value) {
     let text = r.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("status {status}: body is not JSON: {text:?}"));
     (status, body)
+}
+
+/// How the webhook receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    /// 500 to everything.
+    Failing,
+    /// Answers after `[api.webhooks] timeout`, too late.
+    Slow,
+}
+
+/// One delivery the receiver took (answered 2xx), its signature checked.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event: Value,
+}
+
+/// A real HTTP receiver for webhooks, started by the test: it checks every signature (a bad
+/// one is a test failure), answers as `mode` says, and keeps what it took 2xx for.
+pub struct Receiver {
+    pub url: String,
+    pub mode: std::sync::Arc<std::sync::Mutex<Mode>>,
+    pub taken: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+    /// Requests refused or left unanswered on purpose.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Deliveries whose signature or id header was wrong (must stay 0).
+    pub bad: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    pub async fn start(ip: &str, secret: &'static str) -> Receiver {
+        use axum::http::{HeaderMap, StatusCode};
+        use std::sync::{atomic::AtomicUsize, atomic::Ordering, Arc, Mutex};
+        let mode = Arc::new(Mutex::new(Mode::Ok));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let bad = Arc::new(AtomicUsize::new(0));
+        let (m, t, r, b) = (mode.clone(), taken.clone(), refused.clone(), bad.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (m, t, r, b) = (m.clone(), t.clone(), r.clone(), b.clone());
+                async move {
+                    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let signed = ::http_api::webhooks::sign::verify(secret, &h("switchboard-signature"), &body);
+                    if !signed || h("switchboard-event-id") != event["id"].as_str().unwrap_or("") {
+                        // Counted, and checked by the test: a panic here would only fail a request.
+                        b.fetch_add(1, Ordering::SeqCst);
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    let mode = *m.lock().expect("mode");
+                    match mode {
+                        Mode::Failing => {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        }
+                        Mode::Slow => {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            StatusCode::OK
+                        }
+                        Mode::Ok => {
+                            t.lock().expect("taken").push(Delivery { id: h("switchboard-event-id"), event });
+                            StatusCode::NO_CONTENT
+                        }
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("bind the receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url, mode, taken, refused, bad }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("mode") = mode;
+    }
+
+    pub fn taken(&self) -> Vec<Delivery> {
+        self.taken.lock().expect("taken").clone()
+    }
 }

@@ -127,6 +127,8 @@ async fn handle(line: &Line, bid: &str, raw: &str) -> Result<(), Skip> {
     };
     let name = display_name(line, bid, &user).await;
     let (conv, _) = store.open_conversation(bid, &format!("{VISITOR_PREFIX}{user}"), &name).await?;
+    // Each time (a no-op after the first): the try that opened it may have stopped before this.
+    line.chat.record_opened(&conv).await?;
     extra.insert("conversation_id".into(), conv.id.clone().into());
     extra.insert("channel".into(), "line".into());
     let msg = NewMessage {
@@ -147,6 +149,7 @@ async fn handle(line: &Line, bid: &str, raw: &str) -> Result<(), Skip> {
             m
         }
     };
+    line.chat.record_message(&conv, &stored, "visitor").await?;
     deliver(line, conv, &stored).await
 }
 

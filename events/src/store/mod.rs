@@ -139,6 +139,9 @@ pub trait Store: line::LineStore + Send + Sync + 'static {
     async fn mark_read(&self, thread: &str, reader: &str, id: i64) -> Result<()>;
     /// Messages in `thread` after `reader`'s read mark that `reader` did not send.
     async fn unread(&self, thread: &str, reader: &str) -> Result<u64>;
+    /// Where `reader`'s mark on `thread` stands (the `id` of its latest `mark_read`): a
+    /// follower's cursor (`feed`).
+    async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>>;
     /// The visitor's open conversation with this bot, created if there is none (`true`: it
     /// was created by this call).
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)>;

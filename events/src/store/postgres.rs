@@ -216,6 +216,14 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM read_marks WHERE thread = $1 AND reader = $2")
+            .bind(thread)
+            .bind(reader)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn unread(&self, thread: &str, reader: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM messages WHERE thread = $1 AND sender <> $2

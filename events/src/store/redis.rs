@@ -353,6 +353,11 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn read_mark(&self, thread: &str, uid: &str) -> Result<Option<i64>> {
+        let mut conn = self.conn.clone();
+        conn.hget(self.key(&["read", thread]), uid).await.map_err(err)
+    }
+
     async fn unread(&self, thread: &str, uid: &str) -> Result<u64> {
         let mut conn = self.conn.clone();
         let mark: Option<i64> = conn.hget(self.key(&["read", thread]), uid).await.map_err(err)?;

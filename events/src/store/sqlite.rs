@@ -327,6 +327,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn read_mark(&self, thread: &str, uid: &str) -> Result<Option<i64>> {
+        let (thread, uid) = (thread.to_string(), uid.to_string());
+        self.run(move |c| {
+            let mut st = c.prepare_cached("SELECT id FROM read_marks WHERE thread = ?1 AND uid = ?2")?;
+            let mut rows = st.query(params![thread, uid])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
     async fn unread(&self, thread: &str, uid: &str) -> Result<u64> {
         let (thread, uid) = (thread.to_string(), uid.to_string());
         self.run(move |c| {

@@ -42,6 +42,13 @@ impl Store for Timed {
         r
     }
 
+    async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>> {
+        let started = Instant::now();
+        let r = self.inner.read_mark(thread, reader).await;
+        self.metrics.store_op("read_mark", started);
+        r
+    }
+
     async fn unread(&self, thread: &str, reader: &str) -> Result<u64> {
         let started = Instant::now();
         let r = self.inner.unread(thread, reader).await;
