@@ -3,7 +3,8 @@
 #  - Redis, PostgreSQL and MySQL/MariaDB: scripts/services.sh;
 #  - Debian's chromium and the npm packages playwright-core and axe-core (web/e2e) for the
 #    browser tests.
-#  - schemathesis (PyPI), in a virtualenv under target/, for the server API's property test.
+#  - schemathesis (PyPI), in a virtualenv under target/, for the server API's property test;
+#  - php-cli, to run docs/api.md's PHP signature check.
 # Installing packages needs root (as on CI); elsewhere install chromium and redis-server once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# docs/api.md's webhook signature check is tested in PHP too (tests/http_api.rs).
+command -v php >/dev/null || need_apt+=(php-cli)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -395,3 +395,68 @@ async fn webhooks_arrive_once_and_in_order_through_failures_restarts_and_a_worke
     assert_eq!(by_id(format!("message.created:c:{conv_a}:3"))["sender_type"], "agent");
     assert_eq!(by_id(format!("message.created:c:{conv_b}:3"))["sender_type"], "bot");
 }
+
+/// docs/api.md's signature checks (Python, Node, PHP), run as written against signatures
+/// Switchboard makes: a fresh one passes; a changed body, another secret or an old timestamp
+/// does not.
+#[test]
+fn the_documented_signature_checks_accept_switchboard_s_signatures_only() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).expect("docs/api.md");
+    let block = |lang: &str| doc.split(&format!("```{lang}\n")).nth(1).and_then(|b| b.split("```").next()).expect("a snippet").to_string();
+    let dir = std::env::temp_dir().join(format!("sb-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let _cleanup = TempDir(dir.clone());
+    let runs: [(&str, &str, String); 3] = [
+        (
+            "python3",
+            "check.py",
+            format!(
+                "{}\nimport os\nbody = open(os.environ['BODY_FILE'], 'rb').read()\nprint('ok' if verify(os.environ['SECRET'], os.environ['HEADER'], body) else 'bad')\n",
+                block("python")
+            ),
+        ),
+        (
+            "node",
+            "check.js",
+            format!(
+                "{}\nconst fs = require('fs');\nconsole.log(verify(process.env.SECRET, process.env.HEADER, fs.readFileSync(process.env.BODY_FILE)) ? 'ok' : 'bad');\n",
+                block("js")
+            ),
+        ),
+        (
+            "php",
+            "check.php",
+            format!(
+                "<?php\n{}\necho verify(getenv('SECRET'), getenv('HEADER'), file_get_contents(getenv('BODY_FILE'))) ? \"ok\\n\" : \"bad\\n\";\n",
+                block("php")
+            ),
+        ),
+    ];
+    let secret = "whsec-docs-0123456789";
+    let body = br#"{"id":"message.created:c:x:1","type":"message.created","data":{"text":"caf\u00e9 \u2603"}}"#;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let sign = |s: &str, t: u64| ::http_api::webhooks::sign::signature(s, t, body);
+    let cases = [
+        ("fresh", sign(secret, now), &body[..], "ok"),
+        ("changed body", sign(secret, now), &br#"{"id":"message.created:c:x:2"}"#[..], "bad"),
+        ("another secret", sign("another-secret-0123456", now), &body[..], "bad"),
+        ("ten minutes old", sign(secret, now - 600), &body[..], "bad"),
+    ];
+    for (program, file, source) in &runs {
+        let path = dir.join(file);
+        std::fs::write(&path, source).expect("snippet");
+        for (what, header, body, want) in &cases {
+            let body_file = dir.join("body");
+            std::fs::write(&body_file, body).expect("body");
+            let out = std::process::Command::new(program)
+                .arg(&path)
+                .env("SECRET", secret)
+                .env("HEADER", header)
+                .env("BODY_FILE", &body_file)
+                .output()
+                .unwrap_or_else(|e| panic!("{program} is needed for docs/api.md's snippet (scripts/test.sh installs it): {e}"));
+            let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert_eq!(&said, want, "{program}, {what}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}

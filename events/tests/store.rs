@@ -86,9 +86,13 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 
     // Unread: others' messages after the mark (by sender identity); the mark never moves back.
     assert_eq!(a.unread("t1", "a:bot:u1").await.expect("unread"), 6);
+    assert_eq!(a.read_mark("t1", "a:bot:u1").await.expect("read mark"), None);
     a.mark_read("t1", "a:bot:u1", 4).await.expect("mark");
     b.mark_read("t1", "a:bot:u1", 2).await.expect("mark");
     assert_eq!(a.unread("t1", "a:bot:u1").await.expect("unread"), 3);
+    // A mark only moves forward, and reads back where it stands (a feed follower's cursor).
+    assert_eq!(b.read_mark("t1", "a:bot:u1").await.expect("read mark"), Some(4));
+    assert_eq!(b.read_mark("t1", "someone else").await.expect("read mark"), None);
 
     // Conversations: one open per visitor and bot; resumed; closed ones are not resumed.
     let (c1, created) = a.open_conversation("bot", "v1", "Vee").await.expect("open");
