@@ -22,6 +22,7 @@ RESULTS=$WORK/results
 mkdir -p "$RESULTS"
 export SWITCHBOARD_LOG=warn
 export SWITCHBOARD_AGENT_SECRET=bench-agent-secret
+BENCH_API_KEY=bench-api-key-$RANDOM$RANDOM$RANDOM-0123456789
 UPSTREAM_PORT=$((21000 + RANDOM % 1000))
 UP_PID=
 cleanup() {
@@ -65,7 +66,16 @@ store = "$store"
 redis_prefix = "bench-$base:"
 rate_limit = 0.0
 upstream_url = "http://127.0.0.1:$UPSTREAM_PORT/api/{method}"
+[api]
+listen = "127.0.0.1:$((base + 30))"
+[[api.keys]]
+name = "bench"
+key = "$BENCH_API_KEY"
+bots = ["*"]
+write = true
+rate_limit = 0.0
 TOML
+  API_URL="http://127.0.0.1:$((base + 30))"
   URL="ws://127.0.0.1:$((base + 1))"
   TEXT_URL="127.0.0.1:$((base + 20))"
   GOIM_URL="127.0.0.1:$((base + 21))"
@@ -93,6 +103,23 @@ l = r["latency_ms"]
 print(f'    {r["connections"]} conns, offered {r["offered_msgs_per_second"]:.0f} msg/s: {r["deliveries_per_second"]:.0f} deliveries/s, '
       f'lost {r["lost"]}, dup {r["duplicated"]}, p50 {l["p50"]:.1f} p99 {l["p99"]:.1f} max {l["max"]:.1f} ms, '
       f'open at end {r["still_open"]}, closed {r["closed_by_server"]} {r["close_reasons"]}')
+PY
+}
+
+# api_bench <name> <sends>: the server API's send_to_group from one keep-alive HTTP client,
+# beside Api::remote, into $WORK/api/<name>.json (workload 10; not a client-protocol run).
+api_bench() {
+  mkdir -p "$WORK/api"
+  echo "--- $1: bench-api --requests $2"
+  SWITCHBOARD_SECRET_KEY=$(cat "$WORK/run/secret-key") "$BIN" bench-api --register "$(grep -m1 '^registers' "$WORK/switchboard.toml" | sed 's/.*\["\(.*\)"\]/\1/')" \
+    --api "$API_URL" --key "$BENCH_API_KEY" --requests "$2" --json > "$WORK/api/$1.json"
+  python3 - "$WORK/api/$1.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for way in ("http", "remote"):
+    f = r[way]
+    print(f'    {way:<6} {f["requests"]} sends, {f["per_second"]:.0f}/s, p50 {f["p50_ms"]:.2f} p99 {f["p99_ms"]:.2f} max {f["max_ms"]:.2f} ms, failures {f["failures"]}')
+sys.exit(1 if r["http"]["failures"] or r["remote"]["failures"] or not r["http"]["requests"] else 0)
 PY
 }
 
@@ -160,6 +187,7 @@ if [ $SMOKE = 1 ]; then
   bench smoke-hold-goim --workload hold --transport goim --connections 200 --duration 2 --drain 0.5 --beat 1
   bench smoke-hold --workload hold --connections 2000 --processes 2 --duration 2 --drain 0.5 --beat 1 --sources "$(sources 2)"
   bench smoke-login --workload login --connections 100 --duration 3 --drain 0
+  api_bench smoke-api 500
   STORE_CONNS=100 STORE_SECS=2 store_runs 4
   start_system 2
   bench smoke-proxy --workload proxy --connections 40 --rate 4 --duration 2 --drain 2
@@ -215,6 +243,8 @@ wait $!
 grep -q "reloaded" "$WORK/reload.out" || { echo "reload did not happen: $(cat "$WORK/reload.out")" >&2; exit 1; }
 echo "    $(cat "$WORK/reload.out")"
 store_runs 4 8
+start_system 2
+api_bench 10-api 20000
 # The login storm on a system of its own: its 5000 agents leaving afterwards is a storm too,
 # which would slow whatever ran next.
 start_system 2

@@ -72,6 +72,8 @@ enum Role {
     ApiKey(ApiKeyCommand),
     /// Load-test a running system: the chat's client protocol over many WebSocket connections.
     Bench(bench::BenchArgs),
+    /// Benchmark the server API: send_to_group over HTTP beside the same through Api::remote.
+    BenchApi(bench::api::ApiBenchArgs),
     /// An HTTP upstream for `bench --workload proxy`: echoes each POST's body after a delay.
     BenchUpstream {
         #[arg(long, default_value = "127.0.0.1:8799")]
@@ -329,6 +331,11 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Status { json } => supervisor::command(cli.config, supervisor::control::Request::Status, json).await?,
         Role::Connections { json } => supervisor::command(cli.config, supervisor::control::Request::Connections, json).await?,
         Role::Bench(args) => bench::run(args).await?,
+        Role::BenchApi(args) => {
+            let registers = shared_registers.unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
+            let secret = cli.secret_key.clone().or(file.secret_key.clone()).unwrap_or_default();
+            bench::api::run(args, registers, secret).await?
+        }
         Role::BenchUpstream { listen, delay_ms } => bench::upstream::serve(listen, Duration::from_millis(delay_ms)).await?,
         Role::Store(StoreCommand::Copy { from, to }) => {
             let pool = events::store::PoolConfig { max_connections: 2, acquire_timeout: std::time::Duration::from_secs(10) };

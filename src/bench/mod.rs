@@ -8,6 +8,7 @@
 //! (`report`). `tally` keeps the exact delivery accounting, `procstat` reads /proc, and
 //! `upstream` is the HTTP upstream the proxy workload calls.
 
+pub mod api;
 mod load;
 mod procstat;
 mod report;
