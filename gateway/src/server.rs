@@ -28,16 +28,21 @@ pub enum StartError {
     Tls(String),
 }
 
-/// Builds the TLS acceptor from PEM files (rustls with the ring provider).
+/// Builds the client port's TLS acceptor, when `tls_cert` and `tls_key` are set.
 fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (None, None) => Ok(None),
+        (Some(c), Some(k)) => tls_from_pem(c, k).map(Some),
+        _ => Err(StartError::Tls("set both tls_cert and tls_key".into())),
+    }
+}
+
+/// A TLS acceptor from PEM files (rustls with the ring provider): the client port's, and the
+/// server API's.
+pub fn tls_from_pem(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
-    let (cert, key) = match (&config.tls_cert, &config.tls_key) {
-        (None, None) => return Ok(None),
-        (Some(c), Some(k)) => (c, k),
-        _ => return Err(StartError::Tls("set both tls_cert and tls_key".into())),
-    };
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| StartError::Tls(format!("{}: {e}", cert.display())))?;
@@ -47,7 +52,7 @@ fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, St
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| StartError::Tls(e.to_string()))?;
-    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 /// Binds a listener; `reuse_port` lets several gateway processes share one client port.

@@ -25,6 +25,9 @@ pub struct Config {
     /// The bot's display name on messages posted as the bot (`from_name`), unless a request
     /// gives one.
     pub bot_name: String,
+    /// PEM files: the API speaks HTTPS (rustls), as the client port does with the gateway's.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
     /// Webhooks out (`[[api.webhooks]]`), sent by the api process (see `webhooks`).
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
@@ -40,6 +43,8 @@ impl Default for Config {
             max_body: 256 * 1024,
             max_batch: 100,
             bot_name: "Bot".into(),
+            tls_cert: None,
+            tls_key: None,
             webhooks: Vec::new(),
         }
     }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod limit;
 pub mod routes;
 pub mod text;
+pub mod tls;
 pub mod webhooks;
 
 pub use config::Config;
@@ -136,15 +137,24 @@ pub fn spawn_webhooks(
     Ok(hooks.into_iter().map(|h| tokio::spawn(webhooks::follow::run(h, store.clone(), http.clone(), stop.clone()))).collect())
 }
 
-/// Serves the API on `listener` until `stop`.
+/// Serves the API on `listener` (with TLS when `[api] tls_cert` and `tls_key` are set) until
+/// `stop`.
 pub async fn serve(
     state: Arc<State>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some(::gateway::server::tls_from_pem(c, k).map_err(std::io::Error::other)?),
+        _ => return Err(std::io::Error::other("[api]: set both tls_cert and tls_key")),
+    };
     let watcher = tokio::spawn(state.clone().watch_keys());
     let (router, _) = routes::router(state);
-    let r = axum::serve(listener, router).with_graceful_shutdown(stop).await;
+    let r = match tls {
+        Some(acceptor) => axum::serve(tls::TlsListener::new(listener, acceptor)?, router).with_graceful_shutdown(stop).await,
+        None => axum::serve(listener, router).with_graceful_shutdown(stop).await,
+    };
     watcher.abort();
     r
 }
