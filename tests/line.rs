@@ -267,3 +267,37 @@ async fn a_sender_killed_mid_queue_delivers_every_reply_exactly_once() {
     let calls = fake.calls.lock().unwrap().len();
     assert!(calls > texts.len(), "the interrupted call was tried again ({calls} calls)");
 }
+
+/// A bot's auto-reply posted by a backend through the server API reaches the LINE user through
+/// the outgoing queue, as an agent's reply does, and the agents see it as the bot's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_reply_posted_through_the_server_api_reaches_the_line_user() {
+    let (fake, line_api) = start_fake_line("127.196.0.9").await;
+    let s = system(196, &line_api).await;
+    let mut a1 = agent(&s.gw.ws, "a1").await;
+    let ev = text_event(&fake, "e1", "Ubot1", "2001", "Are you open today?");
+    assert_eq!(post_webhook(&s.webhook, &[ev], Some(CHANNEL_SECRET)).await, 200);
+    let push = a1.next_where(|m| m["method"] == "conversation_push").await;
+    let conv = push["conversation_id"].as_str().expect("conversation").to_string();
+
+    let listen = format!("127.196.0.6:{}", free_port("127.196.0.6"));
+    let key = "shop1-key-0123456789abcdef-write";
+    let keys = json!([{"name": "shop1", "key": key, "bots": ["shop1"], "write": true}]).to_string();
+    let _api = Proc::start_env("n196-api", &["--config", &s.config, "api", "--register", &s.reg, "--listen", &listen], &[("SWITCHBOARD_API_KEYS", &keys)]);
+    wait_listening(&listen).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{listen}/api/bots/shop1/conversations/{conv}/messages"))
+        .bearer_auth(key)
+        .json(&json!({"content": "Yes, from 9 to 18.", "cid": "auto-open"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 200);
+    let posted: Value = r.json().await.expect("JSON");
+    assert_eq!(posted["delivery"], "queued", "{posted}");
+    let seen = a1.next_where(|m| m["method"] == "say" && m["content"] == "Yes, from 9 to 18.").await;
+    assert_eq!((seen["from_uid"].as_str(), seen["bot"].as_bool()), (Some("bot"), Some(true)));
+    let id = posted["id"].as_str().expect("id").to_string();
+    assert_eq!(delivery(&mut a1, &id).await["delivery"], "sent");
+    assert_eq!(fake.delivered_texts("Ubot1"), ["Yes, from 9 to 18."]);
+}
