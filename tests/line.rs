@@ -283,7 +283,8 @@ async fn a_bot_reply_posted_through_the_server_api_reaches_the_line_user() {
     let listen = format!("127.196.0.6:{}", free_port("127.196.0.6"));
     let key = "shop1-key-0123456789abcdef-write";
     let keys = json!([{"name": "shop1", "key": key, "bots": ["shop1"], "write": true}]).to_string();
-    let _api = Proc::start_env("n196-api", &["--config", &s.config, "api", "--register", &s.reg, "--listen", &listen], &[("SWITCHBOARD_API_KEYS", &keys)]);
+    let _api =
+        Proc::start_env("n196-api", &["--config", &s.config, "api", "--register", &s.reg, "--listen", &listen], &[("SWITCHBOARD_API_KEYS", &keys)]);
     wait_listening(&listen).await;
     let r = reqwest::Client::new()
         .post(format!("http://{listen}/api/bots/shop1/conversations/{conv}/messages"))

@@ -357,3 +357,74 @@ async fn the_three_server_example_works() {
         assert!(!dir.join(format!("run/server-{s}/switchboard.sock")).exists());
     }
 }
+
+/// Webhooks on a box run by `switchboard start` (the api process starts because webhooks are
+/// configured, and the workers record the feed): conversations go on through a `reload` and a
+/// receiver that fails for a while, and every acknowledged visitor message arrives once, in
+/// order within its conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_lose_nothing_across_a_reload() {
+    use common::http_api::{Mode, Receiver};
+    const SECRET: &str = "whsec-operate-0123456789";
+    let rx = Receiver::start("127.197.0.7", SECRET).await;
+    let hook = format!(
+        "[events]\nagent_secret = \"op-secret\"\n\n[[api.webhooks]]\nname = \"crm\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+         events = [\"message.created\", \"conversation.created\"]\ntimeout = 1.0\nretry_base = 0.1\nretry_max = 0.5\n",
+        rx.url
+    );
+    let (dir, url) = setup(197, &hook);
+    ok(&sb(&dir.0, &["start", "-d"]));
+    assert!(status(&dir.0).iter().any(|r| r["role"] == "api"), "webhooks configured: the api process runs");
+    let _agent = agent(&url, &dir.0, "ag0").await;
+    const VISITORS: usize = 3;
+    const EACH: usize = 20;
+    let mut tasks = Vec::new();
+    for v in 0..VISITORS {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::chat(&url).await;
+            let login = c.request(json!({"method": "visitor_login", "bid": "1", "name": format!("v{v}")}), "visitor_login").await;
+            let conv = login["conversation_id"].as_str().expect("conversation").to_string();
+            for n in 0..EACH {
+                let cid = format!("{v}-{n}");
+                c.send_json(json!({"method": "say", "content": cid, "cid": cid})).await;
+                c.next_where(|m| m["method"] == "say_ack" && m["cid"] == cid.as_str()).await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            conv
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rx.set(Mode::Failing);
+    let reload = tokio::task::spawn_blocking({
+        let d = dir.0.clone();
+        move || sb(&d, &["reload"])
+    });
+    let mut convs = Vec::new();
+    for t in tasks {
+        convs.push(t.await.expect("visitor"));
+    }
+    assert!(ok(&reload.await.expect("reload")).contains("business workers replaced"));
+    rx.set(Mode::Ok);
+    let want: Vec<String> = convs.iter().flat_map(|c| (1..=EACH).map(move |i| format!("message.created:c:{c}:{i}"))).collect();
+    eventually("every acknowledged message's event arrives", || async {
+        let got: std::collections::HashSet<String> = rx.taken().into_iter().map(|d| d.id).collect();
+        want.iter().all(|w| got.contains(w))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = rx.taken();
+    assert_eq!(rx.bad.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let mut seen = std::collections::HashSet::new();
+    assert!(taken.iter().all(|d| seen.insert(d.id.clone())), "an event arrived twice");
+    assert!(taken.iter().all(|d| d.event["type"] == "message.created" || d.event["type"] == "conversation.created"), "only the types subscribed to");
+    for c in &convs {
+        let ids: Vec<i64> = taken
+            .iter()
+            .filter(|d| d.event["conversation_id"] == c.as_str() && d.event["type"] == "message.created")
+            .filter_map(|d| d.event["data"]["message"]["id"].as_str().and_then(|i| i.parse().ok()))
+            .collect();
+        assert_eq!(ids, (1..=EACH as i64).collect::<Vec<_>>(), "{c}: in order, none missing");
+    }
+    ok(&sb(&dir.0, &["stop"]));
+}
