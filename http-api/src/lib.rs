@@ -37,6 +37,8 @@ pub struct State {
     pub api: Api,
     pub config: Config,
     keys: RwLock<Arc<Keyring>>,
+    /// When the keys file was read (its mtime and length), to know when to read it again.
+    keys_stamp: std::sync::Mutex<Option<(SystemTime, u64)>>,
     keys_file: PathBuf,
     env_keys: Option<String>,
     pub limits: limit::Limits,
@@ -46,38 +48,43 @@ impl State {
     /// `keys_file` is `[api] keys_file` resolved (the run directory's `api-keys.json` by
     /// default); `env_keys` is `SWITCHBOARD_API_KEYS`.
     pub fn new(chat: Arc<Chat>, api: Api, config: Config, keys_file: PathBuf, env_keys: Option<String>) -> Result<Arc<State>, String> {
+        let keys_stamp = std::sync::Mutex::new(file_stamp(&keys_file));
         let ring = Keyring::load(&config, env_keys.as_deref(), &keys_file)?;
         if ring.is_empty() {
             warn!(file = %keys_file.display(), "no API keys: every request will be refused until one is made (switchboard api-key new --bot <bid>)");
         }
         let limits = limit::Limits::new(config.rate_limit, config.rate_burst);
-        Ok(Arc::new(State { chat, api, config, keys: RwLock::new(Arc::new(ring)), keys_file, env_keys, limits }))
+        Ok(Arc::new(State { chat, api, config, keys: RwLock::new(Arc::new(ring)), keys_stamp, keys_file, env_keys, limits }))
     }
 
     fn keyring(&self) -> Arc<Keyring> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Re-reads the keys when the keys file changes, so `api-key new` and `revoke` take effect
-    /// within a second, without a restart. A file that no longer parses keeps the keys as
-    /// they were (and says so): a typo must not open or close the API.
+    /// Re-reads the keys if the keys file changed since they were read. A file that no
+    /// longer parses keeps the keys as they were (and says so): a typo must not open or close
+    /// the API.
+    fn refresh(&self) {
+        let now = file_stamp(&self.keys_file);
+        if now == *self.keys_stamp.lock().unwrap_or_else(|p| p.into_inner()) {
+            return;
+        }
+        match Keyring::load(&self.config, self.env_keys.as_deref(), &self.keys_file) {
+            Ok(ring) => {
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+                info!(file = %self.keys_file.display(), "API keys re-read");
+            }
+            Err(e) => warn!("API keys file not re-read, keeping the keys as they were: {e}"),
+        }
+        *self.keys_stamp.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    /// Looks at the keys file every second, so a revocation takes effect within one without a
+    /// restart (a new key works at once: an unknown key makes `authenticate` look first).
     pub async fn watch_keys(self: Arc<Self>) {
-        let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let mut seen: Option<SystemTime> = mtime(&self.keys_file);
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = mtime(&self.keys_file);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match Keyring::load(&self.config, self.env_keys.as_deref(), &self.keys_file) {
-                Ok(ring) => {
-                    *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
-                    info!(file = %self.keys_file.display(), "API keys re-read");
-                }
-                Err(e) => warn!("API keys file not re-read, keeping the keys as they were: {e}"),
-            }
+            self.refresh();
         }
     }
 
@@ -87,7 +94,12 @@ impl State {
         let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()) else {
             return Err(Fail::unauthorized("send Authorization: Bearer <API key>"));
         };
-        let ring = self.keyring();
+        let mut ring = self.keyring();
+        if ring.check(token).is_none() {
+            // Perhaps made a moment ago by `api-key new`: one stat of the file to know.
+            self.refresh();
+            ring = self.keyring();
+        }
         let Some(key) = ring.check(token) else {
             return Err(Fail::unauthorized("unknown or revoked API key"));
         };
@@ -119,6 +131,11 @@ impl State {
         }
         r
     }
+}
+
+fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 /// Starts a follower per webhook (checked first: a name, a URL, a secret); they stop when
