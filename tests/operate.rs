@@ -364,7 +364,7 @@ async fn the_three_server_example_works() {
 /// order within its conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_lose_nothing_across_a_reload() {
-    use common::http_api::{Mode, Receiver};
+    use common::http_api::{message_ids, Mode, Receiver};
     const SECRET: &str = "whsec-operate-0123456789";
     let rx = Receiver::start("127.197.0.7", SECRET).await;
     let hook = format!(
@@ -407,24 +407,10 @@ async fn webhooks_lose_nothing_across_a_reload() {
     assert!(ok(&reload.await.expect("reload")).contains("business workers replaced"));
     rx.set(Mode::Ok);
     let want: Vec<String> = convs.iter().flat_map(|c| (1..=EACH).map(move |i| format!("message.created:c:{c}:{i}"))).collect();
-    eventually("every acknowledged message's event arrives", || async {
-        let got: std::collections::HashSet<String> = rx.taken().into_iter().map(|d| d.id).collect();
-        want.iter().all(|w| got.contains(w))
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let taken = rx.taken();
-    assert_eq!(rx.bad.load(std::sync::atomic::Ordering::SeqCst), 0);
-    let mut seen = std::collections::HashSet::new();
-    assert!(taken.iter().all(|d| seen.insert(d.id.clone())), "an event arrived twice");
+    let taken = rx.all_once(&want).await;
     assert!(taken.iter().all(|d| d.event["type"] == "message.created" || d.event["type"] == "conversation.created"), "only the types subscribed to");
     for c in &convs {
-        let ids: Vec<i64> = taken
-            .iter()
-            .filter(|d| d.event["conversation_id"] == c.as_str() && d.event["type"] == "message.created")
-            .filter_map(|d| d.event["data"]["message"]["id"].as_str().and_then(|i| i.parse().ok()))
-            .collect();
-        assert_eq!(ids, (1..=EACH as i64).collect::<Vec<_>>(), "{c}: in order, none missing");
+        assert_eq!(message_ids(&taken, c), (1..=EACH as i64).collect::<Vec<_>>(), "{c}: in order, none missing");
     }
     ok(&sb(&dir.0, &["stop"]));
 }

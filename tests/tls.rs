@@ -8,6 +8,19 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
+/// A TLS client that trusts the test's certificate only.
+fn trusting(cert: &rcgen::CertifiedKey) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("trust the test certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(client))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_port_speaks_tls() {
     let cert = rcgen::generate_simple_self_signed(vec!["127.94.0.2".to_string()]).expect("certificate");
@@ -28,15 +41,7 @@ async fn the_client_port_speaks_tls() {
     let addr = g.ws.trim_start_matches("ws://").to_string();
     wait_listening(&addr).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("trust the test certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = trusting(&cert);
     let name = rustls::pki_types::ServerName::try_from("127.94.0.2").expect("name");
 
     // A page over https.
@@ -88,15 +93,7 @@ async fn the_server_api_speaks_tls() {
     let s = ApiSystem::start(195, &tls_toml).await;
     let addr = s.base.trim_start_matches("http://").to_string();
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("trust the test certificate");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocols")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let connector = trusting(&cert);
     let name = rustls::pki_types::ServerName::try_from("127.195.0.6").expect("name");
 
     let _silent = tokio::net::TcpStream::connect(&addr).await.expect("a connection that never speaks");

@@ -187,4 +187,30 @@ impl Receiver {
     pub fn taken(&self) -> Vec<Delivery> {
         self.taken.lock().expect("taken").clone()
     }
+
+    /// Waits until every event of `want` was taken (and a little more, for any extra copy),
+    /// then checks each was signed and came once: what was taken, in order.
+    pub async fn all_once(&self, want: &[String]) -> Vec<Delivery> {
+        eventually("every event arrives", || async {
+            let got: std::collections::HashSet<String> = self.taken().into_iter().map(|d| d.id).collect();
+            want.iter().all(|w| got.contains(w))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(self.bad.load(std::sync::atomic::Ordering::SeqCst), 0, "every delivery was signed, its id in the header");
+        let taken = self.taken();
+        let mut seen = std::collections::HashSet::new();
+        let twice: Vec<&String> = taken.iter().map(|d| &d.id).filter(|id| !seen.insert(*id)).collect();
+        assert!(twice.is_empty(), "delivered twice: {twice:?}");
+        taken
+    }
+}
+
+/// The ids of conversation `conv`'s messages among `taken`, in the order they arrived.
+pub fn message_ids(taken: &[Delivery], conv: &str) -> Vec<i64> {
+    taken
+        .iter()
+        .filter(|d| d.event["conversation_id"] == conv && d.event["type"] == "message.created")
+        .filter_map(|d| d.event["data"]["message"]["id"].as_str().and_then(|i| i.parse().ok()))
+        .collect()
 }
