@@ -307,8 +307,8 @@ async fn the_examples_in_docs_api_md_run_as_written() {
 const HOOK_SECRET: &str = "whsec-test-0123456789abcdef";
 
 /// Webhooks to a real receiver that fails, times out and recovers, across an API restart and a
-/// worker killed and replaced: every event arrives, once, signed, and in order within its
-/// conversation.
+/// worker killed and replaced, with a second api process (another server's) following the same
+/// webhook: every event arrives, once, signed, and in order within its conversation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_arrive_once_and_in_order_through_failures_restarts_and_a_worker_kill() {
     let rx = Receiver::start("127.194.0.7", HOOK_SECRET).await;
@@ -318,6 +318,10 @@ async fn webhooks_arrive_once_and_in_order_through_failures_restarts_and_a_worke
         rx.url
     );
     let mut s = ApiSystem::start_with(194, "feed = true", &hook).await;
+    let other = format!("127.194.0.8:{}", free_port("127.194.0.8"));
+    let cfg = s.sys.config.display().to_string();
+    let mut api2 = Proc::start("n194-api-other", &["--config", &cfg, "api", "--register", &s.sys.reg, "--listen", &other]);
+    wait_listening(&other).await;
     let (mut alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
 
     // While the receiver fails: a conversation, two visitor messages and an agent's answer.
@@ -344,7 +348,6 @@ async fn webhooks_arrive_once_and_in_order_through_failures_restarts_and_a_worke
     assert_eq!(status, 200);
     let (status, _) = s.post(BOT1, &format!("/api/bots/1/conversations/{conv_a}/close"), json!({})).await;
     assert_eq!(status, 200);
-    let cfg = s.sys.config.display().to_string();
     s.sys.workers[0] = start_chat_workers("n194-again", &cfg, &s.sys.reg, AGENT_SECRET, 1).remove(0);
     rx.set(Mode::Ok);
 
@@ -356,6 +359,11 @@ async fn webhooks_arrive_once_and_in_order_through_failures_restarts_and_a_worke
         }
     }
     let taken = rx.all_once(&want).await;
+    // Both followed; one at a time delivered (the lease), and nothing twice (above).
+    let logs = [s.api.log_text(), api2.log_text()];
+    assert!(logs.iter().any(|l| l.contains("standing by")), "a second follower stood by");
+    assert!(logs.iter().any(|l| l.contains("delivering")), "a follower delivered");
+    assert!(api2.is_running());
     let of = |kind: &str| taken.iter().filter(|d| d.event["type"] == kind).count();
     assert!(of("agent.online") >= 1 && of("conversation.assigned") >= 2, "{:?}", taken.iter().map(|d| &d.id).collect::<Vec<_>>());
     assert!(taken.iter().all(|d| d.event["bid"] == "1"));

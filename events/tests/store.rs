@@ -94,6 +94,18 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     assert_eq!(b.read_mark("t1", "a:bot:u1").await.expect("read mark"), Some(4));
     assert_eq!(b.read_mark("t1", "someone else").await.expect("read mark"), None);
 
+    // Leases: one holder at a time, seen alike from both connections; the holder renews it;
+    // once it expires it passes on.
+    let now = events::store::now_ms();
+    assert!(a.lease("webhook:t", "p1", now, 400).await.expect("lease"));
+    assert!(!b.lease("webhook:t", "p2", now, 400).await.expect("lease"), "held by p1");
+    assert!(b.lease("webhook:t", "p1", now, 400).await.expect("lease"), "renewed by its holder");
+    assert!(a.lease("webhook:other", "p2", now, 400).await.expect("lease"), "another lease is free");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let now = events::store::now_ms();
+    assert!(b.lease("webhook:t", "p2", now, 400).await.expect("lease"), "expired: passes on");
+    assert!(!a.lease("webhook:t", "p1", now, 400).await.expect("lease"), "now p2's");
+
     // Conversations: one open per visitor and bot; resumed; closed ones are not resumed.
     let (c1, created) = a.open_conversation("bot", "v1", "Vee").await.expect("open");
     assert!(created);
@@ -325,7 +337,7 @@ async fn mysql_migrates_once_and_refuses_a_newer_schema() {
         started.expect("every worker starts");
     }
     let store = MySqlStore::connect(&db.url, pool(1)).await.expect("connect");
-    assert_eq!(store.version().await.expect("version"), 2);
+    assert_eq!(store.version().await.expect("version"), 3);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switchboard_schema").fetch_one(&store.pool).await.expect("count");
     assert_eq!(rows, 1, "one version row");
     sqlx::query("UPDATE switchboard_schema SET version = 99").execute(&store.pool).await.expect("bump");
@@ -370,7 +382,7 @@ async fn postgres_migrates_once_and_refuses_a_newer_schema() {
         started.expect("every worker starts");
     }
     let store = store(&db).await;
-    assert_eq!(store.version().await.expect("version"), 2);
+    assert_eq!(store.version().await.expect("version"), 3);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switchboard_schema").fetch_one(&store.pool).await.expect("count");
     assert_eq!(rows, 1, "one version row");
     sqlx::query("UPDATE switchboard_schema SET version = 99").execute(&store.pool).await.expect("bump");

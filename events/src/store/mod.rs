@@ -142,6 +142,11 @@ pub trait Store: line::LineStore + Send + Sync + 'static {
     /// Where `reader`'s mark on `thread` stands (the `id` of its latest `mark_read`): a
     /// follower's cursor (`feed`).
     async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>>;
+    /// Takes or renews lease `name` for `owner` until `now_ms + ttl_ms`, when it is free,
+    /// expired or `owner`'s already; false when someone else holds it. What keeps one follower
+    /// per webhook however many api processes (and servers) run it. A holder gives it up by
+    /// renewing it as already expired (`now_ms - 1`, `ttl_ms` 0).
+    async fn lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Result<bool>;
     /// The visitor's open conversation with this bot, created if there is none (`true`: it
     /// was created by this call).
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)>;

@@ -52,6 +52,9 @@ const MIGRATIONS: &[&[&str]] = &[&[
 ], &[
     // Retention deletes by age.
     "ALTER TABLE messages ADD INDEX messages_ts (ts)",
+], &[
+    "CREATE TABLE IF NOT EXISTS leases (name VARCHAR(200) NOT NULL PRIMARY KEY, owner VARCHAR(200) NOT NULL, until BIGINT NOT NULL)
+        ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 ]];
 
 /// The name migrations lock under (`GET_LOCK`), per database.
@@ -276,6 +279,24 @@ impl Store for MySqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        // One statement, so two takers cannot both win; the row then says who holds it.
+        sqlx::query(
+            "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)
+             ON DUPLICATE KEY UPDATE owner = IF(owner = VALUES(owner) OR until < ?, VALUES(owner), owner),
+                                     until = IF(owner = VALUES(owner), VALUES(until), until)",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now_ms.saturating_add(ttl_ms))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let mine: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM leases WHERE name = ? AND owner = ?").bind(name).bind(owner).fetch_one(&self.pool).await?;
+        Ok(mine == 1)
     }
 
     async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>> {

@@ -43,6 +43,9 @@ CREATE INDEX line_outbox_queued ON line_outbox (id) WHERE state = 'queued';
     "
 CREATE INDEX messages_ts ON messages (ts);
 ",
+    "
+CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until BIGINT NOT NULL);
+",
 ];
 
 /// The advisory lock migrations run under (any constant; `hashtext('switchboard')`-like).
@@ -214,6 +217,22 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let taken: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leases (name, owner, until) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+             WHERE leases.owner = excluded.owner OR leases.until < $4
+             RETURNING owner",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now_ms.saturating_add(ttl_ms))
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(taken.is_some())
     }
 
     async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>> {

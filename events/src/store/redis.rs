@@ -27,6 +27,7 @@ pub struct RedisStore {
     close: Script,
     mark: Script,
     forget: Script,
+    lease: Script,
 }
 
 const INSERT: &str = r#"
@@ -87,6 +88,17 @@ if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) en
 return 1
 "#;
 
+/// Takes or renews a lease (`Store::lease`): set when free or the caller's, with its time to
+/// live; Redis expires it.
+const LEASE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// The version of the data's layout this code writes (`migrate`).
 const SCHEMA_VERSION: i64 = 3;
 
@@ -132,6 +144,7 @@ impl RedisStore {
             close: Script::new(CLOSE),
             mark: Script::new(MARK),
             forget: Script::new(FORGET_IF_EMPTY),
+            lease: Script::new(LEASE),
         };
         store.migrate().await?;
         Ok(store)
@@ -351,6 +364,12 @@ impl Store for RedisStore {
         let mut conn = self.conn.clone();
         let _: i64 = self.mark.key(self.key(&["read", thread])).arg(uid).arg(id).invoke_async(&mut conn).await.map_err(err)?;
         Ok(())
+    }
+
+    async fn lease(&self, name: &str, owner: &str, _now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let mut conn = self.conn.clone();
+        let took: i64 = self.lease.key(self.key(&["lease", name])).arg(owner).arg(ttl_ms.max(1)).invoke_async(&mut conn).await.map_err(err)?;
+        Ok(took == 1)
     }
 
     async fn read_mark(&self, thread: &str, uid: &str) -> Result<Option<i64>> {

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS agents (bid TEXT NOT NULL, agent TEXT NOT NULL, name 
     PRIMARY KEY (bid, agent));
 CREATE TABLE IF NOT EXISTS turns (bid TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
+CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);
 ";
 
 impl SqliteStore {
@@ -323,6 +324,20 @@ impl Store for SqliteStore {
                 params![thread, uid, id],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.run(move |c| {
+            let changed = c.execute(
+                "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                 WHERE leases.owner = excluded.owner OR leases.until < ?4",
+                params![name, owner, now_ms.saturating_add(ttl_ms), now_ms],
+            )?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -42,6 +42,13 @@ impl Store for Timed {
         r
     }
 
+    async fn lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let started = Instant::now();
+        let r = self.inner.lease(name, owner, now_ms, ttl_ms).await;
+        self.metrics.store_op("lease", started);
+        r
+    }
+
     async fn read_mark(&self, thread: &str, reader: &str) -> Result<Option<i64>> {
         let started = Instant::now();
         let r = self.inner.read_mark(thread, reader).await;
