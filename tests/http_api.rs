@@ -451,3 +451,31 @@ fn the_documented_signature_checks_accept_switchboard_s_signatures_only() {
         }
     }
 }
+
+/// An event a receiver refuses for good (a 4xx other than 408/429) is given up at once, one it
+/// keeps failing once it is older than `give_up_after`; either way the events after it go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_event_refused_or_too_old_is_given_up_and_the_rest_go_on() {
+    let rx = Receiver::start("127.198.0.7", HOOK_SECRET).await;
+    let hook = format!(
+        "[[api.webhooks]]\nname = \"crm\"\nurl = \"{}\"\nsecret = \"{HOOK_SECRET}\"\nevents = [\"message.created\"]\n\
+         timeout = 1.0\nretry_base = 0.1\nretry_max = 0.2\ngive_up_after = 1.0\n",
+        rx.url
+    );
+    let s = ApiSystem::start_with(198, "feed = true", &hook).await;
+    let (_alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
+    rx.set(Mode::Failing);
+    let (mut v, conv) = visitor(&s.sys.a.ws, "1").await;
+    eventually("the first event is tried", || async { rx.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1 }).await;
+    // Past give_up_after: the first message's event is dropped with a log line.
+    common::wait_log(&s.api, "older than give_up_after, given up", 1).await;
+    rx.set(Mode::Refusing);
+    v.send_json(json!({"method": "say", "content": "second", "cid": "v2"})).await;
+    v.next_where(|m| m["method"] == "say_ack" && m["cid"] == "v2").await;
+    common::wait_log(&s.api, "the receiver refused the event: given up", 1).await;
+    rx.set(Mode::Ok);
+    v.send_json(json!({"method": "say", "content": "third", "cid": "v3"})).await;
+    v.next_where(|m| m["method"] == "say_ack" && m["cid"] == "v3").await;
+    let taken = rx.all_once(&[format!("message.created:c:{conv}:3")]).await;
+    assert_eq!(message_ids(&taken, &conv), [3], "the first two were given up, the third arrived");
+}

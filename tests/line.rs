@@ -34,6 +34,11 @@ impl System {
 }
 
 async fn system(net: u8, api: &str) -> System {
+    system_with(net, api, "").await
+}
+
+/// `system`, with `events_toml` added to `[events]`.
+async fn system_with(net: u8, api: &str, events_toml: &str) -> System {
     let dir = std::env::temp_dir().join(format!("sb-line-{net}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -43,7 +48,7 @@ async fn system(net: u8, api: &str) -> System {
     std::fs::write(
         &config,
         format!(
-            "[events]\nstore = \"sqlite:{db}\"\n[events.line]\nlisten = \"{listen}\"\napi_base = \"{api}\"\ndata_base = \"{api}\"\n\
+            "[events]\nstore = \"sqlite:{db}\"\n{events_toml}\n[events.line]\nlisten = \"{listen}\"\napi_base = \"{api}\"\ndata_base = \"{api}\"\n\
              media_dir = \"{media}\"\ntimeout = 1.0\nretry_base = 0.2\nretry_max = 1.0\n\
              [[events.line.bots]]\nbid = \"shop1\"\n",
             db = dir.join("chat.db").display(),
@@ -269,11 +274,17 @@ async fn a_sender_killed_mid_queue_delivers_every_reply_exactly_once() {
 }
 
 /// A bot's auto-reply posted by a backend through the server API reaches the LINE user through
-/// the outgoing queue, as an agent's reply does, and the agents see it as the bot's.
+/// the outgoing queue, as an agent's reply does, and the agents see it as the bot's; the
+/// backend's webhook hears of the LINE conversation and of both messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_reply_posted_through_the_server_api_reaches_the_line_user() {
+    use common::http_api::{message_ids, Receiver};
     let (fake, line_api) = start_fake_line("127.196.0.9").await;
-    let s = system(196, &line_api).await;
+    let s = system_with(196, &line_api, "feed = true").await;
+    let rx = Receiver::start("127.196.0.7", "whsec-line-0123456789").await;
+    let mut config = std::fs::read_to_string(&s.config).expect("config");
+    config.push_str(&format!("\n[[api.webhooks]]\nname = \"crm\"\nurl = \"{}\"\nsecret = \"whsec-line-0123456789\"\n", rx.url));
+    std::fs::write(&s.config, config).expect("config");
     let mut a1 = agent(&s.gw.ws, "a1").await;
     let ev = text_event(&fake, "e1", "Ubot1", "2001", "Are you open today?");
     assert_eq!(post_webhook(&s.webhook, &[ev], Some(CHANNEL_SECRET)).await, 200);
@@ -301,4 +312,13 @@ async fn a_bot_reply_posted_through_the_server_api_reaches_the_line_user() {
     let id = posted["id"].as_str().expect("id").to_string();
     assert_eq!(delivery(&mut a1, &id).await["delivery"], "sent");
     assert_eq!(fake.delivered_texts("Ubot1"), ["Yes, from 9 to 18."]);
+
+    let taken = rx.all_once(&[format!("conversation.created:{conv}"), format!("message.created:c:{conv}:2")]).await;
+    assert_eq!(message_ids(&taken, &conv), [1, 2]);
+    let data = |id: String| taken.iter().find(|d| d.id == id).map(|d| d.event["data"].clone()).expect("event");
+    let first = data(format!("message.created:c:{conv}:1"));
+    assert_eq!((first["channel"].as_str(), first["sender_type"].as_str()), (Some("line"), Some("visitor")));
+    assert_eq!(first["message"]["content"], "Are you open today?");
+    assert_eq!(data(format!("message.created:c:{conv}:2"))["sender_type"], "bot");
+    assert_eq!(data(format!("conversation.created:{conv}"))["conversation"]["channel"], "line");
 }

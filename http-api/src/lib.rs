@@ -3,9 +3,11 @@
 //!
 //! An adapter around the core: it depends on `business` (the Gateway API, remote, as PHP's
 //! GatewayClient is) and on `events` (the chat's `service`), and nothing depends on it.
-//! `command` is every operation as one typed command; `gateway` and `chat` run them; `routes`
-//! maps HTTP onto them and generates the OpenAPI document; `keys` and `limit` decide who may
-//! call and how often; `fail` is how every refusal reads.
+//! `command` is every operation as one typed command (its strings and numbers checked as they
+//! are decoded, `text`); `gateway` and `chat` run them; `routes` maps HTTP onto them and
+//! generates the OpenAPI document; `keys` and `limit` decide who may call and how often;
+//! `fail` is how every refusal reads; `tls` the HTTPS listener. `webhooks` follows the chat's
+//! feed (`events::feed`) and POSTs what happened to the backends that asked.
 
 pub mod chat;
 pub mod command;
@@ -91,7 +93,9 @@ impl State {
     /// The key an `Authorization: Bearer …` header presents, after its rate limit took
     /// `cost` requests.
     pub fn authenticate(&self, header: Option<&str>, cost: u32) -> Result<Key, Fail> {
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty()) else {
+        // The scheme's name is case-insensitive (RFC 9110); the key is not.
+        let token = header.and_then(|h| h.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, t)| t.trim());
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(Fail::unauthorized("send Authorization: Bearer <API key>"));
         };
         let mut ring = self.keyring();

@@ -110,6 +110,8 @@ pub enum Mode {
     Failing,
     /// Answers after `[api.webhooks] timeout`, too late.
     Slow,
+    /// 422 to everything: a refusal retrying cannot change.
+    Refusing,
 }
 
 /// One delivery the receiver took (answered 2xx), its signature checked.
@@ -158,6 +160,10 @@ impl Receiver {
                         Mode::Failing => {
                             r.fetch_add(1, Ordering::SeqCst);
                             StatusCode::INTERNAL_SERVER_ERROR
+                        }
+                        Mode::Refusing => {
+                            r.fetch_add(1, Ordering::SeqCst);
+                            StatusCode::UNPROCESSABLE_ENTITY
                         }
                         Mode::Slow => {
                             r.fetch_add(1, Ordering::SeqCst);
