@@ -196,12 +196,12 @@ async fn migrate_by_hand() {
     let run = |store: &str| std::process::Command::new(BIN).args(["migrate", "--store", store]).env("RUST_BACKTRACE", "0").output().expect("migrate");
     let out = run(&db.url);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 2"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 3"), "{}", String::from_utf8_lossy(&out.stdout));
     let again = run(&db.url);
     assert!(again.status.success(), "migrating twice is fine: {}", String::from_utf8_lossy(&again.stderr));
     let my = common::sqldb::SqlDb::mysql("cli").await;
     let out = run(&my.url);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 2"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is at schema version 3"), "{}", String::from_utf8_lossy(&out.stderr));
     // Nothing listens on port 1: the server's own reason, and no password.
     let refused = run("postgres://postgres:hunter2@127.0.0.1:1/test");
     let err = String::from_utf8_lossy(&refused.stderr);

@@ -40,17 +40,9 @@ pub struct Event {
 pub const KINDS: [&str; 6] =
     ["conversation.created", "conversation.assigned", "conversation.closed", "message.created", "agent.online", "agent.offline"];
 
-fn channel(c: &Conversation) -> &'static str {
-    if crate::line::line_user(&c.visitor_id).is_some() {
-        "line"
-    } else {
-        "web"
-    }
-}
-
 fn conversation_json(c: &Conversation) -> Value {
     json!({"conversation_id": c.id, "visitor_id": c.visitor_id, "visitor_name": c.visitor_name,
-           "assigned": c.assigned, "open": c.open, "channel": channel(c)})
+           "assigned": c.assigned, "open": c.open, "channel": c.channel()})
 }
 
 fn random_id() -> String {
@@ -104,7 +96,7 @@ impl Chat {
         if let Some(o) = message.as_object_mut() {
             o.remove("method");
         }
-        let data = json!({"message": message, "sender_type": sender_type, "channel": channel(c)});
+        let data = json!({"message": message, "sender_type": sender_type, "channel": c.channel()});
         self.record("message.created", &c.bid, Some(&c.id), format!("{}:{}", conversation_thread(&c.id), m.id), data).await
     }
 

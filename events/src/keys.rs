@@ -85,6 +85,16 @@ pub fn private_thread(bid: &str, a: &str, b: &str) -> String {
     format!("{}:{}", key("d", &[bid]), serde_json::json!([x, y]))
 }
 
+/// The prefix of LINE users' visitor ids, `line:<LINE user id>`: no web visitor may take one.
+/// Here, with the other names, so the chat knows a LINE conversation without importing the
+/// LINE adapter.
+pub const LINE_VISITOR_PREFIX: &str = "line:";
+
+/// The LINE user behind a visitor id, if it is one.
+pub fn line_user(visitor_id: &str) -> Option<&str> {
+    visitor_id.strip_prefix(LINE_VISITOR_PREFIX)
+}
+
 /// How the config names one agent of one bot (`revoked_agents`): `<bid>:<agent>`, each escaped
 /// as above, so bot `1` agent `2:x` (`1:2%3Ax`) and bot `1:2` agent `x` (`1%3A2:x`) differ.
 pub fn agent_ref(bid: &str, agent: &str) -> String {

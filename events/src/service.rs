@@ -102,7 +102,7 @@ impl Chat {
         // A reply to a LINE user is queued for the sender (again, if an earlier post stopped
         // between storing and queueing).
         let delivery = match &target {
-            Target::Conversation(c) if !author.visitor && crate::line::line_user(&c.visitor_id).is_some() => {
+            Target::Conversation(c) if !author.visitor && crate::keys::line_user(&c.visitor_id).is_some() => {
                 Some(self.queue_for_line(c, &message).await?)
             }
             _ => None,

@@ -21,7 +21,7 @@ impl Chat {
         let bid = id_field(req, "bid")?.ok_or_else(|| Fail::bad("bid is required"))?;
         let visitor_id = match (id_field(req, "visitor_id")?, Who::of(ctx)) {
             // LINE users' ids are not secrets: nobody may open their conversations from a page.
-            (Some(v), _) if crate::line::line_user(&v).is_some() => return Err(Fail::denied("visitor ids starting with line: are reserved")),
+            (Some(v), _) if crate::keys::line_user(&v).is_some() => return Err(Fail::denied("visitor ids starting with line: are reserved")),
             (Some(v), _) => v,
             // Asked again on a visitor's connection: the same visitor.
             (None, Who::Visitor { id, .. }) => id,
@@ -206,7 +206,7 @@ impl Chat {
             };
             let mut summary = json!({"conversation_id": c.id, "visitor_id": c.visitor_id, "visitor_name": c.visitor_name,
                             "assigned": c.assigned, "state": state, "unread": unread, "last_message": last});
-            if let Some(user) = crate::line::line_user(&c.visitor_id) {
+            if let Some(user) = crate::keys::line_user(&c.visitor_id) {
                 let followed = s.line_user(&c.bid, user).await?.is_none_or(|u| u.followed);
                 summary["channel"] = "line".into();
                 summary["followed"] = followed.into();

@@ -123,10 +123,9 @@ fn view(v: Value) -> Result<MessageView, Fail> {
 }
 
 fn channel_of(c: &Conversation) -> Channel {
-    if events::line::line_user(&c.visitor_id).is_some() {
-        Channel::Line
-    } else {
-        Channel::Web
+    match c.channel() {
+        "line" => Channel::Line,
+        _ => Channel::Web,
     }
 }
 

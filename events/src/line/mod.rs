@@ -23,13 +23,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tracing::info;
 
-/// The uid prefix of LINE users' visitor ids: `line:<user id>`.
-pub const VISITOR_PREFIX: &str = "line:";
-
-/// The LINE user behind a visitor id, if it is one.
-pub fn line_user(visitor_id: &str) -> Option<&str> {
-    visitor_id.strip_prefix(VISITOR_PREFIX)
-}
+pub use crate::keys::{line_user, LINE_VISITOR_PREFIX as VISITOR_PREFIX};
 
 /// What the webhook handler, the inbound processor and the senders share.
 pub struct Line {

@@ -126,6 +126,17 @@ pub struct Conversation {
     pub created: i64,
 }
 
+impl Conversation {
+    /// `line` for a LINE user's conversation, `web` for a page's.
+    pub fn channel(&self) -> &'static str {
+        if crate::keys::line_user(&self.visitor_id).is_some() {
+            "line"
+        } else {
+            "web"
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: line::LineStore + Send + Sync + 'static {
     /// Stores a message under the next id of its thread, unless `(thread, sender, cid)` was
