@@ -91,12 +91,12 @@ impl Chat {
     }
 
     /// A message of conversation `c`, from a visitor, an agent or the bot.
-    pub(crate) async fn record_message(&self, c: &Conversation, m: &StoredMessage, sender_type: &str) -> Result<(), Fail> {
+    pub(crate) async fn record_message(&self, c: &Conversation, m: &StoredMessage, from: crate::service::Kind) -> Result<(), Fail> {
         let mut message = crate::protocol::message_json(m);
         if let Some(o) = message.as_object_mut() {
             o.remove("method");
         }
-        let data = json!({"message": message, "sender_type": sender_type, "channel": c.channel()});
+        let data = json!({"message": message, "sender_type": from.name(), "channel": c.channel()});
         self.record("message.created", &c.bid, Some(&c.id), format!("{}:{}", conversation_thread(&c.id), m.id), data).await
     }
 

@@ -75,12 +75,8 @@ impl Chat {
         }
         let author = match who {
             Who::Agent { bid, id, name } => Author::agent(bid, id, name),
-            _ => Author {
-                sender: who.uid().unwrap_or_default(),
-                from_uid: who.from_uid().unwrap_or_default(),
-                from_name: who.name().to_string(),
-                visitor: true,
-            },
+            Who::Visitor { bid, id, name, .. } => Author::visitor(bid, id, name),
+            Who::Nobody => return Err(Fail::denied("log in first")),
         };
         let posted = self.post(&ctx.api, &target, &author, content, cid).await?;
         let msg = &posted.message;

@@ -22,20 +22,45 @@ pub struct Author {
     pub sender: String,
     pub from_uid: String,
     pub from_name: String,
-    /// A visitor's message goes to its agent; everyone else's to the visitor and every agent.
-    pub visitor: bool,
+    pub kind: Kind,
+}
+
+/// Which side a message is from: a visitor's goes to its agent; an agent's or the bot's to
+/// the visitor and every agent of the bot (and, to a LINE user, through the outgoing queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Visitor,
+    Agent,
+    Bot,
+}
+
+impl Kind {
+    /// As the feed names it (`sender_type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Visitor => "visitor",
+            Kind::Agent => "agent",
+            Kind::Bot => "bot",
+        }
+    }
 }
 
 impl Author {
     /// Agent `id` of bot `bid`, named `name`.
     pub fn agent(bid: &str, id: &str, name: &str) -> Author {
-        Author { sender: agent_uid(bid, id), from_uid: id.to_string(), from_name: name.to_string(), visitor: false }
+        Author { sender: agent_uid(bid, id), from_uid: id.to_string(), from_name: name.to_string(), kind: Kind::Agent }
+    }
+
+    /// Visitor `id` of bot `bid`, named `name`.
+    pub fn visitor(bid: &str, id: &str, name: &str) -> Author {
+        let who = crate::who::Who::visitor(bid, id);
+        Author { sender: visitor_uid(bid, id), from_uid: who.from_uid().unwrap_or_default(), from_name: name.to_string(), kind: Kind::Visitor }
     }
 
     /// The bot itself (an auto-reply from a company's backend): shown as `from_uid` `bot`
     /// with `"bot": true`, so no agent id can pass for it.
     pub fn bot(bid: &str, name: &str) -> Author {
-        Author { sender: bot_sender(bid), from_uid: "bot".into(), from_name: name.to_string(), visitor: false }
+        Author { sender: bot_sender(bid), from_uid: "bot".into(), from_name: name.to_string(), kind: Kind::Bot }
     }
 }
 
@@ -67,11 +92,11 @@ impl Chat {
         let mut target = target.clone();
         match &mut target {
             Target::Conversation(c) if !c.open => return Err(Fail::denied("the conversation is closed")),
-            Target::Conversation(c) if author.visitor => *c = self.auto_assign(api, c.clone()).await?,
+            Target::Conversation(c) if author.kind == Kind::Visitor => *c = self.auto_assign(api, c.clone()).await?,
             _ => {}
         }
         let (thread, mut to) = thread_and_fields(&target, author);
-        if author.sender.starts_with("b:") {
+        if author.kind == Kind::Bot {
             to.insert("bot".into(), true.into());
         }
         let new = NewMessage {
@@ -88,21 +113,14 @@ impl Chat {
             Inserted::Duplicate(m) => (m, false),
         };
         if let Target::Conversation(c) = &target {
-            let kind = if author.visitor {
-                "visitor"
-            } else if author.sender.starts_with("b:") {
-                "bot"
-            } else {
-                "agent"
-            };
             // Again for a duplicate: the first try may have stopped before it got here, and
             // the event's id makes a second record of it a no-op.
-            self.record_message(c, &message, kind).await?;
+            self.record_message(c, &message, author.kind).await?;
         }
         // A reply to a LINE user is queued for the sender (again, if an earlier post stopped
         // between storing and queueing).
         let delivery = match &target {
-            Target::Conversation(c) if !author.visitor && crate::keys::line_user(&c.visitor_id).is_some() => {
+            Target::Conversation(c) if author.kind != Kind::Visitor && crate::keys::line_user(&c.visitor_id).is_some() => {
                 Some(self.queue_for_line(c, &message).await?)
             }
             _ => None,
@@ -114,7 +132,7 @@ impl Chat {
             }
             let frame = frame.to_string();
             match &target {
-                Target::Conversation(c) => self.deliver_in_conversation(api, c, author.visitor, frame).await?,
+                Target::Conversation(c) => self.deliver_in_conversation(api, c, author.kind == Kind::Visitor, frame).await?,
                 Target::Room { bid, room } => api.send_to_group(&[&room_group(bid, room)], frame, &[]).await?,
                 Target::Private { bid, to } => api.send_to_uid(&[&agent_uid(bid, to), &author.sender], frame).await?,
             }

@@ -149,7 +149,7 @@ async fn handle(line: &Line, bid: &str, raw: &str) -> Result<(), Skip> {
             m
         }
     };
-    line.chat.record_message(&conv, &stored, "visitor").await?;
+    line.chat.record_message(&conv, &stored, crate::service::Kind::Visitor).await?;
     deliver(line, conv, &stored).await
 }
 
