@@ -385,7 +385,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             let registers = shared_registers.or(file.business.registers.clone()).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             let secret = cli.secret_key.or(file.business.secret_key.clone()).or(file.secret_key.clone()).unwrap_or_default();
             let chat = Arc::new(events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?);
-            serve_metrics(metrics, metrics::Source::Line(chat.metrics.clone())).await?;
+            serve_metrics(metrics, metrics::Source::Chat("api", chat.metrics.clone())).await?;
             let (quit, quitting) = tokio::sync::watch::channel(false);
             let followers = http_api::spawn_webhooks(&api_config.webhooks, chat.store.clone(), quitting.clone()).map_err(anyhow::Error::msg)?;
             let mut address = String::new();
@@ -493,7 +493,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             let registers = shared_registers.or(file.business.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             let secret = cli.secret_key.or(file.business.secret_key).or(file.secret_key).unwrap_or_default();
             let chat = Arc::new(events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?);
-            serve_metrics(metrics, metrics::Source::Line(chat.metrics.clone())).await?;
+            serve_metrics(metrics, metrics::Source::Chat("line", chat.metrics.clone())).await?;
             let line = events::line::Line::new(chat, business::Api::remote(registers, secret)).map_err(|e| anyhow::anyhow!(e))?;
             let listen = line.config.listen.clone();
             let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("LINE webhook listener {listen}"))?;

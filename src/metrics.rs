@@ -24,7 +24,8 @@ pub enum Source {
     Gateway(Arc<gateway::Stats>, gateway::Lister),
     /// A worker, with the chat's metrics when it runs the chat.
     Business(Arc<business::Stats>, Option<Arc<events::metrics::Metrics>>),
-    Line(Arc<events::metrics::Metrics>),
+    /// A process that runs the chat outside a worker (`line`, `api`), named by its role.
+    Chat(&'static str, Arc<events::metrics::Metrics>),
 }
 
 impl Source {
@@ -33,7 +34,7 @@ impl Source {
             Source::Register(_) => "register",
             Source::Gateway(..) => "gateway",
             Source::Business(..) => "business",
-            Source::Line(_) => "line",
+            Source::Chat(role, _) => role,
         }
     }
 
@@ -42,7 +43,7 @@ impl Source {
             Source::Register(s) => s.snapshot(),
             Source::Gateway(s, _) => s.snapshot(),
             Source::Business(s, _) => s.snapshot(),
-            Source::Line(_) => Vec::new(),
+            Source::Chat(..) => Vec::new(),
         }
     }
 
@@ -53,14 +54,14 @@ impl Source {
         let ours = top.sub_registry_with_prefix("switchboard").sub_registry_with_label(("role".into(), self.role().into()));
         ours.register_collector(Box::new(Samples(self.clone())));
         let distributions = match self {
-            Source::Register(_) | Source::Line(_) => Vec::new(),
+            Source::Register(_) | Source::Chat(..) => Vec::new(),
             Source::Gateway(s, _) => s.distributions(),
             Source::Business(s, _) => s.distributions(),
         };
         for (name, help, histogram) in distributions {
             ours.register(name, help, histogram);
         }
-        if let Source::Business(_, Some(chat)) | Source::Line(chat) = self {
+        if let Source::Business(_, Some(chat)) | Source::Chat(_, chat) = self {
             chat.register(ours);
         }
         top
