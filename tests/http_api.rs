@@ -479,3 +479,31 @@ async fn a_webhook_event_refused_or_too_old_is_given_up_and_the_rest_go_on() {
     let taken = rx.all_once(&[format!("message.created:c:{conv}:3")]).await;
     assert_eq!(message_ids(&taken, &conv), [3], "the first two were given up, the third arrived");
 }
+
+/// Two api processes follow one webhook; the one delivering is killed (no goodbye): the other
+/// takes the lease once it expires and delivers what came meanwhile, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_delivers_when_the_webhook_s_holder_dies() {
+    let rx = Receiver::start("127.199.0.7", HOOK_SECRET).await;
+    let hook = format!("[[api.webhooks]]\nname = \"crm\"\nurl = \"{}\"\nsecret = \"{HOOK_SECRET}\"\nevents = [\"message.created\"]\n", rx.url);
+    let mut s = ApiSystem::start_with(199, "feed = true", &hook).await;
+    let other = format!("127.199.0.8:{}", free_port("127.199.0.8"));
+    let cfg = s.sys.config.display().to_string();
+    let mut api2 = Proc::start("n199-api-other", &["--config", &cfg, "api", "--register", &s.sys.reg, "--listen", &other]);
+    wait_listening(&other).await;
+    let (_alice, _) = agent_with(&s.sys.a.ws, AGENT_SECRET, "1", "alice", "Alice").await;
+    let (mut v, conv) = visitor(&s.sys.a.ws, "1").await;
+    rx.all_once(&[format!("message.created:c:{conv}:1")]).await;
+    let first_holder_is_api = s.api.log_text().contains("delivering");
+    let (holder, standby) = if first_holder_is_api { (&mut s.api, &mut api2) } else { (&mut api2, &mut s.api) };
+    assert!(holder.log_text().contains("delivering") && standby.log_text().contains("standing by"));
+    holder.kill();
+    for n in 2..=3 {
+        let cid = format!("v{n}");
+        v.send_json(json!({"method": "say", "content": cid, "cid": cid})).await;
+        v.next_where(|m| m["method"] == "say_ack" && m["cid"] == cid.as_str()).await;
+    }
+    let taken = rx.all_once(&[format!("message.created:c:{conv}:3")]).await;
+    assert_eq!(message_ids(&taken, &conv), [1, 2, 3]);
+    assert!(standby.log_text().contains("delivering: this process holds the webhook's lease"), "the standby took over");
+}
