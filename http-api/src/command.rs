@@ -242,8 +242,65 @@ impl Command {
         }
     }
 
-    /// The method name, for logs.
-    pub fn method(&self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string)).unwrap_or_default()
+    /// The method name (serde's tag), for logs and refusals: named here rather than found by
+    /// serializing the command, which would copy a message of up to `max_body` per call.
+    pub fn method(&self) -> &'static str {
+        use Command::*;
+        match self {
+            SendToAll { .. } => "send_to_all",
+            SendToClient { .. } => "send_to_client",
+            SendToUid { .. } => "send_to_uid",
+            SendToGroup { .. } => "send_to_group",
+            CloseClient { .. } => "close_client",
+            IsOnline { .. } => "is_online",
+            BindUid { .. } => "bind_uid",
+            UnbindUid { .. } => "unbind_uid",
+            JoinGroup { .. } => "join_group",
+            LeaveGroup { .. } => "leave_group",
+            Ungroup { .. } => "ungroup",
+            GetUidByClientId { .. } => "get_uid_by_client_id",
+            GetClientIdByUid { .. } => "get_client_id_by_uid",
+            IsUidOnline { .. } => "is_uid_online",
+            GetClientCountByGroup { .. } => "get_client_count_by_group",
+            GetClientIdListByGroup { .. } => "get_client_id_list_by_group",
+            GetUidListByGroup { .. } => "get_uid_list_by_group",
+            GetUidCountByGroup { .. } => "get_uid_count_by_group",
+            GetAllClientCount { .. } => "get_all_client_count",
+            GetAllUidCount { .. } => "get_all_uid_count",
+            GetAllGroupIdList { .. } => "get_all_group_id_list",
+            GetSession { .. } => "get_session",
+            SetSession { .. } => "set_session",
+            UpdateSession { .. } => "update_session",
+            ListConversations { .. } => "list_conversations",
+            History { .. } => "history",
+            PostMessage { .. } => "post_message",
+            PostToRoom { .. } => "post_to_room",
+            Assign { .. } => "assign",
+            CloseConversation { .. } => "close_conversation",
+            AgentsOnline { .. } => "agents_online",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_s_method_is_its_serde_tag() {
+        let every: Vec<Command> = serde_json::from_value(serde_json::json!([
+            {"method": "send_to_all", "message": "x"},
+            {"method": "send_to_uid", "uids": ["u"], "message": "x"},
+            {"method": "get_client_id_list_by_group", "group": "g"},
+            {"method": "get_all_uid_count"},
+            {"method": "update_session", "client_id": "7f0000010d0a00000001", "session": {}},
+            {"method": "list_conversations", "bid": "1"},
+            {"method": "post_to_room", "bid": "1", "room": "r", "content": "x"},
+            {"method": "agents_online", "bid": "1"},
+        ]))
+        .expect("commands");
+        for c in every {
+            assert_eq!(serde_json::to_value(&c).expect("json")["method"], c.method());
+        }
     }
 }

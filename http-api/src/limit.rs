@@ -24,6 +24,9 @@ impl Limits {
 
     fn limiter(&self, key: &Key) -> Option<Arc<DefaultDirectRateLimiter>> {
         let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get(&key.name) {
+            return l.clone();
+        }
         map.entry(key.name.clone())
             .or_insert_with(|| {
                 let rate = key.rate_limit.unwrap_or(self.default_rate);
