@@ -71,6 +71,14 @@ if stores:
         db = r.get("store_cpu_secs")
         print(f'| {n} | {r["store"]} | {r["offered_msgs_per_second"]:.0f} | {r["deliveries_per_second"]:.0f} | {r["lost"]} | {r["duplicated"]} '
               f'| {l["p50"]:.1f} | {l["p99"]:.1f} | {num(workers * 1e6 / msgs, "{:.0f} µs")} | {"in the workers" if db is None else num(db * 1e6 / msgs, "{:.0f} µs")} |')
+if len(sys.argv) > 2 and os.path.isdir(sys.argv[2]):
+    print("\n## Against the reference (issue #16), same run\n")
+    print("Workload 0: ../shared/loadkit's generator (wsload) against its reference broadcaster (refserver: one process, no "
+          "gateway/worker split, no store) and then against `switchboard start` with its defaults (one gateway, two chat workers, "
+          "SQLite, every message stored), only the per-address, rate and agent-auth limits lifted; 1 000 connections in rooms of "
+          "50, one bot's agents per room.\n")
+    sys.stdout.flush()
+    subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "bench-reference.py"), sys.argv[2]], check=True)
 notes = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks-notes.md")
 if os.path.exists(notes):
     print()

@@ -8,15 +8,24 @@
 #   scripts/bench.sh            the full suite (about 6 minutes here), rewrites docs/BENCHMARKS.md
 #   scripts/bench.sh --smoke    small N, about a minute, checks nothing is lost; writes nothing
 #   scripts/bench.sh --stores   workload 9 only (each store), its table printed; writes nothing
+#   scripts/bench.sh --reference  workload 0 only: the reference (../shared/loadkit's refserver)
+#                                 and `switchboard start` defaults under one generator (wsload),
+#                                 the issue #16 targets as ratios; its table printed; writes nothing
 # Redis, PostgreSQL and MariaDB must answer (scripts/services.sh starts them when they do not):
 # workload 9 runs the room chat on each store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SMOKE=0 STORES=0
+SMOKE=0 STORES=0 REFERENCE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 [ "${1:-}" = "--stores" ] && STORES=1
+[ "${1:-}" = "--reference" ] && REFERENCE=1
 cargo build --release --quiet
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/switchboard
+# The reference and its generator, built from ../shared/loadkit (read-only: built outside it).
+LOADKIT=${CARGO_TARGET_DIR:-$PWD/target}/loadkit
+CARGO_TARGET_DIR=$LOADKIT cargo build --release --quiet --manifest-path ../shared/loadkit/Cargo.toml
+WSLOAD=$LOADKIT/release/wsload REFSERVER=$LOADKIT/release/refserver
+REF_PID=
 WORK=$(mktemp -d)
 RESULTS=$WORK/results
 mkdir -p "$RESULTS"
@@ -28,6 +37,7 @@ UP_PID=
 cleanup() {
   [ -f "$WORK/switchboard.toml" ] && (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
   [ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null || true
+  [ -n "$REF_PID" ] && kill "$REF_PID" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$WORK"
   services_cleanup
@@ -36,8 +46,11 @@ cleanup() {
 . scripts/services.sh
 trap cleanup EXIT
 
-# start_system <gateways> [store]: a fresh system in $WORK with this many gateway processes,
-# its chat store at the URL given (default: SQLite in its run directory).
+# start_system <gateways> [store]: a fresh system in $WORK with this many gateway processes
+# ("" for `start`'s default), its chat store at the URL given (default: SQLite in its run
+# directory). AGENT_AUTH=false lets agents log in without a token (the reference's generator
+# sends none).
+AGENT_AUTH=true
 start_system() {
   (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
   rm -rf "$WORK/run"
@@ -48,8 +61,7 @@ start_system() {
 # The benchmark's system: everything on 127.0.0.1, the per-IP connection limit lifted (the load
 # comes from a few loopback addresses) and the chat's per-connection message limit off.
 registers = ["127.0.0.1:$base"]
-gateways = $1
-workers = 2
+${1:+gateways = $1}
 run_dir = "$WORK/run"
 [register]
 listen = "127.0.0.1:$base"
@@ -65,6 +77,7 @@ rate_limit = 0.0
 store = "$store"
 redis_prefix = "bench-$base:"
 rate_limit = 0.0
+agent_auth = $AGENT_AUTH
 upstream_url = "http://127.0.0.1:$UPSTREAM_PORT/api/{method}"
 [api]
 listen = "127.0.0.1:$((base + 30))"
@@ -83,6 +96,65 @@ TOML
   SERVERS=$(cd "$WORK" && "$BIN" status --json | python3 -c '
 import json, sys
 print(",".join("%s:%s" % (r["role"], r["pid"]) for r in json.load(sys.stdin) if r["role"] in ("gateway", "business")))')
+}
+
+# Workload 0 (issue #16): the same generator (wsload) against the reference, a fresh refserver,
+# and against `switchboard start` with its defaults (gateway and worker counts, SQLite), only the
+# per-address, rate and agent-auth limits lifted. Each JSON goes to $REFS/<system>-<run>.json
+# with the roles of the pids it sampled; scripts/bench-reference.py makes the table.
+REFS=$WORK/reference
+# wsload_run <system> <run> <wsload args...>: one wsload run against $TARGET_URL/$TARGET_PIDS.
+wsload_run() {
+  local system=$1 run=$2; shift 2
+  local login=()
+  # The chat needs a login before `join` (agents of one bot per room); the reference takes any.
+  # A fresh agent id each run: the chat de-duplicates (sender, cid).
+  [ "$system" = switchboard ] && login=(--login '{"method":"login","bid":"b{room}","customer_id":"u{g}-'"$run-$RANDOM"'","customer_name":"n{g}","presence":"batch"}')
+  echo "--- 0-$system-$run: wsload $*"
+  "$WSLOAD" --url "$TARGET_URL" "${login[@]}" --server-pids "$TARGET_PIDS" --json --quiet "$@" | tail -1 > "$REFS/$system-$run.json"
+  python3 - "$REFS/$system-$run.json" "$TARGET_ROLES" <<'PY'
+import json, sys
+path, roles = sys.argv[1], sys.argv[2].split(",")
+r = json.load(open(path))
+r["roles"] = dict(zip([str(s["pid"]) for s in r["server"]], roles))
+json.dump(r, open(path, "w"))
+l = r["latency_ms"]
+print(f'    {r["conn_established"]} of {r["conns"]} conns in {r["connect_all_s"]:.2f} s, {r["deliveries_per_s"]:.0f} deliveries/s, '
+      f'lost {r["lost"]}, dup {r["duplicates"]}, p50 {l["p50"]:.1f} p99 {l["p99"]:.1f} ms, server CPU {r["server_cpu_s_window"]:.2f} s')
+PY
+}
+# reference_target <system>: starts that system fresh and points TARGET_* at it.
+reference_target() {
+  if [ -n "$REF_PID" ]; then kill "$REF_PID" 2>/dev/null; wait "$REF_PID" 2>/dev/null || true; REF_PID=; fi
+  if [ "$1" = reference ]; then
+    (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
+    local port=$((32000 - RANDOM % 1000))
+    "$REFSERVER" --listen "127.0.0.1:$port" 2>/dev/null & REF_PID=$!
+    TARGET_URL="ws://127.0.0.1:$port/" TARGET_PIDS=$REF_PID TARGET_ROLES=reference
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  else
+    AGENT_AUTH=false start_system ""
+    TARGET_URL="$URL/"
+    TARGET_PIDS=$(echo "$SERVERS" | tr , '\n' | cut -d: -f2 | paste -sd,)
+    TARGET_ROLES=$(echo "$SERVERS" | tr , '\n' | cut -d: -f1 | paste -sd,)
+  fi
+}
+# reference_runs <conns> <duration> <hold conns> <rates...>: the room chat at each rate, then
+# idle connections held, on both systems; each system fresh for its hold (memory per connection
+# is measured from a process that has not yet grown).
+reference_runs() {
+  local conns=$1 secs=$2 hold=$3 system rate; shift 3
+  mkdir -p "$REFS"
+  for system in reference switchboard; do
+    reference_target $system
+    for rate in "$@"; do
+      wsload_run $system "room-r$rate" --conns "$conns" --room-size 50 --rate "$rate" --duration "$secs" --warmup 2 --grace 30 --source-ips 127.0.0.2-127.0.0.5
+    done
+    reference_target $system
+    wsload_run $system hold --hold --conns "$hold" --room-size 50 --duration 5 --source-ips 127.0.0.2-127.0.0.40
+  done
+  if [ -n "$REF_PID" ]; then kill "$REF_PID"; wait "$REF_PID" 2>/dev/null || true; REF_PID=; fi
+  (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
 }
 
 # bench <name> <args...>: one run; its JSON goes to $RESULTS/<name>.json, a table to the terminal.
@@ -179,6 +251,8 @@ sources() { # sources <n>: 127.0.0.2 … 127.0.0.<n+1>
 "$BIN" bench-upstream --listen "127.0.0.1:$UPSTREAM_PORT" --delay-ms 20 & UP_PID=$!
 
 if [ $SMOKE = 1 ]; then
+  reference_runs 200 2 1000 4
+  python3 scripts/bench-reference.py --check "$REFS"
   start_system 2
   bench smoke-room --workload room --connections 100 --room-size 10 --rate 4 --duration 2 --drain 2 --sources "$(sources 2)"
   bench smoke-pairs --workload pairs --connections 40 --room-size 2 --rate 4 --duration 2 --drain 2
@@ -216,13 +290,20 @@ PY
   exit 0
 fi
 
+if [ $REFERENCE = 1 ]; then
+  reference_runs 1000 10 15000 2 4 8 16
+  python3 scripts/bench-reference.py "$REFS"
+  exit 0
+fi
+
 if [ $STORES = 1 ]; then
   store_runs 4 8
   python3 scripts/bench-report.py "$RESULTS" | awk '/^Stores/ { p = 1 } p && /^## / { exit } p'
   exit 0
 fi
 
-# The full suite.
+# The full suite: the reference beside the defaults first, on a quiet box.
+reference_runs 1000 10 15000 2 4 8 16
 start_system 2
 for rate in 2 4 8 12 16 32; do
   bench "1-room-r$rate" --workload room --connections 1000 --room-size 50 --rate $rate --duration 10 --sources "$(sources 2)"
@@ -252,5 +333,5 @@ bench 5-login --workload login --connections 5000 --duration 20 --drain 0 --sour
 start_system 7
 bench 4-hold --workload hold --connections 100000 --processes 10 --duration 60 --drain 1 --beat 20 --connect-concurrency 128 --sources "$(sources 10)"
 
-python3 scripts/bench-report.py "$RESULTS" > docs/BENCHMARKS.md
+python3 scripts/bench-report.py "$RESULTS" "$REFS" > docs/BENCHMARKS.md
 echo "wrote docs/BENCHMARKS.md"
