@@ -1,22 +1,22 @@
-//! A business worker process: one link per gateway, one task per client.
+//! A business worker process: one link per gateway, each client's events in order (`clients`).
 //!
 //! The register's address list says which gateways exist; a supervisor task per gateway keeps
 //! a link to it (reconnecting with backoff while the gateway is listed). Every link's events go
-//! to one dispatcher, which hands each client's events to that client's own task, so callbacks
-//! for one client run in order and different clients never wait for each other.
+//! to one dispatcher (`clients::dispatch`), so callbacks for one client run in order and
+//! different clients never wait for each other.
 
 use crate::api::{Api, Links};
+use crate::clients::{dispatch, ClientEvent, Dispatch};
 use crate::directory::Directory;
-use crate::events::{Context, Events, WebSocketRequest};
-use crate::session::SessionSync;
+use crate::events::Events;
 use crate::stats::Stats;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use gateway::protocol::{Body, ClientId, Command, EventKind, Origin, PacketCodec};
+use gateway::protocol::{Command, PacketCodec};
 use register::client::{discover_gateways, ClientConfig};
-use register::stats::{inc, set};
+use register::stats::set;
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,26 +58,6 @@ impl Default for WorkerConfig {
     }
 }
 
-/// One client event on its way to the client's task.
-struct ClientEvent {
-    kind: EventKind,
-    origin: Origin,
-    session: Bytes,
-    body: Body,
-    /// When the link read it (for `event_wait_seconds`).
-    read_at: Instant,
-}
-
-/// What the links hand the dispatcher, in the order they read it.
-enum Dispatch {
-    Event(ClientEvent),
-    /// The link to the gateway at this inner address ended: its clients are gone with it
-    /// (a gateway that dies sends no close events), so their tasks and session state go too.
-    /// A restarted gateway may hand their client_ids to new connections (PHP's does), which
-    /// must not inherit anything.
-    GatewayLost(SocketAddrV4),
-}
-
 /// Where a worker is in its life. Stopping is a hand-over: `Draining` asks every gateway to
 /// stop sending and to hold this worker's clients' events; `Finishing` tells them everything
 /// taken is done, so the held events go to the other workers (nothing lost, nothing twice).
@@ -94,15 +74,15 @@ enum Phase {
 pub struct Inflight(AtomicUsize);
 
 impl Inflight {
-    fn add(&self) {
+    pub(crate) fn add(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn done(&self) {
+    pub(crate) fn done(&self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         self.0.load(Ordering::SeqCst) == 0
     }
 }
@@ -367,169 +347,5 @@ impl Link {
             m
         });
         set(&self.config.stats.gateways, self.links.load().len());
-    }
-}
-
-/// Routes each client's events to that client's task, starting one on first sight.
-async fn dispatch<E: Events>(mut rx: mpsc::Receiver<Dispatch>, app: Arc<E>, api: Api, inflight: Arc<Inflight>, stats: Arc<Stats>) {
-    let mut clients: HashMap<ClientId, mpsc::UnboundedSender<ClientEvent>> = HashMap::new();
-    while let Some(next) = rx.recv().await {
-        let ev = match next {
-            Dispatch::Event(ev) => ev,
-            Dispatch::GatewayLost(gateway) => {
-                // Each task still finishes the events it was given, then ends.
-                clients.retain(|id, _| id.gateway() != gateway);
-                set(&stats.clients, clients.len());
-                continue;
-            }
-        };
-        let id = ev.origin.client_id();
-        let close = ev.kind == EventKind::Close;
-        if ev.kind == EventKind::Connect {
-            // A connect is a new connection, even under an id seen before: fresh state.
-            clients.remove(&id);
-        }
-        let ev = match clients.get(&id) {
-            Some(tx) => match tx.send(ev) {
-                Ok(()) => None,
-                Err(mpsc::error::SendError(ev)) => Some(ev), // its task ended (a panicking callback)
-            },
-            None => Some(ev),
-        };
-        if let Some(ev) = ev {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let _ = tx.send(ev);
-            tokio::spawn(client_task(id, rx, app.clone(), api.clone(), inflight.clone(), stats.clone()));
-            clients.insert(id, tx);
-        }
-        if close {
-            clients.remove(&id);
-        }
-        set(&stats.clients, clients.len());
-        inc(&stats.events);
-    }
-}
-
-async fn client_task<E: Events>(
-    id: ClientId,
-    mut rx: mpsc::UnboundedReceiver<ClientEvent>,
-    app: Arc<E>,
-    api: Api,
-    inflight: Arc<Inflight>,
-    stats: Arc<Stats>,
-) {
-    let mut sync = SessionSync::default();
-    let mut local = None;
-    while let Some(ev) = rx.recv().await {
-        let started = Instant::now();
-        stats.event_wait.observe_since(ev.read_at);
-        let session = sync.load(&api, &id, ev.kind, &ev.session).await;
-        let mut before = session.clone();
-        let mut ctx = Context {
-            client_id: id,
-            client_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ev.origin.client_ip), ev.origin.client_port)),
-            gateway_port: ev.origin.gateway_port,
-            session,
-            api: api.clone(),
-            local: local.take(),
-            saved: None,
-            inflight: inflight.clone(),
-        };
-        match ev.kind {
-            EventKind::Connect => app.on_connect(&mut ctx).await,
-            EventKind::WebSocketConnect => {
-                let req = WebSocketRequest::from_body(&ev.body.data);
-                app.on_websocket_connect(&mut ctx, &req).await
-            }
-            EventKind::Message => app.on_message(&mut ctx, ev.body.data).await,
-            EventKind::Close => app.on_close(&mut ctx).await,
-        }
-        if let Some((saved, crc)) = ctx.saved.take() {
-            sync.saved(&saved, crc);
-            before = saved;
-        }
-        sync.store(&api, &id, ev.kind, &before, &ctx.session).await;
-        stats.callback.observe_since(started);
-        local = ctx.local.take();
-        inflight.done();
-        if ev.kind == EventKind::Close {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gateway::protocol::php::{Key, Value};
-    use std::sync::Mutex;
-
-    /// Records the `who` each message finds in the session; `login` writes one.
-    #[derive(Default)]
-    struct Who(Mutex<Vec<Option<String>>>);
-
-    #[async_trait::async_trait]
-    impl Events for Who {
-        async fn on_message(&self, ctx: &mut Context, message: Bytes) {
-            self.0.lock().expect("lock").push(ctx.session_str("who"));
-            if message.as_ref() == b"login" {
-                ctx.session_mut().insert(Key::from_bytes(b"who"), Value::Str(b"agent a1".to_vec()));
-            }
-        }
-    }
-
-    const GATEWAY: &str = "127.0.0.9:2900";
-
-    fn event(kind: EventKind, conn: u32, body: &'static [u8]) -> Dispatch {
-        let gw: SocketAddrV4 = GATEWAY.parse().expect("addr");
-        let origin = Origin { local_ip: u32::from(*gw.ip()), local_port: gw.port(), conn, ..Origin::default() };
-        // The gateway holds no session for a new connection, and never got our write (no link).
-        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), read_at: Instant::now() })
-    }
-
-    async fn seen_after(events: Vec<Dispatch>) -> Vec<Option<String>> {
-        let app = Arc::new(Who::default());
-        let api = Api::for_worker(Arc::new(Links::default()), Arc::default(), String::new());
-        let (tx, rx) = mpsc::channel(64);
-        let inflight = Arc::new(Inflight::default());
-        let task = tokio::spawn(dispatch(rx, app.clone(), api, inflight.clone(), Arc::default()));
-        for ev in events {
-            if matches!(ev, Dispatch::Event(_)) {
-                inflight.add();
-            }
-            tx.send(ev).await.expect("dispatcher alive");
-        }
-        drop(tx);
-        task.await.expect("dispatcher ends");
-        while !inflight.idle() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let seen = app.0.lock().expect("lock").clone();
-        seen
-    }
-
-    /// A restarted gateway (PHP's counts from 1 again) gives a new connection the id an agent
-    /// had: the new one must not be the agent, whichever way the worker learns of it.
-    #[tokio::test]
-    async fn a_reused_client_id_starts_with_nothing() {
-        let agent = Some("agent a1".to_string());
-        // Same connection: the identity written by login is seen by the next message.
-        let same =
-            seen_after(vec![event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"login"), event(EventKind::Message, 1, b"next")]).await;
-        assert_eq!(same, [None, agent.clone()]);
-        // The gateway's link was lost, then a new connection came with the same id; its
-        // connect went to another worker, so this one sees only the message.
-        let lost = seen_after(vec![
-            event(EventKind::Message, 1, b"login"),
-            Dispatch::GatewayLost(GATEWAY.parse().expect("addr")),
-            event(EventKind::Message, 1, b"who am i"),
-        ])
-        .await;
-        assert_eq!(lost, [None, None]);
-        // A connect under a known id is a new connection.
-        let reconnect =
-            seen_after(vec![event(EventKind::Message, 1, b"login"), event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"who am i")])
-                .await;
-        assert_eq!(reconnect, [None, None]);
     }
 }
