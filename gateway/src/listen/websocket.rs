@@ -205,8 +205,9 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
     if let Some(body) = body {
         let _ = hub.send(HubMsg::Handshake { conn: client.conn, body }).await;
     }
-    // `entry` lives to here: the connection counts for its address until it ends.
-    run(client, ws, out_rx, framing).await;
+    // The connection goes on in a task of its own: this one is as big as its biggest step
+    // (the upgrade's, ≈ 4 KiB) and would keep that size for the connection's whole life.
+    tokio::spawn(run(client, ws, out_rx, framing, entry));
 }
 
 /// The subprotocol a goim client asks for; the path `/sub` (goim's own) works too.
@@ -246,7 +247,8 @@ fn handshake_body(req: &Request) -> Bytes {
 }
 
 /// Reads and writes until either side ends the connection.
-async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed<S>>, out_rx: mpsc::Receiver<Out>, framing: Framing) {
+/// `entry` is held to the end: the connection counts for its address until it ends.
+async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed<S>>, out_rx: mpsc::Receiver<Out>, framing: Framing, entry: Entry) {
     let (conn, addr, kill) = (client.conn, client.addr, client.kill.clone());
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone(), framing.clone()));
@@ -331,6 +333,7 @@ async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed
         writer.abort();
     }
     client.gone().await;
+    drop(entry);
 }
 
 /// The packets in one binary frame (one or more, each whole), as the hub's messages.
