@@ -7,6 +7,7 @@
 
 use crate::config::{secs, Config};
 use crate::directory::Publisher;
+use crate::outbox::{Outbox, Refused};
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
@@ -38,7 +39,7 @@ pub enum Out {
 /// The hub's handle on one client connection.
 #[derive(Debug)]
 pub struct ClientHandle {
-    pub out: mpsc::Sender<Out>,
+    pub out: Outbox<Out>,
     /// Cancelled to drop the connection at once (CMD_DESTROY, slow reader, dead heartbeat).
     pub kill: CancellationToken,
     pub addr: SocketAddr,
@@ -87,7 +88,7 @@ pub enum HubMsg {
     /// worker is connected to take its events.
     Accept {
         addr: SocketAddr,
-        out: mpsc::Sender<Out>,
+        out: Outbox<Out>,
         kill: CancellationToken,
         heard: Arc<AtomicBool>,
         reply: oneshot::Sender<Admission>,
@@ -488,7 +489,7 @@ impl Hub {
         let Some(c) = self.tables.get(conn) else { return };
         match c.handle.out.try_send(Out::Send(msg.clone())) {
             Ok(()) => inc(&self.stats.messages_out),
-            Err(mpsc::error::TrySendError::Full(_)) if !c.handle.kill.is_cancelled() => {
+            Err(Refused::Full(_)) if !c.handle.kill.is_cancelled() => {
                 inc(&self.stats.errors);
                 warn!(conn, addr = %c.handle.addr, "slow client: outbound queue full, closing it");
                 c.handle.kill.cancel();
@@ -671,7 +672,7 @@ impl Hub {
     fn heartbeat(&mut self) {
         let limit = self.ping_limit as i64;
         for c in self.tables.clients.values_mut() {
-            self.stats.client_queue_depth.observe(c.handle.out.max_capacity() - c.handle.out.capacity());
+            self.stats.client_queue_depth.observe(c.handle.out.len());
             if c.handle.heard.swap(false, Ordering::Relaxed) {
                 c.handle.silent_ticks = -1;
             }

@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod hub;
 pub mod inner;
 pub mod listen;
+pub mod outbox;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -3,6 +3,7 @@
 //! Each transport keeps only its own framing and writer.
 
 use crate::hub::{Admission, HubMsg, Out};
+use crate::outbox::{outbox, Outbox, OutboxRx};
 use crate::stats::Stats;
 use crate::tables::ConnId;
 use bytes::Bytes;
@@ -59,8 +60,8 @@ impl Bucket {
 
 /// The hub's answer, as a transport sees it.
 pub enum Admit {
-    Yes(Client, mpsc::Receiver<Out>),
-    NoWorker(mpsc::Receiver<Out>),
+    Yes(Client, OutboxRx<Out>),
+    NoWorker(OutboxRx<Out>),
     TooManyFromIp,
     /// The hub is gone (the gateway is stopping).
     Gone,
@@ -69,7 +70,7 @@ pub enum Admit {
 /// Announces a new connection to the hub (ON_CONNECT goes to a worker at once, as in
 /// GatewayWorker) and returns what the transport needs to serve it.
 pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Limits) -> Admit {
-    let (out_tx, out_rx) = mpsc::channel::<Out>(queue);
+    let (out_tx, out_rx) = outbox::<Out>(queue);
     let kill = CancellationToken::new();
     let heard = Arc::new(AtomicBool::new(false));
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -120,7 +121,7 @@ pub struct Client {
     pub addr: SocketAddr,
     pub hub: mpsc::Sender<HubMsg>,
     /// The connection's own queue, for replies the transport makes itself.
-    pub out: mpsc::Sender<Out>,
+    pub out: Outbox<Out>,
     pub kill: CancellationToken,
     /// Set on a heartbeat the gateway keeps; the hub's heartbeat tick reads and clears it.
     heard: Arc<AtomicBool>,

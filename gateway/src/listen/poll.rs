@@ -19,6 +19,7 @@
 use super::client::{admit, Admit, Client, Limits};
 use super::door::Entry;
 use crate::hub::{HubMsg, Out};
+use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
@@ -288,7 +289,7 @@ async fn reply<S: AsyncWrite + Unpin>(mut stream: S, status: &str, origin: Optio
 }
 
 /// The session actor: takes the hub's messages into its buffer and answers polls and sends.
-async fn session(sid: String, client: Client, mut out_rx: mpsc::Receiver<Out>, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
+async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
     let (conn, addr, kill) = (client.conn, client.addr, client.kill.clone());
     let mut client = Some(client);
     let mut buffer: VecDeque<(u64, Bytes)> = VecDeque::new();
@@ -340,8 +341,8 @@ async fn session(sid: String, client: Client, mut out_rx: mpsc::Receiver<Out>, m
                         break;
                     }
                     match out_rx.try_recv() {
-                        Ok(m) => next = Some(m),
-                        Err(_) => break,
+                        Some(m) => next = Some(m),
+                        None => break,
                     }
                 }
                 if buffer.len() > polls.queue && closed.is_none() {

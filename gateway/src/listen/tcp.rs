@@ -5,6 +5,7 @@
 use super::client::{admit, Admit, Limits, Stop};
 use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
+use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::net::SocketAddr;
@@ -122,7 +123,7 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
 }
 
 /// Writes queued messages, gathering a burst into one write.
-async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: mpsc::Receiver<Out>, kill: CancellationToken, wire: W) {
+async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: OutboxRx<Out>, kill: CancellationToken, wire: W) {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         let first = tokio::select! {
@@ -148,8 +149,8 @@ async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: mpsc::Receiver<Ou
                 break;
             }
             match rx.try_recv() {
-                Ok(m) => next = m,
-                Err(_) => break,
+                Some(m) => next = m,
+                None => break,
             }
         }
         if sink.write_all(&buf).await.is_err() {

@@ -11,6 +11,7 @@ use super::goim::Goim;
 use super::poll;
 use super::web;
 use crate::hub::{close, HubMsg, Out};
+use crate::outbox::OutboxRx;
 use crate::protocol::goim::Packet;
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
 use bytes::Bytes;
@@ -248,7 +249,7 @@ fn handshake_body(req: &Request) -> Bytes {
 
 /// Reads and writes until either side ends the connection.
 /// `entry` is held to the end: the connection counts for its address until it ends.
-async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed<S>>, out_rx: mpsc::Receiver<Out>, framing: Framing, entry: Entry) {
+async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed<S>>, out_rx: OutboxRx<Out>, framing: Framing, entry: Entry) {
     let (conn, addr, kill) = (client.conn, client.addr, client.kill.clone());
     let (sink, mut stream) = ws.split();
     let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone(), framing.clone()));
@@ -352,7 +353,7 @@ fn goim_requests(g: &Goim, data: Bytes) -> Result<Vec<Bytes>, String> {
 type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<web::Prefixed<S>>, Message>;
 
 /// Writes queued messages, batching a burst into one flush.
-async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>, kill: CancellationToken, framing: Framing) {
+async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: OutboxRx<Out>, kill: CancellationToken, framing: Framing) {
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
@@ -393,8 +394,8 @@ async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: mpsc::Receiver<Out>
                 }
             }
             match rx.try_recv() {
-                Ok(m) => next = m,
-                Err(_) => break,
+                Some(m) => next = m,
+                None => break,
             }
         }
         if sink.flush().await.is_err() {

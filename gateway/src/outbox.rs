@@ -1,0 +1,204 @@
+//! A client connection's queue of outgoing messages: bounded, many senders (the hub, the
+//! connection's reader), one receiver (its writer), and nothing allocated while it is empty.
+//!
+//! Why not a crate's channel: tokio's mpsc allocates a block of 32 slots when it is made and keeps
+//! a spare block once a burst passed 32, which massif showed as 3.7 KB of every idle connection
+//! in rooms of 50 (docs/BENCHMARKS.md); flume and a plain `VecDeque` keep whatever capacity their
+//! largest burst grew them to; futures' bounded channel needs `&mut` to `try_send`, which the
+//! hub's shared tables do not give. Here the buffer is let go each time the receiver empties it,
+//! so an idle connection's queue is one small shared header.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Why a message was not queued; it comes back to the caller.
+#[derive(Debug)]
+pub enum Refused<T> {
+    /// `capacity` messages are already waiting: the client reads too slowly.
+    Full(T),
+    /// The receiver is gone (the connection is over).
+    Closed(T),
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    senders: usize,
+    receiver: bool,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl<T> Shared<T> {
+    /// Nothing that can panic runs under the lock, so a poisoned one holds a consistent queue.
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The sending side; clones share the queue.
+pub struct Outbox<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiving side.
+pub struct OutboxRx<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// A queue that holds at most `capacity` messages (at least one).
+pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true }),
+        ready: Notify::new(),
+        capacity: capacity.max(1),
+    });
+    (Outbox { shared: shared.clone() }, OutboxRx { shared })
+}
+
+impl<T> Outbox<T> {
+    /// Queues `m` unless the queue is full or its receiver gone; never waits.
+    pub fn try_send(&self, m: T) -> Result<(), Refused<T>> {
+        {
+            let mut s = self.shared.lock();
+            if !s.receiver {
+                return Err(Refused::Closed(m));
+            }
+            if s.items.len() >= self.shared.capacity {
+                return Err(Refused::Full(m));
+            }
+            s.items.push_back(m);
+        }
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.shared.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> std::fmt::Debug for Outbox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Outbox({} of {} waiting)", self.len(), self.shared.capacity)
+    }
+}
+
+impl<T> Clone for Outbox<T> {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Outbox { shared: self.shared.clone() }
+    }
+}
+
+impl<T> Drop for Outbox<T> {
+    fn drop(&mut self) {
+        let last = {
+            let mut s = self.shared.lock();
+            s.senders -= 1;
+            s.senders == 0
+        };
+        if last {
+            // A waiting receiver learns there will be nothing more.
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl<T> OutboxRx<T> {
+    /// The next message; None once every sender is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<T> {
+        loop {
+            {
+                let mut s = self.shared.lock();
+                if let Some(m) = pop(&mut s) {
+                    return Some(m);
+                }
+                if s.senders == 0 {
+                    return None;
+                }
+            }
+            // `notify_one` leaves a permit when nobody waits, so a message queued between the
+            // check above and this wait still wakes it.
+            self.shared.ready.notified().await;
+        }
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<T> {
+        pop(&mut self.shared.lock())
+    }
+}
+
+/// Takes the front message, and lets the buffer go when that empties the queue.
+fn pop<T>(s: &mut State<T>) -> Option<T> {
+    let m = s.items.pop_front();
+    if m.is_some() && s.items.is_empty() {
+        s.items = VecDeque::new();
+    }
+    m
+}
+
+impl<T> Drop for OutboxRx<T> {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.receiver = false;
+        // What was queued for a connection that is over goes now, not with the last sender.
+        s.items = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn bounded_in_order_and_closed_both_ways() {
+        let (tx, mut rx) = outbox(2);
+        tx.try_send(1).expect("room");
+        tx.clone().try_send(2).expect("room");
+        assert!(matches!(tx.try_send(3), Err(Refused::Full(3))));
+        assert_eq!(tx.len(), 2);
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), None);
+        // A receiver waiting is woken by a send from another task.
+        let tx2 = tx.clone();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx2.try_send(4).expect("room");
+        });
+        assert_eq!(rx.recv().await, Some(4));
+        late.await.expect("sender task");
+        // Every sender gone: what is queued is still read, then None.
+        tx.try_send(5).expect("room");
+        drop(tx);
+        assert_eq!(rx.recv().await, Some(5));
+        assert_eq!(rx.recv().await, None);
+        // The receiver gone: sends are refused as closed.
+        let (tx, rx) = outbox::<u8>(2);
+        drop(rx);
+        assert!(matches!(tx.try_send(1), Err(Refused::Closed(1))));
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_buffer() {
+        let (tx, mut rx) = outbox(100);
+        for i in 0..40 {
+            tx.try_send(i).expect("room");
+        }
+        assert!(tx.shared.lock().items.capacity() >= 40);
+        while rx.try_recv().is_some() {}
+        assert_eq!(tx.shared.lock().items.capacity(), 0);
+    }
+}
