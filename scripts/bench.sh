@@ -109,7 +109,8 @@ print(",".join("%s:%s" % (r["role"], r["pid"]) for r in json.load(sys.stdin) if 
 
 # Workload 0 (issue #16): the same generator (wsload) against the reference, a fresh refserver,
 # and against `switchboard start` with its defaults (gateway and worker counts, SQLite), only the
-# per-address, rate and agent-auth limits lifted. Each JSON goes to $REFS/<system>-<run>.json
+# per-address, rate and agent-auth limits lifted (REF_GATEWAYS=n runs n gateways instead, to
+# compare with the default). Each JSON goes to $REFS/<system>-<run>.json
 # with the roles of the pids it sampled; scripts/bench-reference.py makes the table.
 REFS=$WORK/reference
 # wsload_run <system> <run> <wsload args...>: one wsload run against $TARGET_URL/$TARGET_PIDS.
@@ -142,7 +143,7 @@ reference_target() {
     TARGET_URL="ws://127.0.0.1:$port/" TARGET_PIDS=$REF_PID TARGET_ROLES=reference
     for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   else
-    AGENT_AUTH=false start_system ""
+    AGENT_AUTH=false start_system "${REF_GATEWAYS:-}"
     TARGET_URL="$URL/"
     TARGET_PIDS=$(echo "$SERVERS" | tr , '\n' | cut -d: -f2 | paste -sd,)
     TARGET_ROLES=$(echo "$SERVERS" | tr , '\n' | cut -d: -f1 | paste -sd,)
