@@ -7,15 +7,14 @@ use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
 use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -81,7 +80,7 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
     entry.handshake_done();
     let (read, write) = stream.into_split();
     let writer = tokio::spawn(write_loop(write, out_rx, client.kill.clone(), wire.clone()));
-    let mut frames = FramedRead::with_capacity(read, wire.decoder(), 1024);
+    let mut frames = Frames { read, codec: wire.decoder(), buf: BytesMut::new(), eof: false };
     let conn = client.conn;
     // A reason to close that the client should see go out after what is queued for it.
     let reason: Option<String> = loop {
@@ -122,15 +121,71 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
     client.gone().await;
 }
 
-/// Writes queued messages, gathering a burst into one write.
+/// A connection's frames, read with no buffer kept while nothing is pending: an idle
+/// connection holds none (tokio-util's `FramedRead` keeps its buffer, 1 KiB here, for the
+/// connection's whole life; docs/BENCHMARKS.md).
+struct Frames<C> {
+    read: OwnedReadHalf,
+    codec: C,
+    /// Bytes read and not yet a whole frame; unallocated when empty.
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<C: Decoder> Frames<C>
+where
+    C::Error: From<std::io::Error>,
+{
+    /// The next frame, `None` at the end of the stream. Cancel-safe: what was read stays in
+    /// `buf` for the next call.
+    async fn next(&mut self) -> Option<Result<C::Item, C::Error>> {
+        loop {
+            if self.eof {
+                return self.codec.decode_eof(&mut self.buf).transpose();
+            }
+            if !self.buf.is_empty() {
+                match self.codec.decode(&mut self.buf) {
+                    Ok(Some(frame)) => {
+                        if self.buf.is_empty() {
+                            self.buf = BytesMut::new();
+                        }
+                        return Some(Ok(frame));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            // Wait for bytes before making room for them.
+            if let Err(e) = self.read.readable().await {
+                return Some(Err(e.into()));
+            }
+            self.buf.reserve(READ_CHUNK);
+            match self.read.try_read_buf(&mut self.buf) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                }
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+}
+
+/// Room made for one read.
+const READ_CHUNK: usize = 1024;
+
+/// Writes queued messages, gathering a burst into one write; the buffer lives for one burst.
 async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: OutboxRx<Out>, kill: CancellationToken, wire: W) {
-    let mut buf = BytesMut::with_capacity(1024);
     loop {
         let first = tokio::select! {
             m = rx.recv() => m,
             _ = kill.cancelled() => return,
         };
         let Some(mut next) = first else { return };
+        let mut buf = BytesMut::new();
         let mut close = false;
         loop {
             let (msg, last) = match next {
@@ -157,7 +212,6 @@ async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: OutboxRx<Out>, ki
             kill.cancel();
             return;
         }
-        buf.clear();
         if close {
             let _ = sink.shutdown().await;
             kill.cancel();
