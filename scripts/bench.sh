@@ -133,9 +133,12 @@ print(f'    {r["conn_established"]} of {r["conns"]} conns in {r["connect_all_s"]
       f'lost {r["lost"]}, dup {r["duplicates"]}, p50 {l["p50"]:.1f} p99 {l["p99"]:.1f} ms, server CPU {r["server_cpu_s_window"]:.2f} s')
 PY
 }
+stop_reference() {
+  if [ -n "$REF_PID" ]; then kill "$REF_PID" 2>/dev/null; wait "$REF_PID" 2>/dev/null || true; REF_PID=; fi
+}
 # reference_target <system>: starts that system fresh and points TARGET_* at it.
 reference_target() {
-  if [ -n "$REF_PID" ]; then kill "$REF_PID" 2>/dev/null; wait "$REF_PID" 2>/dev/null || true; REF_PID=; fi
+  stop_reference
   if [ "$1" = reference ]; then
     (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
     local port=$((32000 - RANDOM % 1000))
@@ -163,7 +166,7 @@ reference_runs() {
     reference_target $system
     wsload_run $system hold --hold --conns "$hold" --room-size 50 --duration 5 --source-ips 127.0.0.2-127.0.0.40
   done
-  if [ -n "$REF_PID" ]; then kill "$REF_PID"; wait "$REF_PID" 2>/dev/null || true; REF_PID=; fi
+  stop_reference
   (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
 }
 

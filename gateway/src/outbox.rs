@@ -63,7 +63,7 @@ pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
 impl<T> Outbox<T> {
     /// Queues `m` unless the queue is full or its receiver gone; never waits.
     pub fn try_send(&self, m: T) -> Result<(), Refused<T>> {
-        {
+        let was_empty = {
             let mut s = self.shared.lock();
             if !s.receiver {
                 return Err(Refused::Closed(m));
@@ -72,8 +72,13 @@ impl<T> Outbox<T> {
                 return Err(Refused::Full(m));
             }
             s.items.push_back(m);
+            s.items.len() == 1
+        };
+        // The receiver waits only after finding the queue empty, so only the message that ends
+        // the emptiness needs to wake it; the rest of a burst is taken in the same turn.
+        if was_empty {
+            self.shared.ready.notify_one();
         }
-        self.shared.ready.notify_one();
         Ok(())
     }
 
