@@ -20,6 +20,7 @@ pub mod redis;
 pub mod replica;
 pub mod sqlite;
 pub mod timed;
+mod wal;
 
 use async_trait::async_trait;
 use serde::Serialize;

@@ -5,9 +5,10 @@
 //! runtime. The thread takes every job waiting and runs them in one `BEGIN IMMEDIATE`
 //! transaction (group commit: one lock and one WAL commit for a burst instead of one per
 //! message, which is what bounded the chat's throughput; figures in docs/BENCHMARKS.md). Each
-//! job is atomic on its own inside a savepoint, and its answer leaves only once the batch is
-//! committed, so nothing is acknowledged that a failed commit could lose. SQLite serialises the
-//! batches of several processes.
+//! job is atomic on its own (a job of several writes takes a savepoint; one write statement is
+//! atomic by itself), and its answer leaves only once the batch is committed, so nothing is
+//! acknowledged that a failed commit could lose. SQLite serialises the batches of several
+//! processes. Between batches the thread copies the WAL back into the file (`wal`).
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
@@ -146,7 +147,16 @@ fn conversations_sql() -> String {
     )
 }
 
-const MSG_COLS: &str = "thread, id, from_uid, from_name, cid, content, dest, ts, sender";
+/// The columns `row_message` reads, in its order (a macro so that SQL built from it is a
+/// constant, not a string formatted on every call).
+macro_rules! msg_cols {
+    () => {
+        "thread, id, from_uid, from_name, cid, content, dest, ts, sender"
+    };
+}
+const MSG_COLS: &str = msg_cols!();
+/// A message already stored under this (thread, sender, cid): the re-sent one's answer.
+const DUPLICATE_SQL: &str = concat!("SELECT ", msg_cols!(), " FROM messages WHERE thread = ?1 AND sender = ?2 AND cid = ?3");
 const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
 
 impl SqliteStore {
@@ -196,11 +206,22 @@ impl SqliteStore {
                 Err(e) => return Err(e),
             }
         }
+        // The store thread checkpoints on `wal`'s schedule, not the commit that crosses a mark.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-store".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let mut checkpoint = super::wal::Checkpoint::new();
+                loop {
+                    let first = match rx.recv_timeout(checkpoint.wait()) {
+                        Ok(job) => job,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            checkpoint.run(&conn, wait_for_lock);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -209,7 +230,9 @@ impl SqliteStore {
                         }
                     }
                     run_batch(&mut conn, batch);
+                    checkpoint.committed(&conn, wait_for_lock);
                 }
+                checkpoint.run(&conn, wait_for_lock);
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(SqliteStore { jobs: tx })
@@ -242,8 +265,9 @@ fn wait_for_lock(attempt: i32) -> bool {
 
 /// One transaction around every job of the batch; the answers go after the commit.
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    // BEGIN IMMEDIATE waits (busy_timeout) for other processes' batches.
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    // BEGIN IMMEDIATE waits (busy_timeout) for other processes' batches. Both statements are
+    // cached: parsing them again for every batch showed in the profile.
+    if let Err(e) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])) {
         tracing::warn!("store: cannot begin a transaction: {e}");
         // Each job then runs in autocommit mode, its savepoint its own transaction.
         for job in batch {
@@ -252,8 +276,8 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         return;
     }
     let answers: Vec<Answer> = batch.into_iter().map(|job| job(conn)).collect();
-    let committed = match conn.execute_batch("COMMIT") {
-        Ok(()) => true,
+    let committed = match conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([])) {
+        Ok(_) => true,
         Err(e) => {
             tracing::error!("store: commit of {} jobs failed, refusing them: {e}", answers.len());
             let _ = conn.execute_batch("ROLLBACK");
@@ -282,23 +306,24 @@ pub fn new_id() -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
+        // No savepoint: the reads write nothing and the INSERT is one statement, atomic by
+        // itself; the batch's write lock keeps another writer out between them. (A savepoint's
+        // SAVEPOINT and RELEASE were two more statements parsed per message.)
         self.run(move |c| {
-            let tx = c.savepoint()?;
             if let Some(cid) = &m.cid {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ?1 AND sender = ?2 AND cid = ?3");
-                if let Some(old) = tx.prepare_cached(&sql)?.query_row(params![m.thread, m.sender, cid], row_message).optional()? {
+                let found = c.prepare_cached(DUPLICATE_SQL)?.query_row(params![m.thread, m.sender, cid], row_message).optional()?;
+                if let Some(old) = found {
                     return Ok(Inserted::Duplicate(old));
                 }
             }
             let id: i64 =
-                tx.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?.query_row([&m.thread], |r| r.get(0))?;
+                c.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?.query_row([&m.thread], |r| r.get(0))?;
             let ts = now_ms();
             let dest = serde_json::Value::Object(m.to.clone()).to_string();
-            tx.prepare_cached(
+            c.prepare_cached(
                 "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender])?;
-            tx.commit()?;
             Ok(Inserted::New(StoredMessage::stored(m, id, ts)))
         })
         .await
@@ -502,6 +527,8 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use rusqlite::StatementStatus;
+    use std::sync::Arc;
+    use std::time::Instant;
 
     /// Every agent's login lists its bot's open conversations; a perf profile of a login storm
     /// showed that statement compiled again on every call, 40 % of the store thread's time.
@@ -517,5 +544,74 @@ mod tests {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
         assert_eq!(recompiled, 0, "compiled again {recompiled} times in 20 calls");
+    }
+
+    fn message(thread: &str, n: usize) -> NewMessage {
+        NewMessage {
+            thread: thread.into(),
+            sender: "a:b1:u1".into(),
+            from_uid: "u1".into(),
+            from_name: "n".into(),
+            cid: Some(format!("c{n}")),
+            content: "x".repeat(100),
+            to: serde_json::Map::new(),
+        }
+    }
+
+    /// An export reading the live file (`switchboard copy`) holds an old snapshot, which a
+    /// RESTART checkpoint waits for, holding writers back; it must give up quickly and let
+    /// the chat write, not stall it for the busy handler's 10 s.
+    #[tokio::test]
+    async fn a_long_reader_does_not_stall_writes() {
+        let path = std::env::temp_dir().join(format!("switchboard-reader-{}.db", std::process::id()));
+        let store = SqliteStore::open(&path).expect("open");
+        store.insert_message(message("t", 0)).await.expect("insert");
+        let reader = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).expect("read");
+        store.insert_message(message("t", 1)).await.expect("insert");
+        // Meanwhile a checkpoint falls due and runs while the reader holds its snapshot.
+        tokio::time::sleep(crate::store::wal::EVERY + Duration::from_millis(100)).await;
+        let started = Instant::now();
+        store.insert_message(message("t", 2)).await.expect("insert");
+        store.insert_message(message("t", 3)).await.expect("insert");
+        let waited = started.elapsed();
+        drop(reader);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert!(waited < Duration::from_secs(3), "a write waited {waited:?} behind a checkpoint blocked by a reader");
+    }
+
+    /// Two workers of a box write one file and both checkpoint it. A checkpoint that waits for
+    /// nobody (PASSIVE) never found the other writer idle, so the WAL was never started over
+    /// and grew by every page ever written (12 MB a second under load); the checkpoint must
+    /// bring it back to the start while both keep writing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_while_two_processes_write() {
+        let path = std::env::temp_dir().join(format!("switchboard-wal-{}.db", std::process::id()));
+        let (a, b) = (Arc::new(SqliteStore::open(&path).expect("open")), Arc::new(SqliteStore::open(&path).expect("open")));
+        let commits = 8 * crate::store::wal::COMMITS as usize;
+        let write = |store: Arc<SqliteStore>, thread: &'static str| {
+            tokio::spawn(async move {
+                for n in 0..commits {
+                    store.insert_message(message(thread, n)).await.expect("insert");
+                }
+            })
+        };
+        let (wa, wb) = (write(a.clone(), "t:a"), write(b.clone(), "t:b"));
+        wa.await.expect("writer a");
+        wb.await.expect("writer b");
+        let wal = std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len()).unwrap_or(0);
+        let page: i64 = a.run(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?)).await.expect("page size");
+        drop((a, b));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        // Every commit appends at least one page (about four here): never started over, the
+        // WAL would hold at least 2 × `commits` of them. Started over, it holds what both wrote
+        // between two checkpoints (about 2 × crate::store::wal::COMMITS commits' pages).
+        let frames = wal / (page as u64 + 24);
+        assert!(frames < 2 * commits as u64, "the WAL holds {frames} pages after {} commits: it was not started over", 2 * commits);
     }
 }
