@@ -115,13 +115,12 @@ fn by_gateway(client_ids: &[&str]) -> Result<BTreeMap<String, Vec<u32>>> {
 }
 
 /// Reads one gateway's reply keyed by connection id into client ids.
-fn by_conn(gateway: &str, v: &Value) -> Vec<(ClientId, Value)> {
+fn by_conn(gateway: &str, v: Value) -> Vec<(ClientId, Value)> {
     let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
-    v.as_array()
-        .into_iter()
-        .flatten()
+    let Value::Array(rows) = v else { return Vec::new() };
+    rows.into_iter()
         .filter_map(|(k, v)| match k {
-            Key::Int(c) => u32::try_from(*c).ok().map(|c| (ClientId::new(addr, c), v.clone())),
+            Key::Int(c) => u32::try_from(c).ok().map(|c| (ClientId::new(addr, c), v)),
             Key::Str(_) => None,
         })
         .collect()
@@ -436,7 +435,7 @@ impl Api {
         let cmd = Command::Select { fields: vec!["groups".to_string()], filter };
         let reply = self.query(gateway, cmd).await?;
         let mut out = HashMap::new();
-        for (id, row) in by_conn(gateway, &reply) {
+        for (id, row) in by_conn(gateway, reply) {
             let groups = row.as_array().and_then(|r| r.get(&Key::Str(b"groups".to_vec()))).and_then(Value::as_array);
             out.insert(id.conn, groups.into_iter().flatten().filter_map(|(_, g)| text_of(g)).collect());
         }
@@ -488,7 +487,7 @@ impl Api {
         let cmd = Command::Select { fields: fields.iter().map(|f| f.to_string()).collect(), filter };
         let mut out = Vec::new();
         for (g, v) in self.query_all(cmd).await? {
-            for (id, row) in by_conn(&g, &v) {
+            for (id, row) in by_conn(&g, v) {
                 if let Value::Array(a) = row {
                     out.push((id, a));
                 }
@@ -550,7 +549,7 @@ impl Api {
     fn sessions_of(replies: Vec<(String, Value)>) -> BTreeMap<ClientId, Option<php::Array>> {
         let mut out = BTreeMap::new();
         for (g, v) in replies {
-            for (id, s) in by_conn(&g, &v) {
+            for (id, s) in by_conn(&g, v) {
                 let session = match s {
                     Value::Str(bytes) => match Value::unserialize(&bytes) {
                         Ok(Value::Array(a)) => Some(a),
@@ -568,6 +567,21 @@ impl Api {
     pub async fn get_client_sessions_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Option<php::Array>>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
         Ok(Self::sessions_of(self.query_all(cmd).await?))
+    }
+
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway, each session serialized as the
+    /// gateway keeps it (empty: none). For a caller that reads a few fields of each with
+    /// `php::fields`: unserializing every member's whole session was most of what a join to a
+    /// room, or an agent's login, cost the worker.
+    pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Vec<u8>>> {
+        let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
+        let mut out = BTreeMap::new();
+        for (g, v) in self.query_all(cmd).await? {
+            for (id, s) in by_conn(&g, v) {
+                out.insert(id, if let Value::Str(bytes) = s { bytes } else { Vec::new() });
+            }
+        }
+        Ok(out)
     }
 
     /// CMD_GET_ALL_CLIENT_SESSIONS on every gateway.

@@ -113,13 +113,11 @@ impl Roster {
             return Ok(s.clone());
         }
         let started = self.tickets.fetch_add(1, Ordering::SeqCst);
-        let sessions = api.get_client_sessions_by_group(&crate::keys::bot_group(bid)).await?;
+        let sessions = api.get_client_session_bytes_by_group(&crate::keys::bot_group(bid)).await?;
         let connections = sessions
             .into_iter()
-            .filter_map(|(client, s)| match Who::from_session(s.as_ref()) {
-                Who::Agent { bid: b, id, name } if b == bid => {
-                    Some(Online { client, id, name, exp: s.as_ref().and_then(crate::who::session_token_exp) })
-                }
+            .filter_map(|(client, s)| match Who::from_session_bytes(&s) {
+                (Who::Agent { bid: b, id, name }, exp) if b == bid => Some(Online { client, id, name, exp }),
                 _ => None,
             })
             .collect();

@@ -36,16 +36,16 @@ impl Chat {
         }
         ctx.api.join_group(&ctx.id(), &group).await?;
         let mut members: Vec<Value> = Vec::new();
-        let mut seen = Vec::new();
-        for s in ctx.api.get_client_sessions_by_group(&group).await?.into_values().flatten() {
-            if let Who::Agent { id, name, .. } = Who::from_session(Some(&s)) {
+        let mut seen = std::collections::HashSet::new();
+        for s in ctx.api.get_client_session_bytes_by_group(&group).await?.into_values() {
+            if let (Who::Agent { id, name, .. }, _) = Who::from_session_bytes(&s) {
                 if !seen.contains(&id) {
                     members.push(json!({"uid": id, "name": name}));
-                    seen.push(id);
+                    seen.insert(id);
                 }
             }
         }
-        if !seen.iter().any(|s| s == me) {
+        if !seen.contains(me) {
             members.push(json!({"uid": me, "name": name}));
         }
         let push = json!({"method": "join_push", "room": room, "uid": me, "name": name, "timestamp": now_secs()});

@@ -186,7 +186,7 @@ struct Parser<'a> {
     depth: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn err<T>(&self) -> Result<T, UnserializeError> {
         Err(UnserializeError(self.pos))
     }
@@ -219,16 +219,78 @@ impl Parser<'_> {
     }
 
     fn string_body(&mut self) -> Result<Vec<u8>, UnserializeError> {
+        Ok(self.string_slice()?.to_vec())
+    }
+
+    /// A string's bytes, borrowed from the input (after its `s:`).
+    fn string_slice(&mut self) -> Result<&'a [u8], UnserializeError> {
         let len = self.int_until(b':')?;
         let len = usize::try_from(len).map_err(|_| UnserializeError(self.pos))?;
         self.expect(b'"')?;
-        let end = self.pos.checked_add(len).filter(|e| *e <= self.input.len());
+        let input: &'a [u8] = self.input;
+        let end = self.pos.checked_add(len).filter(|e| *e <= input.len());
         let Some(end) = end else { return self.err() };
-        let s = self.input[self.pos..end].to_vec();
+        let s = &input[self.pos..end];
         self.pos = end;
         self.expect(b'"')?;
         self.expect(b';')?;
         Ok(s)
+    }
+
+    /// A value as [`fields`] reports it: strings borrowed, integers read, anything else
+    /// checked as `value` would and skipped without being built.
+    fn field(&mut self) -> Result<Field<'a>, UnserializeError> {
+        match (self.input.get(self.pos), self.input.get(self.pos + 1)) {
+            (Some(b's'), Some(b':')) => {
+                self.pos += 2;
+                Ok(Field::Str(self.string_slice()?))
+            }
+            (Some(b'i'), Some(b':')) => {
+                self.pos += 2;
+                Ok(Field::Int(self.int_until(b';')?))
+            }
+            (Some(b'a'), Some(b':')) => {
+                self.pos += 2;
+                let n = self.array_head()?;
+                for _ in 0..n {
+                    self.key()?;
+                    self.field()?;
+                }
+                self.array_tail()?;
+                Ok(Field::Other)
+            }
+            _ => self.value().map(|_| Field::Other),
+        }
+    }
+
+    /// An array's `n:{` (after its `a:`): the element count, one level deeper.
+    fn array_head(&mut self) -> Result<i64, UnserializeError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err();
+        }
+        let n = self.int_until(b':')?;
+        if n < 0 {
+            return self.err();
+        }
+        self.expect(b'{')?;
+        Ok(n)
+    }
+
+    fn array_tail(&mut self) -> Result<(), UnserializeError> {
+        self.expect(b'}')?;
+        self.depth -= 1;
+        Ok(())
+    }
+
+    /// An array key: an int, or a string PHP would keep as a string (a canonical integer
+    /// string is the int key, as [`Key::from_bytes`] has it).
+    fn key(&mut self) -> Result<FieldKey<'a>, UnserializeError> {
+        match self.field()? {
+            Field::Int(i) => Ok(FieldKey::Int(i)),
+            Field::Str(s) => Ok(canonical_int(s).map_or(FieldKey::Str(s), FieldKey::Int)),
+            Field::Other => self.err(),
+        }
     }
 
     fn value(&mut self) -> Result<Value, UnserializeError> {
@@ -253,15 +315,7 @@ impl Parser<'_> {
             }
             b's' => Ok(Value::Str(self.string_body()?)),
             b'a' => {
-                self.depth += 1;
-                if self.depth > MAX_DEPTH {
-                    return self.err();
-                }
-                let n = self.int_until(b':')?;
-                if n < 0 {
-                    return self.err();
-                }
-                self.expect(b'{')?;
+                let n = self.array_head()?;
                 // Each element needs at least 4 bytes, so a huge count cannot pre-allocate much.
                 let cap = (n as usize).min(self.input.len() / 4);
                 let mut arr = Array::with_capacity(cap);
@@ -274,13 +328,63 @@ impl Parser<'_> {
                     let v = self.value()?;
                     arr.insert(key, v);
                 }
-                self.expect(b'}')?;
-                self.depth -= 1;
+                self.array_tail()?;
                 Ok(Value::Array(arr))
             }
             _ => self.err(),
         }
     }
+}
+
+/// A top-level value read by [`fields`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field<'a> {
+    Str(&'a [u8]),
+    Int(i64),
+    /// Null, a bool, a float or an array: there, not read.
+    Other,
+}
+
+#[derive(Clone, Copy)]
+enum FieldKey<'a> {
+    Int(i64),
+    Str(&'a [u8]),
+}
+
+/// The top-level values under `keys` of a serialized array, strings borrowed from the input,
+/// nothing built: for a caller that reads a few fields of many sessions (a room's members at
+/// every join, a bot's agents at every login), where unserializing each whole session into an
+/// [`Array`] was most of a login's cost. It answers as `unserialize` then a lookup would:
+/// `None` where `unserialize` fails (the whole input is checked), the last of repeated keys,
+/// keys normalised as PHP does.
+pub fn fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<Field<'a>>; N]> {
+    let wanted = keys.map(|k| match canonical_int(k.as_bytes()) {
+        Some(i) => FieldKey::Int(i),
+        None => FieldKey::Str(k.as_bytes()),
+    });
+    let mut p = Parser { input, pos: 0, depth: 0 };
+    if input.get(..2) != Some(b"a:") {
+        return None;
+    }
+    p.pos = 2;
+    let n = p.array_head().ok()?;
+    let mut out = [None; N];
+    for _ in 0..n {
+        let key = p.key().ok()?;
+        let value = p.field().ok()?;
+        for (slot, want) in out.iter_mut().zip(&wanted) {
+            let same = match (key, want) {
+                (FieldKey::Int(a), FieldKey::Int(b)) => a == *b,
+                (FieldKey::Str(a), FieldKey::Str(b)) => a == *b,
+                _ => false,
+            };
+            if same {
+                *slot = Some(value);
+            }
+        }
+    }
+    p.array_tail().ok()?;
+    (p.pos == input.len()).then_some(out)
 }
 
 fn parse_php_float(raw: &[u8]) -> Option<f64> {
@@ -358,6 +462,63 @@ mod tests {
         ] {
             assert_eq!(format_float(f), s, "{f}");
         }
+    }
+
+    /// `fields` must answer exactly as `unserialize` then a lookup: checked on sessions as the
+    /// chat writes them, on odd but valid input, and on every truncation and many corruptions
+    /// of each (where both must refuse, or agree).
+    #[test]
+    fn fields_agree_with_unserialize() {
+        let keys = ["role", "id", "exp", "7", "rooms"];
+        let looked_up = |input: &[u8]| -> Option<Vec<Option<Value>>> {
+            let Ok(Value::Array(a)) = Value::unserialize(input) else { return None };
+            Some(keys.iter().map(|k| a.get(&Key::from_bytes(k.as_bytes())).cloned()).collect())
+        };
+        let read = |input: &[u8]| -> Option<Vec<Option<Value>>> {
+            let found = fields(input, keys)?;
+            let full = Value::unserialize(input).ok()?;
+            let Value::Array(a) = full else { return None };
+            Some(
+                found
+                    .iter()
+                    .zip(keys)
+                    .map(|(f, k)| match f {
+                        Some(Field::Str(b)) => Some(Value::Str(b.to_vec())),
+                        Some(Field::Int(i)) => Some(Value::Int(*i)),
+                        // Not read: take the value from the full parse, to compare presence.
+                        Some(Field::Other) => a.get(&Key::from_bytes(k.as_bytes())).cloned(),
+                        None => None,
+                    })
+                    .collect(),
+            )
+        };
+        let samples: Vec<&[u8]> = vec![
+            br#"a:5:{s:4:"role";s:5:"agent";s:3:"bid";s:2:"b1";s:2:"id";s:3:"u;1";s:4:"name";s:1:"n";s:5:"rooms";a:2:{i:0;s:2:"r1";i:1;s:2:"r2";}}"#,
+            br#"a:3:{s:4:"role";s:1:"x";s:4:"role";s:1:"y";s:3:"exp";i:-17;}"#,
+            br#"a:4:{i:7;s:5:"seven";s:1:"7";s:5:"again";s:2:"id";N;s:3:"exp";d:1.5;}"#,
+            br#"a:2:{s:2:"id";b:1;s:4:"role";a:1:{s:1:"a";a:0:{}}}"#,
+            br#"a:0:{}"#,
+            br#"s:4:"role";"#,
+            br#"i:5;"#,
+        ];
+        for sample in samples {
+            assert_eq!(read(sample), looked_up(sample), "{}", String::from_utf8_lossy(sample));
+            assert!(fields(sample, keys).is_some() == matches!(Value::unserialize(sample), Ok(Value::Array(_))));
+            for cut in 0..sample.len() {
+                let cut = &sample[..cut];
+                assert_eq!(fields(cut, keys).is_some(), matches!(Value::unserialize(cut), Ok(Value::Array(_))), "{cut:?}");
+            }
+            for i in 0..sample.len() {
+                for b in [b'"', b';', b':', b'{', b'}', b'9', b'a', b's', b'i', b'-'] {
+                    let mut bad = sample.to_vec();
+                    bad[i] = b;
+                    assert_eq!(read(&bad), looked_up(&bad), "{}", String::from_utf8_lossy(&bad));
+                    assert_eq!(fields(&bad, keys).is_some(), matches!(Value::unserialize(&bad), Ok(Value::Array(_))), "{bad:?}");
+                }
+            }
+        }
+        let deep = format!("a:1:{{i:0;{}i:1;{}}}", "a:1:{i:0;".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
+        assert!(fields(deep.as_bytes(), keys).is_none() && Value::unserialize(deep.as_bytes()).is_err());
     }
 
     #[test]
