@@ -28,14 +28,32 @@ pub fn register_line(data: &[u8]) {
     let _ = register::Line::decode(data);
 }
 
-/// PHP serialize: what parses re-serializes to something that parses to the same value; the
-/// session merge never panics on any pair.
+/// PHP serialize: what parses re-serializes to something that parses to the same value;
+/// `php::fields` answers as unserialize then a lookup; the session merge never panics on any
+/// pair.
 pub fn session(data: &[u8]) {
     if let Ok(v) = Value::unserialize(data) {
         let again = Value::unserialize(&v.serialize()).expect("our own output parses");
         if !format!("{v:?}").contains("NaN") {
             assert_eq!(again, v);
         }
+    }
+    let keys = ["role", "id", "0", "-1"];
+    let found = php::fields(data, keys);
+    match Value::unserialize(data) {
+        Ok(Value::Array(a)) => {
+            let found = found.expect("fields refused what unserialize took");
+            for (f, k) in found.iter().zip(keys) {
+                match (f, a.get(&php::Key::from_bytes(k.as_bytes()))) {
+                    (None, None) => {}
+                    (Some(php::Field::Str(s)), Some(Value::Str(t))) => assert_eq!(*s, t.as_slice()),
+                    (Some(php::Field::Int(i)), Some(Value::Int(j))) => assert_eq!(i, j),
+                    (Some(php::Field::Other), Some(v)) => assert!(!matches!(v, Value::Str(_) | Value::Int(_)), "fields skipped {v:?}"),
+                    (f, v) => panic!("fields found {f:?} where unserialize has {v:?}"),
+                }
+            }
+        }
+        _ => assert!(found.is_none(), "fields took what unserialize refused"),
     }
     let mid = data.len() / 2;
     let _ = php::merge_session(&data[..mid], &data[mid..]);
