@@ -43,8 +43,7 @@ impl Who {
     /// bot's agents needs of each of them. The same answer as `from_session` on the
     /// unserialized session.
     pub fn from_session_bytes(session: &[u8]) -> (Who, Option<u64>) {
-        let Some([role, bid, id, name, conversation, exp]) =
-            php::fields(session, ["role", "bid", "id", "name", "conversation_id", "token_exp"])
+        let Some([role, bid, id, name, conversation, exp]) = php::fields(session, ["role", "bid", "id", "name", "conversation_id", "token_exp"])
         else {
             return (Who::Nobody, None);
         };
