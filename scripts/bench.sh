@@ -53,6 +53,7 @@ cleanup() {
 }
 # Redis, PostgreSQL and MariaDB for the store runs (workload 9), started if none answers.
 . scripts/services.sh
+. scripts/loopback-config.sh
 trap cleanup EXIT
 
 # start_system <gateways> [store]: a fresh system in $WORK with this many gateway processes
@@ -66,27 +67,10 @@ start_system() {
   # Below the ephemeral range (32768+), where outgoing connections would collide with it.
   local base=$((22000 + RANDOM % 10000))
   local store=${2:-sqlite:$WORK/run/chat.db}
-  cat > "$WORK/switchboard.toml" <<TOML
-# The benchmark's system: everything on 127.0.0.1, the per-IP connection limit lifted (the load
-# comes from a few loopback addresses) and the chat's per-connection message limit off.
-registers = ["127.0.0.1:$base"]
-${1:+gateways = $1}
-run_dir = "$WORK/run"
-[register]
-listen = "127.0.0.1:$base"
-[gateway]
-listen = "127.0.0.1:$((base + 1))"
-inner_port = $((base + 2))
-text_listen = "127.0.0.1:$((base + 20))"
-goim_listen = "127.0.0.1:$((base + 21))"
-max_connections_per_ip = 0
-max_pending_handshakes_per_ip = 0
-rate_limit = 0.0
-[events]
-store = "$store"
+  {
+    loopback_config "$WORK/run" "$base" "$store" "$AGENT_AUTH" "$1"
+    cat <<TOML
 redis_prefix = "bench-$base:"
-rate_limit = 0.0
-agent_auth = $AGENT_AUTH
 upstream_url = "http://127.0.0.1:$UPSTREAM_PORT/api/{method}"
 [api]
 listen = "127.0.0.1:$((base + 30))"
@@ -97,6 +81,7 @@ bots = ["*"]
 write = true
 rate_limit = 0.0
 TOML
+  } > "$WORK/switchboard.toml"
   API_URL="http://127.0.0.1:$((base + 30))"
   URL="ws://127.0.0.1:$((base + 1))"
   TEXT_URL="127.0.0.1:$((base + 20))"

@@ -20,6 +20,7 @@ command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installe
 [ -x "$BIN" ] || cargo build --release --locked
 CARGO_TARGET_DIR=target/loadkit cargo build --release --quiet --manifest-path "$LOADKIT_SRC/Cargo.toml"
 WSLOAD=target/loadkit/release/wsload
+. scripts/loopback-config.sh
 WORK=$(mktemp -d)
 [ -n "${KEEP:-}" ] && echo "callgrind.sh: keeping $WORK" >&2 || trap 'rm -rf "$WORK"' EXIT
 export SWITCHBOARD_SECRET_KEY=callgrind SWITCHBOARD_LOG=info
@@ -29,24 +30,7 @@ export SWITCHBOARD_SECRET_KEY=callgrind SWITCHBOARD_LOG=info
 run() {
   local name=$1 conns=$2 rate=$3 base=$((22000 + RANDOM % 10000)) dir=$WORK/$1
   mkdir -p "$dir"
-  cat > "$dir/switchboard.toml" <<TOML
-registers = ["127.0.0.1:$base"]
-run_dir = "$dir/run"
-[register]
-listen = "127.0.0.1:$base"
-[gateway]
-listen = "127.0.0.1:$((base + 1))"
-inner_port = $((base + 2))
-text_listen = "127.0.0.1:$((base + 20))"
-goim_listen = "127.0.0.1:$((base + 21))"
-max_connections_per_ip = 0
-max_pending_handshakes_per_ip = 0
-rate_limit = 0.0
-[events]
-store = "sqlite:$dir/run/chat.db"
-rate_limit = 0.0
-agent_auth = false
-TOML
+  loopback_config "$dir/run" "$base" "sqlite:$dir/run/chat.db" false > "$dir/switchboard.toml"
   local cg=(valgrind --tool=callgrind --quiet)
   # Run inside $(...)/<(...): nothing started may keep its stdout (the caller's pipe) open.
   # (Each run is a subshell of its own: these globals and its trap end with it.)

@@ -269,7 +269,8 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     // cached: parsing them again for every batch showed in the profile.
     if let Err(e) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])) {
         tracing::warn!("store: cannot begin a transaction: {e}");
-        // Each job then runs in autocommit mode, its savepoint its own transaction.
+        // Each job then runs in autocommit mode (a job's savepoint, where it takes one, is its
+        // own transaction; a single write statement is atomic by itself).
         for job in batch {
             job(conn)(true);
         }
