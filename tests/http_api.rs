@@ -170,6 +170,10 @@ async fn keys_are_checked_scoped_by_bot_and_rate_limited() {
     let (_, batch) =
         s.post(BOT1, "/api/batch", json!({"commands": [{"method": "agents_online", "bid": "1"}, {"method": "agents_online", "bid": "2"}]})).await;
     assert_eq!((batch["results"][0]["ok"].as_bool(), batch["results"][1]["status"].as_u64()), (Some(true), Some(403)), "{batch}");
+    // A command that does not match the schema refuses the whole batch, before any runs.
+    let commands = json!([{"method": "agents_online", "bid": "1"}, {"method": "send_to_group", "groups": [], "message": "x"}]);
+    let (status, body) = s.post(OPS, "/api/batch", json!({ "commands": commands })).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (400, Some("command 1: 1 to 1000 groups per command")), "{body}");
 
     // A client id naming an address the register does not list: no connection is tried.
     let stranger = "7f0000fe1f90000000ff"; // 127.0.0.254:8080

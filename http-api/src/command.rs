@@ -3,6 +3,7 @@
 //! the chat's REST routes build one. So each operation is decoded, scope-checked and run in
 //! one place, whichever way it came.
 
+use crate::fail::Fail;
 use crate::text::{ClientIdText, Content, DisplayName, Filter, Id, Limit, MessageId, Name};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -188,7 +189,31 @@ pub enum Channel {
     Line,
 }
 
+/// Most uids, groups or client ids one command names: a bound on what one request makes the
+/// gateways do (the schema's `max_items`).
+pub const MAX_LIST: usize = 1000;
+
 impl Command {
+    /// Whether the command's lists hold as many items as its schema allows. `/api/batch` checks
+    /// every command with it before running any, so a batch that does not match the schema is
+    /// refused whole (400), as any request that does not match it is.
+    pub fn lists_fit(&self) -> Result<(), Fail> {
+        use Command::*;
+        let fits = |what: &str, len: usize, min: usize| {
+            if len < min || len > MAX_LIST {
+                Err(Fail::bad(format!("{min} to {MAX_LIST} {what} per command")))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            SendToAll { exclude, .. } => fits("client ids", exclude.len(), 0),
+            SendToUid { uids, .. } => fits("uids", uids.len(), 1),
+            SendToGroup { groups, exclude, .. } => fits("groups", groups.len(), 1).and(fits("client ids", exclude.len(), 0)),
+            _ => Ok(()),
+        }
+    }
+
     /// What the command needs: the bot it acts on (`None`: the raw Gateway API) and whether
     /// it writes.
     pub fn needs(&self) -> (Option<&str>, bool) {

@@ -1,15 +1,11 @@
 //! The Gateway API commands, run through `business::Api` (a remote one: it asks the register
 //! for the gateways, as PHP's GatewayClient does).
 
-use crate::command::{Command, Object};
+use crate::command::{Command, Object, MAX_LIST};
 use crate::fail::Fail;
 use business::session::{from_json, to_json};
 use business::{php, Api};
 use serde_json::Value;
-
-/// Most uids, groups or client ids one command names: a bound on what one request makes the
-/// gateways do.
-pub const MAX_LIST: usize = 1000;
 
 /// `items` as the Api takes them, if there are `min` to `MAX_LIST`.
 fn list<'a, T: std::ops::Deref<Target = str>>(what: &str, items: &'a [T], min: usize) -> Result<Vec<&'a str>, Fail> {

@@ -141,6 +141,9 @@ async fn batch(axum::extract::State(s): axum::extract::State<S>, Caller(key): Ca
     if b.commands.is_empty() || b.commands.len() > s.config.max_batch {
         return Err(Fail::bad(format!("a batch holds 1 to {} commands", s.config.max_batch)));
     }
+    for (i, cmd) in b.commands.iter().enumerate() {
+        cmd.lists_fit().map_err(|f| Fail::bad(format!("command {i}: {}", f.message)))?;
+    }
     // The first was taken by `Caller`.
     s.limits.take(&key, b.commands.len() as u32 - 1)?;
     let mut results = Vec::with_capacity(b.commands.len());
