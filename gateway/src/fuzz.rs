@@ -84,3 +84,42 @@ pub fn goim_packets(data: &[u8]) {
         }
     }
 }
+
+/// WebSocket frames from a client, cut at every place the first byte says: the same messages or
+/// the same fault whether the bytes come at once or in pieces, none over the limit, every text
+/// message valid UTF-8, and every fault a close code RFC 6455 allows.
+pub fn websocket_frames(data: &[u8]) {
+    use crate::protocol::websocket::{Decoder, Incoming};
+    const MAX: usize = 4096;
+    let run = |step: usize| {
+        let mut d = Decoder::new(MAX);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in data.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(m)) => out.push(Ok(m)),
+                    Ok(None) => break,
+                    Err(f) => {
+                        out.push(Err(f));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    };
+    let whole = run(data.len());
+    let pieces = run(data.first().map_or(1, |b| *b as usize % 7 + 1));
+    assert_eq!(whole, pieces, "the messages depend on how the bytes were cut");
+    for m in &whole {
+        match m {
+            Ok(Incoming::Text(t)) => assert!(t.len() <= MAX && std::str::from_utf8(t).is_ok()),
+            Ok(Incoming::Binary(b)) => assert!(b.len() <= MAX),
+            Ok(Incoming::Ping(p)) => assert!(p.len() <= 125),
+            Ok(_) => {}
+            Err(f) => assert!(matches!(f.close().0, 1002 | 1007 | 1009)),
+        }
+    }
+}

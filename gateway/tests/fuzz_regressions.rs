@@ -45,3 +45,8 @@ fn query_strings() {
 fn goim_packets() {
     assert!(each("goim_packets", gateway::fuzz::goim_packets) > 0, "the seed corpus is there");
 }
+
+#[test]
+fn websocket_frames() {
+    assert!(each("websocket_frames", gateway::fuzz::websocket_frames) > 0, "the seed corpus is there");
+}

@@ -7,6 +7,7 @@ pub mod cut;
 pub mod fake_line;
 pub mod hosts;
 pub mod http_api;
+pub mod raw_ws;
 pub mod replica;
 pub mod sqldb;
 

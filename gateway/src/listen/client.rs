@@ -7,12 +7,16 @@ use crate::outbox::{outbox, Outbox, OutboxRx};
 use crate::stats::Stats;
 use crate::tables::ConnId;
 use bytes::Bytes;
+use futures_util::future::{ready, BoxFuture, Either, Ready};
 use register::stats::inc;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -80,9 +84,9 @@ pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, l
     }
     match reply_rx.await {
         Ok(Admission::Admitted(conn)) => {
-            let deadline = limits.first.map(|d| tokio::time::Instant::now() + d);
+            let timer = limits.first.map(|d| Box::pin(tokio::time::sleep(d)));
             let bucket = Bucket { tokens: limits.rate.1, at: Instant::now() };
-            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, kill, heard, limits, deadline, bucket }, out_rx)
+            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, kill, heard, limits, timer, bucket }, out_rx)
         }
         Ok(Admission::NoWorker) => Admit::NoWorker(out_rx),
         Ok(Admission::TooManyFromIp) => {
@@ -92,6 +96,9 @@ pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, l
         Err(_) => Admit::Gone,
     }
 }
+
+/// A frame's way to the hub: done at once, or a boxed wait for room.
+pub type Delivery = Either<Ready<Result<(), Stop>>, BoxFuture<'static, Result<(), Stop>>>;
 
 /// Why a reader stops taking frames from its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,16 +133,18 @@ pub struct Client {
     /// Set on a heartbeat the gateway keeps; the hub's heartbeat tick reads and clears it.
     heard: Arc<AtomicBool>,
     limits: Limits,
-    deadline: Option<tokio::time::Instant>,
+    /// The first-message deadline, boxed and let go once a message arrives, so the task of an
+    /// established connection is not sized for a timer it no longer needs.
+    timer: Option<Pin<Box<Sleep>>>,
     bucket: Bucket,
 }
 
 impl Client {
     /// Resolves when the first-message deadline passes (never once a message arrived).
-    pub async fn silent(&self) -> Stop {
-        match self.deadline {
-            Some(d) => {
-                tokio::time::sleep_until(d).await;
+    pub async fn silent(&mut self) -> Stop {
+        match self.timer.as_mut() {
+            Some(timer) => {
+                timer.as_mut().await;
                 inc(&self.limits.stats.limited);
                 info!(conn = self.conn, addr = %self.addr, "no message within {:?} of connecting: closing", self.limits.first.unwrap_or_default());
                 Stop::Silent
@@ -144,25 +153,41 @@ impl Client {
         }
     }
 
-    /// Hands one client frame to the hub, after the rate limit.
-    pub async fn deliver(&mut self, data: Bytes) -> Result<(), Stop> {
-        self.deadline = None;
+    /// Hands one client frame to the hub, after the rate limit. The work is done by the call;
+    /// the future returned waits only when the hub's queue is full, and then in a box: tokio's
+    /// `send` future is ≈ 380 bytes, and a connection's task is as big as the biggest thing it
+    /// ever awaits, for its whole life (docs/BENCHMARKS.md).
+    pub fn deliver(&mut self, data: Bytes) -> Delivery {
+        self.timer = None;
         let (rate, burst) = self.limits.rate;
         if rate > 0.0 && !self.bucket.take(rate, burst) {
             inc(&self.limits.stats.limited);
             info!(conn = self.conn, addr = %self.addr, "message flood: more than {rate}/s (burst {burst}); closing");
-            return Err(Stop::Flood);
+            return Either::Left(ready(Err(Stop::Flood)));
         }
         if self.limits.heartbeats.iter().any(|h| h[..] == *data.trim_ascii()) {
             self.heard.store(true, Ordering::Relaxed);
-            return Ok(());
+            return Either::Left(ready(Ok(())));
         }
-        self.hub.send(HubMsg::Data { conn: self.conn, data }).await.map_err(|_| Stop::HubGone)
+        match self.hub.try_send(HubMsg::Data { conn: self.conn, data }) {
+            Ok(()) => Either::Left(ready(Ok(()))),
+            Err(TrySendError::Full(msg)) => {
+                let hub = self.hub.clone();
+                Either::Right(Box::pin(async move { hub.send(msg).await.map_err(|_| Stop::HubGone) }))
+            }
+            Err(TrySendError::Closed(_)) => Either::Left(ready(Err(Stop::HubGone))),
+        }
     }
 
-    /// Tells the hub the connection is over (ON_CLOSE goes to the worker).
-    pub async fn gone(self) {
+    /// Tells the hub the connection is over (ON_CLOSE goes to the worker). Never waits: when
+    /// the hub's queue is full, a task of its own delivers it.
+    pub fn gone(self) {
         self.kill.cancel();
-        let _ = self.hub.send(HubMsg::Gone { conn: self.conn }).await;
+        if let Err(TrySendError::Full(msg)) = self.hub.try_send(HubMsg::Gone { conn: self.conn }) {
+            let hub = self.hub.clone();
+            tokio::spawn(async move {
+                let _ = hub.send(msg).await;
+            });
+        }
     }
 }

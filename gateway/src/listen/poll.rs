@@ -217,7 +217,7 @@ async fn open(addr: SocketAddr, hub: &mpsc::Sender<HubMsg>, polls: &Polls) -> Re
     let mut raw = [0u8; 16];
     if getrandom::fill(&mut raw).is_err() {
         warn!("no randomness for a poll session id");
-        client.gone().await;
+        client.gone();
         return ("500 Internal Server Error", Some(json!({"error": "internal error"})));
     }
     let sid: String = raw.iter().map(|b| format!("{b:02x}")).collect();
@@ -302,7 +302,7 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
         if closed.is_some() {
             if let Some(c) = client.take() {
                 // ON_CLOSE goes to the worker now; the session stays only to tell the page.
-                c.gone().await;
+                c.gone();
                 idle_at = idle_at.min(Instant::now() + Duration::from_secs(10));
             }
         }
@@ -398,7 +398,7 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
             }
             _ = kill.cancelled(), if closed.is_none() => closed = Some((1006, String::new())),
             stop = async {
-                match &client {
+                match &mut client {
                     Some(c) => c.silent().await,
                     None => std::future::pending().await,
                 }
@@ -409,7 +409,7 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
     }
     polls.remove(&sid);
     if let Some(c) = client {
-        c.gone().await;
+        c.gone();
     }
 }
 

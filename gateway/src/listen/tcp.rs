@@ -81,12 +81,12 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
     let (read, write) = stream.into_split();
     let writer = tokio::spawn(write_loop(write, out_rx, client.kill.clone(), wire.clone()));
     let mut frames = Frames { read, codec: wire.decoder(), buf: BytesMut::new(), eof: false };
-    let conn = client.conn;
+    let (conn, kill) = (client.conn, client.kill.clone());
     // A reason to close that the client should see go out after what is queued for it.
     let reason: Option<String> = loop {
         let next = tokio::select! {
             n = frames.next() => n,
-            _ = client.kill.cancelled() => break None,
+            _ = kill.cancelled() => break None,
             stop = client.silent() => break Some(format!("{stop:?}")),
         };
         let frame = match next {
@@ -118,7 +118,7 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
     } else {
         writer.abort();
     }
-    client.gone().await;
+    client.gone();
 }
 
 /// A connection's frames, read with no buffer kept while nothing is pending: an idle

@@ -1,14 +1,11 @@
 //! Plain HTTP on the client port: a GET that is not a WebSocket upgrade is answered from the
 //! web assets (the visitor widget, the agent console), so the pages live at the same address
 //! the browser then opens its WebSocket to. The request head is read here first and, for an
-//! upgrade, replayed to the WebSocket handshake through [`Prefixed`].
+//! upgrade, handed to the WebSocket listener to judge.
 
-use bytes::{Buf, Bytes, BytesMut};
-use std::io;
-use std::pin::Pin;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Looks up an asset by path: `(content type, body)`.
 pub type Assets = Arc<dyn Fn(&str) -> Option<(&'static str, Bytes)> + Send + Sync>;
@@ -82,47 +79,4 @@ pub async fn respond<S: AsyncWrite + Unpin>(mut stream: S, path: &str, assets: O
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(&body).await;
     let _ = stream.shutdown().await;
-}
-
-/// A stream that first yields bytes already read from it.
-pub struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(prefix: Bytes, inner: S) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            if self.prefix.is_empty() {
-                // An emptied `Bytes` still holds its buffer: let the head's allocation go, it
-                // would otherwise stay for the connection's whole life.
-                self.prefix = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

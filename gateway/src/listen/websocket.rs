@@ -1,9 +1,9 @@
-//! The WebSocket listener: one task per client, reading frames into the hub and writing what
-//! the hub queues for it.
+//! The WebSocket listener: each client is one task, which reads frames into the hub and writes
+//! what the hub queues for it, and holds no buffer while the connection is idle.
 //!
-//! The connection is announced to the hub at TCP accept (ON_CONNECT comes before the handshake,
-//! as in GatewayWorker) and anything the worker sends before the handshake completes waits in
-//! the client's queue.
+//! The request head is read (`web`), judged (`protocol::websocket`), then the connection is
+//! announced to the hub (ON_CONNECT comes before the upgrade's answer, as in GatewayWorker) and
+//! anything the worker sends before the 101 is written waits in the client's queue.
 
 use super::client::{admit, Admit, Client, Limits};
 use super::door::{Door, Entry, Refused};
@@ -13,32 +13,33 @@ use super::web;
 use crate::hub::{close, HubMsg, Out};
 use crate::outbox::OutboxRx;
 use crate::protocol::goim::Packet;
+use crate::protocol::websocket::{self as ws, Decoder, Incoming};
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
 use register::stats::inc;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::handshake::server::ErrorResponse;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// tungstenite keeps a read buffer of this size for the connection's whole life (a bigger frame
-/// grows it while it is read). Chat frames are small: 512 bytes instead of 4 KiB took an idle
-/// connection from 13.2 to 9.6 KB of gateway memory (docs/BENCHMARKS.md).
-const READ_BUFFER: usize = 512;
-/// Frames are gathered up to this size before a write, so a burst costs few syscalls.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// Frames are gathered up to this size before a write, so a burst costs few syscalls; past it
+/// the connection stops taking from its queue until the socket drains (a slow reader's queue
+/// then fills, and the hub drops it).
+const WRITE_BATCH: usize = 16 * 1024;
+/// Bytes taken from the socket per read, on the stack: the connection keeps only what is not
+/// yet a whole frame.
+const READ_CHUNK: usize = 4096;
+/// How long a closing connection may take to write what it owes and hear the client's close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct WsConfig {
@@ -127,108 +128,109 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
             return;
         }
     };
-    let stream = web::Prefixed::new(head, stream);
+    let upgrade = match Upgrade::judge(&head, &config, addr) {
+        Ok(u) => u,
+        Err(refusal) => {
+            let _ = tokio::time::timeout(config.handshake_timeout, stream.write_all(&refusal)).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    drop(head);
     let (client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
         Admit::Yes(client, out_rx) => (Some(client), out_rx),
         Admit::NoWorker(out_rx) => (None, out_rx),
         Admit::TooManyFromIp => {
-            let mut stream = stream;
             let _ = stream.write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
             return;
         }
         Admit::Gone => return,
     };
-    // tungstenite's 128 KiB read and write buffers would cost ~256 KiB per idle connection;
-    // small ones keep 100k connections affordable (figures in docs/BENCHMARKS.md).
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size));
-    let mut body = None;
-    let mut framing = Framing::Json;
-    #[allow(clippy::result_large_err)] // the error type is tungstenite's, fixed by its callback API
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        |req: &Request, mut resp: Response| {
-            if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
-                if !config.allowed_origins.is_empty() && !config.allowed_origins.iter().any(|a| a == origin) {
-                    inc(&config.limits.stats.limited);
-                    info!(%addr, origin, "WebSocket from an origin that is not allowed: 403");
-                    let mut refusal = ErrorResponse::new(Some("origin not allowed".to_string()));
-                    *refusal.status_mut() = StatusCode::FORBIDDEN;
-                    return Err(refusal);
-                }
-            }
-            let (goim, subprotocol) = wants_goim(req);
-            if goim {
-                framing = Framing::Goim(Goim::new(config.max_message_size));
-                if subprotocol {
-                    resp.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(GOIM_SUBPROTOCOL));
-                }
-            }
-            body = Some(handshake_body(req));
-            Ok(resp)
-        },
-        Some(ws_config),
-    );
     let kill = client.as_ref().map(|c| c.kill.clone()).unwrap_or_default();
-    let ws = tokio::select! {
-        r = tokio::time::timeout(config.handshake_timeout, handshake) => r,
-        _ = kill.cancelled() => {
-            if let Some(client) = client {
-                client.gone().await;
-            }
-            return;
-        }
+    let answered = tokio::select! {
+        r = tokio::time::timeout(config.handshake_timeout, stream.write_all(&upgrade.response)) => matches!(r, Ok(Ok(()))),
+        _ = kill.cancelled() => false,
     };
+    let mut conn = Conn { stream, rbuf: upgrade.rest, wbuf: BytesMut::new(), eof: false };
     let Some(client) = client else {
         // No worker to take this client's events: say so instead of dropping it silently.
-        if let Ok(Ok(mut ws)) = ws {
-            let _ = ws.close(Some(close(1013, "no business worker available"))).await;
+        if answered {
+            ws::encode(&Message::Close(Some(close(1013, "no business worker available"))), &mut conn.wbuf);
+            conn.finish().await;
         }
         return;
     };
-    let ws = match ws {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            debug!(%addr, "WebSocket handshake failed: {e}");
-            client.gone().await;
-            return;
-        }
-        Err(_) => {
-            info!(%addr, "WebSocket handshake not finished within {:?}, closing", config.handshake_timeout);
-            client.gone().await;
-            return;
-        }
-    };
-    entry.handshake_done();
-    if let Some(body) = body {
-        let _ = hub.send(HubMsg::Handshake { conn: client.conn, body }).await;
+    if !answered {
+        info!(%addr, "WebSocket upgrade not answered within {:?}, closing", config.handshake_timeout);
+        client.gone();
+        return;
     }
+    entry.handshake_done();
+    let _ = hub.send(HubMsg::Handshake { conn: client.conn, body: upgrade.body }).await;
+    let decoder = Decoder::new(config.max_message_size);
     // The connection goes on in a task of its own: this one is as big as its biggest step
-    // (the upgrade's, ≈ 4 KiB) and would keep that size for the connection's whole life.
-    tokio::spawn(run(client, ws, out_rx, framing, entry));
+    // (the upgrade's) and would keep that size for the connection's whole life.
+    tokio::spawn(run(client, conn, out_rx, upgrade.framing, decoder, entry));
+}
+
+/// An upgrade request judged acceptable: what to answer, and what the connection carries.
+struct Upgrade {
+    /// The 101 response.
+    response: Vec<u8>,
+    framing: Framing,
+    /// The CMD_ON_WEBSOCKET_CONNECT body for the worker.
+    body: Bytes,
+    /// Bytes the client sent after its head (frames it did not wait to send).
+    rest: BytesMut,
+}
+
+impl Upgrade {
+    /// Judges a request head; `Err` holds the HTTP refusal to write, already logged.
+    fn judge(head: &[u8], config: &WsConfig, addr: SocketAddr) -> Result<Upgrade, Vec<u8>> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => {
+                debug!(%addr, "not an HTTP request head");
+                return Err(ws::Refusal::BadRequest("not an HTTP request").response());
+            }
+        };
+        let key = ws::upgrade_key(&req).map_err(|r| {
+            debug!(%addr, "WebSocket upgrade refused: {}", r.reason());
+            r.response()
+        })?;
+        let header = |name: &'static str| ws::header_values(&req, name);
+        if let Some(origin) = header("origin").next().and_then(|o| std::str::from_utf8(o).ok()) {
+            if !config.allowed_origins.is_empty() && !config.allowed_origins.iter().any(|a| a == origin) {
+                inc(&config.limits.stats.limited);
+                info!(%addr, origin, "WebSocket from an origin that is not allowed: 403");
+                let why = "origin not allowed";
+                return Err(format!("HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{why}", why.len()).into_bytes());
+            }
+        }
+        let path = req.path.unwrap_or("/");
+        let subprotocol = header("sec-websocket-protocol")
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case(GOIM_SUBPROTOCOL));
+        let goim = subprotocol || path.split('?').next().is_some_and(|p| p == "/sub" || p.starts_with("/sub/"));
+        let framing = if goim { Framing::Goim(Goim::new(config.max_message_size)) } else { Framing::Json };
+        let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
+        let value = websocket_connect::build(&UpgradeRequest { method: "GET", uri: path, protocol: "HTTP/1.1", headers });
+        Ok(Upgrade {
+            response: ws::accept_response(key, subprotocol.then_some(GOIM_SUBPROTOCOL)),
+            framing,
+            body: Bytes::from(value.serialize()),
+            rest: BytesMut::from(&head[len..]),
+        })
+    }
 }
 
 /// The subprotocol a goim client asks for; the path `/sub` (goim's own) works too.
 pub const GOIM_SUBPROTOCOL: &str = "goim";
 
-/// `(goim framing?, asked by subprotocol?)`.
-fn wants_goim(req: &Request) -> (bool, bool) {
-    let subprotocol = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case(GOIM_SUBPROTOCOL));
-    let path = req.uri().path();
-    (subprotocol || path == "/sub" || path.starts_with("/sub/"), subprotocol)
-}
-
 /// What a WebSocket connection's frames carry.
-#[derive(Clone)]
 enum Framing {
     /// One JSON message per text frame (the client protocol).
     Json,
@@ -236,105 +238,249 @@ enum Framing {
     Goim(Goim),
 }
 
-fn handshake_body(req: &Request) -> Bytes {
-    let uri = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let protocol = match req.version() {
-        http_version if http_version == tokio_tungstenite::tungstenite::http::Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    };
-    let headers = req.headers().iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
-    let value = websocket_connect::build(&UpgradeRequest { method: req.method().as_str(), uri, protocol, headers });
-    Bytes::from(value.serialize())
+/// An upgraded connection's socket, with the bytes read and not yet a whole frame and the
+/// bytes waiting to be written. Both buffers are let go whenever they empty, so an idle
+/// connection holds neither.
+struct Conn<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    eof: bool,
+}
+
+/// What a turn of the socket brought.
+enum Io {
+    Read,
+    Eof,
+    Failed(io::Error),
+}
+
+impl<S: Transport> Conn<S> {
+    /// Writes what waits, then reads; ready when bytes arrived, the client ended its side, or
+    /// the socket failed. Writing goes on while it waits to read.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io> {
+        if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
+            return Poll::Ready(Io::Failed(e));
+        }
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut read = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Io::Eof),
+            Poll::Ready(Ok(())) => {
+                self.rbuf.extend_from_slice(read.filled());
+                Poll::Ready(Io::Read)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Io::Failed(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Ready once everything queued is written and flushed.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    if self.wbuf.is_empty() {
+                        self.wbuf = BytesMut::new();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // TLS keeps written bytes until flushed; plain TCP's flush does nothing.
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    /// Writes what is owed (a close frame last), ends our side and waits briefly for the
+    /// client's, so its last frames are read rather than answered with a reset.
+    async fn finish(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            if poll_fn(|cx| self.poll_write_out(cx)).await.is_err() {
+                return;
+            }
+            let _ = self.stream.shutdown().await;
+            // Read and discard until the client closes (it answers our close frame).
+            while !self.eof {
+                self.rbuf = BytesMut::new();
+                match poll_fn(|cx| self.poll_io(cx)).await {
+                    Io::Read => {}
+                    Io::Eof | Io::Failed(_) => self.eof = true,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// What the hub's message did to the connection.
+enum Flow {
+    Go,
+    /// A close frame is queued last: write it and end.
+    End,
 }
 
 /// Reads and writes until either side ends the connection.
 /// `entry` is held to the end: the connection counts for its address until it ends.
-async fn run<S: Transport>(mut client: Client, ws: WebSocketStream<web::Prefixed<S>>, out_rx: OutboxRx<Out>, framing: Framing, entry: Entry) {
-    let (conn, addr, kill) = (client.conn, client.addr, client.kill.clone());
-    let (sink, mut stream) = ws.split();
-    let writer = tokio::spawn(write_loop(sink, out_rx, kill.clone(), framing.clone()));
-    // A close frame for the client, queued after what it is already owed.
-    let mut closing: Option<CloseFrame> = None;
-    loop {
-        let next = tokio::select! {
-            n = stream.next() => n,
-            _ = kill.cancelled() => break,
-            stop = client.silent() => {
-                closing = stop.close().map(|(c, why)| close(c, why));
-                break;
-            }
-        };
-        let data = match next {
-            Some(Ok(Message::Text(_))) if matches!(framing, Framing::Goim(_)) => {
-                info!(conn, %addr, "closing goim client: a text frame where packets go in binary frames");
-                closing = Some(close(1003, "goim packets go in binary frames"));
-                break;
-            }
-            Some(Ok(Message::Text(t))) => Bytes::from(t),
-            Some(Ok(Message::Binary(b))) => b,
-            // The client closes: answer with its own code (RFC 6455 §5.5.1), after what it is
-            // already owed, so it sees a clean close and not 1006.
-            Some(Ok(Message::Close(frame))) => {
-                closing = Some(frame.unwrap_or_else(|| close(1000, "")));
-                break;
-            }
-            None => break,
-            Some(Ok(_)) => continue, // ping/pong: answered by tungstenite; not heartbeat activity (spec §10)
-            Some(Err(e)) => {
-                let (code, why) = match &e {
-                    // The client just went away (TCP reset or EOF without a close frame).
-                    WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                        debug!(conn, %addr, "client left without a close frame");
-                        break;
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment below
+fn run<S: Transport>(
+    mut client: Client,
+    mut conn: Conn<S>,
+    mut rx: OutboxRx<Out>,
+    framing: Framing,
+    mut decoder: Decoder,
+    entry: Entry,
+) -> impl Future<Output = ()> + Send {
+    // An `async move` block and not an `async fn`: the arguments stay where the block captured
+    // them instead of being copied into locals beside themselves, which doubled their size in
+    // the task.
+    async move {
+        let (id, kill) = (client.conn, client.kill.clone());
+        // A close frame for the client, written after what it is already owed.
+        let mut closing: Option<CloseFrame> = None;
+        let mut ended = false;
+        'conn: loop {
+            // Whole frames first (the upgrade may have brought some along).
+            loop {
+                let data = match decoder.decode(&mut conn.rbuf) {
+                    Ok(None) => break,
+                    Ok(Some(Incoming::Text(_))) if matches!(framing, Framing::Goim(_)) => {
+                        info!(conn = id, addr = %client.addr, "closing goim client: a text frame where packets go in binary frames");
+                        closing = Some(close(1003, "goim packets go in binary frames"));
+                        break 'conn;
                     }
-                    WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
-                    WsError::Utf8(_) => (1007, "invalid UTF-8 in a text frame"),
-                    WsError::Protocol(_) => (1002, "protocol error"),
-                    _ => {
-                        debug!(conn, %addr, "client connection error: {e}");
-                        break;
+                    Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => data,
+                    // Answered at once, between whatever messages are being written.
+                    Ok(Some(Incoming::Ping(p))) => {
+                        ws::encode(&Message::Pong(p), &mut conn.wbuf);
+                        continue;
+                    }
+                    // Not heartbeat activity (spec §10).
+                    Ok(Some(Incoming::Pong)) => continue,
+                    // The client closes: answer with its own code (RFC 6455 §5.5.1), after what it
+                    // is already owed, so it sees a clean close and not 1006.
+                    Ok(Some(Incoming::Close(frame))) => {
+                        closing = Some(frame.unwrap_or_else(|| close(1000, "")));
+                        break 'conn;
+                    }
+                    Err(fault) => {
+                        let (code, why) = fault.close();
+                        info!(conn = id, addr = %client.addr, code, "closing client: {fault}");
+                        closing = Some(close(code, why));
+                        break 'conn;
                     }
                 };
-                info!(conn, %addr, code, "closing client: {e}");
-                closing = Some(close(code, why));
+                // A goim frame may carry several packets; a JSON frame is one message.
+                let (first, more) = match &framing {
+                    Framing::Json => (data, Vec::new()),
+                    Framing::Goim(g) => match goim_requests(g, data) {
+                        Ok(mut m) if !m.is_empty() => (m.remove(0), m),
+                        Ok(_) => continue,
+                        Err(why) => {
+                            info!(conn = id, addr = %client.addr, "closing goim client: {why}");
+                            closing = Some(close(1002, "bad goim packet"));
+                            break 'conn;
+                        }
+                    },
+                };
+                let (mut next, mut more) = (Some(first), more.into_iter());
+                while let Some(m) = next.take() {
+                    if let Err(stop) = client.deliver(m).await {
+                        closing = stop.close().map(|(c, why)| close(c, why));
+                        break 'conn;
+                    }
+                    next = more.next();
+                }
+            }
+            if conn.rbuf.is_empty() {
+                conn.rbuf = BytesMut::new();
+            }
+            if conn.eof {
+                debug!(conn = id, addr = %client.addr, "client left without a close frame");
                 break;
             }
-        };
-        let messages = match &framing {
-            Framing::Json => Ok(vec![data]),
-            Framing::Goim(g) => goim_requests(g, data),
-        };
-        let messages = match messages {
-            Ok(m) => m,
-            Err(why) => {
-                info!(conn, %addr, "closing goim client: {why}");
-                closing = Some(close(1002, "bad goim packet"));
-                break;
-            }
-        };
-        let mut stop = None;
-        for m in messages {
-            if let Err(s) = client.deliver(m).await {
-                stop = Some(s);
-                break;
+            tokio::select! {
+                io = poll_fn(|cx| conn.poll_io(cx)) => match io {
+                    Io::Read => {}
+                    Io::Eof => conn.eof = true,
+                    Io::Failed(e) => {
+                        debug!(conn = id, addr = %client.addr, "client connection error: {e}");
+                        break;
+                    }
+                },
+                m = rx.recv(), if conn.wbuf.len() < WRITE_BATCH => {
+                    let Some(m) = m else { break };
+                    if let Flow::End = take(&framing, m, &mut rx, &mut conn.wbuf) {
+                        ended = true;
+                        break;
+                    }
+                },
+                _ = kill.cancelled() => break,
+                stop = client.silent() => {
+                    closing = stop.close().map(|(c, why)| close(c, why));
+                    break;
+                }
             }
         }
-        if let Some(s) = stop {
-            closing = s.close().map(|(c, why)| close(c, why));
-            break;
+        // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
+        if kill.is_cancelled() {
+            // Destroyed (CMD_DESTROY, slow reader, heartbeat): nothing more is written.
+        } else if ended {
+            Box::pin(conn.finish()).await;
+        } else if let Some(frame) = closing {
+            // What is already queued goes first, then our close frame, unless the queue holds
+            // its own ending.
+            let mut flow = Flow::Go;
+            while let (Flow::Go, Some(m)) = (&flow, rx.try_recv()) {
+                flow = take(&framing, m, &mut rx, &mut conn.wbuf);
+            }
+            if let Flow::Go = flow {
+                ws::encode(&Message::Close(Some(frame)), &mut conn.wbuf);
+            }
+            Box::pin(conn.finish()).await;
+        }
+        client.gone();
+        drop(entry);
+    }
+}
+
+/// Frames `first` and whatever else waits in the queue (up to a batch) into `wbuf`.
+fn take(framing: &Framing, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
+    let mut next = first;
+    loop {
+        match next {
+            Out::Send(m) => match framed(framing, m) {
+                Ok((m, end)) => {
+                    ws::encode(&m, wbuf);
+                    if end {
+                        ws::encode(&Message::Close(Some(close(1008, "auth refused"))), wbuf);
+                        return Flow::End;
+                    }
+                }
+                Err(why) => warn!("message not sent: {why}"),
+            },
+            Out::Kick(m) => {
+                if let Some(Ok((m, _))) = m.map(|m| framed(framing, m)) {
+                    ws::encode(&m, wbuf);
+                }
+                ws::encode(&Message::Close(Some(close(1000, ""))), wbuf);
+                return Flow::End;
+            }
+            Out::Close(frame) => {
+                ws::encode(&Message::Close(Some(frame)), wbuf);
+                return Flow::End;
+            }
+        }
+        if wbuf.len() >= WRITE_BATCH {
+            return Flow::Go;
+        }
+        match rx.try_recv() {
+            Some(m) => next = m,
+            None => return Flow::Go,
         }
     }
-    let queued = closing.is_some_and(|frame| client.out.try_send(Out::Close(frame)).is_ok());
-    if queued && !kill.is_cancelled() {
-        // Let the writer send our close frame (after what is queued before it), but not forever.
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    } else {
-        // The peer left, or the connection was destroyed (CMD_DESTROY, slow reader, heartbeat,
-        // a kick already flushed): nothing more can or should be written.
-        writer.abort();
-    }
-    client.gone().await;
-    drop(entry);
 }
 
 /// The packets in one binary frame (one or more, each whole), as the hub's messages.
@@ -350,60 +496,6 @@ fn goim_requests(g: &Goim, data: Bytes) -> Result<Vec<Bytes>, String> {
     Ok(out)
 }
 
-type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<web::Prefixed<S>>, Message>;
-
-/// Writes queued messages, batching a burst into one flush.
-async fn write_loop<S: Transport>(mut sink: Sink<S>, mut rx: OutboxRx<Out>, kill: CancellationToken, framing: Framing) {
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = kill.cancelled() => return,
-        };
-        let Some(mut next) = first else { return };
-        loop {
-            match next {
-                Out::Send(m) => match framed(&framing, m) {
-                    Ok((m, false)) => {
-                        if sink.feed(m).await.is_err() {
-                            // The client closed first: closing the sink still sends the
-                            // close frame tungstenite queued in answer to its own.
-                            let _ = sink.close().await;
-                            return;
-                        }
-                    }
-                    Ok((m, true)) => {
-                        let _ = sink.feed(m).await;
-                        finish(&mut sink, close(1008, "auth refused")).await;
-                        kill.cancel();
-                        return;
-                    }
-                    Err(why) => warn!("message not sent: {why}"),
-                },
-                Out::Kick(m) => {
-                    if let Some(Ok((m, _))) = m.map(|m| framed(&framing, m)) {
-                        let _ = sink.feed(m).await;
-                    }
-                    finish(&mut sink, close(1000, "")).await;
-                    kill.cancel();
-                    return;
-                }
-                Out::Close(frame) => {
-                    finish(&mut sink, frame).await;
-                    kill.cancel();
-                    return;
-                }
-            }
-            match rx.try_recv() {
-                Some(m) => next = m,
-                None => break,
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// A message in this connection's framing; `true` when the connection closes after it.
 fn framed(framing: &Framing, m: Message) -> Result<(Message, bool), String> {
     match framing {
@@ -413,11 +505,4 @@ fn framed(framing: &Framing, m: Message) -> Result<(Message, bool), String> {
             Ok((Message::Binary(packet.to_bytes()), close))
         }
     }
-}
-
-/// Ends the connection with `frame`. When the client closed first, tungstenite has already
-/// queued the echo of the client's frame (the send is refused) and the close flushes it.
-async fn finish<S: Transport>(sink: &mut Sink<S>, frame: CloseFrame) {
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
 }

@@ -2,6 +2,7 @@
 //!
 //! `header` frames packets, `command` gives them meaning, `php` is the serialize subset carried
 //! inside them, `json` writes JSON the way PHP does, `client_id` names one client anywhere, and
+//! `websocket` is the server side of RFC 6455 framing for clients, and
 //! `websocket_connect` builds the `{get, server, cookie}` body workers receive after a handshake;
 //! `goim` frames the binary packets of goim-style app clients; `directory` is the extension that
 //! tells workers which gateway holds which uids and groups.
@@ -13,6 +14,7 @@ pub mod goim;
 pub mod header;
 pub mod json;
 pub mod php;
+pub mod websocket;
 pub mod websocket_connect;
 
 pub use client_id::{ClientId, InvalidClientId};
