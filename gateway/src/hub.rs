@@ -314,7 +314,7 @@ impl Hub {
                         client_id: crate::protocol::ClientId { ip, port, conn: *conn }.to_string(),
                         remote: c.handle.addr.to_string(),
                         uid: c.uid.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()),
-                        groups: c.groups.values().map(|g| String::from_utf8_lossy(g).into_owned()).collect(),
+                        groups: c.groups.names().map(|g| String::from_utf8_lossy(g).into_owned()).collect(),
                         age_secs: c.handle.since.elapsed().as_secs(),
                     });
                 }

@@ -22,14 +22,122 @@ pub struct Client<T> {
     pub session: Bytes,
     /// The bound uid, as the bytes the worker sent.
     pub uid: Option<Bytes>,
-    /// Group key → the name as the worker sent it.
-    pub groups: IndexMap<Key, Bytes>,
+    pub groups: Groups,
+}
+
+/// The connections bound to one uid, in the order bound. Nearly always one or two: a short list
+/// (an `IndexSet` cost ≈ 200 bytes for one), which becomes a set past `FEW` so that a uid
+/// bound by thousands of connections is not searched end to end on each disconnect.
+#[derive(Debug)]
+enum UidConns {
+    Few(Vec<ConnId>),
+    Many(IndexSet<ConnId>),
+}
+
+const FEW: usize = 16;
+
+impl Default for UidConns {
+    fn default() -> Self {
+        UidConns::Few(Vec::new())
+    }
+}
+
+impl UidConns {
+    /// Adds `conn`; false if it was there.
+    fn insert(&mut self, conn: ConnId) -> bool {
+        match self {
+            UidConns::Few(v) if v.contains(&conn) => false,
+            UidConns::Few(v) if v.len() < FEW => {
+                v.reserve_exact(1);
+                v.push(conn);
+                true
+            }
+            UidConns::Few(v) => {
+                let mut set: IndexSet<ConnId> = v.drain(..).collect();
+                set.insert(conn);
+                *self = UidConns::Many(set);
+                true
+            }
+            UidConns::Many(set) => set.insert(conn),
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        match self {
+            UidConns::Few(v) => {
+                if let Some(i) = v.iter().position(|c| *c == conn) {
+                    v.remove(i);
+                }
+            }
+            UidConns::Many(set) => {
+                set.shift_remove(&conn);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            UidConns::Few(v) => v.len(),
+            UidConns::Many(set) => set.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = ConnId> + '_ {
+        let (few, many) = match self {
+            UidConns::Few(v) => (Some(v.iter()), None),
+            UidConns::Many(set) => (None, Some(set.iter())),
+        };
+        few.into_iter().flatten().chain(many.into_iter().flatten()).copied()
+    }
+}
+
+/// The groups one client is in, by the names the worker sent, in the order joined. A client is
+/// in few groups, so they are a list, searched: an `IndexMap` here cost ≈ 290 bytes per client
+/// in one group (docs/BENCHMARKS.md). Names compare as bytes, which is the same as comparing
+/// their PHP keys: a name becomes an integer key only when it is the one canonical spelling of
+/// that integer.
+#[derive(Debug, Default)]
+pub struct Groups(Vec<Bytes>);
+
+impl Groups {
+    /// Adds `name` unless the client is in it already.
+    fn insert(&mut self, name: Bytes) {
+        if !self.0.contains(&name) {
+            // Exact growth while short: most clients are in one or two groups.
+            if self.0.len() < 8 {
+                self.0.reserve_exact(1);
+            }
+            self.0.push(name);
+        }
+    }
+
+    fn remove(&mut self, name: &[u8]) {
+        if let Some(i) = self.0.iter().position(|g| g[..] == *name) {
+            self.0.remove(i);
+            if self.0.is_empty() {
+                self.0 = Vec::new();
+            }
+        }
+    }
+
+    /// The names, in the order joined.
+    pub fn names(&self) -> impl Iterator<Item = &Bytes> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[derive(Debug)]
 pub struct Tables<T> {
     pub clients: IndexMap<ConnId, Client<T>>,
-    uids: HashMap<Key, IndexSet<ConnId>>,
+    uids: HashMap<Key, UidConns>,
     groups: IndexMap<Key, IndexSet<ConnId>>,
     next_id: ConnId,
     /// While set (some worker wants the directory): each uid or group that gained its first
@@ -86,7 +194,7 @@ impl<T> Tables<T> {
             }
         }
         let id = self.next_id;
-        self.clients.insert(id, Client { handle, session: Bytes::new(), uid: None, groups: IndexMap::new() });
+        self.clients.insert(id, Client { handle, session: Bytes::new(), uid: None, groups: Groups::default() });
         id
     }
 
@@ -96,8 +204,8 @@ impl<T> Tables<T> {
         if let Some(uid) = &client.uid {
             self.unindex_uid(&Key::from_bytes(uid), conn);
         }
-        for key in client.groups.keys() {
-            self.unindex_group(key, conn);
+        for name in client.groups.names() {
+            self.unindex_group(&Key::from_bytes(name), conn);
         }
         Some(client)
     }
@@ -142,7 +250,7 @@ impl<T> Tables<T> {
 
     fn unindex_uid(&mut self, key: &Key, conn: ConnId) {
         if let Some(set) = self.uids.get_mut(key) {
-            set.shift_remove(&conn);
+            set.remove(conn);
             if set.is_empty() {
                 self.uids.remove(key);
                 self.note(|| Change::UidRemoved(key_bytes(key)));
@@ -188,7 +296,7 @@ impl<T> Tables<T> {
         }
         let Some(c) = self.clients.get_mut(&conn) else { return false };
         let key = Key::from_bytes(&group);
-        c.groups.insert(key.clone(), group);
+        c.groups.insert(group);
         let members = self.groups.entry(key.clone()).or_default();
         if members.insert(conn) && members.len() == 1 {
             self.note(|| Change::GroupAdded(key_bytes(&key)));
@@ -199,7 +307,7 @@ impl<T> Tables<T> {
     pub fn leave_group(&mut self, conn: ConnId, group: &[u8]) {
         let key = Key::from_bytes(group);
         if let Some(c) = self.clients.get_mut(&conn) {
-            c.groups.shift_remove(&key);
+            c.groups.remove(group);
         }
         self.unindex_group(&key, conn);
     }
@@ -211,14 +319,14 @@ impl<T> Tables<T> {
             self.note(|| Change::GroupRemoved(key_bytes(&key)));
             for conn in members {
                 if let Some(c) = self.clients.get_mut(&conn) {
-                    c.groups.shift_remove(&key);
+                    c.groups.remove(group);
                 }
             }
         }
     }
 
     pub fn uid_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
-        self.uids.get(key).into_iter().flatten().copied()
+        self.uids.get(key).into_iter().flat_map(UidConns::iter)
     }
 
     pub fn group_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
@@ -316,7 +424,7 @@ impl<T> Tables<T> {
             for f in fields {
                 let v = match f.as_str() {
                     "uid" => c.uid.as_ref().map_or(Value::Null, |u| Value::Str(u.to_vec())),
-                    "groups" => Value::Array(c.groups.iter().map(|(k, g)| (k.clone(), Value::Str(g.to_vec()))).collect()),
+                    "groups" => Value::Array(c.groups.names().map(|g| (Key::from_bytes(g), Value::Str(g.to_vec()))).collect()),
                     "session" => Value::Str(c.session.to_vec()),
                     _ => continue,
                 };
@@ -350,6 +458,46 @@ mod tests {
         t.ungroup(b"1");
         assert!(t.get(b).expect("still connected").groups.is_empty());
         assert_eq!(t.reply_group_list(), b"a:0:{}");
+    }
+
+    #[test]
+    fn a_uids_connections_keep_their_order_past_the_short_list() {
+        let mut t: Tables<()> = Tables::default();
+        let conns: Vec<ConnId> = (0..3 * FEW).map(|_| t.add(())).collect();
+        let uid = Key::from_bytes(b"u");
+        for (n, c) in conns.iter().enumerate() {
+            assert!(t.bind_uid(*c, Bytes::from_static(b"u")));
+            assert_eq!(t.uid_members(&uid).collect::<Vec<_>>(), conns[..=n], "after {n}");
+        }
+        // Leaving from the middle, from the front, then all: the order holds, the uid goes.
+        t.remove(conns[FEW]);
+        t.unbind_uid(conns[0]);
+        let left: Vec<ConnId> = conns.iter().copied().filter(|c| *c != conns[FEW] && *c != conns[0]).collect();
+        assert_eq!(t.uid_members(&uid).collect::<Vec<_>>(), left);
+        for c in &left {
+            t.remove(*c);
+        }
+        assert_eq!(t.uid_members(&uid).count(), 0);
+        assert!(t.uids.is_empty());
+    }
+
+    #[test]
+    fn a_clients_groups_are_its_names_in_order_once_each() {
+        let mut t: Tables<()> = Tables::default();
+        let a = t.add(());
+        for g in ["b", "1", "a", "1", "01"] {
+            assert!(t.join_group(a, Bytes::from(g)));
+        }
+        let names = |t: &Tables<()>| t.get(a).expect("there").groups.names().map(|g| g.to_vec()).collect::<Vec<_>>();
+        assert_eq!(names(&t), [b"b".to_vec(), b"1".to_vec(), b"a".to_vec(), b"01".to_vec()]);
+        assert_eq!(t.group_len(&Key::Int(1)), 1);
+        assert_eq!(t.group_len(&Key::from_bytes(b"01")), 1, "01 is a string key, not 1");
+        t.leave_group(a, b"1");
+        assert_eq!(names(&t), [b"b".to_vec(), b"a".to_vec(), b"01".to_vec()]);
+        t.ungroup(b"b");
+        assert_eq!(names(&t), [b"a".to_vec(), b"01".to_vec()]);
+        t.remove(a);
+        assert_eq!(t.group_len(&Key::from_bytes(b"a")), 0);
     }
 
     #[test]
