@@ -137,3 +137,26 @@ async fn the_server_side_of_rfc_6455() {
     // Nobody else noticed.
     assert_eq!(answer(&mut good, &[masked(FIN | TEXT, &call("still here"))]).await.0, "still here");
 }
+
+/// A client that stops reading while a burst far bigger than the socket's buffers is sent to it
+/// gets all of it, in order, once it reads again: the connection must go back to its queue each
+/// time the socket drains, not only when the client next sends something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pauses_reading_gets_the_whole_burst_after() {
+    let small = small_cluster(211, &[], &[]).await;
+    let mut reader = Client::connect(&small.gw.ws).await;
+    let mut sender = Client::connect(&small.gw.ws).await;
+    let (n, size) = (300, 60_000);
+    let body = "x".repeat(size);
+    for i in 0..n {
+        sender.call("send_to_client", json!([reader.id, format!("{i}:{body}")])).await;
+    }
+    for i in 0..n {
+        match reader.raw_next(WAIT).await {
+            Some(tokio_tungstenite::tungstenite::Message::Text(t)) => {
+                assert!(t.starts_with(&format!("{i}:")) && t.len() == size + format!("{i}:").len(), "message {i} whole and in order")
+            }
+            other => panic!("message {i} of {n}: {other:?}"),
+        }
+    }
+}

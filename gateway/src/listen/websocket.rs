@@ -251,6 +251,8 @@ struct Conn<S> {
 /// What a turn of the socket brought.
 enum Io {
     Read,
+    /// Everything waiting was written.
+    Written,
     Eof,
     Failed(io::Error),
 }
@@ -259,8 +261,13 @@ impl<S: Transport> Conn<S> {
     /// Writes what waits, then reads; ready when bytes arrived, the client ended its side, or
     /// the socket failed. Writing goes on while it waits to read.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io> {
-        if let Poll::Ready(Err(e)) = self.poll_write_out(cx) {
-            return Poll::Ready(Io::Failed(e));
+        let writing = !self.wbuf.is_empty();
+        match self.poll_write_out(cx) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            // Room again: the caller takes from the queue only while the batch is not full, so
+            // it must hear that the batch went out (or the queue would wait for a read).
+            Poll::Ready(Ok(())) if writing => return Poll::Ready(Io::Written),
+            _ => {}
         }
         let mut chunk = [0u8; READ_CHUNK];
         let mut read = ReadBuf::new(&mut chunk);
@@ -306,7 +313,7 @@ impl<S: Transport> Conn<S> {
             while !self.eof {
                 self.rbuf = BytesMut::new();
                 match poll_fn(|cx| self.poll_io(cx)).await {
-                    Io::Read => {}
+                    Io::Read | Io::Written => {}
                     Io::Eof | Io::Failed(_) => self.eof = true,
                 }
             }
@@ -403,7 +410,7 @@ fn run<S: Transport>(
             }
             tokio::select! {
                 io = poll_fn(|cx| conn.poll_io(cx)) => match io {
-                    Io::Read => {}
+                    Io::Read | Io::Written => {}
                     Io::Eof => conn.eof = true,
                     Io::Failed(e) => {
                         debug!(conn = id, addr = %client.addr, "client connection error: {e}");
