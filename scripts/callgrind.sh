@@ -38,12 +38,13 @@ run() {
   "${cg[@]}" --callgrind-out-file="$dir/gateway.cg" "$BIN" -c "$dir/switchboard.toml" gateway >/dev/null 2>"$dir/gateway.log" & gw=$!
   "${cg[@]}" --callgrind-out-file="$dir/worker.cg" "$BIN" -c "$dir/switchboard.toml" business >/dev/null 2>"$dir/worker.log" & wk=$!
   trap 'kill $reg $gw $wk 2>/dev/null || true' EXIT
-  # Ready: the worker has a link to the gateway (valgrind makes starting slow).
+  # Ready: the worker has a link to the gateway and the gateway has taken it as a worker
+  # (valgrind makes starting slow; a client before that is closed with 1013).
   for _ in $(seq 600); do
-    grep -q "connected to gateway" "$dir/worker.log" 2>/dev/null && break
+    grep -q "business worker connected" "$dir/gateway.log" 2>/dev/null && break
     sleep 0.1
   done
-  grep -q "connected to gateway" "$dir/worker.log" || { echo "callgrind.sh: the worker did not connect" >&2; cat "$dir"/*.log >&2; exit 1; }
+  grep -q "business worker connected" "$dir/gateway.log" || { echo "callgrind.sh: the worker did not connect" >&2; cat "$dir"/*.log >&2; exit 1; }
   local login='{"method":"login","bid":"b{room}","customer_id":"u{g}-'"$name"'","customer_name":"n{g}","presence":"batch"}'
   local args=(--url "ws://127.0.0.1:$((base + 1))/" --login "$login" --json --quiet --conns "$conns" --room-size 50 --connect-timeout 120 --max-inflight 8 --grace 120 --source-ips 127.0.0.2-127.0.0.3)
   if [ "$rate" = 0 ]; then args+=(--hold --duration 2); else args+=(--rate "$rate" --duration "$SECS" --warmup 0); fi

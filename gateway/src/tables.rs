@@ -31,7 +31,8 @@ pub struct Client<T> {
 #[derive(Debug)]
 enum UidConns {
     Few(Vec<ConnId>),
-    Many(IndexSet<ConnId>),
+    /// Boxed: the index holds one of these per uid, and the set is 72 bytes to the list's 24.
+    Many(Box<IndexSet<ConnId>>),
 }
 
 const FEW: usize = 16;
@@ -55,7 +56,7 @@ impl UidConns {
             UidConns::Few(v) => {
                 let mut set: IndexSet<ConnId> = v.drain(..).collect();
                 set.insert(conn);
-                *self = UidConns::Many(set);
+                *self = UidConns::Many(Box::new(set));
                 true
             }
             UidConns::Many(set) => set.insert(conn),
