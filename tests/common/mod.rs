@@ -353,11 +353,20 @@ impl Client {
     }
 
     pub async fn try_call(&mut self, method: &str, args: Value) -> Value {
+        match self.call_within(method, args, WAIT).await {
+            Some(v) => v,
+            None => panic!("client {}: no answer to {method} within {WAIT:?}; backlog {:?}", self.id, self.backlog),
+        }
+    }
+
+    /// `try_call`, giving up (`None`) after `wait`: for a call that may be lost on the way, as
+    /// one handed to a worker in the moment it is killed (nothing acknowledged it).
+    pub async fn call_within(&mut self, method: &str, args: Value, wait: Duration) -> Option<Value> {
         self.next_tag += 1;
         let tag = format!("{}-{}", self.id, self.next_tag);
         let req = json!({"call": method, "args": args, "tag": tag});
         self.ws.send(Message::Text(req.to_string().into())).await.expect("send");
-        self.next_where(move |v| v["tag"] == tag.as_str()).await
+        self.next_within(wait, move |v| v["tag"] == tag.as_str()).await
     }
 
     pub async fn send_text(&mut self, text: &str) {
