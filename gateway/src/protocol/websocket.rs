@@ -156,9 +156,11 @@ impl Decoder {
             };
             let start = cursor.position() as usize;
             check(&header, len)?;
+            // A 64-bit length may be anything up to 2^64 - 1: added with care, it is only reported.
             let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
-            if len > self.max as u64 || so_far + len > self.max as u64 {
-                return Err(Fault::TooBig(so_far + len));
+            let total = so_far.saturating_add(len);
+            if total > self.max as u64 {
+                return Err(Fault::TooBig(total));
             }
             let len = len as usize; // ≤ max, a usize
             if buf.len() < start + len {
@@ -428,6 +430,13 @@ mod tests {
         huge.extend_from_slice(&[1, 2, 3, 4]);
         let got = decode_all(65_536, &huge);
         assert!(matches!(got.last(), Some(Err(_))), "{got:?}");
+        // The same length on a continuation: what came before plus it is past any u64 (the
+        // fuzzer's find: the sum overflowed while being reported).
+        let mut after_a_fragment = client_frame(false, 2, b"x", K);
+        after_a_fragment.extend_from_slice(&[0x80, 0xff]);
+        after_a_fragment.extend_from_slice(&u64::MAX.to_be_bytes()[..]);
+        after_a_fragment.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(decode_all(65_536, &after_a_fragment), vec![Err(Fault::TooBig(u64::MAX))]);
         // Fragments adding up past the limit.
         let mut bytes = client_frame(false, 2, &big[..40_000], K);
         bytes.extend(client_frame(true, 0, &big[..40_000], K));
