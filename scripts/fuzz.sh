@@ -19,6 +19,8 @@ for target in inner_packets register_line session query_string client_json goim_
   scratch=$(mktemp -d)
   if [ -n "${FUZZ_RUNS:-}" ]; then limit=(-seed=1 -runs="$FUZZ_RUNS"); else limit=(-max_total_time="$SECONDS_EACH"); fi
   if ! cargo fuzz run "$target" "$scratch" "fuzz/corpus/$target" -- "${limit[@]}" -rss_limit_mb=2048 > "$scratch.log" 2>&1; then
+    # The panic's message first: the tail below is mostly libFuzzer's report of the input.
+    grep -m 1 -A 1 'panicked at' "$scratch.log" || true
     grep -v '^ *[0-9]*: \|^ *at ' "$scratch.log" | tail -n 30
     echo "fuzz: $target failed; add the input above to fuzz/regressions/$target/" >&2
     exit 1
