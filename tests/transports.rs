@@ -520,3 +520,28 @@ async fn a_long_polling_client_chats_with_a_websocket_client() {
     let out = ws.next_where(|v| v["method"] == "logout_push").await;
     assert_eq!(out["customer_id"], "p1");
 }
+
+/// A text client that stops reading while a burst far bigger than the socket's buffers is sent
+/// to it gets all of it, in order, once it reads again (its connection goes back to its queue
+/// each time the socket drains, as a WebSocket connection's does: tests/websocket.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_client_that_pauses_reading_gets_the_whole_burst_after() {
+    let text = format!("127.212.0.2:{}", free_port("127.212.0.2"));
+    let small = small_cluster(212, &[], &["--text-listen", &text]).await;
+    let stream = TcpStream::connect(&text).await.expect("text connect");
+    let mut lines = BufReader::new(stream).lines();
+    let hello = tokio::time::timeout(WAIT, lines.next_line()).await.expect("hello in time").expect("read").expect("open");
+    let hello: Value = serde_json::from_str(&hello).expect("hello is JSON");
+    let id = hello["client_id"].as_str().expect("client_id").to_string();
+    let mut sender = Client::connect(&small.gw.ws).await;
+    let (n, size) = (300, 60_000);
+    let body = "x".repeat(size);
+    for i in 0..n {
+        sender.call("send_to_client", json!([id, format!("{i}:{body}")])).await;
+    }
+    for i in 0..n {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("in time").expect("read").expect("open");
+        let prefix = format!("{i}:");
+        assert!(line.starts_with(&prefix) && line.len() == size + prefix.len(), "message {i} of {n} whole and in order");
+    }
+}

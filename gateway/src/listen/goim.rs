@@ -30,8 +30,8 @@ struct Pending {
     ver: i16,
 }
 
-/// One connection's state, shared by its reader (which adds requests) and its writer (which
-/// answers them). The lock is never contended: one reader, one writer, short critical sections.
+/// One connection's state: requests are added as packets are read and answered as the hub's
+/// messages are written, both by the connection's one task, so the lock is never contended.
 #[derive(Default)]
 struct State {
     pending: Mutex<VecDeque<Pending>>,

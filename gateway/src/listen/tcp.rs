@@ -2,25 +2,24 @@
 //! not WebSocket (`text` lines, `goim` packets). A framing is a [`Wire`]: how to cut the byte
 //! stream into frames, what the hub gets for each, and how the hub's messages go out.
 
-use super::client::{admit, Admit, Limits, Stop};
+use super::client::{admit, Admit, Client, Limits, Stop};
+use super::conn::{Conn, Io, WRITE_BATCH};
 use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
 use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// One framing of client bytes. A value is made per connection by [`Wire::connection`], and its
-/// clones (one for the reader, one for the writer) share that connection's state.
-pub trait Wire: Clone + Send + Sync + 'static {
+/// One framing of client bytes. A value is made per connection by [`Wire::connection`] and
+/// holds that connection's state (goim's requests waiting for their answers).
+pub trait Wire: Send + Sync + 'static {
     type Codec: Decoder<Item = Self::Frame, Error = Self::Error> + Send + Unpin + 'static;
     type Error: std::fmt::Display + From<std::io::Error> + Send;
     type Frame: Send;
@@ -68,7 +67,7 @@ pub async fn serve<W: Wire>(listener: TcpListener, hub: mpsc::Sender<HubMsg>, co
 }
 
 async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W, mut entry: Entry) {
-    let (mut client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
+    let (client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
         Admit::Yes(client, out_rx) => (client, out_rx),
         Admit::NoWorker(_) => {
             // No close frame to carry a reason on this transport: the log has it.
@@ -78,144 +77,138 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
         Admit::TooManyFromIp | Admit::Gone => return,
     };
     entry.handshake_done();
-    let (read, write) = stream.into_split();
-    let writer = tokio::spawn(write_loop(write, out_rx, client.kill.clone(), wire.clone()));
-    let mut frames = Frames { read, codec: wire.decoder(), buf: BytesMut::new(), eof: false };
-    let (conn, kill) = (client.conn, client.kill.clone());
-    // A reason to close that the client should see go out after what is queued for it.
-    let reason: Option<String> = loop {
-        let next = tokio::select! {
-            n = frames.next() => n,
-            _ = kill.cancelled() => break None,
-            stop = client.silent() => break Some(format!("{stop:?}")),
-        };
-        let frame = match next {
-            None => {
-                debug!(conn, %addr, transport = W::NAME, "client left");
-                break None;
-            }
-            Some(Err(e)) => {
-                info!(conn, %addr, transport = W::NAME, "closing client: {e}");
-                break Some(e.to_string());
-            }
-            Some(Ok(f)) => f,
-        };
-        match wire.inbound(frame) {
-            Ok(data) => match client.deliver(data).await {
-                Ok(()) => {}
-                Err(Stop::HubGone) => break None,
-                Err(stop) => break Some(format!("{stop:?}")),
-            },
-            Err(why) => {
-                info!(conn, %addr, transport = W::NAME, "closing client: {why}");
-                break Some(why);
-            }
-        }
-    };
-    if reason.is_some() && !client.kill.is_cancelled() && client.out.try_send(Out::Close(crate::hub::close(1000, ""))).is_ok() {
-        // Let what is queued before the close go out, but not forever.
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    } else {
-        writer.abort();
-    }
-    client.gone();
+    let codec = wire.decoder();
+    // The connection goes on in a task of its own: this one is as big as admission's wait and
+    // would keep that size for the connection's whole life.
+    tokio::spawn(run(client, Conn::new(stream, BytesMut::new()), out_rx, wire, codec, entry));
 }
 
-/// A connection's frames, read with no buffer kept while nothing is pending: an idle
-/// connection holds none (tokio-util's `FramedRead` keeps its buffer, 1 KiB here, for the
-/// connection's whole life; docs/BENCHMARKS.md).
-struct Frames<C> {
-    read: OwnedReadHalf,
-    codec: C,
-    /// Bytes read and not yet a whole frame; unallocated when empty.
-    buf: BytesMut,
-    eof: bool,
-}
-
-impl<C: Decoder> Frames<C>
-where
-    C::Error: From<std::io::Error>,
-{
-    /// The next frame, `None` at the end of the stream. Cancel-safe: what was read stays in
-    /// `buf` for the next call.
-    async fn next(&mut self) -> Option<Result<C::Item, C::Error>> {
-        loop {
-            if self.eof {
-                return self.codec.decode_eof(&mut self.buf).transpose();
-            }
-            if !self.buf.is_empty() {
-                match self.codec.decode(&mut self.buf) {
-                    Ok(Some(frame)) => {
-                        if self.buf.is_empty() {
-                            self.buf = BytesMut::new();
-                        }
-                        return Some(Ok(frame));
+/// Reads frames into the hub and writes what the hub queues, in one task, until either side
+/// ends the connection. `entry` is held to the end: the connection counts for its address
+/// until it ends.
+#[allow(clippy::manual_async_fn)] // on purpose, as `websocket::run`: the arguments are not stored twice
+fn run<W: Wire>(
+    mut client: Client,
+    mut conn: Conn<TcpStream>,
+    mut rx: OutboxRx<Out>,
+    wire: W,
+    mut codec: W::Codec,
+    entry: Entry,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let (id, addr, kill) = (client.conn, client.addr, client.kill.clone());
+        // Whether the client is owed what is queued for it before the connection ends (a bad
+        // frame, the first-message deadline, a flood); not when it left or was destroyed.
+        let mut closing = false;
+        let mut ended = false;
+        'conn: loop {
+            loop {
+                let decoded = if conn.eof { codec.decode_eof(&mut conn.rbuf) } else { codec.decode(&mut conn.rbuf) };
+                let frame = match decoded {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        info!(conn = id, %addr, transport = W::NAME, "closing client: {e}");
+                        closing = true;
+                        break 'conn;
                     }
-                    Ok(None) => {}
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            // Wait for bytes before making room for them.
-            if let Err(e) = self.read.readable().await {
-                return Some(Err(e.into()));
-            }
-            self.buf.reserve(READ_CHUNK);
-            match self.read.try_read_buf(&mut self.buf) {
-                Ok(0) => self.eof = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
+                };
+                let data = match wire.inbound(frame) {
+                    Ok(data) => data,
+                    Err(why) => {
+                        info!(conn = id, %addr, transport = W::NAME, "closing client: {why}");
+                        closing = true;
+                        break 'conn;
                     }
-                }
-                Err(e) => return Some(Err(e.into())),
-            }
-        }
-    }
-}
-
-/// Room made for one read.
-const READ_CHUNK: usize = 1024;
-
-/// Writes queued messages, gathering a burst into one write; the buffer lives for one burst.
-async fn write_loop<W: Wire>(mut sink: OwnedWriteHalf, mut rx: OutboxRx<Out>, kill: CancellationToken, wire: W) {
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            _ = kill.cancelled() => return,
-        };
-        let Some(mut next) = first else { return };
-        let mut buf = BytesMut::new();
-        let mut close = false;
-        loop {
-            let (msg, last) = match next {
-                Out::Send(m) => (Some(m), false),
-                Out::Kick(m) => (m, true),
-                Out::Close(_) => (None, true),
-            };
-            if let Some(m) = msg {
-                match wire.outbound(&m, &mut buf) {
-                    Ok(c) => close |= c,
-                    Err(why) => warn!(transport = W::NAME, "message not sent: {why}"),
+                };
+                if let Err(stop) = client.deliver(data).await {
+                    closing = stop != Stop::HubGone;
+                    break 'conn;
                 }
             }
-            close |= last;
-            if close || buf.len() >= 16 * 1024 {
+            conn.release_read();
+            if conn.eof {
+                debug!(conn = id, %addr, transport = W::NAME, "client left");
                 break;
             }
-            match rx.try_recv() {
-                Some(m) => next = m,
-                None => break,
+            tokio::select! {
+                io = poll_fn(|cx| conn.poll_io(cx)) => match io {
+                    Io::Read | Io::Written => {}
+                    Io::Eof => conn.eof = true,
+                    Io::Failed(e) => {
+                        debug!(conn = id, %addr, transport = W::NAME, "client connection error: {e}");
+                        break;
+                    }
+                },
+                m = rx.recv(), if conn.wbuf.len() < WRITE_BATCH => {
+                    let Some(m) = m else { break };
+                    if let Flow::End = take(&wire, m, &mut rx, &mut conn.wbuf) {
+                        ended = true;
+                        break;
+                    }
+                    if let Err(e) = conn.write_now().await {
+                        debug!(conn = id, %addr, transport = W::NAME, "client connection error: {e}");
+                        break;
+                    }
+                },
+                _ = kill.cancelled() => break,
+                _ = client.silent() => {
+                    closing = true;
+                    break;
+                }
             }
         }
-        if sink.write_all(&buf).await.is_err() {
-            kill.cancel();
-            return;
+        // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
+        if kill.is_cancelled() {
+            // Destroyed (CMD_DESTROY, slow reader, heartbeat): nothing more is written.
+        } else if ended {
+            Box::pin(conn.finish()).await;
+        } else if closing {
+            // What is already queued goes out first: this framing has no close message.
+            while let Some(m) = rx.try_recv() {
+                if let Flow::End = take(&wire, m, &mut rx, &mut conn.wbuf) {
+                    break;
+                }
+            }
+            Box::pin(conn.finish()).await;
         }
-        if close {
-            let _ = sink.shutdown().await;
-            kill.cancel();
-            return;
+        client.gone();
+        drop(entry);
+    }
+}
+
+/// What the hub's messages did to the connection.
+enum Flow {
+    Go,
+    /// The last message is written: end after it.
+    End,
+}
+
+/// Writes `first` and whatever else waits in the queue (up to a batch) into `wbuf`.
+fn take<W: Wire>(wire: &W, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
+    let mut next = first;
+    loop {
+        let (msg, last) = match next {
+            Out::Send(m) => (Some(m), false),
+            Out::Kick(m) => (m, true),
+            Out::Close(_) => (None, true),
+        };
+        let mut end = last;
+        if let Some(m) = msg {
+            match wire.outbound(&m, wbuf) {
+                Ok(close) => end |= close,
+                Err(why) => warn!(transport = W::NAME, "message not sent: {why}"),
+            }
+        }
+        if end {
+            return Flow::End;
+        }
+        if wbuf.len() >= WRITE_BATCH {
+            return Flow::Go;
+        }
+        match rx.try_recv() {
+            Some(m) => next = m,
+            None => return Flow::Go,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! anything the worker sends before the 101 is written waits in the client's queue.
 
 use super::client::{admit, Admit, Client, Limits};
+use super::conn::{Conn, Io, Transport, WRITE_BATCH};
 use super::door::{Door, Entry, Refused};
 use super::goim::Goim;
 use super::poll;
@@ -15,32 +16,18 @@ use crate::outbox::OutboxRx;
 use crate::protocol::goim::Packet;
 use crate::protocol::websocket::{self as ws, Decoder, Incoming};
 use crate::protocol::websocket_connect::{self, UpgradeRequest};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use register::stats::inc;
 use std::future::{poll_fn, Future};
-use std::io;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
-
-/// Frames are gathered up to this size before a write, so a burst costs few syscalls; past it
-/// the connection stops taking from its queue until the socket drains (a slow reader's queue
-/// then fills, and the hub drops it).
-const WRITE_BATCH: usize = 16 * 1024;
-/// Bytes taken from the socket per read, on the stack: the connection keeps only what is not
-/// yet a whole frame.
-const READ_CHUNK: usize = 4096;
-/// How long a closing connection may take to write what it owes and hear the client's close.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct WsConfig {
@@ -110,10 +97,6 @@ fn refuse(stream: &tokio::net::TcpStream, addr: SocketAddr, why: Refused, limits
     }
 }
 
-/// Anything a client can connect over: plain TCP or TLS.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
-
 async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: WsConfig, mut entry: Entry) {
     // The request head decides between a page and a WebSocket (a slow head is a slowloris).
     let head = match tokio::time::timeout(config.handshake_timeout, web::read_head(&mut stream)).await {
@@ -152,7 +135,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         r = tokio::time::timeout(config.handshake_timeout, stream.write_all(&upgrade.response)) => matches!(r, Ok(Ok(()))),
         _ = kill.cancelled() => false,
     };
-    let mut conn = Conn { stream, rbuf: upgrade.rest, wbuf: BytesMut::new(), eof: false };
+    let mut conn = Conn::new(stream, upgrade.rest);
     let Some(client) = client else {
         // No worker to take this client's events: say so instead of dropping it silently.
         if answered {
@@ -239,91 +222,6 @@ enum Framing {
     Goim(Goim),
 }
 
-/// An upgraded connection's socket, with the bytes read and not yet a whole frame and the
-/// bytes waiting to be written. Both buffers are let go whenever they empty, so an idle
-/// connection holds neither.
-struct Conn<S> {
-    stream: S,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-    eof: bool,
-}
-
-/// What a turn of the socket brought.
-enum Io {
-    Read,
-    /// Everything waiting was written.
-    Written,
-    Eof,
-    Failed(io::Error),
-}
-
-impl<S: Transport> Conn<S> {
-    /// Writes what waits, then reads; ready when bytes arrived, the client ended its side, or
-    /// the socket failed. Writing goes on while it waits to read.
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io> {
-        let writing = !self.wbuf.is_empty();
-        match self.poll_write_out(cx) {
-            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
-            // Room again: the caller takes from the queue only while the batch is not full, so
-            // it must hear that the batch went out (or the queue would wait for a read).
-            Poll::Ready(Ok(())) if writing => return Poll::Ready(Io::Written),
-            _ => {}
-        }
-        // Uninitialized: zeroing 4 KiB on every turn cost more than the frames it read.
-        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut read = ReadBuf::uninit(&mut chunk);
-        match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Io::Eof),
-            Poll::Ready(Ok(())) => {
-                self.rbuf.extend_from_slice(read.filled());
-                Poll::Ready(Io::Read)
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Io::Failed(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Ready once everything queued is written and flushed.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.wbuf.is_empty() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    self.wbuf.advance(n);
-                    if self.wbuf.is_empty() {
-                        self.wbuf = BytesMut::new();
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        // TLS keeps written bytes until flushed; plain TCP's flush does nothing.
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    /// Writes what is owed (a close frame last), ends our side and waits briefly for the
-    /// client's, so its last frames are read rather than answered with a reset.
-    async fn finish(&mut self) {
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            if poll_fn(|cx| self.poll_write_out(cx)).await.is_err() {
-                return;
-            }
-            let _ = self.stream.shutdown().await;
-            // Read and discard until the client closes (it answers our close frame).
-            while !self.eof {
-                self.rbuf = BytesMut::new();
-                match poll_fn(|cx| self.poll_io(cx)).await {
-                    Io::Read | Io::Written => {}
-                    Io::Eof | Io::Failed(_) => self.eof = true,
-                }
-            }
-        })
-        .await;
-    }
-}
-
 /// What the hub's message did to the connection.
 enum Flow {
     Go,
@@ -403,9 +301,7 @@ fn run<S: Transport>(
                     next = more.next();
                 }
             }
-            if conn.rbuf.is_empty() {
-                conn.rbuf = BytesMut::new();
-            }
+            conn.release_read();
             if conn.eof {
                 debug!(conn = id, addr = %client.addr, "client left without a close frame");
                 break;
@@ -425,10 +321,7 @@ fn run<S: Transport>(
                         ended = true;
                         break;
                     }
-                    // Written at once, most often whole: a turn of the loop less per burst
-                    // (each turn registers its waits again). What does not go waits for the
-                    // socket in `poll_io`.
-                    if let Poll::Ready(Err(e)) = poll_fn(|cx| Poll::Ready(conn.poll_write_out(cx))).await {
+                    if let Err(e) = conn.write_now().await {
                         debug!(conn = id, addr = %client.addr, "client connection error: {e}");
                         break;
                     }

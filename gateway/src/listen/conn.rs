@@ -1,0 +1,138 @@
+//! A client connection's socket as every transport's one task drives it: the bytes read and
+//! not yet a whole frame, and the bytes framed and not yet written. Both buffers are let go
+//! whenever they empty, so an idle connection holds its socket and nothing else.
+//!
+//! One task reads and writes (no reader/writer pair, no split halves): a connection's task is
+//! most of what an idle connection costs (docs/BENCHMARKS.md), so there is one, kept small.
+
+use bytes::{Buf, BytesMut};
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Frames are gathered up to this size before a write, so a burst costs few syscalls; past it
+/// the connection stops taking from its queue until the socket drains (a slow reader's queue
+/// then fills, and the hub drops it).
+pub const WRITE_BATCH: usize = 16 * 1024;
+/// Bytes taken from the socket per read, on the stack: the connection keeps only what is not
+/// yet a whole frame.
+const READ_CHUNK: usize = 4096;
+/// How long a closing connection may take to write what it owes and hear the client end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Anything a client can connect over: plain TCP or TLS.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
+
+/// A connection's socket and its two buffers.
+pub struct Conn<S> {
+    stream: S,
+    /// Read and not yet a whole frame.
+    pub rbuf: BytesMut,
+    /// Framed and not yet written.
+    pub wbuf: BytesMut,
+    /// The client ended its side.
+    pub eof: bool,
+}
+
+/// What a turn of the socket brought.
+pub enum Io {
+    Read,
+    /// Everything waiting was written.
+    Written,
+    Eof,
+    Failed(io::Error),
+}
+
+impl<S: Transport> Conn<S> {
+    /// A connection whose first bytes (read with its request head, say) are `rbuf`.
+    pub fn new(stream: S, rbuf: BytesMut) -> Conn<S> {
+        Conn { stream, rbuf, wbuf: BytesMut::new(), eof: false }
+    }
+
+    /// Lets the read buffer go once every byte in it was decoded.
+    pub fn release_read(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Writes what waits, then reads; ready when bytes arrived, the client ended its side, or
+    /// the socket failed. Writing goes on while it waits to read.
+    pub fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Io> {
+        let writing = !self.wbuf.is_empty();
+        match self.poll_write_out(cx) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            // Room again: the caller takes from the queue only while the batch is not full, so
+            // it must hear that the batch went out (or the queue would wait for a read).
+            Poll::Ready(Ok(())) if writing => return Poll::Ready(Io::Written),
+            _ => {}
+        }
+        // Uninitialized: zeroing 4 KiB on every turn cost more than the frames it read.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(Io::Eof),
+            Poll::Ready(Ok(())) => {
+                self.rbuf.extend_from_slice(read.filled());
+                Poll::Ready(Io::Read)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Io::Failed(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Ready once everything queued is written and flushed.
+    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    if self.wbuf.is_empty() {
+                        self.wbuf = BytesMut::new();
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // TLS keeps written bytes until flushed; plain TCP's flush does nothing.
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    /// Writes what it can of what waits without waiting for the socket: a burst most often
+    /// goes whole, a turn of the caller's loop less (each turn registers its waits again).
+    /// What does not go waits for the socket in `poll_io`.
+    pub async fn write_now(&mut self) -> io::Result<()> {
+        match poll_fn(|cx| Poll::Ready(self.poll_write_out(cx))).await {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes what is owed (a close frame last, where the framing has one), ends our side and
+    /// waits briefly for the client's, so its last bytes are read rather than answered with a
+    /// reset.
+    pub async fn finish(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            if poll_fn(|cx| self.poll_write_out(cx)).await.is_err() {
+                return;
+            }
+            let _ = self.stream.shutdown().await;
+            // Read and discard until the client closes.
+            while !self.eof {
+                self.rbuf = BytesMut::new();
+                match poll_fn(|cx| self.poll_io(cx)).await {
+                    Io::Read | Io::Written => {}
+                    Io::Eof | Io::Failed(_) => self.eof = true,
+                }
+            }
+        })
+        .await;
+    }
+}
