@@ -39,9 +39,8 @@ pub enum Out {
 /// The hub's handle on one client connection.
 #[derive(Debug)]
 pub struct ClientHandle {
+    /// Its queue; shut to drop the connection at once (CMD_DESTROY, slow reader, dead heartbeat).
     pub out: Outbox<Out>,
-    /// Cancelled to drop the connection at once (CMD_DESTROY, slow reader, dead heartbeat).
-    pub kill: CancellationToken,
     pub addr: SocketAddr,
     /// The worker this client's events go to (sticky).
     pub worker: Option<LinkId>,
@@ -89,7 +88,6 @@ pub enum HubMsg {
     Accept {
         addr: SocketAddr,
         out: Outbox<Out>,
-        kill: CancellationToken,
         heard: Arc<AtomicBool>,
         reply: oneshot::Sender<Admission>,
     },
@@ -254,7 +252,7 @@ impl Hub {
 
     fn handle(&mut self, msg: HubMsg) {
         match msg {
-            HubMsg::Accept { addr, out, kill, heard, reply } => {
+            HubMsg::Accept { addr, out, heard, reply } => {
                 if !self.router.has_workers() {
                     let _ = reply.send(Admission::NoWorker);
                     return;
@@ -265,7 +263,7 @@ impl Hub {
                     let _ = reply.send(Admission::TooManyFromIp);
                     return;
                 }
-                let conn = self.tables.add(ClientHandle { out, kill, addr, worker: None, silent_ticks: -1, heard, since: Instant::now() });
+                let conn = self.tables.add(ClientHandle { out, addr, worker: None, silent_ticks: -1, heard, since: Instant::now() });
                 *self.per_ip.entry(addr.ip()).or_default() += 1;
                 set(&self.stats.clients, self.tables.len());
                 if reply.send(Admission::Admitted(conn)).is_ok() {
@@ -324,7 +322,7 @@ impl Hub {
                 info!(clients = self.tables.len(), "gateway stopping: closing every client with 1001");
                 for c in self.tables.clients.values() {
                     if c.handle.out.try_send(Out::Close(close(1001, "gateway stopping"))).is_err() {
-                        c.handle.kill.cancel();
+                        c.handle.out.shut();
                     }
                 }
             }
@@ -489,10 +487,10 @@ impl Hub {
         let Some(c) = self.tables.get(conn) else { return };
         match c.handle.out.try_send(Out::Send(msg.clone())) {
             Ok(()) => inc(&self.stats.messages_out),
-            Err(Refused::Full(_)) if !c.handle.kill.is_cancelled() => {
+            Err(Refused::Full(_)) => {
                 inc(&self.stats.errors);
                 warn!(conn, addr = %c.handle.addr, "slow client: outbound queue full, closing it");
-                c.handle.kill.cancel();
+                c.handle.out.shut();
             }
             Err(_) => {} // already being closed
         }
@@ -559,13 +557,13 @@ impl Hub {
                 if let Some(c) = self.tables.get(conn) {
                     let m = message.and_then(|b| ws_message(&Message::text(b)));
                     if c.handle.out.try_send(Out::Kick(m)).is_err() {
-                        c.handle.kill.cancel();
+                        c.handle.out.shut();
                     }
                 }
             }
             Command::Destroy { conn } => {
                 if let Some(c) = self.tables.get(conn) {
-                    c.handle.kill.cancel();
+                    c.handle.out.shut();
                 }
             }
             Command::UpdateSession { conn, session } => {
@@ -677,9 +675,8 @@ impl Hub {
                 c.handle.silent_ticks = -1;
             }
             if limit > 0 && c.handle.silent_ticks >= 2 * limit {
-                if !c.handle.kill.is_cancelled() {
+                if c.handle.out.shut() {
                     info!(addr = %c.handle.addr, "client heartbeat timed out, closing it");
-                    c.handle.kill.cancel();
                 }
                 continue;
             }

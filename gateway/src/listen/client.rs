@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// The bytes of a message for a transport that frames them itself (text, goim, long poll). A
@@ -75,10 +74,9 @@ pub enum Admit {
 /// GatewayWorker) and returns what the transport needs to serve it.
 pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Limits) -> Admit {
     let (out_tx, out_rx) = outbox::<Out>(queue);
-    let kill = CancellationToken::new();
     let heard = Arc::new(AtomicBool::new(false));
     let (reply_tx, reply_rx) = oneshot::channel();
-    let accept = HubMsg::Accept { addr, out: out_tx.clone(), kill: kill.clone(), heard: heard.clone(), reply: reply_tx };
+    let accept = HubMsg::Accept { addr, out: out_tx.clone(), heard: heard.clone(), reply: reply_tx };
     if hub.send(accept).await.is_err() {
         return Admit::Gone;
     }
@@ -86,7 +84,7 @@ pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, l
         Ok(Admission::Admitted(conn)) => {
             let timer = limits.first.map(|d| Box::pin(tokio::time::sleep(d)));
             let bucket = Bucket { tokens: limits.rate.1, at: Instant::now() };
-            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, kill, heard, limits, timer, bucket }, out_rx)
+            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, heard, limits, timer, bucket }, out_rx)
         }
         Ok(Admission::NoWorker) => Admit::NoWorker(out_rx),
         Ok(Admission::TooManyFromIp) => {
@@ -129,7 +127,6 @@ pub struct Client {
     pub hub: mpsc::Sender<HubMsg>,
     /// The connection's own queue, for replies the transport makes itself.
     pub out: Outbox<Out>,
-    pub kill: CancellationToken,
     /// Set on a heartbeat the gateway keeps; the hub's heartbeat tick reads and clears it.
     heard: Arc<AtomicBool>,
     limits: Limits,
@@ -182,7 +179,6 @@ impl Client {
     /// Tells the hub the connection is over (ON_CLOSE goes to the worker). Never waits: when
     /// the hub's queue is full, a task of its own delivers it.
     pub fn gone(self) {
-        self.kill.cancel();
         if let Err(TrySendError::Full(msg)) = self.hub.try_send(HubMsg::Gone { conn: self.conn }) {
             let hub = self.hub.clone();
             tokio::spawn(async move {

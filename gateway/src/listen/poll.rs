@@ -290,7 +290,7 @@ async fn reply<S: AsyncWrite + Unpin>(mut stream: S, status: &str, origin: Optio
 
 /// The session actor: takes the hub's messages into its buffer and answers polls and sends.
 async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
-    let (conn, addr, kill) = (client.conn, client.addr, client.kill.clone());
+    let (conn, addr) = (client.conn, client.addr);
     let mut client = Some(client);
     let mut buffer: VecDeque<(u64, Bytes)> = VecDeque::new();
     let mut next_seq = 1u64;
@@ -396,7 +396,6 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
                 }
                 break;
             }
-            _ = kill.cancelled(), if closed.is_none() => closed = Some((1006, String::new())),
             stop = async {
                 match &mut client {
                     Some(c) => c.silent().await,

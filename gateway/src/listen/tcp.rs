@@ -96,7 +96,7 @@ fn run<W: Wire>(
     entry: Entry,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let (id, addr, kill) = (client.conn, client.addr, client.kill.clone());
+        let (id, addr) = (client.conn, client.addr);
         // Whether the client is owed what is queued for it before the connection ends (a bad
         // frame, the first-message deadline, a flood); not when it left or was destroyed.
         let mut closing = false;
@@ -151,7 +151,8 @@ fn run<W: Wire>(
                         break;
                     }
                 },
-                _ = kill.cancelled() => break,
+                // Not taking from the queue (the socket is full), but still told when it is shut.
+                _ = rx.shut_down(), if conn.wbuf.len() >= WRITE_BATCH => break,
                 _ = client.silent() => {
                     closing = true;
                     break;
@@ -159,7 +160,7 @@ fn run<W: Wire>(
             }
         }
         // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
-        if kill.is_cancelled() {
+        if rx.is_shut() {
             // Destroyed (CMD_DESTROY, slow reader, heartbeat): nothing more is written.
         } else if ended {
             Box::pin(conn.finish()).await;

@@ -130,10 +130,9 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         }
         Admit::Gone => return,
     };
-    let kill = client.as_ref().map(|c| c.kill.clone()).unwrap_or_default();
     let answered = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, stream.write_all(&upgrade.response)) => matches!(r, Ok(Ok(()))),
-        _ = kill.cancelled() => false,
+        _ = out_rx.shut_down() => false,
     };
     let mut conn = Conn::new(stream, upgrade.rest);
     let Some(client) = client else {
@@ -244,7 +243,7 @@ fn run<S: Transport>(
     // them instead of being copied into locals beside themselves, which doubled their size in
     // the task.
     async move {
-        let (id, kill) = (client.conn, client.kill.clone());
+        let id = client.conn;
         // A close frame for the client, written after what it is already owed.
         let mut closing: Option<CloseFrame> = None;
         let mut ended = false;
@@ -326,7 +325,8 @@ fn run<S: Transport>(
                         break;
                     }
                 },
-                _ = kill.cancelled() => break,
+                // Not taking from the queue (the socket is full), but still told when it is shut.
+                _ = rx.shut_down(), if conn.wbuf.len() >= WRITE_BATCH => break,
                 stop = client.silent() => {
                     closing = stop.close().map(|(c, why)| close(c, why));
                     break;
@@ -334,7 +334,7 @@ fn run<S: Transport>(
             }
         }
         // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
-        if kill.is_cancelled() {
+        if rx.is_shut() {
             // Destroyed (CMD_DESTROY, slow reader, heartbeat): nothing more is written.
         } else if ended {
             Box::pin(conn.finish()).await;
