@@ -155,8 +155,8 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
         EventKind::Message => app.on_message(&mut ctx, ev.body.data).await,
         EventKind::Close => app.on_close(&mut ctx).await,
     }
-    if let Some((saved, crc)) = ctx.saved.take() {
-        kept.sync.saved(&saved, crc);
+    if let Some((saved, bytes)) = ctx.saved.take() {
+        kept.sync.saved(bytes);
         before = saved;
     }
     kept.sync.store(api, &id, ev.kind, &before, &ctx.session).await;

@@ -41,8 +41,8 @@ pub struct Context {
     /// State this worker keeps for this client between its events (a rate limiter, say). It
     /// lives in the client's task, so it is lost when the client moves to another worker.
     pub local: Option<Box<dyn Any + Send + Sync>>,
-    /// Set by [`Context::save_session`]: what the gateway now holds, and its checksum.
-    pub(crate) saved: Option<(Option<php::Array>, u32)>,
+    /// Set by [`Context::save_session`]: what the gateway now holds, and its bytes.
+    pub(crate) saved: Option<(Option<php::Array>, Bytes)>,
     pub(crate) inflight: std::sync::Arc<crate::worker::Inflight>,
 }
 
@@ -61,13 +61,9 @@ impl Context {
     /// made later in this callback (by this or any worker) already see it. PHP's
     /// `Gateway::setSession` on the current client does the same.
     pub async fn save_session(&mut self) -> Result<()> {
-        let bytes = match &self.session {
-            Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
-            None => Bytes::new(),
-        };
-        let crc = crc32fast::hash(&bytes);
-        self.api.set_raw_session(&self.client_id, bytes).await?;
-        self.saved = Some((self.session.clone(), crc));
+        let bytes = crate::session::serialize(&self.session);
+        self.api.set_raw_session(&self.client_id, bytes.clone()).await?;
+        self.saved = Some((self.session.clone(), bytes));
         Ok(())
     }
 

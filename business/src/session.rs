@@ -23,7 +23,10 @@ pub struct SessionSync {
     /// gateway instead would race the write (it travels on the link, the query on another
     /// connection) and could return the old session.
     replaced: Vec<u32>,
-    written: Option<php::Array>,
+    /// The latest value written, as the bytes sent: it is needed only when an event races our
+    /// write, and kept serialized because it is kept for every client that has not spoken since
+    /// (an idle agent after its login). Decoded, a chat session was ≈ 1 KB of maps and strings.
+    written: Option<Bytes>,
 }
 
 fn decode(bytes: &[u8]) -> Option<php::Array> {
@@ -48,7 +51,7 @@ impl SessionSync {
                 self.written = None;
                 decode(ext)
             }
-            Some(_) if self.replaced.contains(&crc) => self.written.clone(),
+            Some(_) if self.replaced.contains(&crc) => self.written.as_deref().and_then(decode),
             Some(_) if kind == EventKind::Close => decode(ext),
             Some(_) => {
                 // Someone else changed it (another worker, an API client): ask the gateway.
@@ -66,20 +69,21 @@ impl SessionSync {
         }
     }
 
-    /// Records a write of `value` whose bytes have checksum `crc`.
-    fn wrote(&mut self, value: &Option<php::Array>, crc: u32) {
+    /// Records a write of these bytes (empty: no session).
+    fn wrote(&mut self, bytes: Bytes) {
+        let crc = crc32fast::hash(&bytes);
         if let Some(old) = self.version {
             if old != crc && !self.replaced.contains(&old) {
                 self.replaced.push(old);
             }
         }
         self.version = Some(crc);
-        self.written = value.clone();
+        self.written = Some(bytes);
     }
 
-    /// The callback wrote the session itself (`Context::save_session`).
-    pub fn saved(&mut self, value: &Option<php::Array>, crc: u32) {
-        self.wrote(value, crc);
+    /// The callback wrote the session itself (`Context::save_session`), as these bytes.
+    pub fn saved(&mut self, bytes: Bytes) {
+        self.wrote(bytes);
     }
 
     /// Writes the session back when the callback changed it.
@@ -87,14 +91,19 @@ impl SessionSync {
         if kind == EventKind::Close || before == after {
             return;
         }
-        let bytes = match after {
-            Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
-            None => Bytes::new(),
-        };
-        self.wrote(after, crc32fast::hash(&bytes));
+        let bytes = serialize(after);
+        self.wrote(bytes.clone());
         if let Err(e) = api.set_raw_session(id, bytes).await {
             warn!(client = %id, "session not written back: {e}");
         }
+    }
+}
+
+/// A session as the gateway keeps it: PHP-serialized, empty for none.
+pub fn serialize(session: &Option<php::Array>) -> Bytes {
+    match session {
+        Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
+        None => Bytes::new(),
     }
 }
 
