@@ -572,11 +572,7 @@ impl Hub {
                     warn!(conn, "UPDATE_SESSION refused, session kept as it was: {e}");
                 }
             }
-            Command::SetSession { conn, session } => {
-                if let Some(c) = self.tables.get_mut(conn) {
-                    c.session = session;
-                }
-            }
+            Command::SetSession { conn, session } => self.tables.set_session(conn, session),
             Command::BindUid { conn, uid } => {
                 if self.tables.get(conn).is_some() && !self.tables.bind_uid(conn, uid.clone()) {
                     warn!(conn, uid = %String::from_utf8_lossy(&uid), "bind_uid with an empty uid ignored");
