@@ -87,8 +87,8 @@ impl<T> Outbox<T> {
         Ok(())
     }
 
-    /// Ends the connection now: what waits is dropped, the receiver's `recv` gives `None`
-    /// and `shut_down` resolves, and later sends are refused. `false` when it already was.
+    /// Ends the connection now: what waits is dropped, the receiver's `recv` and `recv_if`
+    /// give `None`, and later sends are refused. `false` when it already was.
     pub fn shut(&self) -> bool {
         let mut s = self.shared.lock();
         if s.shut {
@@ -144,32 +144,33 @@ impl<T> Drop for Outbox<T> {
 
 impl<T> OutboxRx<T> {
     /// The next message; None once the queue is shut, or every sender is gone and the queue
-    /// is empty. Takes `&self` so that a task may wait on `recv` in one state and on
-    /// `shut_down` in another within one `select!` (only one wait is registered at a time).
+    /// is empty.
     pub async fn recv(&self) -> Option<T> {
+        self.recv_if(true).await
+    }
+
+    /// With `take`, as `recv`. Without, nothing is taken and it resolves (`None`) only once the
+    /// queue is shut: a connection whose socket is full stops taking messages but must still
+    /// end when the hub says so. One wait either way, so the connection's task holds one
+    /// (a second future here cost every connection a 128-byte step of its task's size).
+    pub async fn recv_if(&self, take: bool) -> Option<T> {
         loop {
             {
                 let mut s = self.shared.lock();
                 if s.shut {
                     return None;
                 }
-                if let Some(m) = pop(&mut s) {
-                    return Some(m);
-                }
-                if s.senders == 0 {
-                    return None;
+                if take {
+                    if let Some(m) = pop(&mut s) {
+                        return Some(m);
+                    }
+                    if s.senders == 0 {
+                        return None;
+                    }
                 }
             }
             // `notify_one` leaves a permit when nobody waits, so a message queued between the
             // check above and this wait still wakes it.
-            self.shared.ready.notified().await;
-        }
-    }
-
-    /// Resolves once the queue is shut; for a task that is not taking messages (its socket is
-    /// full) but must still end when the hub says so.
-    pub async fn shut_down(&self) {
-        while !self.is_shut() {
             self.shared.ready.notified().await;
         }
     }
@@ -251,21 +252,23 @@ mod tests {
         assert_eq!(rx.recv().await, None);
         assert!(matches!(tx.try_send(2), Err(Refused::Closed(2))));
         assert!(rx.is_shut() && tx.is_shut());
-        rx.shut_down().await;
-        // A receiver waiting on either wait is woken by a shut from another task.
-        for waiting_on_recv in [true, false] {
+        assert_eq!(rx.recv_if(false).await, None);
+        // A receiver waiting, taking or not, is woken by a shut from another task; one not
+        // taking lets messages wait, for when it takes again.
+        for take in [true, false] {
             let (tx, rx) = outbox::<u8>(8);
+            let tx2 = tx.clone();
             let shut = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                tx.shut();
-                tx
+                tx2.shut();
             });
-            if waiting_on_recv {
-                assert_eq!(rx.recv().await, None);
-            } else {
-                rx.shut_down().await;
+            if !take {
+                tx.try_send(1).expect("room");
+                assert_eq!(tokio::time::timeout(Duration::from_millis(5), rx.recv_if(false)).await.ok(), None, "not taken");
+                assert_eq!(tx.len(), 1);
             }
-            drop(shut.await.expect("shutting task"));
+            assert_eq!(rx.recv_if(take).await, None);
+            shut.await.expect("shutting task");
         }
     }
 

@@ -131,6 +131,7 @@ fn run<W: Wire>(
                 debug!(conn = id, %addr, transport = W::NAME, "client left");
                 break;
             }
+            let taking = conn.wbuf.len() < WRITE_BATCH;
             tokio::select! {
                 io = poll_fn(|cx| conn.poll_io(cx)) => match io {
                     Io::Read | Io::Written => {}
@@ -140,7 +141,8 @@ fn run<W: Wire>(
                         break;
                     }
                 },
-                m = rx.recv(), if conn.wbuf.len() < WRITE_BATCH => {
+                // While the socket is full, nothing is taken, but a shut queue still ends it.
+                m = rx.recv_if(taking) => {
                     let Some(m) = m else { break };
                     if let Flow::End = take(&wire, m, &mut rx, &mut conn.wbuf) {
                         ended = true;
@@ -151,8 +153,6 @@ fn run<W: Wire>(
                         break;
                     }
                 },
-                // Not taking from the queue (the socket is full), but still told when it is shut.
-                _ = rx.shut_down(), if conn.wbuf.len() >= WRITE_BATCH => break,
                 _ = client.silent() => {
                     closing = true;
                     break;

@@ -132,7 +132,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
     };
     let answered = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, stream.write_all(&upgrade.response)) => matches!(r, Ok(Ok(()))),
-        _ = out_rx.shut_down() => false,
+        _ = out_rx.recv_if(false) => false,
     };
     let mut conn = Conn::new(stream, upgrade.rest);
     let Some(client) = client else {
@@ -305,6 +305,7 @@ fn run<S: Transport>(
                 debug!(conn = id, addr = %client.addr, "client left without a close frame");
                 break;
             }
+            let taking = conn.wbuf.len() < WRITE_BATCH;
             tokio::select! {
                 io = poll_fn(|cx| conn.poll_io(cx)) => match io {
                     Io::Read | Io::Written => {}
@@ -314,7 +315,8 @@ fn run<S: Transport>(
                         break;
                     }
                 },
-                m = rx.recv(), if conn.wbuf.len() < WRITE_BATCH => {
+                // While the socket is full, nothing is taken, but a shut queue still ends it.
+                m = rx.recv_if(taking) => {
                     let Some(m) = m else { break };
                     if let Flow::End = take(&framing, m, &mut rx, &mut conn.wbuf) {
                         ended = true;
@@ -325,8 +327,6 @@ fn run<S: Transport>(
                         break;
                     }
                 },
-                // Not taking from the queue (the socket is full), but still told when it is shut.
-                _ = rx.shut_down(), if conn.wbuf.len() >= WRITE_BATCH => break,
                 stop = client.silent() => {
                     closing = stop.close().map(|(c, why)| close(c, why));
                     break;
