@@ -527,7 +527,7 @@ async fn a_long_polling_client_chats_with_a_websocket_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_client_that_pauses_reading_gets_the_whole_burst_after() {
     let text = format!("127.212.0.2:{}", free_port("127.212.0.2"));
-    let small = small_cluster(212, &[], &["--text-listen", &text]).await;
+    let small = small_cluster(212, &[], &["--text-listen", &text, "--rate-limit", "0"]).await;
     let stream = TcpStream::connect(&text).await.expect("text connect");
     let mut lines = BufReader::new(stream).lines();
     let hello = tokio::time::timeout(WAIT, lines.next_line()).await.expect("hello in time").expect("read").expect("open");

@@ -143,7 +143,8 @@ async fn the_server_side_of_rfc_6455() {
 /// time the socket drains, not only when the client next sends something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_pauses_reading_gets_the_whole_burst_after() {
-    let small = small_cluster(211, &[], &[]).await;
+    // The sender makes 300 calls as fast as they are answered: over the default message rate.
+    let small = small_cluster(211, &[], &["--rate-limit", "0"]).await;
     let mut reader = Client::connect(&small.gw.ws).await;
     let mut sender = Client::connect(&small.gw.ws).await;
     let (n, size) = (300, 60_000);
