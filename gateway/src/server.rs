@@ -149,12 +149,12 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
     info!(listen = %public, inner = %address, "gateway started");
     announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address.clone());
     // One set of per-connection limits for every transport.
-    let limits = Limits {
+    let limits = Arc::new(Limits {
         first: secs(config.first_message_timeout),
         rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
         stats: stats.clone(),
         heartbeats: Arc::new(config.heartbeat_messages.iter().map(|h| bytes::Bytes::copy_from_slice(h.trim().as_bytes())).collect()),
-    };
+    });
     let handshake_timeout = secs(config.handshake_timeout).unwrap_or(Duration::from_secs(10));
     let allowed_origins = Arc::new(config.allowed_origins.clone());
     if allowed_origins.is_empty() {

@@ -72,7 +72,7 @@ pub enum Admit {
 
 /// Announces a new connection to the hub (ON_CONNECT goes to a worker at once, as in
 /// GatewayWorker) and returns what the transport needs to serve it.
-pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Limits) -> Admit {
+pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Arc<Limits>) -> Admit {
     let (out_tx, out_rx) = outbox::<Out>(queue);
     let heard = Arc::new(AtomicBool::new(false));
     let (reply_tx, reply_rx) = oneshot::channel();
@@ -129,7 +129,8 @@ pub struct Client {
     pub out: Outbox<Out>,
     /// Set on a heartbeat the gateway keeps; the hub's heartbeat tick reads and clears it.
     heard: Arc<AtomicBool>,
-    limits: Limits,
+    /// Shared by every connection: one pointer in each connection's task, not 48 bytes.
+    limits: Arc<Limits>,
     /// The first-message deadline, boxed and let go once a message arrives, so the task of an
     /// established connection is not sized for a timer it no longer needs.
     timer: Option<Pin<Box<Sleep>>>,

@@ -102,7 +102,7 @@ enum Cmd {
 pub struct Polls {
     sessions: Arc<Mutex<HashMap<String, mpsc::Sender<Cmd>>>>,
     pub queue: usize,
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     /// Largest `/poll/send` body.
     pub max_body: usize,
     /// How long a poll waits for a message before it is answered empty.
@@ -114,7 +114,7 @@ pub struct Polls {
 }
 
 impl Polls {
-    pub fn new(queue: usize, limits: Limits, max_body: usize, read_timeout: Duration, allowed_origins: Arc<Vec<String>>) -> Polls {
+    pub fn new(queue: usize, limits: Arc<Limits>, max_body: usize, read_timeout: Duration, allowed_origins: Arc<Vec<String>>) -> Polls {
         Polls {
             sessions: Arc::default(),
             queue,

@@ -10,6 +10,7 @@ use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -38,7 +39,7 @@ pub trait Wire: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct TcpConfig {
     pub queue: usize,
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     /// Connections per address, and permits for those not yet admitted (see `door`).
     pub door: Door,
 }
@@ -96,7 +97,7 @@ fn run<W: Wire>(
     entry: Entry,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let (id, addr) = (client.conn, client.addr);
+        let id = client.conn;
         // Whether the client is owed what is queued for it before the connection ends (a bad
         // frame, the first-message deadline, a flood); not when it left or was destroyed.
         let mut closing = false;
@@ -108,7 +109,7 @@ fn run<W: Wire>(
                     Ok(Some(f)) => f,
                     Ok(None) => break,
                     Err(e) => {
-                        info!(conn = id, %addr, transport = W::NAME, "closing client: {e}");
+                        info!(conn = id, addr = %client.addr, transport = W::NAME, "closing client: {e}");
                         closing = true;
                         break 'conn;
                     }
@@ -116,7 +117,7 @@ fn run<W: Wire>(
                 let data = match wire.inbound(frame) {
                     Ok(data) => data,
                     Err(why) => {
-                        info!(conn = id, %addr, transport = W::NAME, "closing client: {why}");
+                        info!(conn = id, addr = %client.addr, transport = W::NAME, "closing client: {why}");
                         closing = true;
                         break 'conn;
                     }
@@ -128,7 +129,7 @@ fn run<W: Wire>(
             }
             conn.release_read();
             if conn.eof {
-                debug!(conn = id, %addr, transport = W::NAME, "client left");
+                debug!(conn = id, addr = %client.addr, transport = W::NAME, "client left");
                 break;
             }
             let taking = conn.wbuf.len() < WRITE_BATCH;
@@ -137,7 +138,7 @@ fn run<W: Wire>(
                     Io::Read | Io::Written => {}
                     Io::Eof => conn.eof = true,
                     Io::Failed(e) => {
-                        debug!(conn = id, %addr, transport = W::NAME, "client connection error: {e}");
+                        debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
                         break;
                     }
                 },
@@ -149,7 +150,7 @@ fn run<W: Wire>(
                         break;
                     }
                     if let Err(e) = conn.write_now().await {
-                        debug!(conn = id, %addr, transport = W::NAME, "client connection error: {e}");
+                        debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
                         break;
                     }
                 },

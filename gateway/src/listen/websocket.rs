@@ -39,7 +39,7 @@ pub struct WsConfig {
     /// Connections per address, and handshake permits (see `door`).
     pub door: Door,
     /// First-message deadline, message rate and the counters, as every transport has them.
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     pub allowed_origins: Arc<Vec<String>>,
     /// Set when the client port speaks TLS (wss:// and https://).
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -245,7 +245,8 @@ fn run<S: Transport>(
     async move {
         let id = client.conn;
         // A close frame for the client, written after what it is already owed.
-        let mut closing: Option<CloseFrame> = None;
+        // Boxed: it is set only on the way out, and inline it would size the task for it.
+        let mut closing: Option<Box<CloseFrame>> = None;
         let mut ended = false;
         'conn: loop {
             // Whole frames first (the upgrade may have brought some along).
@@ -254,7 +255,7 @@ fn run<S: Transport>(
                     Ok(None) => break,
                     Ok(Some(Incoming::Text(_))) if matches!(framing, Framing::Goim(_)) => {
                         info!(conn = id, addr = %client.addr, "closing goim client: a text frame where packets go in binary frames");
-                        closing = Some(close(1003, "goim packets go in binary frames"));
+                        closing = Some(Box::new(close(1003, "goim packets go in binary frames")));
                         break 'conn;
                     }
                     Ok(Some(Incoming::Text(data) | Incoming::Binary(data))) => data,
@@ -268,13 +269,13 @@ fn run<S: Transport>(
                     // The client closes: answer with its own code (RFC 6455 §5.5.1), after what it
                     // is already owed, so it sees a clean close and not 1006.
                     Ok(Some(Incoming::Close(frame))) => {
-                        closing = Some(frame.unwrap_or_else(|| close(1000, "")));
+                        closing = Some(Box::new(frame.unwrap_or_else(|| close(1000, ""))));
                         break 'conn;
                     }
                     Err(fault) => {
                         let (code, why) = fault.close();
                         info!(conn = id, addr = %client.addr, code, "closing client: {fault}");
-                        closing = Some(close(code, why));
+                        closing = Some(Box::new(close(code, why)));
                         break 'conn;
                     }
                 };
@@ -286,7 +287,7 @@ fn run<S: Transport>(
                         Ok(_) => continue,
                         Err(why) => {
                             info!(conn = id, addr = %client.addr, "closing goim client: {why}");
-                            closing = Some(close(1002, "bad goim packet"));
+                            closing = Some(Box::new(close(1002, "bad goim packet")));
                             break 'conn;
                         }
                     },
@@ -294,7 +295,7 @@ fn run<S: Transport>(
                 let (mut next, mut more) = (Some(first), more.into_iter());
                 while let Some(m) = next.take() {
                     if let Err(stop) = client.deliver(m).await {
-                        closing = stop.close().map(|(c, why)| close(c, why));
+                        closing = stop.close().map(|(c, why)| Box::new(close(c, why)));
                         break 'conn;
                     }
                     next = more.next();
@@ -328,7 +329,7 @@ fn run<S: Transport>(
                     }
                 },
                 stop = client.silent() => {
-                    closing = stop.close().map(|(c, why)| close(c, why));
+                    closing = stop.close().map(|(c, why)| Box::new(close(c, why)));
                     break;
                 }
             }
@@ -346,7 +347,7 @@ fn run<S: Transport>(
                 flow = take(&framing, m, &mut rx, &mut conn.wbuf);
             }
             if let Flow::Go = flow {
-                ws::encode(&Message::Close(Some(frame)), &mut conn.wbuf);
+                ws::encode(&Message::Close(Some(*frame)), &mut conn.wbuf);
             }
             Box::pin(conn.finish()).await;
         }
