@@ -241,7 +241,9 @@ fn run<S: Transport>(
 ) -> impl Future<Output = ()> + Send {
     // An `async move` block and not an `async fn`: the arguments stay where the block captured
     // them instead of being copied into locals beside themselves, which doubled their size in
-    // the task.
+    // the task. The task is 528 bytes in a 640-byte cell (tokio's cells grow in steps of 128):
+    // anything more held across an await here costs every connection 128 bytes (check with
+    // `-Zprint-type-sizes`, docs/BENCHMARKS.md).
     async move {
         let id = client.conn;
         // A close frame for the client, written after what it is already owed.
