@@ -99,10 +99,12 @@ impl SessionSync {
     }
 }
 
-/// A session as the gateway keeps it: PHP-serialized, empty for none.
+/// A session as the gateway keeps it: PHP-serialized, empty for none. Exactly as long as it
+/// is: the worker keeps the last one it wrote per client, and the serializer's buffer has
+/// grown by doubling.
 pub fn serialize(session: &Option<php::Array>) -> Bytes {
     match session {
-        Some(a) => Bytes::from(Value::Array(a.clone()).serialize()),
+        Some(a) => Bytes::from(Value::Array(a.clone()).serialize().into_boxed_slice()),
         None => Bytes::new(),
     }
 }

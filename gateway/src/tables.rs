@@ -356,7 +356,8 @@ impl<T> Tables<T> {
     /// CMD_UPDATE_SESSION. Refused (old session kept) where PHP would crash the process.
     pub fn update_session(&mut self, conn: ConnId, update: &[u8]) -> Result<(), php::MergeError> {
         let Some(c) = self.clients.get_mut(&conn) else { return Ok(()) };
-        c.session = Bytes::from(php::merge_session(&c.session, update)?);
+        // Exactly as long as it is: kept for the connection's life, and merging grew it by doubling.
+        c.session = Bytes::from(php::merge_session(&c.session, update)?.into_boxed_slice());
         Ok(())
     }
 
