@@ -39,6 +39,14 @@ pub struct Conn<S> {
     pub eof: bool,
 }
 
+/// What framing the hub's messages into the write buffer did to the connection (each
+/// transport frames them its own way, and ends the same way).
+pub enum Flow {
+    Go,
+    /// The last message (a close frame, where the framing has one) is written: end after it.
+    End,
+}
+
 /// What a turn of the socket brought.
 pub enum Io {
     Read,

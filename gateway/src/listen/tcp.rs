@@ -3,7 +3,7 @@
 //! stream into frames, what the hub gets for each, and how the hub's messages go out.
 
 use super::client::{admit, Admit, Client, Limits, Stop};
-use super::conn::{Conn, Io, WRITE_BATCH};
+use super::conn::{Conn, Flow, Io, WRITE_BATCH};
 use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
 use crate::outbox::OutboxRx;
@@ -179,13 +179,6 @@ fn run<W: Wire>(
         client.gone();
         drop(entry);
     }
-}
-
-/// What the hub's messages did to the connection.
-enum Flow {
-    Go,
-    /// The last message is written: end after it.
-    End,
 }
 
 /// Writes `first` and whatever else waits in the queue (up to a batch) into `wbuf`.

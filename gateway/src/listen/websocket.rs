@@ -6,7 +6,7 @@
 //! anything the worker sends before the 101 is written waits in the client's queue.
 
 use super::client::{admit, Admit, Client, Limits};
-use super::conn::{Conn, Io, Transport, WRITE_BATCH};
+use super::conn::{Conn, Flow, Io, Transport, WRITE_BATCH};
 use super::door::{Door, Entry, Refused};
 use super::goim::Goim;
 use super::poll;
@@ -219,13 +219,6 @@ enum Framing {
     Json,
     /// goim packets in binary frames.
     Goim(Goim),
-}
-
-/// What the hub's message did to the connection.
-enum Flow {
-    Go,
-    /// A close frame is queued last: write it and end.
-    End,
 }
 
 /// Reads and writes until either side ends the connection.
