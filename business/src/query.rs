@@ -38,7 +38,11 @@ pub const REST: Duration = Duration::from_secs(5);
 
 /// How long an idle pooled connection is reused.
 const IDLE_FOR: Duration = Duration::from_secs(50);
-const MAX_IDLE_PER_GATEWAY: usize = 16;
+/// Idle connections kept per gateway: as many as a login storm has queries in flight at once.
+/// At 16, a storm of 15 000 logins opened and closed a connection for one query in seven, which
+/// cost the gateway and the workers a fifth of their CPU (accept, connect, shutdown; BENCHMARKS).
+/// An idle one costs a socket on each side and its codec's buffers.
+const MAX_IDLE_PER_GATEWAY: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -185,5 +189,63 @@ impl Pool {
             Some(Err(e)) => Err(QueryError::Frame(addr.to_string(), e)),
             None => Err(QueryError::Closed(addr.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway::protocol::{Command, Packet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A gateway's inner port as far as a query needs it: answers every packet with `N;`,
+    /// and counts the connections it accepted.
+    async fn fake_gateway() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut len = [0u8; 4];
+                    while s.read_exact(&mut len).await.is_ok() {
+                        let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                        if s.read_exact(&mut rest).await.is_err() {
+                            return;
+                        }
+                        // Answer after a moment, so the queries of a wave are all in flight at once.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if s.write_all(&[0, 0, 0, 2, b'N', b';']).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_wave_of_queries_reuses_the_connections_of_the_wave_before() {
+        let (addr, accepted) = fake_gateway().await;
+        let pool = Arc::new(Pool::new(String::new(), Duration::from_secs(5)));
+        let packet: Packet = Command::GetAllClientSessions.into_packet();
+        let packet = packet.to_bytes();
+        for wave in 0..3 {
+            let queries = (0..100).map(|_| {
+                let (pool, addr, packet) = (pool.clone(), addr.clone(), packet.clone());
+                tokio::spawn(async move { pool.query(&addr, packet).await })
+            });
+            for q in futures_util::future::join_all(queries).await {
+                assert_eq!(&q.unwrap().unwrap()[..], b"N;", "wave {wave}");
+            }
+        }
+        // The first wave opens one connection per query; the later ones find them all pooled.
+        assert_eq!(accepted.load(Ordering::SeqCst), 100);
     }
 }
