@@ -114,6 +114,27 @@ fn by_gateway(client_ids: &[&str]) -> Result<BTreeMap<String, Vec<u32>>> {
     Ok(out)
 }
 
+/// One gateway's reply of sessions keyed by connection id, each session a slice of the reply
+/// (empty where it is not a string), read without building the array (`php::int_keyed`).
+fn session_bytes(gateway: &str, payload: Bytes) -> Result<Vec<(ClientId, Bytes)>> {
+    let Some(rows) = php::int_keyed(&payload) else {
+        // Not an array: a valid value of another kind lists nothing, as `by_conn` has it.
+        return parse(gateway, &payload).map(|_| Vec::new());
+    };
+    let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Ok(Vec::new()) };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(c, s)| {
+            let c = u32::try_from(c).ok()?;
+            let s = match s {
+                php::Field::Str(b) => payload.slice_ref(b),
+                _ => Bytes::new(),
+            };
+            Some((ClientId::new(addr, c), s))
+        })
+        .collect())
+}
+
 /// Reads one gateway's reply keyed by connection id into client ids.
 fn by_conn(gateway: &str, v: Value) -> Vec<(ClientId, Value)> {
     let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
@@ -243,6 +264,11 @@ impl Api {
     /// than holding up the answer: one that has not answered [`STRAGGLER`] after the others
     /// have is given up on and rests (`query::REST`). Any other failure fails the whole call.
     async fn query_all(&self, cmd: Command) -> Result<Vec<(String, Value)>> {
+        self.query_all_read(cmd, |g, payload| parse(g, &payload)).await
+    }
+
+    /// [`Self::query_all`], each reply read by `read` (a reply it refuses fails the call).
+    async fn query_all_read<T>(&self, cmd: Command, read: impl Fn(&str, Bytes) -> Result<T>) -> Result<Vec<(String, T)>> {
         let packet = cmd.into_packet().to_bytes();
         let gateways = self.gateways().await?;
         let mut pending: FuturesUnordered<_> = gateways
@@ -265,7 +291,7 @@ impl Api {
             settled.insert(g);
             match reply {
                 Ok(payload) => {
-                    out.push((g.clone(), parse(g, &payload)?));
+                    out.push((g.clone(), read(g, payload)?));
                     deadline.get_or_insert_with(|| tokio::time::Instant::now() + STRAGGLER);
                 }
                 Err(e) if e.unreachable() => tracing::debug!("left out of a query to every gateway: {e}"),
@@ -573,13 +599,15 @@ impl Api {
     /// gateway keeps it (empty: none). For a caller that reads a few fields of each with
     /// `php::fields`: unserializing every member's whole session was most of what a join to a
     /// room, or an agent's login, cost the worker.
-    pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Vec<u8>>> {
+    /// The sessions are slices of the gateways' replies, not copies: a storm of joins lists a
+    /// room's members at every join.
+    pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Bytes>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
         let mut out = BTreeMap::new();
-        for (g, v) in self.query_all(cmd).await? {
-            for (id, s) in by_conn(&g, v) {
-                out.insert(id, if let Value::Str(bytes) = s { bytes } else { Vec::new() });
-            }
+        for (_, rows) in self.query_all_read(cmd, session_bytes).await? {
+            // In reply order, a later row for the same client replacing an earlier one, as
+            // unserialize would have it.
+            out.extend(rows);
         }
         Ok(out)
     }

@@ -35,7 +35,7 @@ impl Who {
 
     pub fn from_session(session: Option<&php::Array>) -> Who {
         let Some(s) = session else { return Who::Nobody };
-        Who::from_fields(get(s, "role"), get(s, "bid"), get(s, "id"), get(s, "name"), || get(s, "conversation_id"))
+        Who::from_fields(get(s, "role").as_deref(), get(s, "bid"), get(s, "id"), get(s, "name"), || get(s, "conversation_id"))
     }
 
     /// The identity in a serialized session, and its agent token's expiry, read without
@@ -56,11 +56,17 @@ impl Who {
             Some(php::Field::Int(i)) => u64::try_from(i).ok(),
             _ => None,
         };
-        (Who::from_fields(text(role), text(bid), text(id), text(name), || text(conversation)), exp)
+        // The role decides before anything is copied: a listing reads every member's session.
+        let role = match role {
+            Some(php::Field::Str(b"agent")) => "agent",
+            Some(php::Field::Str(b"visitor")) => "visitor",
+            _ => return (Who::Nobody, exp),
+        };
+        (Who::from_fields(Some(role), text(bid), text(id), text(name), || text(conversation)), exp)
     }
 
     fn from_fields(
-        role: Option<String>,
+        role: Option<&str>,
         bid: Option<String>,
         id: Option<String>,
         name: Option<String>,
@@ -68,7 +74,7 @@ impl Who {
     ) -> Who {
         let (Some(role), Some(bid), Some(id)) = (role, bid, id) else { return Who::Nobody };
         let name = name.unwrap_or_default();
-        match role.as_str() {
+        match role {
             "agent" => Who::Agent { bid, id, name },
             "visitor" => Who::Visitor { bid, id, name, conversation: conversation().unwrap_or_default() },
             _ => Who::Nobody,
@@ -210,6 +216,8 @@ mod tests {
             session(&[("role", s("admin")), ("bid", s("b1")), ("id", s("x"))]),
             session(&[("rooms", Value::Array(session(&[("0", s("r1"))]))), ("role", s("agent")), ("bid", s("b2")), ("id", s("é"))]),
             session(&[("role", Value::Null), ("bid", s("b1")), ("id", s("x")), ("token_exp", s("99"))]),
+            session(&[("role", Value::Int(1)), ("bid", s("b1")), ("id", s("x")), ("token_exp", Value::Int(7))]),
+            session(&[("role", s("Agent")), ("bid", s("b1")), ("id", s("x"))]),
             session(&[]),
         ];
         for a in sessions {

@@ -215,6 +215,11 @@ impl<'a> Parser<'a> {
     fn int_until(&mut self, end: u8) -> Result<i64, UnserializeError> {
         let start = self.pos;
         let raw = self.until(end)?;
+        // Lengths and ids are plain digits: read them without the general parse (a listing
+        // reads thousands of sessions). 18 digits cannot overflow.
+        if (1..=18).contains(&raw.len()) && raw.iter().all(u8::is_ascii_digit) {
+            return Ok(raw.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')));
+        }
         std::str::from_utf8(raw).ok().and_then(|s| s.strip_prefix('+').unwrap_or(s).parse::<i64>().ok()).ok_or(UnserializeError(start))
     }
 
@@ -387,6 +392,29 @@ pub fn fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[O
     (p.pos == input.len()).then_some(out)
 }
 
+/// The top-level entries of a serialized array under integer keys (a gateway's reply keyed by
+/// connection id), in order, values read as [`fields`] reads them; entries under string keys
+/// are left out. `None` where the input is not an array `unserialize` accepts.
+pub fn int_keyed(input: &[u8]) -> Option<Vec<(i64, Field<'_>)>> {
+    let mut p = Parser { input, pos: 0, depth: 0 };
+    if input.get(..2) != Some(b"a:") {
+        return None;
+    }
+    p.pos = 2;
+    let n = p.array_head().ok()?;
+    // Each entry needs at least 8 bytes, so a huge count cannot pre-allocate much.
+    let mut out = Vec::with_capacity((n as usize).min(input.len() / 8));
+    for _ in 0..n {
+        let key = p.key().ok()?;
+        let value = p.field().ok()?;
+        if let FieldKey::Int(k) = key {
+            out.push((k, value));
+        }
+    }
+    p.array_tail().ok()?;
+    (p.pos == input.len()).then_some(out)
+}
+
 fn parse_php_float(raw: &[u8]) -> Option<f64> {
     match raw {
         b"NAN" => Some(f64::NAN),
@@ -519,6 +547,61 @@ mod tests {
         }
         let deep = format!("a:1:{{i:0;{}i:1;{}}}", "a:1:{i:0;".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
         assert!(fields(deep.as_bytes(), keys).is_none() && Value::unserialize(deep.as_bytes()).is_err());
+    }
+
+    /// `int_keyed` must list what `unserialize` has under integer keys, in order (a repeated
+    /// key listed each time, the last one counting): on replies as gateways write them, odd
+    /// but valid ones, and every truncation and many corruptions of each.
+    #[test]
+    fn int_keyed_agrees_with_unserialize() {
+        let from_full = |input: &[u8]| -> Option<Vec<(i64, Value)>> {
+            let Ok(Value::Array(a)) = Value::unserialize(input) else { return None };
+            Some(a.into_iter().filter_map(|(k, v)| if let Key::Int(i) = k { Some((i, v)) } else { None }).collect())
+        };
+        let read = |input: &[u8]| -> Option<Vec<(i64, Value)>> {
+            let rows = int_keyed(input)?;
+            // Deduplicated as an ordered map would: the first position, the last value.
+            let mut out: Vec<(i64, Value)> = Vec::new();
+            for (k, f) in rows {
+                let v = match f {
+                    Field::Str(b) => Value::Str(b.to_vec()),
+                    Field::Int(i) => Value::Int(i),
+                    Field::Other => Value::Null,
+                };
+                match out.iter_mut().find(|(o, _)| *o == k) {
+                    Some(slot) => slot.1 = v,
+                    None => out.push((k, v)),
+                }
+            }
+            Some(out)
+        };
+        let others_as_null = |rows: Option<Vec<(i64, Value)>>| {
+            rows.map(|r| {
+                r.into_iter().map(|(k, v)| (k, if matches!(v, Value::Str(_) | Value::Int(_)) { v } else { Value::Null })).collect::<Vec<_>>()
+            })
+        };
+        let samples: Vec<&[u8]> = vec![
+            br#"a:2:{i:7;s:39:"a:2:{s:4:"role";s:5:"agent";s:1:"x";N;}";i:12;s:0:"";}"#,
+            br#"a:4:{i:3;s:1:"a";s:1:"5";s:1:"b";s:2:"05";s:1:"c";i:3;s:1:"d";}"#,
+            br#"a:3:{i:-1;N;i:4294967296;i:9;i:2;a:1:{i:0;b:1;}}"#,
+            br#"a:0:{}"#,
+            br#"N;"#,
+        ];
+        for sample in samples {
+            assert_eq!(read(sample), others_as_null(from_full(sample)), "{}", String::from_utf8_lossy(sample));
+            assert!(from_full(sample).is_some() || sample == b"N;", "a valid sample: {}", String::from_utf8_lossy(sample));
+            for cut in 0..sample.len() {
+                let cut = &sample[..cut];
+                assert_eq!(int_keyed(cut).is_some(), matches!(Value::unserialize(cut), Ok(Value::Array(_))), "{cut:?}");
+            }
+            for i in 0..sample.len() {
+                for b in [b'"', b';', b':', b'{', b'}', b'9', b'a', b's', b'i', b'-'] {
+                    let mut bad = sample.to_vec();
+                    bad[i] = b;
+                    assert_eq!(read(&bad), others_as_null(from_full(&bad)), "{}", String::from_utf8_lossy(&bad));
+                }
+            }
+        }
     }
 
     #[test]
