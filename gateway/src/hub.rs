@@ -16,7 +16,6 @@ use bytes::Bytes;
 use register::stats::{inc, set};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -45,10 +44,10 @@ pub struct ClientHandle {
     /// The worker this client's events go to (sticky).
     pub worker: Option<LinkId>,
     /// Heartbeat counter (spec §10): -1 after any data from the client.
-    pub silent_ticks: i64,
-    /// Set by the reader on a heartbeat it kept (`Config::heartbeat_messages`).
-    pub heard: Arc<AtomicBool>,
-    pub since: Instant,
+    pub silent_ticks: i32,
+    /// When it connected, in seconds after the hub started: a row is kept for every
+    /// connection, and an `Instant` is twice the size.
+    pub since: u32,
 }
 
 /// One row of `switchboard connections`.
@@ -88,7 +87,6 @@ pub enum HubMsg {
     Accept {
         addr: SocketAddr,
         out: Outbox<Out>,
-        heard: Arc<AtomicBool>,
         reply: oneshot::Sender<Admission>,
     },
     /// The WebSocket handshake finished; `body` is the serialized `{get, server, cookie}`.
@@ -166,6 +164,8 @@ pub struct Hub {
     ping_data: Option<WsMessage>,
     /// What workers that asked are told of the uids and groups held here.
     directory: Publisher,
+    /// What a client's `since` counts from.
+    started: Instant,
 }
 
 /// Hub messages handled before the directory's changes are announced.
@@ -201,6 +201,7 @@ impl Hub {
             ping_limit: config.ping_not_response_limit,
             ping_data: (!config.ping_data.is_empty()).then(|| WsMessage::Text(config.ping_data.clone().into())),
             directory: Publisher::default(),
+            started: Instant::now(),
         }
     }
 
@@ -252,7 +253,7 @@ impl Hub {
 
     fn handle(&mut self, msg: HubMsg) {
         match msg {
-            HubMsg::Accept { addr, out, heard, reply } => {
+            HubMsg::Accept { addr, out, reply } => {
                 if !self.router.has_workers() {
                     let _ = reply.send(Admission::NoWorker);
                     return;
@@ -263,7 +264,7 @@ impl Hub {
                     let _ = reply.send(Admission::TooManyFromIp);
                     return;
                 }
-                let conn = self.tables.add(ClientHandle { out, addr, worker: None, silent_ticks: -1, heard, since: Instant::now() });
+                let conn = self.tables.add(ClientHandle { out, addr, worker: None, silent_ticks: -1, since: self.secs() });
                 *self.per_ip.entry(addr.ip()).or_default() += 1;
                 set(&self.stats.clients, self.tables.len());
                 if reply.send(Admission::Admitted(conn)).is_ok() {
@@ -313,7 +314,7 @@ impl Hub {
                         remote: c.handle.addr.to_string(),
                         uid: c.uid.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()),
                         groups: c.groups.names().map(|g| String::from_utf8_lossy(g).into_owned()).collect(),
-                        age_secs: c.handle.since.elapsed().as_secs(),
+                        age_secs: u64::from(self.secs().saturating_sub(c.handle.since)),
                     });
                 }
                 let _ = reply.send(rows);
@@ -662,12 +663,17 @@ impl Hub {
         self.tables.record_changes(self.directory.has_subscribers());
     }
 
+    /// Seconds since the hub started (a client's `since`).
+    fn secs(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
     /// One heartbeat tick (spec §10).
     fn heartbeat(&mut self) {
-        let limit = self.ping_limit as i64;
+        let limit = i32::try_from(self.ping_limit).unwrap_or(i32::MAX / 2);
         for c in self.tables.clients.values_mut() {
             self.stats.client_queue_depth.observe(c.handle.out.len());
-            if c.handle.heard.swap(false, Ordering::Relaxed) {
+            if c.handle.out.take_heard() {
                 c.handle.silent_ticks = -1;
             }
             if limit > 0 && c.handle.silent_ticks >= 2 * limit {
@@ -676,7 +682,7 @@ impl Hub {
                 }
                 continue;
             }
-            c.handle.silent_ticks += 1;
+            c.handle.silent_ticks = c.handle.silent_ticks.saturating_add(1);
             if let Some(ping) = &self.ping_data {
                 if c.handle.silent_ticks != 0 && !(limit > 0 && c.handle.silent_ticks % 2 == 1) {
                     let _ = c.handle.out.try_send(Out::Send(ping.clone()));

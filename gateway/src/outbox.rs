@@ -12,6 +12,7 @@
 //! so an idle connection's queue is one small shared header.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -36,6 +37,10 @@ struct Shared<T> {
     state: Mutex<State<T>>,
     ready: Notify,
     capacity: usize,
+    /// The client was heard from (a heartbeat the gateway keeps): set by the connection, read
+    /// and cleared by the hub's heartbeat tick. Here rather than in an `Arc` of its own, which
+    /// was one more allocation and pointer for every connection.
+    heard: AtomicBool,
 }
 
 impl<T> Shared<T> {
@@ -61,6 +66,7 @@ pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
         state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, shut: false }),
         ready: Notify::new(),
         capacity: capacity.max(1),
+        heard: AtomicBool::new(false),
     });
     (Outbox { shared: shared.clone() }, OutboxRx { shared })
 }
@@ -99,6 +105,16 @@ impl<T> Outbox<T> {
         drop(s);
         self.shared.ready.notify_one();
         true
+    }
+
+    /// Notes that the client was heard from.
+    pub fn hear(&self) {
+        self.shared.heard.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client was heard from since the last call.
+    pub fn take_heard(&self) -> bool {
+        self.shared.heard.swap(false, Ordering::Relaxed)
     }
 
     pub fn is_shut(&self) -> bool {

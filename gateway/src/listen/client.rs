@@ -11,7 +11,6 @@ use futures_util::future::{ready, BoxFuture, Either, Ready};
 use register::stats::inc;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
@@ -74,9 +73,8 @@ pub enum Admit {
 /// GatewayWorker) and returns what the transport needs to serve it.
 pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Arc<Limits>) -> Admit {
     let (out_tx, out_rx) = outbox::<Out>(queue);
-    let heard = Arc::new(AtomicBool::new(false));
     let (reply_tx, reply_rx) = oneshot::channel();
-    let accept = HubMsg::Accept { addr, out: out_tx.clone(), heard: heard.clone(), reply: reply_tx };
+    let accept = HubMsg::Accept { addr, out: out_tx.clone(), reply: reply_tx };
     if hub.send(accept).await.is_err() {
         return Admit::Gone;
     }
@@ -84,7 +82,7 @@ pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, l
         Ok(Admission::Admitted(conn)) => {
             let timer = limits.first.map(|d| Box::pin(tokio::time::sleep(d)));
             let bucket = Bucket { tokens: limits.rate.1, at: Instant::now() };
-            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, heard, limits, timer, bucket }, out_rx)
+            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, limits, timer, bucket }, out_rx)
         }
         Ok(Admission::NoWorker) => Admit::NoWorker(out_rx),
         Ok(Admission::TooManyFromIp) => {
@@ -125,10 +123,9 @@ pub struct Client {
     pub conn: ConnId,
     pub addr: SocketAddr,
     pub hub: mpsc::Sender<HubMsg>,
-    /// The connection's own queue, for replies the transport makes itself.
+    /// The connection's own queue, for replies the transport makes itself; its `hear` flag is
+    /// set on a heartbeat the gateway keeps, for the hub's heartbeat tick.
     pub out: Outbox<Out>,
-    /// Set on a heartbeat the gateway keeps; the hub's heartbeat tick reads and clears it.
-    heard: Arc<AtomicBool>,
     /// Shared by every connection: one pointer in each connection's task, not 48 bytes.
     limits: Arc<Limits>,
     /// The first-message deadline, boxed and let go once a message arrives, so the task of an
@@ -164,7 +161,7 @@ impl Client {
             return Either::Left(ready(Err(Stop::Flood)));
         }
         if self.limits.heartbeats.iter().any(|h| h[..] == *data.trim_ascii()) {
-            self.heard.store(true, Ordering::Relaxed);
+            self.out.hear();
             return Either::Left(ready(Ok(())));
         }
         match self.hub.try_send(HubMsg::Data { conn: self.conn, data }) {
