@@ -10,16 +10,23 @@
 //! to it fail at once meanwhile), and a timed-out pooled connection is not retried on a fresh
 //! one, which would only wait again.
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
 use gateway::protocol::{Command, FrameError, ReplyCodec, DEFAULT_MAX_PACKET};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::Decoder;
 
-type Conn = Framed<TcpStream, ReplyCodec>;
+/// A pooled connection is the socket alone: a query's read buffer is its own and goes with it,
+/// so the connections a storm leaves idle (a hundred or more per gateway) hold no buffers. A
+/// codec's 8 KiB read and write buffers each were ≈ 170 bytes per client of a worker holding
+/// 15 000 (docs/BENCHMARKS.md).
+type Conn = TcpStream;
+
+/// A reply's first read: most replies fit, a long listing grows it.
+const READ_CHUNK: usize = 4096;
 
 /// Idle connections per gateway address.
 pub struct Pool {
@@ -131,10 +138,10 @@ impl Pool {
             .map_err(|_| QueryError::Timeout(addr.to_string(), wait))?
             .map_err(|e| QueryError::Connect(addr.to_string(), e))?;
         let _ = stream.set_nodelay(true);
-        let mut conn = Framed::new(stream, ReplyCodec { max_len: DEFAULT_MAX_PACKET });
+        let mut conn = stream;
         if !self.secret_key.is_empty() {
             let auth = Command::GatewayClientConnect { secret_key: self.secret_key.clone() }.into_packet().to_bytes();
-            conn.send(auth).await.map_err(|e| QueryError::Frame(addr.to_string(), e))?;
+            write(addr, &mut conn, &auth).await?;
         }
         Ok(conn)
     }
@@ -146,7 +153,7 @@ impl Pool {
             Some(c) => c,
             None => self.noted(addr, self.connect(addr).await)?,
         };
-        match conn.send(packet.clone()).await {
+        match write(addr, &mut conn, &packet).await {
             Ok(()) => {
                 self.put(addr, conn);
                 Ok(())
@@ -154,7 +161,7 @@ impl Pool {
             // A pooled connection the gateway closed meanwhile: one retry on a fresh one.
             Err(_) => {
                 let mut conn = self.noted(addr, self.connect(addr).await)?;
-                conn.send(packet).await.map_err(|e| QueryError::Frame(addr.to_string(), e))?;
+                write(addr, &mut conn, &packet).await?;
                 self.put(addr, conn);
                 Ok(())
             }
@@ -179,15 +186,39 @@ impl Pool {
     }
 
     async fn ask(&self, addr: &str, mut conn: Conn, packet: Bytes) -> Result<Bytes, QueryError> {
-        conn.send(packet).await.map_err(|e| QueryError::Frame(addr.to_string(), e))?;
-        let reply = tokio::time::timeout(self.timeout, conn.next()).await.map_err(|_| QueryError::Timeout(addr.to_string(), self.timeout))?;
-        match reply {
-            Some(Ok(payload)) => {
-                self.put(addr, conn);
-                Ok(payload)
-            }
-            Some(Err(e)) => Err(QueryError::Frame(addr.to_string(), e)),
-            None => Err(QueryError::Closed(addr.to_string())),
+        write(addr, &mut conn, &packet).await?;
+        let payload = tokio::time::timeout(self.timeout, read_reply(addr, &mut conn))
+            .await
+            .map_err(|_| QueryError::Timeout(addr.to_string(), self.timeout))??;
+        self.put(addr, conn);
+        Ok(payload)
+    }
+}
+
+async fn write(addr: &str, conn: &mut Conn, packet: &[u8]) -> Result<(), QueryError> {
+    conn.write_all(packet).await.map_err(|e| QueryError::Frame(addr.to_string(), e.into()))
+}
+
+/// One reply (a length, then that many bytes), read into a buffer of its own. The length is
+/// checked against the limit before the buffer grows to it. A query gets one reply, so nothing
+/// follows it on the connection.
+async fn read_reply(addr: &str, conn: &mut Conn) -> Result<Bytes, QueryError> {
+    let mut codec = ReplyCodec { max_len: DEFAULT_MAX_PACKET };
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if let Some(payload) = codec.decode(&mut buf).map_err(|e| QueryError::Frame(addr.to_string(), e))? {
+            return Ok(payload);
+        }
+        if buf.len() >= 4 {
+            // The length is known and allowed: room for the rest at once.
+            let want = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            buf.reserve(want.saturating_sub(buf.len()));
+        } else {
+            buf.reserve(READ_CHUNK);
+        }
+        let n = conn.read_buf(&mut buf).await.map_err(|e| QueryError::Frame(addr.to_string(), e.into()))?;
+        if n == 0 {
+            return Err(QueryError::Closed(addr.to_string()));
         }
     }
 }
@@ -247,5 +278,44 @@ mod tests {
         }
         // The first wave opens one connection per query; the later ones find them all pooled.
         assert_eq!(accepted.load(Ordering::SeqCst), 100);
+    }
+
+    /// A gateway that answers one query with `reply`, written in pieces.
+    async fn answering(reply: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4];
+            s.read_exact(&mut head).await.unwrap();
+            let mut rest = vec![0u8; (u32::from_be_bytes(head) as usize).saturating_sub(4)];
+            s.read_exact(&mut rest).await.unwrap();
+            for piece in reply.chunks(3000) {
+                if s.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Held open: the reader must not wait for more than the reply.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_reply_longer_than_a_read_comes_whole_and_an_oversized_one_is_refused() {
+        let packet = Command::GetAllClientSessions.into_packet().to_bytes();
+        let pool = Pool::new(String::new(), Duration::from_secs(5));
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reply = (body.len() as u32).to_be_bytes().to_vec();
+        reply.extend_from_slice(&body);
+        let got = pool.query(&answering(reply).await, packet.clone()).await.expect("reply");
+        assert_eq!(&got[..], &body[..]);
+
+        let huge = ((DEFAULT_MAX_PACKET + 1) as u32).to_be_bytes().to_vec();
+        match pool.query(&answering(huge).await, packet).await {
+            Err(QueryError::Frame(_, FrameError::TooLarge { .. })) => {}
+            other => panic!("an oversized reply must be refused: {other:?}"),
+        }
     }
 }
