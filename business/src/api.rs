@@ -599,8 +599,9 @@ impl Api {
     /// gateway keeps it (empty: none). For a caller that reads a few fields of each with
     /// `php::fields`: unserializing every member's whole session was most of what a join to a
     /// room, or an agent's login, cost the worker.
-    /// The sessions are slices of the gateways' replies, not copies: a storm of joins lists a
-    /// room's members at every join.
+    ///
+    /// The sessions are slices of the gateways' replies, not copies (a storm of joins lists a
+    /// room's members at every join), so one kept keeps its whole reply: copy what is kept.
     pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Bytes>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
         let mut out = BTreeMap::new();
