@@ -121,30 +121,24 @@ fn session_bytes(gateway: &str, payload: Bytes) -> Result<Vec<(ClientId, Bytes)>
         // Not an array: a valid value of another kind lists nothing, as `by_conn` has it.
         return parse(gateway, &payload).map(|_| Vec::new());
     };
-    let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Ok(Vec::new()) };
-    Ok(rows
-        .into_iter()
-        .filter_map(|(c, s)| {
-            let c = u32::try_from(c).ok()?;
-            let s = match s {
-                php::Field::Str(b) => payload.slice_ref(b),
-                _ => Bytes::new(),
-            };
-            Some((ClientId::new(addr, c), s))
-        })
-        .collect())
+    let sessions = rows.into_iter().map(|(c, s)| match s {
+        php::Field::Str(b) => (c, payload.slice_ref(b)),
+        _ => (c, Bytes::new()),
+    });
+    Ok(client_ids(gateway, sessions))
 }
 
 /// Reads one gateway's reply keyed by connection id into client ids.
 fn by_conn(gateway: &str, v: Value) -> Vec<(ClientId, Value)> {
-    let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
     let Value::Array(rows) = v else { return Vec::new() };
-    rows.into_iter()
-        .filter_map(|(k, v)| match k {
-            Key::Int(c) => u32::try_from(c).ok().map(|c| (ClientId::new(addr, c), v)),
-            Key::Str(_) => None,
-        })
-        .collect()
+    client_ids(gateway, rows.into_iter().filter_map(|(k, v)| if let Key::Int(c) = k { Some((c, v)) } else { None }))
+}
+
+/// Rows keyed by a connection id of `gateway` as rows keyed by client id (a key that is no
+/// connection id is left out).
+fn client_ids<T>(gateway: &str, rows: impl Iterator<Item = (i64, T)>) -> Vec<(ClientId, T)> {
+    let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
+    rows.filter_map(|(c, v)| Some((ClientId::new(addr, u32::try_from(c).ok()?), v))).collect()
 }
 
 impl Api {

@@ -48,7 +48,7 @@ const IDLE_FOR: Duration = Duration::from_secs(50);
 /// Idle connections kept per gateway: as many as a login storm has queries in flight at once.
 /// At 16, a storm of 15 000 logins opened and closed a connection for one query in seven, which
 /// cost the gateway and the workers a fifth of their CPU (accept, connect, shutdown; BENCHMARKS).
-/// An idle one costs a socket on each side and its codec's buffers.
+/// An idle one costs a socket on each side, and no buffer (`read_reply`).
 const MAX_IDLE_PER_GATEWAY: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -206,16 +206,12 @@ async fn read_reply(addr: &str, conn: &mut Conn) -> Result<Bytes, QueryError> {
     let mut codec = ReplyCodec { max_len: DEFAULT_MAX_PACKET };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
+        // Once the length is known (and allowed), the codec makes room for the rest.
         if let Some(payload) = codec.decode(&mut buf).map_err(|e| QueryError::Frame(addr.to_string(), e))? {
             return Ok(payload);
         }
-        if buf.len() >= 4 {
-            // The length is known and allowed: room for the rest at once.
-            let want = 4 + u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            buf.reserve(want.saturating_sub(buf.len()));
-        } else {
-            buf.reserve(READ_CHUNK);
-        }
+        // A full buffer would read 0 bytes, which means closed.
+        buf.reserve(1);
         let n = conn.read_buf(&mut buf).await.map_err(|e| QueryError::Frame(addr.to_string(), e.into()))?;
         if n == 0 {
             return Err(QueryError::Closed(addr.to_string()));
@@ -232,6 +228,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// Reads one packet (its length includes the 4 length bytes); `None` once the peer is gone.
+    async fn read_packet(s: &mut tokio::net::TcpStream) -> Option<()> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        s.read_exact(&mut rest).await.ok().map(|_| ())
+    }
+
     /// A gateway's inner port as far as a query needs it: answers every packet with `N;`,
     /// and counts the connections it accepted.
     async fn fake_gateway() -> (String, Arc<AtomicUsize>) {
@@ -243,12 +247,7 @@ mod tests {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let mut len = [0u8; 4];
-                    while s.read_exact(&mut len).await.is_ok() {
-                        let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-                        if s.read_exact(&mut rest).await.is_err() {
-                            return;
-                        }
+                    while read_packet(&mut s).await.is_some() {
                         // Answer after a moment, so the queries of a wave are all in flight at once.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         if s.write_all(&[0, 0, 0, 2, b'N', b';']).await.is_err() {
@@ -286,10 +285,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            let mut head = [0u8; 4];
-            s.read_exact(&mut head).await.unwrap();
-            let mut rest = vec![0u8; (u32::from_be_bytes(head) as usize).saturating_sub(4)];
-            s.read_exact(&mut rest).await.unwrap();
+            read_packet(&mut s).await.expect("the query");
             for piece in reply.chunks(3000) {
                 if s.write_all(piece).await.is_err() {
                     return;

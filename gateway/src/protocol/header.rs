@@ -198,6 +198,8 @@ impl Decoder for ReplyCodec {
             return Err(FrameError::TooLarge { len, max: self.max_len });
         }
         if src.len() < 4 + len as usize {
+            // The length is allowed: room for the rest at once, as `Packet::decode` makes.
+            src.reserve(4 + len as usize - src.len());
             return Ok(None);
         }
         src.advance(4);
