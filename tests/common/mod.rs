@@ -116,10 +116,21 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// A failing test unwinds through its processes: each prints the end of its log, so the
+    /// failure's report says what the processes saw (CI keeps only the test's output).
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+            eprintln!("---- {} ({}), last {} lines of its log ----\n{tail}", self.name, self.log.display(), lines.len().min(LOG_TAIL));
+        }
     }
 }
+
+/// How much of each process's log a failing test prints.
+const LOG_TAIL: usize = 25;
 
 /// Waits until something accepts TCP connections at `addr`.
 pub async fn wait_listening(addr: &str) {
