@@ -13,6 +13,8 @@ use anyhow::Context as _;
 /// login, the gateway 10 % fewer per delivery (callgrind), for the same memory per idle
 /// connection (docs/BENCHMARKS.md, session 14; mimalloc was faster still but held a third more
 /// per connection). SQLite's own C allocations stay on glibc's: the crate's symbols are prefixed.
+/// Built without the `jemalloc` feature, the binary keeps glibc's, for heap profilers (massif).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
