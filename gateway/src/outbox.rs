@@ -12,9 +12,10 @@
 //! so an idle connection's queue is one small shared header.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// Why a message was not queued; it comes back to the caller.
 #[derive(Debug)]
@@ -31,12 +32,16 @@ struct State<T> {
     receiver: bool,
     /// Shut by a sender: nothing more is taken or handed out.
     shut: bool,
+    /// The receiver's task, while it waits. A waker under the queue's own lock, not tokio's
+    /// `Notify`: a `Notify` wait is a 64-byte future, and the connection's task holds it across
+    /// its main wait, which sized every connection's task a 128-byte step bigger.
+    waiting: Option<Waker>,
 }
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    ready: Notify,
-    capacity: usize,
+    /// A `u32` beside `heard`: the header then fits a 96-byte allocation, not 112.
+    capacity: u32,
     /// The client was heard from (a heartbeat the gateway keeps): set by the connection, read
     /// and cleared by the hub's heartbeat tick. Here rather than in an `Arc` of its own, which
     /// was one more allocation and pointer for every connection.
@@ -47,6 +52,15 @@ impl<T> Shared<T> {
     /// Nothing that can panic runs under the lock, so a poisoned one holds a consistent queue.
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes the receiver if it waits (outside the lock: `s` is consumed).
+    fn wake(mut s: MutexGuard<'_, State<T>>) {
+        let waker = s.waiting.take();
+        drop(s);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -63,9 +77,8 @@ pub struct OutboxRx<T> {
 /// A queue that holds at most `capacity` messages (at least one).
 pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, shut: false }),
-        ready: Notify::new(),
-        capacity: capacity.max(1),
+        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, shut: false, waiting: None }),
+        capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
         heard: AtomicBool::new(false),
     });
     (Outbox { shared: shared.clone() }, OutboxRx { shared })
@@ -74,21 +87,19 @@ pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
 impl<T> Outbox<T> {
     /// Queues `m` unless the queue is full or its receiver gone; never waits.
     pub fn try_send(&self, m: T) -> Result<(), Refused<T>> {
-        let was_empty = {
-            let mut s = self.shared.lock();
-            if !s.receiver || s.shut {
-                return Err(Refused::Closed(m));
-            }
-            if s.items.len() >= self.shared.capacity {
-                return Err(Refused::Full(m));
-            }
-            s.items.push_back(m);
-            s.items.len() == 1
-        };
-        // The receiver waits only after finding the queue empty, so only the message that ends
-        // the emptiness needs to wake it; the rest of a burst is taken in the same turn.
-        if was_empty {
-            self.shared.ready.notify_one();
+        let mut s = self.shared.lock();
+        if !s.receiver || s.shut {
+            return Err(Refused::Closed(m));
+        }
+        if s.items.len() >= self.shared.capacity as usize {
+            return Err(Refused::Full(m));
+        }
+        s.items.push_back(m);
+        // A receiver that takes waits only after finding the queue empty, so only the message
+        // that ends the emptiness needs to wake it; the rest of a burst is taken in the same
+        // turn. (One that does not take waits for the shut alone.)
+        if s.items.len() == 1 {
+            Shared::wake(s);
         }
         Ok(())
     }
@@ -102,8 +113,7 @@ impl<T> Outbox<T> {
         }
         s.shut = true;
         s.items = VecDeque::new();
-        drop(s);
-        self.shared.ready.notify_one();
+        Shared::wake(s);
         true
     }
 
@@ -146,14 +156,11 @@ impl<T> Clone for Outbox<T> {
 
 impl<T> Drop for Outbox<T> {
     fn drop(&mut self) {
-        let last = {
-            let mut s = self.shared.lock();
-            s.senders -= 1;
-            s.senders == 0
-        };
-        if last {
+        let mut s = self.shared.lock();
+        s.senders -= 1;
+        if s.senders == 0 {
             // A waiting receiver learns there will be nothing more.
-            self.shared.ready.notify_one();
+            Shared::wake(s);
         }
     }
 }
@@ -170,25 +177,30 @@ impl<T> OutboxRx<T> {
     /// end when the hub says so. One wait either way, so the connection's task holds one
     /// (a second future here cost every connection a 128-byte step of its task's size).
     pub async fn recv_if(&self, take: bool) -> Option<T> {
-        loop {
-            {
-                let mut s = self.shared.lock();
-                if s.shut {
-                    return None;
-                }
-                if take {
-                    if let Some(m) = pop(&mut s) {
-                        return Some(m);
-                    }
-                    if s.senders == 0 {
-                        return None;
-                    }
-                }
-            }
-            // `notify_one` leaves a permit when nobody waits, so a message queued between the
-            // check above and this wait still wakes it.
-            self.shared.ready.notified().await;
+        poll_fn(|cx| self.poll_recv_if(cx, take)).await
+    }
+
+    /// `recv_if` as a poll, for a task that waits on its queue and its socket in one poll of its
+    /// own. The waker is left under the same lock the senders take, so a message or a shut
+    /// that comes after the check is never missed.
+    pub fn poll_recv_if(&self, cx: &mut Context<'_>, take: bool) -> Poll<Option<T>> {
+        let mut s = self.shared.lock();
+        if s.shut {
+            return Poll::Ready(None);
         }
+        if take {
+            if let Some(m) = pop(&mut s) {
+                return Poll::Ready(Some(m));
+            }
+            if s.senders == 0 {
+                return Poll::Ready(None);
+            }
+        }
+        match &mut s.waiting {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            waiting => *waiting = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     pub fn is_shut(&self) -> bool {

@@ -2,7 +2,7 @@
 //! not WebSocket (`text` lines, `goim` packets). A framing is a [`Wire`]: how to cut the byte
 //! stream into frames, what the hub gets for each, and how the hub's messages go out.
 
-use super::client::{admit, Admit, Client, Limits, Stop};
+use super::client::{admit, poll_turn, Admit, Client, Limits, Stop, Turn};
 use super::conn::{Conn, Flow, Io, WRITE_BATCH};
 use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
@@ -102,6 +102,7 @@ fn run<W: Wire>(
         // frame, the first-message deadline, a flood); not when it left or was destroyed.
         let mut closing = false;
         let mut ended = false;
+        let mut io_first = false;
         'conn: loop {
             loop {
                 let decoded = if conn.eof { codec.decode_eof(&mut conn.rbuf) } else { codec.decode(&mut conn.rbuf) };
@@ -132,32 +133,40 @@ fn run<W: Wire>(
                 debug!(conn = id, addr = %client.addr, transport = W::NAME, "client left");
                 break;
             }
-            // The same wait as `websocket::run`'s, written out in both: as one shared async fn
-            // (tried) it made both tasks 48 bytes bigger, past a 128-byte step of their cells.
+            // The same turn as `websocket::run`'s: the wait is shared (`poll_turn`), its handling
+            // written out in both (as one shared async fn, tried, it made both tasks 48 bytes
+            // bigger, past a 128-byte step of their cells). The turn is settled before anything
+            // else is awaited: held across the write, it would size the task for it.
             let taking = conn.wbuf.len() < WRITE_BATCH;
-            tokio::select! {
-                io = poll_fn(|cx| conn.poll_io(cx)) => match io {
-                    Io::Read | Io::Written => {}
-                    Io::Eof => conn.eof = true,
-                    Io::Failed(e) => {
-                        debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
-                        break;
-                    }
-                },
-                // While the socket is full, nothing is taken, but a shut queue still ends it.
-                m = rx.recv_if(taking) => {
-                    let Some(m) = m else { break };
+            io_first = !io_first;
+            let taken = match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, taking, io_first)).await {
+                Turn::Io(Io::Read | Io::Written) => false,
+                Turn::Io(Io::Eof) => {
+                    conn.eof = true;
+                    false
+                }
+                Turn::Io(Io::Failed(e)) => {
+                    debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
+                    break;
+                }
+                // Shut (or every sender gone): over. While the socket is full nothing is taken,
+                // but a shut queue still ends the connection.
+                Turn::Out(None) => break,
+                Turn::Out(Some(m)) => {
                     if let Flow::End = take(&wire, m, &mut rx, &mut conn.wbuf) {
                         ended = true;
                         break;
                     }
-                    if let Err(e) = conn.write_now().await {
-                        debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
-                        break;
-                    }
-                },
-                _ = client.silent() => {
+                    true
+                }
+                Turn::Silent(_) => {
                     closing = true;
+                    break;
+                }
+            };
+            if taken {
+                if let Err(e) = conn.write_now().await {
+                    debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
                     break;
                 }
             }

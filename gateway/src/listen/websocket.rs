@@ -5,7 +5,7 @@
 //! announced to the hub (ON_CONNECT comes before the upgrade's answer, as in GatewayWorker) and
 //! anything the worker sends before the 101 is written waits in the client's queue.
 
-use super::client::{admit, Admit, Client, Limits};
+use super::client::{admit, poll_turn, Admit, Client, Limits, Turn};
 use super::conn::{Conn, Flow, Io, Transport, WRITE_BATCH};
 use super::door::{Door, Entry, Refused};
 use super::goim::Goim;
@@ -234,15 +234,17 @@ fn run<S: Transport>(
 ) -> impl Future<Output = ()> + Send {
     // An `async move` block and not an `async fn`: the arguments stay where the block captured
     // them instead of being copied into locals beside themselves, which doubled their size in
-    // the task. The task is 528 bytes in a 640-byte cell (tokio's cells grow in steps of 128):
-    // anything more held across an await here costs every connection 128 bytes (check with
-    // `-Zprint-type-sizes`, docs/BENCHMARKS.md).
+    // the task. The future is 352 bytes in a 512-byte cell (tokio's cells grow in steps of
+    // 128; past 408 bytes of future the cell is 640): anything more held across an await here
+    // costs every connection 128 bytes. Check with `RUSTC_BOOTSTRAP=1 cargo rustc -p gateway
+    // --release --lib -- -Zprint-type-sizes` (docs/BENCHMARKS.md).
     async move {
         let id = client.conn;
         // A close frame for the client, written after what it is already owed.
         // Boxed: it is set only on the way out, and inline it would size the task for it.
         let mut closing: Option<Box<CloseFrame>> = None;
         let mut ended = false;
+        let mut io_first = false;
         'conn: loop {
             // Whole frames first (the upgrade may have brought some along).
             loop {
@@ -274,26 +276,25 @@ fn run<S: Transport>(
                         break 'conn;
                     }
                 };
-                // A goim frame may carry several packets; a JSON frame is one message.
-                let (first, more) = match &framing {
-                    Framing::Json => (data, Vec::new()),
-                    Framing::Goim(g) => match goim_requests(g, data) {
-                        Ok(mut m) if !m.is_empty() => (m.remove(0), m),
-                        Ok(_) => continue,
-                        Err(why) => {
-                            info!(conn = id, addr = %client.addr, "closing goim client: {why}");
-                            closing = Some(Box::new(close(1002, "bad goim packet")));
-                            break 'conn;
-                        }
-                    },
-                };
-                let (mut next, mut more) = (Some(first), more.into_iter());
-                while let Some(m) = next.take() {
-                    if let Err(stop) = client.deliver(m).await {
-                        closing = stop.close().map(|(c, why)| Box::new(close(c, why)));
-                        break 'conn;
+                // A JSON frame is one message. A goim frame may carry several, handed on in a
+                // boxed wait of their own, so the task is not sized for the list.
+                let delivered = match &framing {
+                    Framing::Json => client.deliver(data).await,
+                    Framing::Goim(g) => {
+                        let messages = match goim_requests(g, data) {
+                            Ok(messages) => messages,
+                            Err(why) => {
+                                info!(conn = id, addr = %client.addr, "closing goim client: {why}");
+                                closing = Some(Box::new(close(1002, "bad goim packet")));
+                                break 'conn;
+                            }
+                        };
+                        Box::pin(client.deliver_all(messages)).await
                     }
-                    next = more.next();
+                };
+                if let Err(stop) = delivered {
+                    closing = stop.close().map(|(c, why)| Box::new(close(c, why)));
+                    break 'conn;
                 }
             }
             conn.release_read();
@@ -302,29 +303,37 @@ fn run<S: Transport>(
                 break;
             }
             let taking = conn.wbuf.len() < WRITE_BATCH;
-            tokio::select! {
-                io = poll_fn(|cx| conn.poll_io(cx)) => match io {
-                    Io::Read | Io::Written => {}
-                    Io::Eof => conn.eof = true,
-                    Io::Failed(e) => {
-                        debug!(conn = id, addr = %client.addr, "client connection error: {e}");
-                        break;
-                    }
-                },
-                // While the socket is full, nothing is taken, but a shut queue still ends it.
-                m = rx.recv_if(taking) => {
-                    let Some(m) = m else { break };
+            io_first = !io_first;
+            // The turn is settled before anything else is awaited: held across the write below,
+            // it would size the task for it.
+            let taken = match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, taking, io_first)).await {
+                Turn::Io(Io::Read | Io::Written) => false,
+                Turn::Io(Io::Eof) => {
+                    conn.eof = true;
+                    false
+                }
+                Turn::Io(Io::Failed(e)) => {
+                    debug!(conn = id, addr = %client.addr, "client connection error: {e}");
+                    break;
+                }
+                // Shut (or every sender gone): over. While the socket is full nothing is taken,
+                // but a shut queue still ends the connection.
+                Turn::Out(None) => break,
+                Turn::Out(Some(m)) => {
                     if let Flow::End = take(&framing, m, &mut rx, &mut conn.wbuf) {
                         ended = true;
                         break;
                     }
-                    if let Err(e) = conn.write_now().await {
-                        debug!(conn = id, addr = %client.addr, "client connection error: {e}");
-                        break;
-                    }
-                },
-                stop = client.silent() => {
+                    true
+                }
+                Turn::Silent(stop) => {
                     closing = stop.close().map(|(c, why)| Box::new(close(c, why)));
+                    break;
+                }
+            };
+            if taken {
+                if let Err(e) = conn.write_now().await {
+                    debug!(conn = id, addr = %client.addr, "client connection error: {e}");
                     break;
                 }
             }
