@@ -9,7 +9,6 @@
 //! that remove need no barrier: a send routed here for nobody is dropped, as under broadcast.
 
 use crate::protocol::directory::{Change, Delta};
-use crate::protocol::php::Key;
 use crate::protocol::Command;
 use crate::router::LinkId;
 use bytes::Bytes;
@@ -29,16 +28,14 @@ pub struct Publisher {
     /// Subscribed links → the last sequence number each acknowledged.
     acked: HashMap<LinkId, u64>,
     barriers: Vec<Barrier>,
-    /// Each uid and group held (while anyone subscribes) → the DIRECTORY that announced it.
-    announced: HashMap<Name, u64>,
+    /// The last announcement before the last subscriber left: a uid or group that the tables say
+    /// was announced by it or an earlier one was announced to nobody now listening.
+    forgotten: u64,
     /// Each link → the latest announcement among the uids and groups its binds and joins have
     /// touched since its last barrier: what that barrier waits for, and nothing else, so a join
     /// of a group held long ago settles at once however busy the other workers are.
     touched: HashMap<LinkId, u64>,
 }
-
-/// A uid (true) or group (false), keyed as PHP keys arrays.
-pub type Name = (bool, Key);
 
 #[derive(Debug)]
 struct Barrier {
@@ -55,6 +52,12 @@ impl Publisher {
 
     pub fn has_barriers(&self) -> bool {
         !self.barriers.is_empty()
+    }
+
+    /// While anyone subscribes, the number the next announcement will carry: the tables
+    /// record changes for it (`Tables::record_changes`) and note it on what they add.
+    pub fn recording(&self) -> Option<u64> {
+        self.has_subscribers().then_some(self.seq + 1)
     }
 
     /// A new subscriber: the packets of its snapshot, to queue on its link before anything else.
@@ -80,23 +83,16 @@ impl Publisher {
             return None;
         }
         self.seq += 1;
-        for c in &changes {
-            match c {
-                Change::UidAdded(n) => self.announced.insert((true, Key::from_bytes(n)), self.seq),
-                Change::GroupAdded(n) => self.announced.insert((false, Key::from_bytes(n)), self.seq),
-                Change::UidRemoved(n) => self.announced.remove(&(true, Key::from_bytes(n))),
-                Change::GroupRemoved(n) => self.announced.remove(&(false, Key::from_bytes(n))),
-            };
-        }
         Some(self.packet(false, false, changes))
     }
 
-    /// A bind or join from `link` of `name`, which `held_now` says is held here now. Its
-    /// announcement may still be pending (changes are announced once per batch of hub
-    /// messages): then the barrier waits for the next one.
-    pub fn touch(&mut self, link: LinkId, name: &Name, held_now: bool) {
-        let seq = match self.announced.get(name) {
-            Some(seq) => *seq,
+    /// A bind or join from `link` of a uid or group which `held_now` says is held here now,
+    /// and which the announcement numbered `announced` told the subscribers of (as the tables
+    /// recorded it). Its announcement may still be pending (changes are announced once per
+    /// batch of hub messages): then the barrier waits for the next one.
+    pub fn touch(&mut self, link: LinkId, announced: Option<u64>, held_now: bool) {
+        let seq = match announced.filter(|a| *a > self.forgotten) {
+            Some(seq) => seq,
             None if held_now => self.seq + 1,
             None => return,
         };
@@ -135,7 +131,7 @@ impl Publisher {
         self.touched.remove(&link);
         if self.acked.is_empty() {
             // Nothing is recorded while nobody subscribes; a new subscriber starts from a snapshot.
-            self.announced.clear();
+            self.forgotten = self.seq;
         }
     }
 
@@ -179,7 +175,7 @@ mod tests {
         assert!(p.barrier(1, 10).is_some(), "nothing announced yet: settled at once");
         assert!(p.announce(vec![Change::UidAdded("u".into())]).is_some());
         assert!(p.barrier(1, 11).is_some(), "link 1 touched nothing: settled at once");
-        p.touch(1, &(true, Key::from_bytes(b"u")), true);
+        p.touch(1, Some(1), true);
         assert!(p.barrier(1, 11).is_none());
         p.ack(1, 1);
         assert!(p.settle().is_empty(), "link 2 has not applied it");
@@ -188,6 +184,29 @@ mod tests {
         assert_eq!(settled.len(), 1);
         assert!(settled[0].2.is_empty());
         assert!(p.announce(Vec::new()).is_none(), "no change, no packet");
+    }
+
+    /// A uid announced to workers that have all left counts for nothing: a new subscriber
+    /// learnt it from its snapshot, and its barrier waits for the next announcement, as for
+    /// one never announced.
+    #[test]
+    fn an_announcement_to_subscribers_since_gone_counts_for_nothing() {
+        let mut p = Publisher::default();
+        assert_eq!(p.recording(), None, "nobody subscribes: nothing is recorded");
+        p.subscribe(1, std::iter::empty());
+        assert_eq!(p.recording(), Some(1));
+        assert!(p.announce(vec![Change::UidAdded("u".into())]).is_some());
+        p.ack(1, 1);
+        p.touch(1, Some(1), true);
+        assert!(p.barrier(1, 5).is_some(), "applied already: settled at once");
+        p.unsubscribe(1);
+        p.subscribe(2, std::iter::empty());
+        assert_eq!(p.recording(), Some(2));
+        p.touch(2, Some(1), true);
+        assert!(p.barrier(2, 6).is_none(), "waits for the next announcement");
+        assert!(p.announce(vec![Change::GroupAdded("g".into())]).is_some());
+        p.ack(2, 2);
+        assert_eq!(p.settle().len(), 1);
     }
 
     #[test]

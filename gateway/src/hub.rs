@@ -300,9 +300,9 @@ impl Hub {
                     _ => None,
                 };
                 self.execute(link, cmd);
-                if let Some(name) = touched {
-                    let held = if name.0 { self.tables.uid_members(&name.1).next().is_some() } else { self.tables.group_len(&name.1) > 0 };
-                    self.directory.touch(link, &name, held);
+                if let Some((uid, key)) = touched {
+                    let (held, announced) = self.tables.held(uid, &key);
+                    self.directory.touch(link, announced, held);
                 }
             }
             HubMsg::Connections { reply } => {
@@ -340,7 +340,7 @@ impl Hub {
                 set(&self.stats.workers, self.router.workers().count());
                 self.release(link);
                 self.directory.unsubscribe(link);
-                self.tables.record_changes(self.directory.has_subscribers());
+                self.tables.record_changes(self.directory.recording());
                 self.settle();
             }
         }
@@ -360,7 +360,7 @@ impl Hub {
                 self.directory.unsubscribe(link);
             }
         }
-        self.tables.record_changes(self.directory.has_subscribers());
+        self.tables.record_changes(self.directory.recording());
     }
 
     /// Answers the barriers every subscriber has caught up with (or waited on for too long).
@@ -402,7 +402,7 @@ impl Hub {
     fn forward_to_worker(&mut self, conn: ConnId, kind: EventKind, body: Body) {
         let Some(client) = self.tables.get(conn) else { return };
         if let Some(d) = client.handle.worker.and_then(|w| self.draining.get_mut(&w)) {
-            d.held.push(Held { conn, kind, body, session: client.session.clone(), addr: client.handle.addr });
+            d.held.push(Held { conn, kind, body, session: Bytes::copy_from_slice(&client.session), addr: client.handle.addr });
             return;
         }
         self.send_event(conn, kind, body, None);
@@ -424,7 +424,8 @@ impl Hub {
     /// session and address when the client has already left the tables.
     fn send_event(&mut self, conn: ConnId, kind: EventKind, body: Body, gone: Option<(Bytes, SocketAddr)>) {
         if let Some(c) = self.tables.get(conn) {
-            let (session, addr, current) = (c.session.clone(), c.handle.addr, c.handle.worker);
+            // A copy: the row keeps its session as a plain boxed slice (tables.rs says why).
+            let (session, addr, current) = (Bytes::copy_from_slice(&c.session), c.handle.addr, c.handle.worker);
             let Some(link) = self.router.route(current) else {
                 if kind != EventKind::Close {
                     warn!(conn, "no business worker connected: closing the client (1013)");
@@ -660,7 +661,7 @@ impl Hub {
                 break;
             }
         }
-        self.tables.record_changes(self.directory.has_subscribers());
+        self.tables.record_changes(self.directory.recording());
     }
 
     /// Seconds since the hub started (a client's `since`).

@@ -10,6 +10,7 @@ use crate::protocol::{Id, SelectWhere};
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub type ConnId = u32;
 
@@ -19,18 +20,20 @@ pub type ConnId = u32;
 pub struct Client<T> {
     pub handle: T,
     /// PHP-serialized session bytes, stored verbatim.
-    pub session: Bytes,
+    pub session: Box<[u8]>,
     /// The bound uid, as the bytes the worker sent.
-    pub uid: Option<Bytes>,
+    pub uid: Option<Box<[u8]>>,
     pub groups: Groups,
 }
 
-/// Bytes the tables keep for a connection's life, as a copy of their own: a session, uid or
-/// group name comes from a link as a slice of that link's read buffer, and a slice holds the
-/// whole buffer. Kept as slices, the sessions of 2 000 idle clients held 1.1 MB of read
-/// buffers (massif; docs/BENCHMARKS.md).
-fn own(b: Bytes) -> Bytes {
-    Bytes::copy_from_slice(&b)
+/// Bytes the tables keep for a connection's life, as a copy of their own: a session or uid
+/// comes from a link as a slice of that link's read buffer, and a slice holds the whole buffer
+/// (kept as slices, the sessions of 2 000 idle clients held 1.1 MB of read buffers). A boxed
+/// slice and not `Bytes`: half the size in every row, and no shared header allocated the first
+/// time it is cloned (an event's session is copied into its packet anyway). Massif;
+/// docs/BENCHMARKS.md.
+fn own(b: &[u8]) -> Box<[u8]> {
+    Box::from(b)
 }
 
 /// The connections bound to one uid, in the order bound. Nearly always one or two: a short list
@@ -104,23 +107,46 @@ impl UidConns {
     }
 }
 
+/// A group held here: its name, as its members' rows share it, and its members in the order
+/// they joined.
+#[derive(Debug)]
+struct Group {
+    name: Arc<[u8]>,
+    members: IndexSet<ConnId>,
+    announced: Announced,
+}
+
+/// A uid held here: its connections in the order bound.
+#[derive(Debug, Default)]
+struct Uid {
+    conns: UidConns,
+    announced: Announced,
+}
+
+/// The directory announcement (its sequence number) that told workers a uid or group is held
+/// here, 0 when none did (it was already held when they subscribed, or nobody subscribed).
+/// Kept beside the index entry: a map of its own in the directory's publisher held a second
+/// copy of every uid, ≈ 100 bytes per connection (docs/BENCHMARKS.md).
+type Announced = u64;
+
 /// The groups one client is in, by the names the worker sent, in the order joined. A client is
 /// in few groups, so they are a list, searched: an `IndexMap` here cost ≈ 290 bytes per client
 /// in one group (docs/BENCHMARKS.md). Names compare as bytes, which is the same as comparing
 /// their PHP keys: a name becomes an integer key only when it is the one canonical spelling of
-/// that integer.
+/// that integer. Each name is the group's own (`Group::name`), shared: a room's fifty members
+/// hold one copy of its name between them, not fifty.
 #[derive(Debug, Default)]
-pub struct Groups(Vec<Bytes>);
+pub struct Groups(Vec<Arc<[u8]>>);
 
 impl Groups {
     /// Adds `name` unless the client is in it already.
-    fn insert(&mut self, name: Bytes) {
-        if !self.0.contains(&name) {
+    fn insert(&mut self, name: &Arc<[u8]>) {
+        if !self.0.contains(name) {
             // Exact growth while short: most clients are in one or two groups.
             if self.0.len() < 8 {
                 self.0.reserve_exact(1);
             }
-            self.0.push(own(name));
+            self.0.push(name.clone());
         }
     }
 
@@ -134,8 +160,8 @@ impl Groups {
     }
 
     /// The names, in the order joined.
-    pub fn names(&self) -> impl Iterator<Item = &Bytes> {
-        self.0.iter()
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(|n| &n[..])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,17 +172,19 @@ impl Groups {
 #[derive(Debug)]
 pub struct Tables<T> {
     pub clients: IndexMap<ConnId, Client<T>>,
-    uids: HashMap<Key, UidConns>,
-    groups: IndexMap<Key, IndexSet<ConnId>>,
+    uids: HashMap<Key, Uid>,
+    groups: IndexMap<Key, Group>,
     next_id: ConnId,
     /// While set (some worker wants the directory): each uid or group that gained its first
     /// member or lost its last, for the hub to announce (`take_changes`).
     changes: Option<Vec<Change>>,
+    /// The sequence number the next announcement will carry, while changes are recorded.
+    next_announcement: Announced,
 }
 
 impl<T> Default for Tables<T> {
     fn default() -> Self {
-        Tables { clients: IndexMap::new(), uids: HashMap::new(), groups: IndexMap::new(), next_id: 0, changes: None }
+        Tables { clients: IndexMap::new(), uids: HashMap::new(), groups: IndexMap::new(), next_id: 0, changes: None, next_announcement: 0 }
     }
 }
 
@@ -203,7 +231,7 @@ impl<T> Tables<T> {
             }
         }
         let id = self.next_id;
-        self.clients.insert(id, Client { handle, session: Bytes::new(), uid: None, groups: Groups::default() });
+        self.clients.insert(id, Client { handle, session: Box::default(), uid: None, groups: Groups::default() });
         id
     }
 
@@ -235,9 +263,18 @@ impl<T> Tables<T> {
         self.clients.is_empty()
     }
 
-    /// Starts (or stops) noting changes of the uids and groups held.
-    pub fn record_changes(&mut self, on: bool) {
-        self.changes = on.then(|| self.changes.take().unwrap_or_default());
+    /// Starts (or stops, `None`) noting changes of the uids and groups held, those noted from
+    /// now on to go out in the announcement numbered `next`.
+    pub fn record_changes(&mut self, next: Option<Announced>) {
+        self.changes = next.map(|_| self.changes.take().unwrap_or_default());
+        self.next_announcement = next.unwrap_or(0);
+    }
+
+    /// Whether a uid (`true`) or group is held here, and the announcement that said so (as
+    /// recorded by `record_changes`; `None` when none did).
+    pub fn held(&self, uid: bool, key: &Key) -> (bool, Option<Announced>) {
+        let announced = if uid { self.uids.get(key).map(|u| u.announced) } else { self.groups.get(key).map(|g| g.announced) };
+        (announced.is_some(), announced.filter(|a| *a != 0))
     }
 
     /// The changes noted since the last call.
@@ -258,9 +295,9 @@ impl<T> Tables<T> {
     }
 
     fn unindex_uid(&mut self, key: &Key, conn: ConnId) {
-        if let Some(set) = self.uids.get_mut(key) {
-            set.remove(conn);
-            if set.is_empty() {
+        if let Some(uid) = self.uids.get_mut(key) {
+            uid.conns.remove(conn);
+            if uid.conns.is_empty() {
                 self.uids.remove(key);
                 self.note(|| Change::UidRemoved(key_bytes(key)));
             }
@@ -268,9 +305,9 @@ impl<T> Tables<T> {
     }
 
     fn unindex_group(&mut self, key: &Key, conn: ConnId) {
-        if let Some(set) = self.groups.get_mut(key) {
-            set.shift_remove(&conn);
-            if set.is_empty() {
+        if let Some(group) = self.groups.get_mut(key) {
+            group.members.shift_remove(&conn);
+            if group.members.is_empty() {
                 self.groups.shift_remove(key);
                 self.note(|| Change::GroupRemoved(key_bytes(key)));
             }
@@ -284,12 +321,14 @@ impl<T> Tables<T> {
         }
         self.unbind_uid(conn);
         let key = Key::from_bytes(&uid);
-        let members = self.uids.entry(key.clone()).or_default();
-        if members.insert(conn) && members.len() == 1 {
+        let next = self.next_announcement;
+        let entry = self.uids.entry(key.clone()).or_default();
+        if entry.conns.insert(conn) && entry.conns.len() == 1 {
+            entry.announced = next;
             self.note(|| Change::UidAdded(key_bytes(&key)));
         }
         if let Some(c) = self.clients.get_mut(&conn) {
-            c.uid = Some(own(uid));
+            c.uid = Some(own(&uid));
         }
         true
     }
@@ -297,7 +336,7 @@ impl<T> Tables<T> {
     /// SET_SESSION: the session's bytes, as the worker sent them.
     pub fn set_session(&mut self, conn: ConnId, session: Bytes) {
         if let Some(c) = self.clients.get_mut(&conn) {
-            c.session = own(session);
+            c.session = own(&session);
         }
     }
 
@@ -312,9 +351,11 @@ impl<T> Tables<T> {
         }
         let Some(c) = self.clients.get_mut(&conn) else { return false };
         let key = Key::from_bytes(&group);
-        c.groups.insert(group);
-        let members = self.groups.entry(key.clone()).or_default();
-        if members.insert(conn) && members.len() == 1 {
+        let next = self.next_announcement;
+        let g = self.groups.entry(key.clone()).or_insert_with(|| Group { name: Arc::from(&group[..]), members: IndexSet::new(), announced: 0 });
+        c.groups.insert(&g.name);
+        if g.members.insert(conn) && g.members.len() == 1 {
+            g.announced = next;
             self.note(|| Change::GroupAdded(key_bytes(&key)));
         }
         true
@@ -331,9 +372,9 @@ impl<T> Tables<T> {
     /// Dissolves a group; its members stay connected.
     pub fn ungroup(&mut self, group: &[u8]) {
         let key = Key::from_bytes(group);
-        if let Some(members) = self.groups.shift_remove(&key) {
+        if let Some(held) = self.groups.shift_remove(&key) {
             self.note(|| Change::GroupRemoved(key_bytes(&key)));
-            for conn in members {
+            for conn in held.members {
                 if let Some(c) = self.clients.get_mut(&conn) {
                     c.groups.remove(group);
                 }
@@ -342,22 +383,22 @@ impl<T> Tables<T> {
     }
 
     pub fn uid_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
-        self.uids.get(key).into_iter().flat_map(UidConns::iter)
+        self.uids.get(key).into_iter().flat_map(|u| u.conns.iter())
     }
 
     pub fn group_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
-        self.groups.get(key).into_iter().flatten().copied()
+        self.groups.get(key).into_iter().flat_map(|g| g.members.iter()).copied()
     }
 
     pub fn group_len(&self, key: &Key) -> usize {
-        self.groups.get(key).map_or(0, IndexSet::len)
+        self.groups.get(key).map_or(0, |g| g.members.len())
     }
 
     /// CMD_UPDATE_SESSION. Refused (old session kept) where PHP would crash the process.
     pub fn update_session(&mut self, conn: ConnId, update: &[u8]) -> Result<(), php::MergeError> {
         let Some(c) = self.clients.get_mut(&conn) else { return Ok(()) };
         // Exactly as long as it is: kept for the connection's life, and merging grew it by doubling.
-        c.session = Bytes::from(php::merge_session(&c.session, update)?.into_boxed_slice());
+        c.session = php::merge_session(&c.session, update)?.into_boxed_slice();
         Ok(())
     }
 
@@ -462,7 +503,7 @@ mod tests {
     #[test]
     fn what_is_kept_does_not_hold_the_buffer_it_came_in() {
         let buffer = Bytes::from(b"u1 room-1 a:1:{s:3:\"bid\";s:1:\"5\";}".repeat(1000));
-        let within = |b: &Bytes| buffer.as_ptr_range().contains(&b.as_ptr());
+        let within = |b: &[u8]| buffer.as_ptr_range().contains(&b.as_ptr());
         let mut t: Tables<()> = Tables::default();
         let c = t.add(());
         assert!(t.bind_uid(c, buffer.slice(0..2)));
@@ -471,8 +512,47 @@ mod tests {
         let row = t.get(c).expect("row");
         let uid = row.uid.as_ref().expect("uid");
         let group = row.groups.names().next().expect("group");
-        assert_eq!((&uid[..], &group[..], &row.session[..]), (&b"u1"[..], &b"room-1"[..], &br#"a:1:{s:3:"bid";s:1:"5";}"#[..]));
+        assert_eq!((&uid[..], group, &row.session[..]), (&b"u1"[..], &b"room-1"[..], &br#"a:1:{s:3:"bid";s:1:"5";}"#[..]));
         assert!(!within(uid) && !within(group) && !within(&row.session), "copies, not slices of the read buffer");
+    }
+
+    /// A group's members share its name: one copy for the room, not one per member.
+    #[test]
+    fn a_groups_members_share_its_name() {
+        let mut t: Tables<()> = Tables::default();
+        let (a, b) = (t.add(()), t.add(()));
+        assert!(t.join_group(a, Bytes::from(b"room-1".to_vec())));
+        assert!(t.join_group(b, Bytes::from(b"room-1".to_vec())));
+        let name = |c| t.get(c).expect("row").groups.names().next().expect("in a group").as_ptr();
+        assert_eq!(name(a), name(b), "the same bytes");
+        // Once the group is gone, a new one under the same name has a name of its own.
+        t.ungroup(b"room-1");
+        assert!(t.join_group(a, Bytes::from(b"room-1".to_vec())));
+        assert_eq!(t.get(a).expect("row").groups.names().collect::<Vec<_>>(), [b"room-1"]);
+    }
+
+    /// What is added while changes are recorded carries the announcement it goes out in; a
+    /// second member leaves it as it was.
+    #[test]
+    fn what_is_added_while_recording_is_noted_with_its_announcement() {
+        let mut t: Tables<()> = Tables::default();
+        let (a, b) = (t.add(()), t.add(()));
+        let (u1, u2, g) = (Key::from_bytes(b"u1"), Key::from_bytes(b"u2"), Key::from_bytes(b"g"));
+        assert!(t.bind_uid(a, Bytes::from_static(b"u1")));
+        assert_eq!(t.held(true, &u1), (true, None), "added while nobody listened");
+        t.record_changes(Some(7));
+        assert!(t.bind_uid(b, Bytes::from_static(b"u2")));
+        assert!(t.join_group(b, Bytes::from_static(b"g")));
+        assert_eq!((t.held(true, &u2), t.held(false, &g)), ((true, Some(7)), (true, Some(7))));
+        t.record_changes(Some(8));
+        assert!(t.bind_uid(a, Bytes::from_static(b"u2")));
+        assert!(t.join_group(a, Bytes::from_static(b"g")));
+        assert_eq!((t.held(true, &u2), t.held(false, &g)), ((true, Some(7)), (true, Some(7))), "not added again");
+        assert_eq!(t.held(true, &u1), (false, None), "a's rebinding let u1 go");
+        assert_eq!(t.take_changes().len(), 3, "u2 and g added, u1 removed");
+        t.record_changes(None);
+        assert!(t.join_group(a, Bytes::from_static(b"h")));
+        assert_eq!(t.held(false, &Key::from_bytes(b"h")), (true, None));
     }
 
     #[test]
