@@ -13,6 +13,10 @@ use anyhow::Context as _;
 /// login, the gateway 10 % fewer per delivery (callgrind), for the same memory per idle
 /// connection (docs/BENCHMARKS.md, session 14; mimalloc was faster still but held a third more
 /// per connection). SQLite's own C allocations stay on glibc's: the crate's symbols are prefixed.
+/// jemalloc's background thread is on (as Redis turns it on): jemalloc gives freed pages back to
+/// the system only when it allocates or frees, so an idle gateway kept the pages its clients'
+/// login burst freed for as long as it stayed idle (≈ 200 bytes of RSS per idle connection,
+/// docs/BENCHMARKS.md); the thread returns them on jemalloc's schedule (10 s) instead.
 /// Built without the `jemalloc` feature, the binary keeps glibc's, for heap profilers (massif).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
