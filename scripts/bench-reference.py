@@ -23,9 +23,10 @@ def cpu(r, role):
     return sum(s["cpu_s_window"] for s in r["server"] if r["roles"].get(str(s["pid"])) == role)
 
 
-def rss_per_conn(r, role):
-    """Bytes of RSS per established connection that the processes of that role grew by."""
-    grew = sum(s["rss_connected_kb"] - s["rss_start_kb"] for s in r["server"] if r["roles"].get(str(s["pid"])) == role)
+def rss_per_conn(r, role, at="connected"):
+    """Bytes of RSS per established connection that the processes of that role grew by, when the
+    last connected (`connected`) or at the end of the hold (`end`: idle since)."""
+    grew = sum(s[f"rss_{at}_kb"] - s["rss_start_kb"] for s in r["server"] if r["roles"].get(str(s["pid"])) == role)
     return grew * 1024 / max(r["conn_established"], 1)
 
 
@@ -94,13 +95,17 @@ for rate in rates:
 
 ref, sb = runs.get(("reference", "hold")), runs.get(("switchboard", "hold"))
 if ref and sb:
-    g, w, rr = rss_per_conn(sb, "gateway"), rss_per_conn(sb, "business"), rss_per_conn(ref, "reference")
     print(f'\nIdle WebSocket connections ({sb["conn_established"]} of {sb["conns"]} held by switchboard, logged in and in rooms of '
-          f'{sb["room_size"]}; {ref["conn_established"]} of {ref["conns"]} by the reference), memory and setup rate:\n')
+          f'{sb["room_size"]}; {ref["conn_established"]} of {ref["conns"]} by the reference), memory and setup rate. RSS grown '
+          f'per connection when the last connected (with what the connecting burst freed and the allocator still holds) '
+          f'and after {sb["duration_s"]:g} s idle:\n')
     print("| | gateway RSS per connection (≤ 2 KiB) | workers' RSS per client (≤ 1 KiB) | reference RSS per connection | new connections/s (≥ 10 000) | reference's |")
     print("|---|---:|---:|---:|---:|---:|")
     sb_rate, ref_rate = sb["conn_established"] / max(sb["connect_all_s"], 1e-3), ref["conn_established"] / max(ref["connect_all_s"], 1e-3)
-    print(f'| measured | {fmt(g)} B: {ok(g <= 2048)} | {fmt(w)} B: {ok(w <= 1024)} | {fmt(rr)} B | {fmt(sb_rate)}: {ok(sb_rate >= 10000)} | {fmt(ref_rate)} |')
+    for at, label in (("connected", "all connected"), ("end", f'after {sb["duration_s"]:g} s idle')):
+        g, w, rr = rss_per_conn(sb, "gateway", at), rss_per_conn(sb, "business", at), rss_per_conn(ref, "reference", at)
+        rate = f'{fmt(sb_rate)}: {ok(sb_rate >= 10000)} | {fmt(ref_rate)}' if at == "connected" else "— | —"
+        print(f'| {label} | {fmt(g)} B: {ok(g <= 2048)} | {fmt(w)} B: {ok(w <= 1024)} | {fmt(rr)} B | {rate} |')
 
 if problems:
     print("\nProblems: " + "; ".join(problems))

@@ -8,6 +8,7 @@
 #   scripts/bench.sh            the full suite (about 6 minutes here), rewrites docs/BENCHMARKS.md
 #   scripts/bench.sh --smoke    small N, about a minute, checks nothing is lost; writes nothing
 #   scripts/bench.sh --stores   workload 9 only (each store), its table printed; writes nothing
+#   SWITCHBOARD_BIN=<binary> scripts/bench.sh ...  measures that build instead of this checkout
 #   scripts/bench.sh --reference  workload 0 only: the reference (../shared/loadkit's refserver)
 #                                 and `switchboard start` defaults under one generator (wsload),
 #                                 the issue #16 targets as ratios; its table printed; writes nothing
@@ -19,8 +20,14 @@ SMOKE=0 STORES=0 REFERENCE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 [ "${1:-}" = "--stores" ] && STORES=1
 [ "${1:-}" = "--reference" ] && REFERENCE=1
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/switchboard
+# SWITCHBOARD_BIN measures another build (an older commit's binary, for a before/after) with
+# this checkout's scripts; otherwise this checkout is built and measured.
+if [ -n "${SWITCHBOARD_BIN:-}" ]; then
+  BIN=$(realpath "$SWITCHBOARD_BIN")
+else
+  cargo build --release --quiet
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/switchboard
+fi
 # The reference and its generator, built from ../shared/loadkit (read-only: built outside it).
 # The full suite and --reference need it; --smoke runs it where it is and says so where not.
 LOADKIT_SRC=${LOADKIT_SRC:-../shared/loadkit}
@@ -149,7 +156,9 @@ reference_runs() {
       wsload_run $system "room-r$rate" --conns "$conns" --room-size 50 --rate "$rate" --duration "$secs" --warmup 2 --grace 30 --source-ips 127.0.0.2-127.0.0.5
     done
     reference_target $system
-    wsload_run $system hold --hold --conns "$hold" --room-size 50 --duration 5 --source-ips 127.0.0.2-127.0.0.40
+    # Held 15 s: long enough for the allocators' own schedule (jemalloc gives freed pages back
+    # after 10 s) to show what an idle connection keeps, beside what it took to connect.
+    wsload_run $system hold --hold --conns "$hold" --room-size 50 --duration "${HOLD_SECS:-15}" --source-ips 127.0.0.2-127.0.0.40
   done
   stop_reference
   (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
