@@ -84,6 +84,7 @@ impl Deployment {
             }
         };
         let reg = (1..=registers).map(|i| format!("{}:1236", hosts.ip(i))).collect::<Vec<_>>().join(",");
+        let register_count = registers;
         let registers = (1..=registers).map(|i| start_register_on(&hosts, set, i)).collect();
         let (a, b) = (start_gateway_on(&hosts, set, 1, &reg), start_gateway_on(&hosts, set, 2, &reg));
         let config = dir.0.join("switchboard.toml");
@@ -92,6 +93,12 @@ impl Deployment {
         d.workers = (1..=2).map(|i| d.start_worker(&format!("chat{i}"))).collect();
         wait_log(&d.a, "business worker connected", 2).await;
         wait_log(&d._b, "business worker connected", 2).await;
+        // Up once each gateway is registered with every register: one that was still starting
+        // is retried a second later, and a test that takes a register away counts on the
+        // gateways having been registered with it (CI once killed register 1 before gateway a
+        // had reached it, and then waited for a re-registration that was its first).
+        wait_log(&d.a, "registering gateway", register_count).await;
+        wait_log(&d._b, "registering gateway", register_count).await;
         d
     }
 
