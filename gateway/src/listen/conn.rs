@@ -113,6 +113,19 @@ impl<S: Transport> Conn<S> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    /// Takes in what a turn of the socket brought: the client's end is noted (`eof`), a
+    /// failure handed back; bytes read or written need nothing more here.
+    pub fn note(&mut self, io: Io) -> io::Result<()> {
+        match io {
+            Io::Read | Io::Written => Ok(()),
+            Io::Eof => {
+                self.eof = true;
+                Ok(())
+            }
+            Io::Failed(e) => Err(e),
+        }
+    }
+
     /// Writes what it can of what waits without waiting for the socket: a burst most often
     /// goes whole, a turn of the caller's loop less (each turn registers its waits again).
     /// What does not go waits for the socket in `poll_io`.

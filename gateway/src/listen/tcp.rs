@@ -3,7 +3,7 @@
 //! stream into frames, what the hub gets for each, and how the hub's messages go out.
 
 use super::client::{admit, poll_turn, Admit, Client, Limits, Stop, Turn};
-use super::conn::{Conn, Flow, Io, WRITE_BATCH};
+use super::conn::{Conn, Flow, WRITE_BATCH};
 use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
 use crate::outbox::OutboxRx;
@@ -140,15 +140,13 @@ fn run<W: Wire>(
             let taking = conn.wbuf.len() < WRITE_BATCH;
             io_first = !io_first;
             let taken = match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, taking, io_first)).await {
-                Turn::Io(Io::Read | Io::Written) => false,
-                Turn::Io(Io::Eof) => {
-                    conn.eof = true;
-                    false
-                }
-                Turn::Io(Io::Failed(e)) => {
-                    debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
-                    break;
-                }
+                Turn::Io(io) => match conn.note(io) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
+                        break;
+                    }
+                },
                 // Shut (or every sender gone): over. While the socket is full nothing is taken,
                 // but a shut queue still ends the connection.
                 Turn::Out(None) => break,

@@ -6,7 +6,7 @@
 //! anything the worker sends before the 101 is written waits in the client's queue.
 
 use super::client::{admit, poll_turn, Admit, Client, Limits, Turn};
-use super::conn::{Conn, Flow, Io, Transport, WRITE_BATCH};
+use super::conn::{Conn, Flow, Transport, WRITE_BATCH};
 use super::door::{Door, Entry, Refused};
 use super::goim::Goim;
 use super::poll;
@@ -307,15 +307,13 @@ fn run<S: Transport>(
             // The turn is settled before anything else is awaited: held across the write below,
             // it would size the task for it.
             let taken = match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, taking, io_first)).await {
-                Turn::Io(Io::Read | Io::Written) => false,
-                Turn::Io(Io::Eof) => {
-                    conn.eof = true;
-                    false
-                }
-                Turn::Io(Io::Failed(e)) => {
-                    debug!(conn = id, addr = %client.addr, "client connection error: {e}");
-                    break;
-                }
+                Turn::Io(io) => match conn.note(io) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        debug!(conn = id, addr = %client.addr, "client connection error: {e}");
+                        break;
+                    }
+                },
                 // Shut (or every sender gone): over. While the socket is full nothing is taken,
                 // but a shut queue still ends the connection.
                 Turn::Out(None) => break,
