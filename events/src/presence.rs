@@ -26,7 +26,7 @@ use business::{Api, ApiError, ClientId};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -97,8 +97,35 @@ impl Snapshot {
 /// Coalesced listings of one bot's agents.
 #[derive(Default)]
 struct Listing {
-    /// Held while a listing runs; holds the newest one.
+    /// Held while a listing runs; holds the newest one while callers that may share it wait.
     last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// Callers between asking and being answered. The last one out drops the listing: any
+    /// later caller asks after it started, so it could never be shared again, and kept it held
+    /// a bot's every agent and its login's `customer_list` for as long as the bot was quiet
+    /// (a third of an idle worker's heap after a login burst; docs/BENCHMARKS.md).
+    callers: AtomicUsize,
+}
+
+/// A call of `Roster::list` from asking to answered (or given up), in `Listing::callers`.
+struct Caller<'a>(&'a Listing);
+
+impl<'a> Caller<'a> {
+    fn new(listing: &'a Listing) -> Caller<'a> {
+        listing.callers.fetch_add(1, Ordering::SeqCst);
+        Caller(listing)
+    }
+}
+
+impl Drop for Caller<'_> {
+    /// The last caller out drops the listing. It has let the listing's lock go by now (or
+    /// never had it); if another caller holds it meanwhile, that one is counted, and drops it.
+    fn drop(&mut self) {
+        if self.0.callers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Ok(mut last) = self.0.last.try_lock() {
+                *last = None;
+            }
+        }
+    }
 }
 
 /// Listings of every bot's agents (see the module doc).
@@ -111,12 +138,20 @@ pub struct Roster {
 impl Roster {
     /// Agent connections of bot `bid`, listed after this call began.
     pub async fn list(&self, api: &Api, bid: &str) -> Result<Arc<Snapshot>, ApiError> {
-        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
         let listing = {
             let mut bots = self.bots.lock().unwrap_or_else(|p| p.into_inner());
             bots.entry(bid.to_string()).or_default().clone()
         };
+        // Counted before the ticket is taken: a listing that could answer this call starts
+        // after both, so it is not dropped before this call has had it.
+        let _caller = Caller::new(&listing);
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
         let mut last = listing.last.lock().await;
+        self.answer(api, bid, ticket, &mut last).await
+    }
+
+    /// With the bot's listing held: the newest one if it started after `ticket`, else a new one.
+    async fn answer(&self, api: &Api, bid: &str, ticket: u64, last: &mut Option<Arc<Snapshot>>) -> Result<Arc<Snapshot>, ApiError> {
         if let Some(s) = last.as_ref().filter(|s| s.started > ticket) {
             return Ok(s.clone());
         }
@@ -281,6 +316,21 @@ async fn announce_loop(api: Api, bid: String, mut rx: mpsc::Receiver<Change>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listing is kept while a caller that may share it waits, and dropped with the last:
+    /// held on, it kept a bot's every agent in an idle worker's memory.
+    #[tokio::test]
+    async fn the_last_caller_out_drops_the_listing() {
+        let listing = Listing::default();
+        let first = Caller::new(&listing);
+        let waiting = Caller::new(&listing);
+        *listing.last.lock().await =
+            Some(Arc::new(Snapshot { started: 1, connections: Vec::new(), agents: OnceLock::new(), customer_list: OnceLock::new() }));
+        drop(first);
+        assert!(listing.last.lock().await.is_some(), "a caller still waits: kept for it");
+        drop(waiting);
+        assert!(listing.last.lock().await.is_none(), "nobody left to share it: dropped");
+    }
 
     #[test]
     fn customer_list_is_the_contracts_shape() {
