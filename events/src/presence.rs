@@ -25,7 +25,10 @@ use crate::who::Who;
 use business::{Api, ApiError, ClientId};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -106,6 +109,23 @@ struct Listing {
     callers: AtomicUsize,
 }
 
+/// The entry of a bot (or gateway) in one of the actors' maps, made by `make` the first time.
+/// The key is copied only then: every login and every presence change comes here.
+fn get_or_make<K, Q, V>(map: &Mutex<HashMap<K, V>>, key: &Q, make: impl FnOnce() -> V) -> V
+where
+    K: Borrow<Q> + Eq + Hash,
+    Q: ToOwned<Owned = K> + Eq + Hash + ?Sized,
+    V: Clone,
+{
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = map.get(key) {
+        return v.clone();
+    }
+    let v = make();
+    map.insert(key.to_owned(), v.clone());
+    v
+}
+
 /// A call of `Roster::list` from asking to answered (or given up), in `Listing::callers`.
 struct Caller<'a>(&'a Listing);
 
@@ -138,10 +158,7 @@ pub struct Roster {
 impl Roster {
     /// Agent connections of bot `bid`, listed after this call began.
     pub async fn list(&self, api: &Api, bid: &str) -> Result<Arc<Snapshot>, ApiError> {
-        let listing = {
-            let mut bots = self.bots.lock().unwrap_or_else(|p| p.into_inner());
-            bots.entry(bid.to_string()).or_default().clone()
-        };
+        let listing = get_or_make(&self.bots, bid, Arc::default);
         // Counted before the ticket is taken: a listing that could answer this call starts
         // after both, so it is not dropped before this call has had it.
         let _caller = Caller::new(&listing);
@@ -183,24 +200,20 @@ struct JoinWait {
 /// not per login.
 #[derive(Default)]
 pub struct Joins {
-    gateways: Mutex<HashMap<String, mpsc::UnboundedSender<JoinWait>>>,
+    gateways: Mutex<HashMap<SocketAddrV4, mpsc::UnboundedSender<JoinWait>>>,
 }
 
 impl Joins {
     /// Returns once `client`'s gateway has it in `group` (or after `JOIN_WAIT`, logged).
     pub async fn joined(&self, api: &Api, client: ClientId, group: &str) {
-        let gateway = client.gateway().to_string();
         let (done, wait) = oneshot::channel();
         let w = JoinWait { conn: client.conn, group: group.to_string(), since: tokio::time::Instant::now(), done };
-        let sent = {
-            let mut gateways = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = gateways.entry(gateway.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(confirm_loop(api.clone(), gateway.clone(), rx));
-                tx
-            });
-            tx.send(w).is_ok()
-        };
+        let tx = get_or_make(&self.gateways, &client.gateway(), || {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(confirm_loop(api.clone(), client.gateway().to_string(), rx));
+            tx
+        });
+        let sent = tx.send(w).is_ok();
         if !sent || wait.await.is_err() {
             warn!(client = %client, "join confirmation unavailable: listing anyway");
         }
@@ -275,16 +288,11 @@ pub struct Announcer {
 impl Announcer {
     /// Queues a change for bot `bid`'s agents; waits only while the bot's queue is full.
     pub async fn announce(&self, api: &Api, bid: &str, change: Change) {
-        let tx = {
-            let mut bots = self.bots.lock().unwrap_or_else(|p| p.into_inner());
-            bots.entry(bid.to_string())
-                .or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(4096);
-                    tokio::spawn(announce_loop(api.clone(), bid.to_string(), rx));
-                    tx
-                })
-                .clone()
-        };
+        let tx = get_or_make(&self.bots, bid, || {
+            let (tx, rx) = mpsc::channel(4096);
+            tokio::spawn(announce_loop(api.clone(), bid.to_string(), rx));
+            tx
+        });
         if tx.send(change).await.is_err() {
             warn!(bid, "presence change not announced: the bot's announcer has stopped");
         }
