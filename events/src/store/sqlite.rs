@@ -8,7 +8,7 @@
 //! job is atomic on its own (a job of several writes takes a savepoint; one write statement is
 //! atomic by itself), and its answer leaves only once the batch is committed, so nothing is
 //! acknowledged that a failed commit could lose. SQLite serialises the batches of several
-//! processes. Between batches the thread copies the WAL back into the file (`wal`).
+//! processes. A second thread copies the WAL back into the file while the first writes (`wal`).
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
@@ -206,22 +206,14 @@ impl SqliteStore {
                 Err(e) => return Err(e),
             }
         }
-        // The store thread checkpoints on `wal`'s schedule, not the commit that crosses a mark.
+        // The checkpoint thread copies on `wal`'s schedule, not the commit that crosses a mark.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = super::wal::Checkpointer::start(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-store".into())
             .spawn(move || {
-                let mut checkpoint = super::wal::Checkpoint::new();
-                loop {
-                    let first = match rx.recv_timeout(checkpoint.wait()) {
-                        Ok(job) => job,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            checkpoint.run(&conn, wait_for_lock);
-                            continue;
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    };
+                while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -230,9 +222,10 @@ impl SqliteStore {
                         }
                     }
                     run_batch(&mut conn, batch);
-                    checkpoint.committed(&conn, wait_for_lock);
+                    checkpointer.committed();
                 }
-                checkpoint.run(&conn, wait_for_lock);
+                // The checkpoint thread copies what is left as its handle drops.
+                drop(checkpointer);
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(SqliteStore { jobs: tx })

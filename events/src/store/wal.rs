@@ -1,19 +1,29 @@
-//! When the SQLite store copies its WAL back into the database file.
+//! When and how the SQLite store copies its WAL back into the database file.
 //!
 //! SQLite's default copies every 1 000 pages inside whichever commit crosses the mark. A chat
 //! writes the same few pages (the tail of the messages table and its indexes) over and over, so
 //! copying a second's commits at once writes each of them back once, with one fsync, instead of
-//! ten times (profile and figures in docs/BENCHMARKS.md). The store thread runs it between two
-//! batches, once a second after a write, or sooner after many commits.
+//! ten times (profile and figures in docs/BENCHMARKS.md).
 //!
-//! It is a RESTART, not a PASSIVE checkpoint: with two worker processes writing, PASSIVE never
-//! finds the other one idle, never copies the last frames, and the WAL is never started over (it
-//! grew by 12 MB a second under load). RESTART waits for the other writer's batch to end,
-//! copies everything and makes the next commit start the WAL from its beginning; other processes
-//! wait for that copy, a second's worth of pages. (Run from a thread and connection of its own,
-//! it never found both writers idle either.)
+//! The copy runs in a thread of its own, on a connection of its own, in two steps:
+//!
+//! * a PASSIVE checkpoint copies everything committed so far and fsyncs the file while every
+//!   writer goes on writing. This is the long part (tens of milliseconds on a VM's disk, most of
+//!   it the fsyncs); run by the store thread between two batches, as it once was, every message
+//!   arriving meanwhile waited for it: the store's slowest answers (docs/BENCHMARKS.md).
+//! * a RESTART then copies the few pages committed during the first step and makes the next
+//!   commit start the WAL from its beginning. It holds writers back (in every process) while it
+//!   runs, but only for those few pages. PASSIVE alone is not enough: with two worker
+//!   processes writing, it never finds both idle, never copies the last frames, and the WAL is
+//!   never started over (it grew by 12 MB a second under load).
+//!
+//! Every worker process runs one; when two are due at once, the second finds the checkpoint
+//! lock taken, skips its turn, and tries again a second later.
 
 use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often committed pages are copied back.
@@ -22,59 +32,124 @@ pub(super) const EVERY: Duration = Duration::from_secs(1);
 /// burst of big batches, such as a history import).
 pub(super) const COMMITS: u32 = 1_000;
 
-/// The store thread's checkpoint schedule.
-pub(super) struct Checkpoint {
+/// What the store thread tells the checkpoint thread.
+#[derive(Default)]
+struct Due {
     /// When the oldest commit not yet copied was made (None: nothing to copy).
     since: Option<Instant>,
     commits: u32,
+    /// The store is closing: copy what is left and end.
+    closed: bool,
 }
 
-impl Checkpoint {
-    pub(super) fn new() -> Checkpoint {
-        Checkpoint { since: None, commits: 0 }
+#[derive(Default)]
+struct Shared {
+    due: Mutex<Due>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn due(&self) -> MutexGuard<'_, Due> {
+        // The lock guards counters only; one poisoned by a panic still holds usable ones.
+        self.due.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The store thread's handle on its checkpoint thread. Dropping it copies what is left and
+/// waits for the thread to end.
+pub(super) struct Checkpointer {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Opens a second connection to `path` (already in WAL mode) and starts the thread.
+    pub(super) fn start(path: &Path) -> super::Result<Checkpointer> {
+        let conn = Connection::open(path)?;
+        conn.busy_handler(Some(wait_briefly))?;
+        let shared = Arc::new(Shared::default());
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || run(&conn, &theirs))
+            .map_err(|e| super::StoreError::Corrupt(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { shared, thread: Some(thread) })
     }
 
-    /// How long the store thread may wait for a job before a copy is due.
-    pub(super) fn wait(&self) -> Duration {
-        match self.since {
-            Some(t) => EVERY.saturating_sub(t.elapsed()),
-            // Nothing to copy: the wait is only for jobs (an hour stands for "until one comes").
-            None => Duration::from_secs(3600),
+    /// After each commit. Wakes the thread only for the first commit since the last copy and
+    /// when the commits reach `COMMITS`: not a system call per batch.
+    pub(super) fn committed(&self) {
+        let mut due = self.shared.due();
+        due.commits += 1;
+        if due.since.is_none() {
+            due.since = Some(Instant::now());
+            self.shared.wake.notify_one();
+        } else if due.commits == COMMITS {
+            self.shared.wake.notify_one();
         }
     }
+}
 
-    /// After each commit: copies if one is due.
-    pub(super) fn committed(&mut self, conn: &Connection, wait_for_lock: fn(i32) -> bool) {
-        self.commits += 1;
-        let since = *self.since.get_or_insert_with(Instant::now);
-        if self.commits >= COMMITS || since.elapsed() >= EVERY {
-            self.run(conn, wait_for_lock);
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.shared.due().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
+}
 
-    /// Copies now if anything was committed since the last copy. It waits for others only
-    /// briefly: a long reader (an export with `switchboard copy`) holds an old snapshot, which
-    /// RESTART would wait for with the connection's own busy handler (`wait_for_lock`, put back
-    /// after) for 10 s, holding every chat write behind it. Blocked, it has still copied what
-    /// it could, and it is tried again a second later.
-    pub(super) fn run(&mut self, conn: &Connection, wait_for_lock: fn(i32) -> bool) {
-        if self.since.take().is_none() {
+/// The checkpoint thread: sleeps until a commit, then until the copy is due, then copies.
+fn run(conn: &Connection, shared: &Shared) {
+    loop {
+        let mut due = shared.due();
+        loop {
+            let wait = match due.since {
+                _ if due.closed => break,
+                Some(_) if due.commits >= COMMITS => break,
+                Some(t) if t.elapsed() >= EVERY => break,
+                Some(t) => EVERY - t.elapsed(),
+                // Nothing to copy: asleep until a commit says otherwise.
+                None => Duration::MAX,
+            };
+            due = if wait == Duration::MAX {
+                shared.wake.wait(due).unwrap_or_else(|p| p.into_inner())
+            } else {
+                shared.wake.wait_timeout(due, wait).unwrap_or_else(|p| p.into_inner()).0
+            };
+        }
+        let closed = due.closed;
+        let pending = due.since.take().is_some();
+        due.commits = 0;
+        drop(due);
+        if pending && !copy(conn) {
+            // Tried again a second later, whether or not anything is committed meanwhile.
+            shared.due().since.get_or_insert_with(Instant::now);
+        }
+        if closed {
             return;
         }
-        self.commits = 0;
-        let _ = conn.busy_handler(Some(wait_briefly));
-        let blocked = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
-        let _ = conn.busy_handler(Some(wait_for_lock));
-        match blocked {
-            Ok(0) => {}
-            Ok(_) => {
-                tracing::debug!("store: WAL checkpoint blocked by a reader; tried again in {EVERY:?}");
-                self.since = Some(Instant::now());
-            }
-            Err(e) => {
-                tracing::warn!("store: WAL checkpoint failed (tried again in {EVERY:?}): {e}");
-                self.since = Some(Instant::now());
-            }
+    }
+}
+
+/// Copies the WAL back and starts it over; `false` if something stopped it short (another
+/// process's checkpoint running, or a reader holding an old snapshot: an export with
+/// `switchboard copy`, which RESTART gives up on after `wait_briefly` rather than hold every
+/// chat write behind it).
+fn copy(conn: &Connection) -> bool {
+    let checkpoint = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(0));
+    // 1: busy. PASSIVE is only ever busy with another process's checkpoint running.
+    let copied = checkpoint("PASSIVE").and_then(|busy| if busy == 0 { checkpoint("RESTART") } else { Ok(busy) });
+    match copied {
+        Ok(0) => true,
+        Ok(_) => {
+            tracing::debug!("store: WAL checkpoint blocked by another; tried again in {EVERY:?}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("store: WAL checkpoint failed (tried again in {EVERY:?}): {e}");
+            false
         }
     }
 }
