@@ -156,7 +156,7 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
         EventKind::Close => app.on_close(&mut ctx).await,
     }
     if let Some((saved, bytes)) = ctx.saved.take() {
-        kept.sync.saved(bytes);
+        kept.sync.saved(&bytes);
         before = saved;
     }
     kept.sync.store(api, &id, ev.kind, &before, &ctx.session).await;

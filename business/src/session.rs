@@ -26,7 +26,9 @@ pub struct SessionSync {
     /// The latest value written, as the bytes sent: it is needed only when an event races our
     /// write, and kept serialized because it is kept for every client that has not spoken since
     /// (an idle agent after its login). Decoded, a chat session was ≈ 1 KB of maps and strings.
-    written: Option<Bytes>,
+    /// A copy of its own, not a second handle on the `Bytes` sent: that handle made the sent
+    /// buffer shared, an allocation more per idle client (and 16 bytes more here).
+    written: Option<Box<[u8]>>,
 }
 
 fn decode(bytes: &[u8]) -> Option<php::Array> {
@@ -70,19 +72,19 @@ impl SessionSync {
     }
 
     /// Records a write of these bytes (empty: no session).
-    fn wrote(&mut self, bytes: Bytes) {
-        let crc = crc32fast::hash(&bytes);
+    fn wrote(&mut self, bytes: &[u8]) {
+        let crc = crc32fast::hash(bytes);
         if let Some(old) = self.version {
             if old != crc && !self.replaced.contains(&old) {
                 self.replaced.push(old);
             }
         }
         self.version = Some(crc);
-        self.written = Some(bytes);
+        self.written = Some(bytes.into());
     }
 
     /// The callback wrote the session itself (`Context::save_session`), as these bytes.
-    pub fn saved(&mut self, bytes: Bytes) {
+    pub fn saved(&mut self, bytes: &[u8]) {
         self.wrote(bytes);
     }
 
@@ -92,7 +94,7 @@ impl SessionSync {
             return;
         }
         let bytes = serialize(after);
-        self.wrote(bytes.clone());
+        self.wrote(&bytes);
         if let Err(e) = api.set_raw_session(id, bytes).await {
             warn!(client = %id, "session not written back: {e}");
         }
