@@ -118,7 +118,7 @@ where
     Q: ToOwned<Owned = K> + Eq + Hash + ?Sized,
     V: Clone,
 {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = locked(map);
     if let Some(v) = map.get(key) {
         return v.clone();
     }
@@ -315,9 +315,10 @@ impl Pending {
     }
 }
 
-fn pending(bot: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
-    // Queue moves only, never an await, under the lock: a poisoned one holds nothing half-done.
-    bot.lock().unwrap_or_else(|p| p.into_inner())
+/// The actors' maps and a bot's queue are only ever changed whole under their lock (never
+/// across an await), so a poisoned one holds nothing half-done.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A sender per bot with changes waiting (see the module doc).
@@ -331,7 +332,7 @@ impl Announcer {
     pub async fn announce(&self, api: &Api, bid: &str, mut change: Change) {
         let bot = get_or_make(&self.bots, bid, Arc::default);
         loop {
-            let pushed = pending(&bot).push(change);
+            let pushed = locked(&bot).push(change);
             match pushed {
                 Ok(start) => {
                     if start {
@@ -351,7 +352,7 @@ impl Announcer {
 async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
     let (single, batch) = (crate::keys::presence_single_group(&bid), crate::keys::presence_batch_group(&bid));
     loop {
-        let Some(changes) = pending(&bot).take() else { return };
+        let Some(changes) = locked(&bot).take() else { return };
         for c in &changes {
             let skip = c.client.map(|id| id.to_string());
             if let Err(e) = api.send_to_group(&[&single], c.to_json().to_string(), skip.as_deref().as_slice()).await {
