@@ -395,11 +395,24 @@ async fn other_methods_go_to_the_upstream() {
 }
 
 /// What one agent learned from a frame: agents that came (`login` list, `login_push`, the
-/// login changes of a `presence_push`) and agents that went.
+/// login changes of a `presence_push`, rows saying 1) and agents that went.
 fn presence_news(v: &Value, came: &mut HashSet<String>, went: &mut HashSet<String>) {
     let id = |x: &Value| x["customer_id"].as_str().unwrap_or("").to_string();
+    let rows = |v: &Value, came: &mut HashSet<String>, went: &mut HashSet<String>| {
+        for row in v["agents"].as_array().expect("agents") {
+            let id = row[0].as_str().expect("a row's id").to_string();
+            assert!(row[1].is_string(), "a row's name: {row}");
+            match row[2].as_u64() {
+                Some(1) => came.insert(id),
+                Some(0) => went.insert(id),
+                _ => panic!("a row's status is 1 or 0: {row}"),
+            };
+        }
+    };
     match v["method"].as_str() {
+        Some("login") if v.get("agents").is_some() => rows(v, came, went),
         Some("login") => came.extend(v["customer_list"].as_array().expect("customer_list").iter().map(id)),
+        Some("agents_push") => rows(v, came, went),
         Some("login_push") => {
             came.insert(id(v));
         }
@@ -415,19 +428,31 @@ fn presence_news(v: &Value, came: &mut HashSet<String>, went: &mut HashSet<Strin
     }
 }
 
-/// Reads presence frames until `done` holds, checking each is of the kind the agent asked for.
+/// Reads presence frames until `done` holds, checking each is of the form the agent asked for
+/// (`single`, `batch` or `compact`).
 async fn follow_presence(
     c: &mut Client,
-    batch: bool,
+    form: &str,
     came: &mut HashSet<String>,
     went: &mut HashSet<String>,
     done: impl Fn(&HashSet<String>, &HashSet<String>) -> bool,
 ) {
+    let (list, pushes): (&str, &[&str]) = match form {
+        "single" => ("customer_list", &["login_push", "logout_push"]),
+        "batch" => ("customer_list", &["presence_push"]),
+        _ => ("agents", &["agents_push"]),
+    };
     while !done(came, went) {
-        let v = c.next_where(|v| matches!(v["method"].as_str(), Some("login" | "login_push" | "logout_push" | "presence_push"))).await;
-        let wrong = if batch { "login_push" } else { "presence_push" };
-        assert_ne!(v["method"], wrong, "an agent with presence {} got {v}", if batch { "batch" } else { "single" });
+        let v =
+            c.next_where(|v| matches!(v["method"].as_str(), Some("login" | "login_push" | "logout_push" | "presence_push" | "agents_push"))).await;
         assert!(v.get("code").is_none(), "refused: {v}");
+        let method = v["method"].as_str().unwrap_or("");
+        if method == "login" {
+            assert!(v.get(list).is_some(), "an agent with presence {form} got no {list}: {v}");
+            assert_eq!(v.get("customer_list").is_some() as u8 + v.get("agents").is_some() as u8, 1, "one list: {v}");
+        } else {
+            assert!(pushes.contains(&method), "an agent with presence {form} got {v}");
+        }
         presence_news(&v, came, went);
     }
 }
@@ -446,19 +471,18 @@ async fn a_login_storm_leaves_every_agent_knowing_every_other() {
     let r = clients[0]
         .request(json!({"method": "login", "bid": "s", "customer_id": "x", "customer_name": "X", "token": token("s", "x"), "presence": 5}), "login")
         .await;
-    assert_eq!(r["code"], "10005", "presence must be batch or single: {r}");
-    let batch = |i: usize| !i.is_multiple_of(3);
+    assert_eq!(r["code"], "10005", "presence must be single, batch or compact: {r}");
+    let form = |i: usize| ["single", "batch", "compact"][i % 3];
     for (i, cl) in clients.iter_mut().enumerate() {
         let id = format!("s{i}");
-        let presence = if batch(i) { "batch" } else { "single" };
-        cl.send_json(json!({"method": "login", "bid": "s", "customer_id": id, "customer_name": id, "token": token("s", &id), "presence": presence}))
+        cl.send_json(json!({"method": "login", "bid": "s", "customer_id": id, "customer_name": id, "token": token("s", &id), "presence": form(i)}))
             .await;
     }
     let everyone: HashSet<String> = (0..N).map(|i| format!("s{i}")).collect();
     let mut known: Vec<(HashSet<String>, HashSet<String>)> = vec![Default::default(); N];
     futures_util::future::join_all(clients.iter_mut().zip(known.iter_mut()).enumerate().map(|(i, (cl, (came, went)))| {
         let everyone = &everyone;
-        async move { follow_presence(cl, batch(i), came, went, |came, _| came == everyone).await }
+        async move { follow_presence(cl, form(i), came, went, |came, _| came == everyone).await }
     }))
     .await;
 
@@ -469,7 +493,7 @@ async fn a_login_storm_leaves_every_agent_knowing_every_other() {
     let mut stay = stay;
     futures_util::future::join_all(stay.iter_mut().zip(known.iter_mut().skip(N / 2)).enumerate().map(|(k, (cl, (came, went)))| {
         let gone = &gone;
-        async move { follow_presence(cl, batch(N / 2 + k), came, went, |_, went| went == gone).await }
+        async move { follow_presence(cl, form(N / 2 + k), came, went, |_, went| went == gone).await }
     }))
     .await;
 }

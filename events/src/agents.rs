@@ -3,7 +3,7 @@
 //! group (`keys`: the contract's uid = customer_id and group = bid, made safe between bots).
 
 use crate::keys;
-use crate::presence::{self, Change, Snapshot};
+use crate::presence::{self, Change, Form, Snapshot};
 use crate::protocol::{code, escape_html, id_field, now_secs};
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
@@ -39,16 +39,39 @@ pub(crate) struct SignedIn {
 }
 
 impl SignedIn {
-    /// The `customer_list` of the login reply: the listing's own, shared with the other
-    /// logins it served. The agent itself is in it unless its join was still not applied
-    /// when the listing ran; then a list with it added is built for this login.
-    pub fn customer_list(&self) -> Cow<'_, RawValue> {
+    /// The agents online for the login reply, in the form the agent asked for: the listing's
+    /// own, shared with the other logins it served. The agent itself is in it unless its join
+    /// was still not applied when the listing ran; then a list with it added is built for
+    /// this login.
+    pub fn listing(&self, form: Form) -> Listed<'_> {
         let agents = self.online.agents();
-        if agents.iter().any(|(i, _)| *i == self.id) {
-            return Cow::Borrowed(self.online.customer_list());
-        }
-        let with_me = agents.iter().map(|(i, n)| (i.as_str(), n.as_str())).chain([(self.id.as_str(), self.name.as_str())]);
-        Cow::Owned(presence::customer_list(with_me))
+        let me = agents.iter().any(|(i, _)| *i == self.id);
+        let compact = form == Form::Compact;
+        let list = match (compact, me) {
+            (true, true) => Cow::Borrowed(self.online.rows()),
+            (false, true) => Cow::Borrowed(self.online.customer_list()),
+            (_, false) => {
+                let with_me = agents.iter().map(|(i, n)| (i.as_str(), n.as_str())).chain([(self.id.as_str(), self.name.as_str())]);
+                Cow::Owned(if compact { presence::rows(with_me.map(|(i, n)| (i, n, 1))) } else { presence::customer_list(with_me) })
+            }
+        };
+        Listed { compact, list }
+    }
+}
+
+/// The agents online in a login reply: `customer_list` (the contract's), or for an agent that
+/// asked for `"presence":"compact"`, `agents` rows.
+pub(crate) struct Listed<'a> {
+    compact: bool,
+    list: Cow<'a, RawValue>,
+}
+
+impl Listed<'_> {
+    pub fn customer_list(&self) -> Option<&RawValue> {
+        (!self.compact).then_some(&*self.list)
+    }
+    pub fn agents(&self) -> Option<&RawValue> {
+        self.compact.then_some(&*self.list)
     }
 }
 
@@ -59,19 +82,17 @@ struct LoginReply<'a> {
     customer_id: &'a str,
     customer_name: &'a str,
     timestamp: i64,
-    customer_list: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_list: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents: Option<&'a RawValue>,
     conversations: &'a Value,
     conversations_more: bool,
 }
 
-/// The login's `presence` field: `"batch"` asks for `presence_push` frames.
-pub(crate) fn presence_batch(req: &Map<String, Value>) -> Result<bool, Fail> {
-    match req.get("presence") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(s)) if s == "batch" => Ok(true),
-        Some(Value::String(s)) if s == "single" => Ok(false),
-        Some(_) => Err(Fail::bad("presence must be \"batch\" or \"single\"")),
-    }
+/// The login's `presence` field: how this agent is told of the others (`presence::Form`).
+pub(crate) fn presence_form(req: &Map<String, Value>) -> Result<Form, Fail> {
+    Form::parse(req.get("presence")).map_err(Fail::bad)
 }
 
 impl Chat {
@@ -98,15 +119,16 @@ impl Chat {
             let claims = auth::verify(&self.config.agent_secret, token, &bid, &id).map_err(|e| Fail::denied(format!("agent token refused: {e}")))?;
             exp = Some(claims.exp);
         }
-        let batch = presence_batch(req)?;
-        let s = self.sign_in(ctx, &bid, &id, &name, exp, batch).await?;
-        let list = s.customer_list();
+        let form = presence_form(req)?;
+        let s = self.sign_in(ctx, &bid, &id, &name, exp, form).await?;
+        let list = s.listing(form);
         let reply = LoginReply {
             method: "login",
             customer_id: &id,
             customer_name: &s.name,
             timestamp: s.timestamp,
-            customer_list: &list,
+            customer_list: list.customer_list(),
+            agents: list.agents(),
             conversations: &s.conversations,
             conversations_more: s.conversations_more,
         };
@@ -116,13 +138,13 @@ impl Chat {
 
     /// Makes this connection agent `id` of bot `bid` (identity already verified): session,
     /// uid, bot group, presence group, the store's agent list, and the presence change for the
-    /// others. `batch` is the client's `"presence":"batch"` (see `presence`).
-    pub(crate) async fn sign_in(&self, ctx: &mut Context, bid: &str, id: &str, name: &str, exp: Option<u64>, batch: bool) -> Result<SignedIn, Fail> {
+    /// others. `form` is how the client asked to hear of the others (see `presence`).
+    pub(crate) async fn sign_in(&self, ctx: &mut Context, bid: &str, id: &str, name: &str, exp: Option<u64>, form: Form) -> Result<SignedIn, Fail> {
         let name = escape_html(name);
         if let Who::Agent { .. } = Who::of(ctx) {
             // Logging in again as the same agent (`one_identity`), with a fresh token: the
             // presence form it asks for may differ from last time.
-            for g in [keys::presence_single_group(bid), keys::presence_batch_group(bid)] {
+            for g in Form::ALL.map(|f| f.group(bid)) {
                 ctx.api.leave_group(&ctx.id(), &g).await?;
             }
         }
@@ -131,7 +153,7 @@ impl Chat {
         crate::who::set_token_exp(ctx, exp);
         // Written before joining the group, so anyone listing the group sees who this is.
         ctx.save_session().await?;
-        let pushes = if batch { keys::presence_batch_group(bid) } else { keys::presence_single_group(bid) };
+        let pushes = form.group(bid);
         // One wait for every worker to know where this agent is (the gateways' directory).
         ctx.api.bind_and_join(&ctx.id(), Some(&keys::agent_uid(bid, id)), &[&keys::bot_group(bid), &pushes]).await?;
         self.store.add_agent(bid, id, &name).await?;

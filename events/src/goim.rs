@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 /// The session key holding the room a goim client authenticated into (its heartbeat counts it).
 const HOME_ROOM: &[u8] = b"goim_room";
 
-/// The answer to op 7, written around the login's already serialized `customer_list`.
+/// The answer to op 7, written around the login's already serialized list of agents.
 #[derive(serde::Serialize)]
 struct AuthReply<'a> {
     method: &'static str,
@@ -27,7 +27,10 @@ struct AuthReply<'a> {
     shop_id: &'a str,
     name: &'a str,
     timestamp: i64,
-    customer_list: &'a serde_json::value::RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_list: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents: Option<&'a serde_json::value::RawValue>,
     conversations: &'a Value,
     conversations_more: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,22 +66,23 @@ impl Chat {
         if self.revoked(&bid, &mid) {
             return Err(Fail::denied("agent token revoked"));
         }
-        let batch = crate::agents::presence_batch(req)?;
-        let signed = self.sign_in(ctx, &bid, &mid, &name, exp, batch).await?;
+        let form = crate::agents::presence_form(req)?;
+        let signed = self.sign_in(ctx, &bid, &mid, &name, exp, form).await?;
         let mut members = None;
         if let Some(room) = &room {
             members = Some(self.enter_room(ctx, &bid, &mid, &signed.name, room).await?);
             ctx.session_mut().insert(Key::Str(HOME_ROOM.to_vec()), Php::Str(room.as_bytes().to_vec()));
             ctx.save_session().await?;
         }
-        let list = signed.customer_list();
+        let list = signed.listing(form);
         let reply = AuthReply {
             method: "auth",
             mid: &mid,
             shop_id: &bid,
             name: &signed.name,
             timestamp: signed.timestamp,
-            customer_list: &list,
+            customer_list: list.customer_list(),
+            agents: list.agents(),
             conversations: &signed.conversations,
             conversations_more: signed.conversations_more,
             room_id: room.as_deref(),

@@ -67,6 +67,11 @@ pub fn presence_batch_group(bid: &str) -> String {
     key("presence+", &[bid])
 }
 
+/// The agents of a bot that get a tick's presence changes as one `agents_push` of rows.
+pub fn presence_compact_group(bid: &str) -> String {
+    key("presence#", &[bid])
+}
+
 /// The thread a conversation's messages are stored under (conversation ids are the store's
 /// own, unique across bots).
 pub fn conversation_thread(id: &str) -> String {

@@ -13,8 +13,11 @@
 //! * [`Announcer`] sends each bot's presence changes in order, from a task that runs only while
 //!   the bot has changes waiting (an idle bot costs its map entry). Agents that asked
 //!   for it at login (`"presence":"batch"`) get every change of a tick in one `presence_push`
-//!   frame; the others get the contract's one `login_push`/`logout_push` per change. The first
-//!   change after a quiet tick goes out at once, so a lone login is not delayed.
+//!   frame, and those that asked for `"presence":"compact"` the same as one `agents_push` of
+//!   rows (`[id, name, 1|0]`, a quarter of the bytes: in a storm, the pushes are most of what
+//!   every agent receives); the others get the contract's one `login_push`/`logout_push` per
+//!   change. The first change after a quiet tick goes out at once, so a lone login is not
+//!   delayed. [`Form`] is which of the three an agent asked for.
 //!
 //! Why the join is confirmed first: commands travel on the worker's link and queries on other
 //! connections, so a listing can overtake the caller's own `join_group`. Once each agent's join
@@ -53,6 +56,44 @@ pub struct Online {
     pub exp: Option<u64>,
 }
 
+/// How an agent is told of the bot's agents: its login answer's list and the pushes after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The contract's: `customer_list`, then one `login_push`/`logout_push` per change.
+    Single,
+    /// `customer_list`, then a tick's changes in one `presence_push` (each change as above).
+    Batch,
+    /// `agents` rows `[id, name, 1]`, then a tick's changes in one `agents_push` of rows
+    /// (`1` came, `0` went). In a storm of n agents each receives n rows whatever the form;
+    /// a row is a quarter of a change's bytes.
+    Compact,
+}
+
+impl Form {
+    /// The login's (or goim `auth`'s) `presence` field.
+    pub fn parse(field: Option<&Value>) -> Result<Form, &'static str> {
+        match field {
+            None | Some(Value::Null) => Ok(Form::Single),
+            Some(Value::String(s)) if s == "single" => Ok(Form::Single),
+            Some(Value::String(s)) if s == "batch" => Ok(Form::Batch),
+            Some(Value::String(s)) if s == "compact" => Ok(Form::Compact),
+            Some(_) => Err("presence must be \"single\", \"batch\" or \"compact\""),
+        }
+    }
+
+    /// The group of the bot's agents that asked for this form: the announcer sends each its
+    /// frames, and an agent logging in again leaves every one before joining its new form's.
+    pub fn group(self, bid: &str) -> String {
+        match self {
+            Form::Single => crate::keys::presence_single_group(bid),
+            Form::Batch => crate::keys::presence_batch_group(bid),
+            Form::Compact => crate::keys::presence_compact_group(bid),
+        }
+    }
+
+    pub const ALL: [Form; 3] = [Form::Single, Form::Batch, Form::Compact];
+}
+
 /// A listing of a bot's agent connections, and what is derived from it once.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -61,6 +102,7 @@ pub struct Snapshot {
     pub connections: Vec<Online>,
     agents: OnceLock<Vec<(String, String)>>,
     customer_list: OnceLock<Box<RawValue>>,
+    rows: OnceLock<Box<RawValue>>,
 }
 
 /// A `customer_list`: `[{"customer_id","customer_name","status":1}, ...]`.
@@ -77,6 +119,13 @@ pub fn customer_list<'a>(agents: impl Iterator<Item = (&'a str, &'a str)>) -> Bo
     serde_json::value::to_raw_value(&list).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
+/// Compact rows: `[["a7","Ann",1], ...]`, 1 for online (a login's list, a came change), 0 for
+/// gone.
+pub fn rows<'a>(agents: impl Iterator<Item = (&'a str, &'a str, u8)>) -> Box<RawValue> {
+    let list: Vec<(&str, &str, u8)> = agents.collect();
+    serde_json::value::to_raw_value(&list).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 impl Snapshot {
     /// `(customer_id, customer_name)` of every agent online, each once, in listing order.
     pub fn agents(&self) -> &[(String, String)] {
@@ -90,6 +139,11 @@ impl Snapshot {
     /// (in a storm, hundreds of kilobytes per login).
     pub fn customer_list(&self) -> &RawValue {
         self.customer_list.get_or_init(|| customer_list(self.agents().iter().map(|(i, n)| (i.as_str(), n.as_str()))))
+    }
+
+    /// The same agents as compact rows, for logins that asked for `"presence":"compact"`.
+    pub fn rows(&self) -> &RawValue {
+        self.rows.get_or_init(|| rows(self.agents().iter().map(|(i, n)| (i.as_str(), n.as_str(), 1))))
     }
 
     /// Whether agent `id` has a connection here other than `except`.
@@ -182,7 +236,7 @@ impl Roster {
                 _ => None,
             })
             .collect();
-        let snapshot = Arc::new(Snapshot { started, connections, agents: OnceLock::new(), customer_list: OnceLock::new() });
+        let snapshot = Arc::new(Snapshot { started, connections, agents: OnceLock::new(), customer_list: OnceLock::new(), rows: OnceLock::new() });
         *last = Some(snapshot.clone());
         Ok(snapshot)
     }
@@ -278,6 +332,24 @@ impl Change {
     fn to_json(&self) -> Value {
         json!({"method": self.method, "customer_id": self.id, "customer_name": self.name, "timestamp": self.timestamp})
     }
+
+    /// The change as a compact row: `1` came, `0` went.
+    fn row(&self) -> (&str, &str, u8) {
+        (&self.id, &self.name, u8::from(self.method == "login_push"))
+    }
+}
+
+/// A tick's changes for the agents that asked for `"presence":"compact"`.
+fn agents_push(changes: &VecDeque<Change>) -> String {
+    #[derive(serde::Serialize)]
+    struct AgentsPush<'a> {
+        method: &'static str,
+        timestamp: i64,
+        agents: &'a RawValue,
+    }
+    let timestamp = changes.iter().map(|c| c.timestamp).max().unwrap_or_default();
+    let agents = rows(changes.iter().map(Change::row));
+    serde_json::to_string(&AgentsPush { method: "agents_push", timestamp, agents: &agents }).unwrap_or_default()
 }
 
 /// Changes waiting per bot; past it, `announce` waits for the sender to take them. Each
@@ -350,7 +422,7 @@ impl Announcer {
 }
 
 async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
-    let (single, batch) = (crate::keys::presence_single_group(&bid), crate::keys::presence_batch_group(&bid));
+    let [single, batch, compact] = Form::ALL.map(|f| f.group(&bid));
     loop {
         let Some(changes) = locked(&bot).take() else { return };
         for c in &changes {
@@ -360,9 +432,12 @@ async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
             }
         }
         let frame = json!({"method": "presence_push", "changes": changes.iter().map(Change::to_json).collect::<Vec<_>>()});
+        let rows = agents_push(&changes);
         drop(changes);
-        if let Err(e) = api.send_to_group(&[&batch], frame.to_string(), &[]).await {
-            warn!(bid = %bid, "presence push not sent: {e}");
+        for (group, frame) in [(&batch, frame.to_string()), (&compact, rows)] {
+            if let Err(e) = api.send_to_group(&[group], frame, &[]).await {
+                warn!(bid = %bid, "presence push not sent: {e}");
+            }
         }
         // What comes in meanwhile goes out together in the next frame.
         tokio::time::sleep(TICK).await;
@@ -380,8 +455,13 @@ mod tests {
         let listing = Listing::default();
         let first = Caller::new(&listing);
         let waiting = Caller::new(&listing);
-        *listing.last.lock().await =
-            Some(Arc::new(Snapshot { started: 1, connections: Vec::new(), agents: OnceLock::new(), customer_list: OnceLock::new() }));
+        *listing.last.lock().await = Some(Arc::new(Snapshot {
+            started: 1,
+            connections: Vec::new(),
+            agents: OnceLock::new(),
+            customer_list: OnceLock::new(),
+            rows: OnceLock::new(),
+        }));
         drop(first);
         assert!(listing.last.lock().await.is_some(), "a caller still waits: kept for it");
         drop(waiting);

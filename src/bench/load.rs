@@ -41,6 +41,10 @@ pub struct Partial {
     pub logins_answered: u64,
     pub presence_complete: u64,
     pub presence_max_ms: f64,
+    /// Login storm: agents named online, over every frame (n·(n−1) at the least), and the
+    /// bytes of the frames naming them: what the storm costs, whatever the servers' speed.
+    pub presence_entries: u64,
+    pub presence_bytes: u64,
     pub cpu_secs: f64,
 }
 
@@ -88,10 +92,12 @@ fn login_frame(args: &BenchArgs, i: usize, bid: &str, room: Option<&str>) -> any
 
 /// What a frame tells a login storm's agent: whether it is the answer to its login (with the
 /// agent list), and the agents it says are online (`customer_id`s of the answer's list, of a
-/// `login_push`, or of the `login_push` changes in a `presence_push`).
+/// `login_push`, or of the `login_push` changes in a `presence_push`; with `"presence":"compact"`
+/// the rows of the answer's `agents` and of an `agents_push` that say `1`, came).
 fn presence_in(t: &str) -> (bool, Vec<&str>) {
     let method = t.strip_prefix("{\"method\":\"").and_then(|r| r.split('"').next()).unwrap_or("");
     let marker = match method {
+        "login" | "auth" | "agents_push" if t.contains("\"agents\":[") => return (method != "agents_push", came_rows(t)),
         "login" | "auth" | "login_push" => "\"customer_id\":\"",
         "presence_push" => "\"method\":\"login_push\",\"customer_id\":\"",
         _ => return (false, Vec::new()),
@@ -99,6 +105,18 @@ fn presence_in(t: &str) -> (bool, Vec<&str>) {
     let answer = matches!(method, "login" | "auth") && t.contains("\"customer_list\":");
     let ids = t.match_indices(marker).filter_map(|(at, m)| t[at + m.len()..].split('"').next()).collect();
     (answer, ids)
+}
+
+/// The ids of an `agents` list's rows (`["id","name",1|0]`) that say `1`. The bench's ids and
+/// names hold no quote or bracket, so a row ends at its first `]`.
+fn came_rows(t: &str) -> Vec<&str> {
+    let Some(at) = t.find("\"agents\":[") else { return Vec::new() };
+    let list = &t[at + "\"agents\":[".len()..];
+    let list = if list.starts_with(']') { "" } else { &list[..list.find("]]").map_or(0, |e| e + 1)] };
+    list.split_terminator(']')
+        .filter(|row| row.ends_with(",1"))
+        .filter_map(|row| row.trim_start_matches(',').strip_prefix("[\"")?.split('"').next())
+        .collect()
 }
 
 /// The method of the login's answer.
@@ -179,6 +197,8 @@ struct ConnResult {
     last_delivery_us: u64,
     login_answered: bool,
     presence_us: Option<u64>,
+    presence_entries: u64,
+    presence_bytes: u64,
 }
 
 /// Latencies gathered per connection and added to the shared histogram in batches.
@@ -342,6 +362,10 @@ async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<H
                     // kilobytes each), and building a JSON tree of each took more CPU than
                     // the servers spent answering.
                     let (answer, ids) = presence_in(&t);
+                    if !ids.is_empty() {
+                        r.presence_entries += ids.len() as u64;
+                        r.presence_bytes += t.len() as u64;
+                    }
                     if answer && !r.login_answered {
                         r.login_answered = true;
                         lat.add(now.saturating_sub(login_sent_us));
@@ -425,6 +449,8 @@ where
         }
         p.last_delivery_us = p.last_delivery_us.max(r.last_delivery_us);
         p.logins_answered += r.login_answered as u64;
+        p.presence_entries += r.presence_entries;
+        p.presence_bytes += r.presence_bytes;
         if let Some(us) = r.presence_us {
             p.presence_complete += 1;
             presence_max = presence_max.max(us);
@@ -435,4 +461,37 @@ where
     p.hist = super::report::encode_hist(&h)?;
     p.cpu_secs = super::procstat::own().cpu_secs;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::presence_in;
+
+    /// The storm's scan finds the same agents in every form the server sends them.
+    #[test]
+    fn every_presence_form_names_who_is_online() {
+        let forms = [
+            (
+                r#"{"method":"login","customer_id":"c1","customer_name":"c1","timestamp":1,"customer_list":[{"customer_id":"c0","customer_name":"c0","status":1},{"customer_id":"c1","customer_name":"c1","status":1}],"conversations":[]}"#,
+                true,
+                vec!["c1", "c0", "c1"],
+            ),
+            (
+                r#"{"method":"login","customer_id":"c1","customer_name":"c1","timestamp":1,"agents":[["c0","c0",1],["c1","c1",1]],"conversations":[]}"#,
+                true,
+                vec!["c0", "c1"],
+            ),
+            (r#"{"method":"login","customer_id":"c1","customer_name":"c1","timestamp":1,"agents":[],"conversations":[["x"]]}"#, true, vec![]),
+            (r#"{"method":"agents_push","timestamp":1,"agents":[["c2","c2",1],["c3","c3",0],["c4","c4",1]]}"#, false, vec!["c2", "c4"]),
+            (
+                r#"{"method":"presence_push","changes":[{"method":"login_push","customer_id":"c2","customer_name":"c2","timestamp":1},{"method":"logout_push","customer_id":"c3","customer_name":"c3","timestamp":1}]}"#,
+                false,
+                vec!["c2"],
+            ),
+            (r#"{"method":"login_push","customer_id":"c5","customer_name":"c5","timestamp":1}"#, false, vec!["c5"]),
+        ];
+        for (frame, answer, ids) in forms {
+            assert_eq!(presence_in(frame), (answer, ids), "{frame}");
+        }
+    }
 }

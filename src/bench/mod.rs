@@ -66,9 +66,10 @@ pub struct BenchArgs {
     /// Seconds after the last send when the run ends anyway.
     #[arg(long, default_value_t = 60.0)]
     pub drain_max: f64,
-    /// How the agents ask for presence changes at login: `batch` (one `presence_push` per
-    /// tick) or `single` (the contract's one `login_push` per agent).
-    #[arg(long, default_value = "batch", value_parser = ["batch", "single"])]
+    /// How the agents ask for presence changes at login: `compact` (rows, one `agents_push`
+    /// per tick; what the console asks for), `batch` (one `presence_push` per tick) or `single`
+    /// (the contract's one `login_push` per agent).
+    #[arg(long, default_value = "compact", value_parser = ["compact", "batch", "single"])]
     pub presence: String,
     /// Heartbeat period of the hold workload, in seconds.
     #[arg(long, default_value_t = 20.0)]

@@ -92,6 +92,8 @@ pub fn summarize(args: &super::BenchArgs, parts: &[Partial], s: &ServerSamples, 
         "logins_answered": sum(|p| p.logins_answered),
         "presence_complete": sum(|p| p.presence_complete),
         "presence_max_ms": parts.iter().map(|p| p.presence_max_ms).fold(0.0, f64::max),
+        "presence_entries": sum(|p| p.presence_entries),
+        "presence_bytes": sum(|p| p.presence_bytes),
         "servers": servers,
         "server_cpu_secs_run": server_cpu,
         "gateway_rss_bytes_per_connection": if connections > 0 { gw_rss_growth / connections as f64 } else { 0.0 },
@@ -136,10 +138,12 @@ pub fn print_table(v: &Value) {
     println!("connections at end {} open, {} closed by the server {}", u("still_open"), u("closed_by_server"), v["close_reasons"]);
     if u("logins_answered") > 0 {
         println!(
-            "logins             {} answered, {} saw every agent (slowest {:.0} ms)",
+            "logins             {} answered, {} saw every agent (slowest {:.0} ms); {} agents named online in {:.1} MB",
             u("logins_answered"),
             u("presence_complete"),
-            f("presence_max_ms")
+            f("presence_max_ms"),
+            u("presence_entries"),
+            u("presence_bytes") as f64 / 1e6
         );
     }
     for s in v["servers"].as_array().into_iter().flatten() {

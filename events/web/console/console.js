@@ -221,8 +221,9 @@
     client.on('open', (info) => {
       $('conn').textContent = 'online';
       $('conn').classList.remove('down');
-      // presence: 'batch' — a tick's arrivals and departures come in one presence_push.
-      client.send({ method: 'login', bid: me.bid, customer_id: me.customer_id, customer_name: me.customer_name, token: me.token, presence: 'batch' });
+      // presence: 'compact' — the agents online as rows [id, name, 1], and a tick's arrivals
+      // (1) and departures (0) in one agents_push: a big bot's login storm is mostly these.
+      client.send({ method: 'login', bid: me.bid, customer_id: me.customer_id, customer_name: me.customer_name, token: me.token, presence: 'compact' });
       if (info.reconnect) {
         for (const room of state.rooms) client.send({ method: 'join', room: room });
         // Catch up on the open thread: everything after the last message we saw.
@@ -244,7 +245,7 @@
         client.close();
         return;
       }
-      state.agents = new Map(m.customer_list.map((a) => [a.customer_id, a.customer_name]));
+      state.agents = new Map((m.agents || []).map(([id, name]) => [id, name]));
       state.conversations = new Map((m.conversations || []).map((c) => [c.conversation_id, c]));
       if (m.conversations_more) morePages(m.conversations);
       renderAgents();
@@ -274,7 +275,12 @@
     };
     client.on('login_push', (m) => { presence(m); renderAgents(); });
     client.on('logout_push', (m) => { presence(m); renderAgents(); });
-    client.on('presence_push', (m) => { (m.changes || []).forEach(presence); renderAgents(); });
+    client.on('agents_push', (m) => {
+      for (const [id, name, online] of m.agents || []) {
+        if (online) state.agents.set(id, name); else state.agents.delete(id);
+      }
+      renderAgents();
+    });
     client.on('conversation_push', (m) => {
       const c = state.conversations.get(m.conversation_id) || { unread: 0, last_message: null };
       Object.assign(c, { conversation_id: m.conversation_id, visitor_id: m.visitor_id, visitor_name: m.visitor_name, assigned: m.assigned });
