@@ -159,6 +159,12 @@ impl Chat {
         self.store.add_agent(bid, id, &name).await?;
         // Joined (both groups: one link, in order) before listing: see `presence`.
         self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
+        // Announced once joined, before listing: an agent that joined after this one but lists
+        // before the announcement goes out is told twice (its list and the push), and a storm's
+        // listings take long (docs/BENCHMARKS.md, session 18).
+        let timestamp = now_secs();
+        let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
+        self.announcer.announce(&ctx.api, bid, change).await;
         let online = self.roster.list(&ctx.api, bid).await?;
         if !online.has_agent_besides(id, ctx.client_id) {
             self.record_agent(bid, id, &name, true).await?;
@@ -166,9 +172,6 @@ impl Chat {
         let page = self.config.conversation_page.max(1);
         let (conversations, conversations_more) =
             self.lagging(ctx, |s| async move { self.conversation_summaries(s.as_ref(), bid, id, None, page).await }).await?;
-        let timestamp = now_secs();
-        let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
-        self.announcer.announce(&ctx.api, bid, change).await;
         if let Some(exp) = exp {
             expire_at(&ctx.api, ctx.client_id, bid, id, exp);
         }
