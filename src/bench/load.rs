@@ -91,32 +91,51 @@ fn login_frame(args: &BenchArgs, i: usize, bid: &str, room: Option<&str>) -> any
 }
 
 /// What a frame tells a login storm's agent: whether it is the answer to its login (with the
-/// agent list), and the agents it says are online (`customer_id`s of the answer's list, of a
-/// `login_push`, or of the `login_push` changes in a `presence_push`; with `"presence":"compact"`
-/// the rows of the answer's `agents` and of an `agents_push` that say `1`, came).
-fn presence_in(t: &str) -> (bool, Vec<&str>) {
+/// agent list), and, to `each`, the agents it says are online (`customer_id`s of the answer's
+/// list, of a `login_push`, or of the `login_push` changes in a `presence_push`; with
+/// `"presence":"compact"` the rows of the answer's `agents` and of an `agents_push` that say
+/// `1`, came). Scanned, not parsed: late login answers carry every agent (hundreds of
+/// kilobytes each), and the storm's generator shares the box with the servers it measures.
+fn presence_in(t: &str, mut each: impl FnMut(&str)) -> bool {
     let method = t.strip_prefix("{\"method\":\"").and_then(|r| r.split('"').next()).unwrap_or("");
     let marker = match method {
-        "login" | "auth" | "agents_push" if t.contains("\"agents\":[") => return (method != "agents_push", came_rows(t)),
-        "login" | "auth" | "login_push" => "\"customer_id\":\"",
+        "login" | "auth" | "agents_push" => {
+            // The list comes after the few short fields before it: no need to search the list.
+            let head = t.get(..1024).unwrap_or(t);
+            if let Some(at) = head.find("\"agents\":[") {
+                came_rows(&t[at + "\"agents\":[".len()..], each);
+                return method != "agents_push";
+            }
+            "\"customer_id\":\""
+        }
+        "login_push" => "\"customer_id\":\"",
         "presence_push" => "\"method\":\"login_push\",\"customer_id\":\"",
-        _ => return (false, Vec::new()),
+        _ => return false,
     };
-    let answer = matches!(method, "login" | "auth") && t.contains("\"customer_list\":");
-    let ids = t.match_indices(marker).filter_map(|(at, m)| t[at + m.len()..].split('"').next()).collect();
-    (answer, ids)
+    for (at, m) in t.match_indices(marker) {
+        if let Some(id) = t[at + m.len()..].split('"').next() {
+            each(id);
+        }
+    }
+    matches!(method, "login" | "auth") && t.get(..1024).unwrap_or(t).contains("\"customer_list\":")
 }
 
-/// The ids of an `agents` list's rows (`["id","name",1|0]`) that say `1`. The bench's ids and
-/// names hold no quote or bracket, so a row ends at its first `]`.
-fn came_rows(t: &str) -> Vec<&str> {
-    let Some(at) = t.find("\"agents\":[") else { return Vec::new() };
-    let list = &t[at + "\"agents\":[".len()..];
-    let list = if list.starts_with(']') { "" } else { &list[..list.find("]]").map_or(0, |e| e + 1)] };
-    list.split_terminator(']')
-        .filter(|row| row.ends_with(",1"))
-        .filter_map(|row| row.trim_start_matches(',').strip_prefix("[\"")?.split('"').next())
-        .collect()
+/// The ids of the rows (`["id","name",1|0]`) that say `1`, in a list from just after its `[`.
+/// The bench's ids and names hold no quote or bracket, so an id ends at its first `"`, a row at
+/// its first `]`, and the list where a row would start. One pass over the bytes: a storm's
+/// frames hold tens of millions of rows, and the generator shares two cores with the servers.
+fn came_rows(list: &str, mut each: impl FnMut(&str)) {
+    let b = list.as_bytes();
+    let mut at = 0;
+    while b.get(at) == Some(&b'[') && b.get(at + 1) == Some(&b'"') {
+        let id = at + 2;
+        let Some(quote) = b[id..].iter().position(|&c| c == b'"').map(|q| id + q) else { return };
+        let Some(end) = b[quote..].iter().position(|&c| c == b']').map(|e| quote + e) else { return };
+        if b[..end].ends_with(b",1") {
+            each(&list[id..quote]);
+        }
+        at = end + 1 + usize::from(b.get(end + 1) == Some(&b','));
+    }
 }
 
 /// The method of the login's answer.
@@ -341,6 +360,23 @@ async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<H
                 let now = now_us();
                 if t.starts_with("{\"method\":\"say_ack\"") {
                     r.acked += 1;
+                } else if args.workload == Workload::Login {
+                    let mut named = 0u64;
+                    let answer = presence_in(&t, |id| {
+                        named += 1;
+                        mark(id, &mut known, &mut known_count);
+                    });
+                    if named > 0 {
+                        r.presence_entries += named;
+                        r.presence_bytes += t.len() as u64;
+                    }
+                    if answer && !r.login_answered {
+                        r.login_answered = true;
+                        lat.add(now.saturating_sub(login_sent_us));
+                    }
+                    if known_count == n && r.presence_us.is_none() {
+                        r.presence_us = Some(now.saturating_sub(login_sent_us));
+                    }
                 } else if let Some((sender, s, at)) = content_of(&t).and_then(parse_content) {
                     r.tally.record(sender, s);
                     r.last_delivery_us = now;
@@ -356,25 +392,6 @@ async fn drive(args: Arc<BenchArgs>, i: usize, conn: (Tx, Rx), hist: Arc<Mutex<H
                     };
                     if wrong {
                         r.misdelivered += 1;
-                    }
-                } else if args.workload == Workload::Login {
-                    // Scanned, not parsed: late login answers carry every agent (hundreds of
-                    // kilobytes each), and building a JSON tree of each took more CPU than
-                    // the servers spent answering.
-                    let (answer, ids) = presence_in(&t);
-                    if !ids.is_empty() {
-                        r.presence_entries += ids.len() as u64;
-                        r.presence_bytes += t.len() as u64;
-                    }
-                    if answer && !r.login_answered {
-                        r.login_answered = true;
-                        lat.add(now.saturating_sub(login_sent_us));
-                    }
-                    for id in ids {
-                        mark(id, &mut known, &mut known_count);
-                    }
-                    if known_count == n && r.presence_us.is_none() {
-                        r.presence_us = Some(now.saturating_sub(login_sent_us));
                     }
                 }
             }
@@ -483,6 +500,7 @@ mod tests {
             ),
             (r#"{"method":"login","customer_id":"c1","customer_name":"c1","timestamp":1,"agents":[],"conversations":[["x"]]}"#, true, vec![]),
             (r#"{"method":"agents_push","timestamp":1,"agents":[["c2","c2",1],["c3","c3",0],["c4","c4",1]]}"#, false, vec!["c2", "c4"]),
+            (r#"{"method":"agents_push","timestamp":1,"agents":[["c6","",1],["c7","c7",11],["c8","c8",0]]}"#, false, vec!["c6"]),
             (
                 r#"{"method":"presence_push","changes":[{"method":"login_push","customer_id":"c2","customer_name":"c2","timestamp":1},{"method":"logout_push","customer_id":"c3","customer_name":"c3","timestamp":1}]}"#,
                 false,
@@ -491,7 +509,9 @@ mod tests {
             (r#"{"method":"login_push","customer_id":"c5","customer_name":"c5","timestamp":1}"#, false, vec!["c5"]),
         ];
         for (frame, answer, ids) in forms {
-            assert_eq!(presence_in(frame), (answer, ids), "{frame}");
+            let mut named = Vec::new();
+            assert_eq!(presence_in(frame, |id| named.push(id.to_string())), answer, "{frame}");
+            assert_eq!(named, ids, "{frame}");
         }
     }
 }

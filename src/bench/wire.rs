@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use gateway::protocol::goim::{op, GoimCodec, Packet};
 use std::net::{IpAddr, SocketAddr};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::codec::{Framed, LinesCodec};
 
@@ -44,8 +44,10 @@ pub enum Rx {
 }
 
 /// What a read gives: a message (as the JSON text a WebSocket client would get) or the end.
+/// The text is the frame's own buffer, not a copy: a login storm's answers are up to hundreds
+/// of kilobytes each, and the generator shares the box with the servers it measures.
 pub enum Incoming {
-    Text(String),
+    Text(Utf8Bytes),
     Closed(String),
 }
 
@@ -118,21 +120,21 @@ impl Rx {
         loop {
             let got = match self {
                 Rx::Ws(r) => match r.next().await {
-                    Some(Ok(Message::Text(t))) => Ok(t.to_string()),
+                    Some(Ok(Message::Text(t))) => Ok(t),
                     Some(Ok(Message::Close(c))) => Err(c.map(|c| format!("{} {}", u16::from(c.code), c.reason)).unwrap_or_else(|| "close".into())),
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => Err(format!("error: {e}")),
                     None => Err("ended".into()),
                 },
                 Rx::Text(r) => match r.next().await {
-                    Some(Ok(line)) => Ok(line),
+                    Some(Ok(line)) => Ok(line.into()),
                     Some(Err(e)) => Err(format!("error: {e}")),
                     None => Err("ended".into()),
                 },
                 Rx::Goim(r) => match r.next().await {
                     // A heartbeat reply's body is a count, not a message.
                     Some(Ok(p)) if p.op == op::HEARTBEAT_REPLY => continue,
-                    Some(Ok(p)) => Ok(String::from_utf8_lossy(&p.body).into_owned()),
+                    Some(Ok(p)) => Ok(String::from_utf8_lossy(&p.body).into_owned().into()),
                     Some(Err(e)) => Err(format!("error: {e}")),
                     None => Err("ended".into()),
                 },
