@@ -51,13 +51,14 @@ if hold:
               f'| {num(r["gateway_cpu_percent_of_one_core"])} | {r["load_generator_cpu_secs"]:.1f} |')
 login = [(n, r) for n, r in rows if r["workload"] == "login"]
 if login:
-    print("\nLogin storm (every agent of one bot logs in at once; each must see every other, in its login's list, a `login_push` or a `presence_push`):\n")
-    print("| run | agents | logins answered | saw every agent | login answer p50 / p99 / max ms | slowest to see every agent, ms |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\nLogin storm (every agent of one bot logs in at once, asking for `\"presence\":\"compact\"` as the console does; each must see every other, "
+          "in its login's list or an `agents_push`; agents named: over every frame, at the least n·(n−1)):\n")
+    print("| run | agents | logins answered | saw every agent | login answer p50 / p99 / max ms | slowest to see every agent, ms | agents named | in MB | load generator CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, r in login:
         l = r["latency_ms"]
         print(f'| {n} | {r["connections"]} | {r["logins_answered"]} | {r["presence_complete"]} | {l["p50"]:.0f} / {l["p99"]:.0f} / {l["max"]:.0f} '
-              f'| {r["presence_max_ms"]:.0f} |')
+              f'| {r["presence_max_ms"]:.0f} | {r.get("presence_entries", 0)} | {r.get("presence_bytes", 0) / 1e6:.0f} | {r["load_generator_cpu_secs"]:.1f} |')
 stores = [(n, r) for n, r in rows if r.get("store")]
 if stores:
     print("\nStores (workload 9: the room chat, 1 000 connections in rooms of 50, every message stored, on each store in turn; "
