@@ -159,9 +159,9 @@ impl Chat {
         self.store.add_agent(bid, id, &name).await?;
         // Joined (both groups: one link, in order) before listing: see `presence`.
         self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
-        // Announced once joined, before listing: an agent that joined after this one but lists
-        // before the announcement goes out is told twice (its list and the push), and a storm's
-        // listings take long (docs/BENCHMARKS.md, session 18).
+        // Announced once joined, not after listing: an agent joining between this one's join
+        // and its announcement is told of it twice (in its list and by the push), and in a
+        // storm a listing waits long (docs/BENCHMARKS.md, session 18).
         let timestamp = now_secs();
         let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
         self.announcer.announce(&ctx.api, bid, change).await;
