@@ -98,10 +98,10 @@ fn login_frame(args: &BenchArgs, i: usize, bid: &str, room: Option<&str>) -> any
 /// kilobytes each), and the storm's generator shares the box with the servers it measures.
 fn presence_in(t: &str, mut each: impl FnMut(&str)) -> bool {
     let method = t.strip_prefix("{\"method\":\"").and_then(|r| r.split('"').next()).unwrap_or("");
+    // A list comes after a few short fields: which one it is shows in the frame's head.
+    let head = t.get(..1024).unwrap_or(t);
     let marker = match method {
         "login" | "auth" | "agents_push" => {
-            // The list comes after the few short fields before it: no need to search the list.
-            let head = t.get(..1024).unwrap_or(t);
             if let Some(at) = head.find("\"agents\":[") {
                 came_rows(&t[at + "\"agents\":[".len()..], each);
                 return method != "agents_push";
@@ -117,7 +117,7 @@ fn presence_in(t: &str, mut each: impl FnMut(&str)) -> bool {
             each(id);
         }
     }
-    matches!(method, "login" | "auth") && t.get(..1024).unwrap_or(t).contains("\"customer_list\":")
+    matches!(method, "login" | "auth") && head.contains("\"customer_list\":")
 }
 
 /// The ids of the rows (`["id","name",1|0]`) that say `1`, in a list from just after its `[`.
