@@ -308,9 +308,10 @@ impl Hub {
             HubMsg::Connections { reply } => {
                 let mut rows = Vec::with_capacity(self.tables.len());
                 let (ip, port) = (std::net::Ipv4Addr::from(self.local_ip), self.local_port);
-                for (conn, c) in &self.tables.clients {
+                for conn in self.tables.in_order() {
+                    let Some(c) = self.tables.get(conn) else { continue };
                     rows.push(ConnectionInfo {
-                        client_id: crate::protocol::ClientId { ip, port, conn: *conn }.to_string(),
+                        client_id: crate::protocol::ClientId { ip, port, conn }.to_string(),
                         remote: c.handle.addr.to_string(),
                         uid: c.uid.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()),
                         groups: c.groups.names().map(|g| String::from_utf8_lossy(g).into_owned()).collect(),
@@ -321,7 +322,7 @@ impl Hub {
             }
             HubMsg::Goodbye => {
                 info!(clients = self.tables.len(), "gateway stopping: closing every client with 1001");
-                for c in self.tables.clients.values() {
+                for (_, c) in self.tables.clients() {
                     if c.handle.out.try_send(Out::Close(close(1001, "gateway stopping"))).is_err() {
                         c.handle.out.shut();
                     }
@@ -544,12 +545,12 @@ impl Hub {
             Command::SendToAll { target, msg } => {
                 let Some(m) = ws_message(&msg) else { return };
                 match target {
-                    AllTarget::Everyone => self.tables.clients.keys().for_each(|c| self.push(*c, &m)),
+                    AllTarget::Everyone => self.tables.clients().for_each(|(c, _)| self.push(c, &m)),
                     AllTarget::Only(ids) => ids.iter().for_each(|c| self.push(*c, &m)),
                     AllTarget::Except(ex) => {
-                        for c in self.tables.clients.keys() {
-                            if !ex.contains(c) {
-                                self.push(*c, &m);
+                        for (c, _) in self.tables.clients() {
+                            if !ex.contains(&c) {
+                                self.push(c, &m);
                             }
                         }
                     }
@@ -672,7 +673,7 @@ impl Hub {
     /// One heartbeat tick (spec §10).
     fn heartbeat(&mut self) {
         let limit = i32::try_from(self.ping_limit).unwrap_or(i32::MAX / 2);
-        for c in self.tables.clients.values_mut() {
+        for c in self.tables.clients_mut() {
             self.stats.client_queue_depth.observe(c.handle.out.len());
             if c.handle.out.take_heard() {
                 c.handle.silent_ticks = -1;
