@@ -117,11 +117,6 @@ impl<T> Outbox<T> {
         true
     }
 
-    /// Notes that the client was heard from.
-    pub fn hear(&self) {
-        self.shared.heard.store(true, Ordering::Relaxed);
-    }
-
     /// Whether the client was heard from since the last call.
     pub fn take_heard(&self) -> bool {
         self.shared.heard.swap(false, Ordering::Relaxed)
@@ -166,6 +161,11 @@ impl<T> Drop for Outbox<T> {
 }
 
 impl<T> OutboxRx<T> {
+    /// Notes that the client was heard from (its task holds the receiving end, not a sender).
+    pub fn hear(&self) {
+        self.shared.heard.store(true, Ordering::Relaxed);
+    }
+
     /// The next message; None once the queue is shut, or every sender is gone and the queue
     /// is empty.
     pub async fn recv(&self) -> Option<T> {

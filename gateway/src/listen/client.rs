@@ -4,16 +4,16 @@
 
 use super::conn::{Conn, Io, Transport};
 use crate::hub::{Admission, HubMsg, Out};
-use crate::outbox::{outbox, Outbox, OutboxRx};
+use crate::outbox::{outbox, OutboxRx};
 use crate::stats::Stats;
 use crate::tables::ConnId;
 use bytes::Bytes;
 use futures_util::future::{ready, BoxFuture, Either, Ready};
 use register::stats::inc;
-use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready as ready_poll, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TrySendError;
@@ -43,16 +43,31 @@ pub struct Limits {
     pub heartbeats: Arc<Vec<Bytes>>,
 }
 
-/// A token bucket: `rate` messages per second, up to `burst` at once.
+/// A token bucket: `rate` messages per second, up to `burst` at once. Eight bytes, not an
+/// `f64` and an `Instant` (24): every connection's task holds one for its life.
 struct Bucket {
-    tokens: f64,
-    at: Instant,
+    tokens: f32,
+    /// When it was last filled, in milliseconds on [`millis`]'s clock.
+    at: u32,
+}
+
+/// Milliseconds since the process first asked, wrapping after 49.7 days. Only differences are
+/// used, and a bucket is full again within `burst / rate` seconds: a wrap could only short a
+/// client silent for a multiple of 49.7 days by a few tokens.
+fn millis() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
 impl Bucket {
+    fn full(burst: f64) -> Bucket {
+        Bucket { tokens: burst as f32, at: millis() }
+    }
+
     fn take(&mut self, rate: f64, burst: f64) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
+        let now = millis();
+        let elapsed = f64::from(now.wrapping_sub(self.at)) / 1000.0;
+        self.tokens = (f64::from(self.tokens) + elapsed * rate).min(burst) as f32;
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -65,7 +80,8 @@ impl Bucket {
 
 /// The hub's answer, as a transport sees it.
 pub enum Admit {
-    Yes(Client, OutboxRx<Out>),
+    /// The client holds its queue's receiving end (`Client::rx`).
+    Yes(Client),
     NoWorker(OutboxRx<Out>),
     TooManyFromIp,
     /// The hub is gone (the gateway is stopping).
@@ -75,19 +91,20 @@ pub enum Admit {
 /// Announces a new connection to the hub (ON_CONNECT goes to a worker at once, as in
 /// GatewayWorker) and returns what the transport needs to serve it.
 pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, limits: Arc<Limits>) -> Admit {
-    let (out_tx, out_rx) = outbox::<Out>(queue);
+    let (out_tx, rx) = outbox::<Out>(queue);
     let (reply_tx, reply_rx) = oneshot::channel();
-    let accept = HubMsg::Accept { addr, out: out_tx.clone(), reply: reply_tx };
+    // The hub holds the only sender: when it forgets the client, the queue says so.
+    let accept = HubMsg::Accept { addr, out: out_tx, reply: reply_tx };
     if hub.send(accept).await.is_err() {
         return Admit::Gone;
     }
     match reply_rx.await {
         Ok(Admission::Admitted(conn)) => {
             let timer = limits.first.map(|d| Box::pin(tokio::time::sleep(d)));
-            let bucket = Bucket { tokens: limits.rate.1, at: Instant::now() };
-            Admit::Yes(Client { conn, addr, hub: hub.clone(), out: out_tx, limits, timer, bucket }, out_rx)
+            let bucket = Bucket::full(limits.rate.1);
+            Admit::Yes(Client { conn, addr: addr.into(), rx, hub: hub.clone(), limits, timer, bucket })
         }
-        Ok(Admission::NoWorker) => Admit::NoWorker(out_rx),
+        Ok(Admission::NoWorker) => Admit::NoWorker(rx),
         Ok(Admission::TooManyFromIp) => {
             info!(%addr, "too many connections from this address: refused");
             Admit::TooManyFromIp
@@ -121,14 +138,34 @@ impl Stop {
     }
 }
 
-/// One admitted client connection, as its reader holds it.
+/// A client's address as its task keeps it, for its logs: 20 bytes where a `SocketAddr` is 32.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        Peer { ip: a.ip(), port: a.port() }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
+    }
+}
+
+/// One admitted client connection, as its task holds it for the connection's life (every byte
+/// here is a byte of every connection's task: docs/BENCHMARKS.md).
 pub struct Client {
     pub conn: ConnId,
-    pub addr: SocketAddr,
+    pub addr: Peer,
+    /// What the hub queues for the client; its `hear` flag is set on a heartbeat the gateway
+    /// keeps, for the hub's heartbeat tick.
+    pub rx: OutboxRx<Out>,
     pub hub: mpsc::Sender<HubMsg>,
-    /// The connection's own queue, for replies the transport makes itself; its `hear` flag is
-    /// set on a heartbeat the gateway keeps, for the hub's heartbeat tick.
-    pub out: Outbox<Out>,
     /// Shared by every connection: one pointer in each connection's task, not 48 bytes.
     limits: Arc<Limits>,
     /// The first-message deadline, boxed and let go once a message arrives, so the task of an
@@ -138,12 +175,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// Resolves when the first-message deadline passes (never once a message arrived).
-    pub async fn silent(&mut self) -> Stop {
-        poll_fn(|cx| self.poll_silent(cx)).await
-    }
-
-    /// `silent` as a poll, for [`poll_turn`].
+    /// Ready when the first-message deadline passes (never once a message arrived).
     pub fn poll_silent(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
         ready_poll!(timer.as_mut().poll(cx));
@@ -166,7 +198,7 @@ impl Client {
             return Either::Left(ready(Err(Stop::Flood)));
         }
         if self.limits.heartbeats.iter().any(|h| h[..] == *data.trim_ascii()) {
-            self.out.hear();
+            self.rx.hear();
             return Either::Left(ready(Ok(())));
         }
         match self.hub.try_send(HubMsg::Data { conn: self.conn, data }) {
@@ -216,20 +248,13 @@ pub enum Turn {
 /// task is most of what an idle one costs (docs/BENCHMARKS.md). `io_first` says which of the
 /// socket and the queue is asked first; the caller alternates it, so that neither a client
 /// that writes without pause nor a queue that never empties keeps the other waiting.
-pub fn poll_turn<S: Transport>(
-    cx: &mut Context<'_>,
-    conn: &mut Conn<S>,
-    rx: &OutboxRx<Out>,
-    client: &mut Client,
-    taking: bool,
-    io_first: bool,
-) -> Poll<Turn> {
+pub fn poll_turn<S: Transport>(cx: &mut Context<'_>, conn: &mut Conn<S>, client: &mut Client, taking: bool, io_first: bool) -> Poll<Turn> {
     if io_first {
         if let Poll::Ready(io) = conn.poll_io(cx) {
             return Poll::Ready(Turn::Io(io));
         }
     }
-    if let Poll::Ready(m) = rx.poll_recv_if(cx, taking) {
+    if let Poll::Ready(m) = client.rx.poll_recv_if(cx, taking) {
         return Poll::Ready(Turn::Out(m));
     }
     if !io_first {
@@ -243,14 +268,16 @@ pub fn poll_turn<S: Transport>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Outbox;
     use bytes::BytesMut;
+    use std::future::poll_fn;
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
     use tokio_tungstenite::tungstenite::Message;
 
-    /// A connection over a real socket pair, its client's end, and an admitted `Client` whose
-    /// queue is `out`.
-    async fn connection(first: Option<Duration>) -> (Conn<TcpStream>, TcpStream, Client, OutboxRx<Out>) {
+    /// A connection over a real socket pair, its client's end, an admitted `Client`, and the
+    /// hub's end of its queue.
+    async fn connection(first: Option<Duration>) -> (Conn<TcpStream>, TcpStream, Client, Outbox<Out>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -259,22 +286,22 @@ mod tests {
         let (hub, _hub_rx) = mpsc::channel(1);
         let limits = Arc::new(Limits { first, rate: (0.0, 0.0), stats: Arc::new(Stats::default()), heartbeats: Arc::new(Vec::new()) });
         let timer = first.map(|d| Box::pin(tokio::time::sleep(d)));
-        let bucket = Bucket { tokens: 0.0, at: Instant::now() };
-        let client = Client { conn: 1, addr, hub, out, limits, timer, bucket };
-        (Conn::new(server, BytesMut::new()), peer.expect("connect"), client, rx)
+        let bucket = Bucket::full(0.0);
+        let client = Client { conn: 1, addr: addr.into(), rx, hub, limits, timer, bucket };
+        (Conn::new(server, BytesMut::new()), peer.expect("connect"), client, out)
     }
 
     #[tokio::test]
     async fn a_busy_socket_and_a_busy_queue_share_the_turns() {
-        let (mut conn, mut peer, mut client, rx) = connection(None).await;
+        let (mut conn, mut peer, mut client, out) = connection(None).await;
         // The client writes without pause, and the queue never runs dry.
         peer.write_all(&[b'x'; 64 * 1024]).await.expect("write");
         let (mut reads, mut messages) = (0, 0);
         let mut io_first = false;
         for _ in 0..20 {
-            client.out.try_send(Out::Send(Message::Text("hi".into()))).expect("room");
+            out.try_send(Out::Send(Message::Text("hi".into()))).expect("room");
             io_first = !io_first;
-            match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, true, io_first)).await {
+            match poll_fn(|cx| poll_turn(cx, &mut conn, &mut client, true, io_first)).await {
                 Turn::Io(Io::Read) => {
                     reads += 1;
                     conn.rbuf.clear();
@@ -287,22 +314,22 @@ mod tests {
         // Not taking (the write batch is full): queued messages wait, and the socket is heard.
         drop(peer);
         loop {
-            match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, false, true)).await {
+            match poll_fn(|cx| poll_turn(cx, &mut conn, &mut client, false, true)).await {
                 Turn::Io(Io::Read) => conn.rbuf.clear(),
                 Turn::Io(Io::Eof) => break,
                 _ => panic!("the queue is not taken from while the batch is full"),
             }
         }
-        assert!(!client.out.is_empty(), "still queued");
+        assert!(!out.is_empty(), "still queued");
         // A shut queue ends the wait even while nothing is taken.
-        client.out.shut();
-        assert!(matches!(poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, false, false)).await, Turn::Out(None)));
+        out.shut();
+        assert!(matches!(poll_fn(|cx| poll_turn(cx, &mut conn, &mut client, false, false)).await, Turn::Out(None)));
     }
 
     #[tokio::test]
     async fn the_first_message_deadline_ends_a_silent_connection() {
-        let (mut conn, _peer, mut client, rx) = connection(Some(Duration::from_millis(50))).await;
-        let turn = tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, true, true))).await;
+        let (mut conn, _peer, mut client, _out) = connection(Some(Duration::from_millis(50))).await;
+        let turn = tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| poll_turn(cx, &mut conn, &mut client, true, true))).await;
         assert!(matches!(turn, Ok(Turn::Silent(Stop::Silent))), "the deadline passed");
         assert_eq!(client.limits.stats.limited.load(std::sync::atomic::Ordering::Relaxed), 1, "counted as limited");
     }

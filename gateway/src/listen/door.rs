@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Why the door refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,14 +70,23 @@ impl Door {
         if d.max_pending > 0 && c.pending >= d.max_pending {
             return Err(Refused::TooManyPendingFromIp);
         }
-        let permit = d.permits.clone().try_acquire_owned().map_err(|_| Refused::TooManyPending)?;
+        // Taken for good here and given back by hand (`give_back`) when the handshake ends: a
+        // permit guard would be 16 more bytes in every connection's entry, kept for its life.
+        d.permits.try_acquire().map_err(|_| Refused::TooManyPending)?.forget();
         let c = counts.entry(ip).or_default();
         c.open += 1;
         c.pending += 1;
-        Ok(Entry { door: self.clone(), ip, permit: Some(permit) })
+        Ok(Entry { door: self.clone(), ip, pending: true })
+    }
+
+    fn give_back(&self) {
+        self.0.permits.add_permits(1);
     }
 
     fn leave(&self, ip: IpAddr, pending: bool) {
+        if pending {
+            self.give_back();
+        }
         let mut counts = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = counts.get_mut(&ip) {
             c.open = c.open.saturating_sub(1);
@@ -91,6 +100,7 @@ impl Door {
     }
 
     fn handshake_over(&self, ip: IpAddr) {
+        self.give_back();
         let mut counts = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = counts.get_mut(&ip) {
             c.pending = c.pending.saturating_sub(1);
@@ -99,16 +109,18 @@ impl Door {
 }
 
 /// One connection inside: counted for its address while it lives.
+/// Held by the connection's task for its whole life: two words.
 pub struct Entry {
     door: Door,
     ip: IpAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    /// Still in its handshake: it holds a permit and counts among its address's handshakes.
+    pending: bool,
 }
 
 impl Entry {
     /// The handshake is over: its permit and its place in the address's share go back.
     pub fn handshake_done(&mut self) {
-        if self.permit.take().is_some() {
+        if std::mem::take(&mut self.pending) {
             self.door.handshake_over(self.ip);
         }
     }
@@ -116,7 +128,7 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        self.door.leave(self.ip, self.permit.is_some());
+        self.door.leave(self.ip, self.pending);
     }
 }
 
@@ -138,5 +150,9 @@ mod tests {
         let _a4 = door.enter(a).err();
         drop(a1);
         assert_eq!(door.0.counts.lock().unwrap().get(&a).map(|c| c.open), Some(2));
+        // Every permit comes back, whether its handshake ended or its connection did.
+        drop((_a2, _a3, _b1));
+        assert_eq!(door.0.permits.available_permits(), 3, "all given back");
+        assert!(door.0.counts.lock().unwrap().is_empty(), "no address counted");
     }
 }

@@ -16,10 +16,9 @@
 //! Each session is an actor owning its buffer of unacknowledged messages; requests reach it
 //! through the registry, a map from session id to the actor's channel.
 
-use super::client::{admit, Admit, Client, Limits};
+use super::client::{admit, Admit, Client, Limits, Stop};
 use super::door::Entry;
 use crate::hub::{HubMsg, Out};
-use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
@@ -205,8 +204,8 @@ fn unknown_session() -> Response {
 }
 
 async fn open(addr: SocketAddr, hub: &mpsc::Sender<HubMsg>, polls: &Polls) -> Response {
-    let (client, out_rx) = match admit(hub, addr, polls.queue, polls.limits.clone()).await {
-        Admit::Yes(client, out_rx) => (client, out_rx),
+    let client = match admit(hub, addr, polls.queue, polls.limits.clone()).await {
+        Admit::Yes(client) => client,
         Admit::NoWorker(_) => {
             info!(%addr, "no business worker available: poll session refused (503)");
             return ("503 Service Unavailable", Some(json!({"error": "no business worker available", "code": 1013})));
@@ -224,7 +223,7 @@ async fn open(addr: SocketAddr, hub: &mpsc::Sender<HubMsg>, polls: &Polls) -> Re
     let (tx, rx) = mpsc::channel(16);
     polls.insert(sid.clone(), tx);
     debug!(conn = client.conn, %addr, "long-poll session opened");
-    tokio::spawn(session(sid.clone(), client, out_rx, rx, polls.clone()));
+    tokio::spawn(session(sid.clone(), client, rx, polls.clone()));
     ("200 OK", Some(json!({"sid": sid})))
 }
 
@@ -289,7 +288,27 @@ async fn reply<S: AsyncWrite + Unpin>(mut stream: S, status: &str, origin: Optio
 }
 
 /// The session actor: takes the hub's messages into its buffer and answers polls and sends.
-async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
+/// What a session's client brought: a message queued for it (`None`: its queue is over), or
+/// its first-message deadline passed.
+enum Heard {
+    Queued(Option<Out>),
+    Silent(Stop),
+}
+
+/// Waits on a session's client: its queue and its deadline, in one wait (the client holds
+/// both). Never resolves once the client is let go.
+async fn heard(client: &mut Option<Client>) -> Heard {
+    let Some(c) = client else { return std::future::pending().await };
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(m) = c.rx.poll_recv_if(cx, true) {
+            return std::task::Poll::Ready(Heard::Queued(m));
+        }
+        c.poll_silent(cx).map(Heard::Silent)
+    })
+    .await
+}
+
+async fn session(sid: String, client: Client, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
     let (conn, addr) = (client.conn, client.addr);
     let mut client = Some(client);
     let mut buffer: VecDeque<(u64, Bytes)> = VecDeque::new();
@@ -317,8 +336,14 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
         }
         let wait_until = waiter.as_ref().map(|(_, t)| *t);
         tokio::select! {
-            m = out_rx.recv(), if closed.is_none() => {
-                let mut next = m;
+            heard = heard(&mut client), if closed.is_none() => {
+                let mut next = match heard {
+                    Heard::Queued(m) => m,
+                    Heard::Silent(stop) => {
+                        closed = Some(stop.close().map(|(c, r)| (c, r.to_string())).unwrap_or((1006, String::new())));
+                        continue;
+                    }
+                };
                 loop {
                     match next {
                         Some(Out::Send(msg)) => {
@@ -340,7 +365,7 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
                     if closed.is_some() {
                         break;
                     }
-                    match out_rx.try_recv() {
+                    match client.as_mut().and_then(|c| c.rx.try_recv()) {
                         Some(m) => next = Some(m),
                         None => break,
                     }
@@ -395,14 +420,6 @@ async fn session(sid: String, client: Client, mut out_rx: OutboxRx<Out>, mut cmd
                     info!(conn, %addr, "long-poll session not polled for {:?}: closing it", polls.idle);
                 }
                 break;
-            }
-            stop = async {
-                match &mut client {
-                    Some(c) => c.silent().await,
-                    None => std::future::pending().await,
-                }
-            }, if closed.is_none() => {
-                closed = Some(stop.close().map(|(c, r)| (c, r.to_string())).unwrap_or((1006, String::new())));
             }
         }
     }

@@ -68,8 +68,8 @@ pub async fn serve<W: Wire>(listener: TcpListener, hub: mpsc::Sender<HubMsg>, co
 }
 
 async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sender<HubMsg>, config: TcpConfig, wire: W, mut entry: Entry) {
-    let (client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
-        Admit::Yes(client, out_rx) => (client, out_rx),
+    let client = match admit(&hub, addr, config.queue, config.limits.clone()).await {
+        Admit::Yes(client) => client,
         Admit::NoWorker(_) => {
             // No close frame to carry a reason on this transport: the log has it.
             info!(%addr, transport = W::NAME, "no business worker available: closing the client");
@@ -81,23 +81,15 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
     let codec = wire.decoder();
     // The connection goes on in a task of its own: this one is as big as admission's wait and
     // would keep that size for the connection's whole life.
-    tokio::spawn(run(client, Conn::new(stream, BytesMut::new()), out_rx, wire, codec, entry));
+    tokio::spawn(run(client, Conn::new(stream, BytesMut::new()), wire, codec, entry));
 }
 
 /// Reads frames into the hub and writes what the hub queues, in one task, until either side
 /// ends the connection. `entry` is held to the end: the connection counts for its address
 /// until it ends.
 #[allow(clippy::manual_async_fn)] // on purpose, as `websocket::run`: the arguments are not stored twice
-fn run<W: Wire>(
-    mut client: Client,
-    mut conn: Conn<TcpStream>,
-    mut rx: OutboxRx<Out>,
-    wire: W,
-    mut codec: W::Codec,
-    entry: Entry,
-) -> impl Future<Output = ()> + Send {
+fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut codec: W::Codec, entry: Entry) -> impl Future<Output = ()> + Send {
     async move {
-        let id = client.conn;
         // Whether the client is owed what is queued for it before the connection ends (a bad
         // frame, the first-message deadline, a flood); not when it left or was destroyed.
         let mut closing = false;
@@ -105,20 +97,11 @@ fn run<W: Wire>(
         let mut io_first = false;
         'conn: loop {
             loop {
-                let decoded = if conn.eof { codec.decode_eof(&mut conn.rbuf) } else { codec.decode(&mut conn.rbuf) };
-                let frame = match decoded {
-                    Ok(Some(f)) => f,
+                let data = match next_frame(&wire, &mut codec, &mut conn) {
+                    Ok(Some(data)) => data,
                     Ok(None) => break,
-                    Err(e) => {
-                        info!(conn = id, addr = %client.addr, transport = W::NAME, "closing client: {e}");
-                        closing = true;
-                        break 'conn;
-                    }
-                };
-                let data = match wire.inbound(frame) {
-                    Ok(data) => data,
                     Err(why) => {
-                        info!(conn = id, addr = %client.addr, transport = W::NAME, "closing client: {why}");
+                        info!(conn = client.conn, addr = %client.addr, transport = W::NAME, "closing client: {why}");
                         closing = true;
                         break 'conn;
                     }
@@ -130,7 +113,7 @@ fn run<W: Wire>(
             }
             conn.release_read();
             if conn.eof {
-                debug!(conn = id, addr = %client.addr, transport = W::NAME, "client left");
+                debug!(conn = client.conn, addr = %client.addr, transport = W::NAME, "client left");
                 break;
             }
             // The same turn as `websocket::run`'s: the wait is shared (`poll_turn`), its handling
@@ -139,11 +122,13 @@ fn run<W: Wire>(
             // else is awaited: held across the write, it would size the task for it.
             let taking = conn.wbuf.len() < WRITE_BATCH;
             io_first = !io_first;
-            let taken = match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, taking, io_first)).await {
+            // Captured by value where it can be: the wait is held across the task's main await.
+            let (c, cl) = (&mut conn, &mut client);
+            let taken = match poll_fn(move |cx| poll_turn(cx, c, cl, taking, io_first)).await {
                 Turn::Io(io) => match conn.note(io) {
                     Ok(()) => false,
                     Err(e) => {
-                        debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
+                        debug!(conn = client.conn, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
                         break;
                     }
                 },
@@ -151,7 +136,7 @@ fn run<W: Wire>(
                 // but a shut queue still ends the connection.
                 Turn::Out(None) => break,
                 Turn::Out(Some(m)) => {
-                    if let Flow::End = take(&wire, m, &mut rx, &mut conn.wbuf) {
+                    if let Flow::End = take(&wire, m, &mut client.rx, &mut conn.wbuf) {
                         ended = true;
                         break;
                     }
@@ -164,20 +149,20 @@ fn run<W: Wire>(
             };
             if taken {
                 if let Err(e) = conn.write_now().await {
-                    debug!(conn = id, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
+                    debug!(conn = client.conn, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
                     break;
                 }
             }
         }
         // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
-        if rx.is_shut() {
+        if client.rx.is_shut() {
             // Destroyed (CMD_DESTROY, slow reader, heartbeat): nothing more is written.
         } else if ended {
             Box::pin(conn.finish()).await;
         } else if closing {
             // What is already queued goes out first: this framing has no close message.
-            while let Some(m) = rx.try_recv() {
-                if let Flow::End = take(&wire, m, &mut rx, &mut conn.wbuf) {
+            while let Some(m) = client.rx.try_recv() {
+                if let Flow::End = take(&wire, m, &mut client.rx, &mut conn.wbuf) {
                     break;
                 }
             }
@@ -185,6 +170,17 @@ fn run<W: Wire>(
         }
         client.gone();
         drop(entry);
+    }
+}
+
+/// The next whole frame read, as the hub gets it; `Err` closes the connection with that reason.
+/// Out of the task's body so that nothing of the decoding is held across its awaits.
+fn next_frame<W: Wire>(wire: &W, codec: &mut W::Codec, conn: &mut Conn<TcpStream>) -> Result<Option<Bytes>, String> {
+    let decoded = if conn.eof { codec.decode_eof(&mut conn.rbuf) } else { codec.decode(&mut conn.rbuf) };
+    match decoded {
+        Ok(Some(frame)) => wire.inbound(frame).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -121,9 +121,10 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
         }
     };
     drop(head);
-    let (client, out_rx) = match admit(&hub, addr, config.queue, config.limits.clone()).await {
-        Admit::Yes(client, out_rx) => (Some(client), out_rx),
-        Admit::NoWorker(out_rx) => (None, out_rx),
+    let client = match admit(&hub, addr, config.queue, config.limits.clone()).await {
+        Admit::Yes(client) => Some(client),
+        // Nothing can be queued for it (the hub keeps no sender), so its queue is not watched.
+        Admit::NoWorker(_) => None,
         Admit::TooManyFromIp => {
             let _ = stream.write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
             return;
@@ -132,7 +133,7 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
     };
     let answered = tokio::select! {
         r = tokio::time::timeout(config.handshake_timeout, stream.write_all(&upgrade.response)) => matches!(r, Ok(Ok(()))),
-        _ = out_rx.recv_if(false) => false,
+        _ = shut(&client) => false,
     };
     let mut conn = Conn::new(stream, upgrade.rest);
     let Some(client) = client else {
@@ -153,7 +154,17 @@ async fn client_task<S: Transport>(mut stream: S, addr: SocketAddr, hub: mpsc::S
     let decoder = Decoder::new(config.max_message_size);
     // The connection goes on in a task of its own: this one is as big as its biggest step
     // (the upgrade's) and would keep that size for the connection's whole life.
-    tokio::spawn(run(client, conn, out_rx, upgrade.framing, decoder, entry));
+    tokio::spawn(run(client, conn, upgrade.framing, decoder, entry));
+}
+
+/// Resolves when the hub shuts an admitted client's queue (CMD_DESTROY during the upgrade).
+async fn shut(client: &Option<Client>) {
+    match client {
+        Some(c) => {
+            c.rx.recv_if(false).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// An upgrade request judged acceptable: what to answer, and what the connection carries.
@@ -224,22 +235,14 @@ enum Framing {
 /// Reads and writes until either side ends the connection.
 /// `entry` is held to the end: the connection counts for its address until it ends.
 #[allow(clippy::manual_async_fn)] // on purpose: see the comment below
-fn run<S: Transport>(
-    mut client: Client,
-    mut conn: Conn<S>,
-    mut rx: OutboxRx<Out>,
-    framing: Framing,
-    mut decoder: Decoder,
-    entry: Entry,
-) -> impl Future<Output = ()> + Send {
+fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mut decoder: Decoder, entry: Entry) -> impl Future<Output = ()> + Send {
     // An `async move` block and not an `async fn`: the arguments stay where the block captured
     // them instead of being copied into locals beside themselves, which doubled their size in
-    // the task. The future is 352 bytes in a 512-byte cell (tokio's cells grow in steps of
-    // 128; past 408 bytes of future the cell is 640): anything more held across an await here
-    // costs every connection 128 bytes. Check with `RUSTC_BOOTSTRAP=1 cargo rustc -p gateway
+    // the task. The future is 272 bytes in a 384-byte cell (tokio's cells grow in steps of
+    // 128; past 280 bytes of future the cell is 512): anything more held across an await here
+    // costs every connection 128 bytes (text and goim's `tcp::run` is 256 and 264). Check with `RUSTC_BOOTSTRAP=1 cargo rustc -p gateway
     // --release --lib -- -Zprint-type-sizes` (docs/BENCHMARKS.md).
     async move {
-        let id = client.conn;
         // A close frame for the client, written after what it is already owed.
         // Boxed: it is set only on the way out, and inline it would size the task for it.
         let mut closing: Option<Box<CloseFrame>> = None;
@@ -251,7 +254,7 @@ fn run<S: Transport>(
                 let data = match decoder.decode(&mut conn.rbuf) {
                     Ok(None) => break,
                     Ok(Some(Incoming::Text(_))) if matches!(framing, Framing::Goim(_)) => {
-                        info!(conn = id, addr = %client.addr, "closing goim client: a text frame where packets go in binary frames");
+                        info!(conn = client.conn, addr = %client.addr, "closing goim client: a text frame where packets go in binary frames");
                         closing = Some(Box::new(close(1003, "goim packets go in binary frames")));
                         break 'conn;
                     }
@@ -271,7 +274,7 @@ fn run<S: Transport>(
                     }
                     Err(fault) => {
                         let (code, why) = fault.close();
-                        info!(conn = id, addr = %client.addr, code, "closing client: {fault}");
+                        info!(conn = client.conn, addr = %client.addr, code, "closing client: {fault}");
                         closing = Some(Box::new(close(code, why)));
                         break 'conn;
                     }
@@ -284,7 +287,7 @@ fn run<S: Transport>(
                         let messages = match goim_requests(g, data) {
                             Ok(messages) => messages,
                             Err(why) => {
-                                info!(conn = id, addr = %client.addr, "closing goim client: {why}");
+                                info!(conn = client.conn, addr = %client.addr, "closing goim client: {why}");
                                 closing = Some(Box::new(close(1002, "bad goim packet")));
                                 break 'conn;
                             }
@@ -299,18 +302,20 @@ fn run<S: Transport>(
             }
             conn.release_read();
             if conn.eof {
-                debug!(conn = id, addr = %client.addr, "client left without a close frame");
+                debug!(conn = client.conn, addr = %client.addr, "client left without a close frame");
                 break;
             }
             let taking = conn.wbuf.len() < WRITE_BATCH;
             io_first = !io_first;
             // The turn is settled before anything else is awaited: held across the write below,
             // it would size the task for it.
-            let taken = match poll_fn(|cx| poll_turn(cx, &mut conn, &rx, &mut client, taking, io_first)).await {
+            // Captured by value where it can be: the wait is held across the task's main await.
+            let (c, cl) = (&mut conn, &mut client);
+            let taken = match poll_fn(move |cx| poll_turn(cx, c, cl, taking, io_first)).await {
                 Turn::Io(io) => match conn.note(io) {
                     Ok(()) => false,
                     Err(e) => {
-                        debug!(conn = id, addr = %client.addr, "client connection error: {e}");
+                        debug!(conn = client.conn, addr = %client.addr, "client connection error: {e}");
                         break;
                     }
                 },
@@ -318,7 +323,7 @@ fn run<S: Transport>(
                 // but a shut queue still ends the connection.
                 Turn::Out(None) => break,
                 Turn::Out(Some(m)) => {
-                    if let Flow::End = take(&framing, m, &mut rx, &mut conn.wbuf) {
+                    if let Flow::End = take(&framing, m, &mut client.rx, &mut conn.wbuf) {
                         ended = true;
                         break;
                     }
@@ -331,13 +336,13 @@ fn run<S: Transport>(
             };
             if taken {
                 if let Err(e) = conn.write_now().await {
-                    debug!(conn = id, addr = %client.addr, "client connection error: {e}");
+                    debug!(conn = client.conn, addr = %client.addr, "client connection error: {e}");
                     break;
                 }
             }
         }
         // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
-        if rx.is_shut() {
+        if client.rx.is_shut() {
             // Destroyed (CMD_DESTROY, slow reader, heartbeat): nothing more is written.
         } else if ended {
             Box::pin(conn.finish()).await;
@@ -345,8 +350,8 @@ fn run<S: Transport>(
             // What is already queued goes first, then our close frame, unless the queue holds
             // its own ending.
             let mut flow = Flow::Go;
-            while let (Flow::Go, Some(m)) = (&flow, rx.try_recv()) {
-                flow = take(&framing, m, &mut rx, &mut conn.wbuf);
+            while let (Flow::Go, Some(m)) = (&flow, client.rx.try_recv()) {
+                flow = take(&framing, m, &mut client.rx, &mut conn.wbuf);
             }
             if let Flow::Go = flow {
                 ws::encode(&Message::Close(Some(*frame)), &mut conn.wbuf);
