@@ -122,10 +122,15 @@ async fn abusers_are_cut_off_and_good_clients_carry_on() {
     let refused = ws_from("127.92.0.53", &g.ws, None).await;
     assert!(refused.as_ref().err().is_some_and(|e| e.contains("429")), "{:?}", refused.err());
 
-    // A newcomer that says nothing is closed with 1008.
+    // A newcomer that says nothing is closed with 1008; one that spoke at once is not.
     let mut silent = ws_from("127.92.0.54", &g.ws, None).await.expect("connects");
+    let mut spoke = ws_from("127.92.0.54", &g.ws, None).await.expect("connects");
+    spoke.send(Message::Text("{\"call\":\"whoami\",\"tag\":0}".into())).await.expect("sent");
     let code = closed_with(&mut silent).await;
     assert_eq!(code, Some(1008));
+    while let Ok(m) = tokio::time::timeout(Duration::from_millis(500), spoke.next()).await {
+        assert!(matches!(m, Some(Ok(Message::Text(_)))), "a client that spoke stays open past the deadline: {m:?}");
+    }
 
     // A page from another origin cannot open a WebSocket; the allowed one can.
     let evil = ws_from("127.92.0.55", &g.ws, Some("http://evil.example")).await;

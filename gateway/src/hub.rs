@@ -12,6 +12,7 @@ use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
 use crate::tables::{id_key, ConnId, Tables};
+use crate::unheard::{self, Unheard};
 use bytes::Bytes;
 use register::stats::{inc, set};
 use std::collections::HashMap;
@@ -166,6 +167,8 @@ pub struct Hub {
     directory: Publisher,
     /// What a client's `since` counts from.
     started: Instant,
+    /// Clients admitted that may not have spoken yet, for the first-message deadline.
+    unheard: Unheard,
 }
 
 /// Hub messages handled before the directory's changes are announced.
@@ -202,6 +205,7 @@ impl Hub {
             ping_data: (!config.ping_data.is_empty()).then(|| WsMessage::Text(config.ping_data.clone().into())),
             directory: Publisher::default(),
             started: Instant::now(),
+            unheard: Unheard::new(secs(config.first_message_timeout)),
         }
     }
 
@@ -213,6 +217,8 @@ impl Hub {
         let ping_packet = Command::Ping.into_packet().to_bytes();
         let mut drain_check = tokio::time::interval(Duration::from_secs(1));
         let mut barrier_check = tokio::time::interval(Duration::from_millis(100));
+        let mut unheard_check = tokio::time::interval(unheard::TICK);
+        unheard_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -231,6 +237,7 @@ impl Hub {
                     None => return,
                 },
                 _ = barrier_check.tick(), if self.directory.has_barriers() => self.settle(),
+                _ = unheard_check.tick(), if !self.unheard.is_empty() => self.close_unheard(),
                 _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => self.heartbeat(),
                 _ = drain_check.tick(), if !self.draining.is_empty() => {
                     let late: Vec<LinkId> =
@@ -268,6 +275,7 @@ impl Hub {
                 *self.per_ip.entry(addr.ip()).or_default() += 1;
                 set(&self.stats.clients, self.tables.len());
                 if reply.send(Admission::Admitted(conn)).is_ok() {
+                    self.unheard.admitted(conn, Instant::now());
                     self.forward_to_worker(conn, EventKind::Connect, Body::text(Bytes::new()));
                 } else {
                     self.drop_client(conn);
@@ -668,6 +676,22 @@ impl Hub {
     /// Seconds since the hub started (a client's `since`).
     fn secs(&self) -> u32 {
         u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Closes with 1008 the clients whose first-message deadline passed without a message.
+    fn close_unheard(&mut self) {
+        let timeout = self.unheard.timeout().unwrap_or_default();
+        for conn in self.unheard.due(Instant::now()) {
+            let Some(c) = self.tables.get(conn) else { continue };
+            if c.handle.out.has_spoken() {
+                continue;
+            }
+            inc(&self.stats.limited);
+            info!(conn, addr = %c.handle.addr, "no message within {timeout:?} of connecting: closing");
+            if c.handle.out.try_send(Out::Close(close(1008, "no message received"))).is_err() {
+                c.handle.out.shut();
+            }
+        }
     }
 
     /// One heartbeat tick (spec §10).

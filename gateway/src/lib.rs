@@ -4,7 +4,8 @@
 //! inner port (`inner`) and speak GatewayWorker 3.x (`protocol`). One actor, the `hub`, owns all
 //! connection state (`tables`) and decides which worker gets each client event (`router`), so
 //! nothing on the message path takes a lock; it tells workers which uids and groups it holds
-//! (`directory`). `server` starts it all from a `Config`.
+//! (`directory`), and closes clients that never speak (`unheard`). `server` starts it all from
+//! a `Config`.
 
 pub mod config;
 pub mod directory;
@@ -18,6 +19,7 @@ pub mod router;
 pub mod server;
 pub mod stats;
 pub mod tables;
+pub mod unheard;
 
 pub use config::Config;
 pub use hub::ConnectionInfo;

@@ -46,6 +46,9 @@ struct Shared<T> {
     /// and cleared by the hub's heartbeat tick. Here rather than in an `Arc` of its own, which
     /// was one more allocation and pointer for every connection.
     heard: AtomicBool,
+    /// The client sent a message (any, heartbeats too): set by the connection, read by the
+    /// hub's first-message deadline. In the header's padding: it costs nothing.
+    spoke: AtomicBool,
 }
 
 impl<T> Shared<T> {
@@ -80,6 +83,7 @@ pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
         state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, shut: false, waiting: None }),
         capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
         heard: AtomicBool::new(false),
+        spoke: AtomicBool::new(false),
     });
     (Outbox { shared: shared.clone() }, OutboxRx { shared })
 }
@@ -115,6 +119,11 @@ impl<T> Outbox<T> {
         s.items = VecDeque::new();
         Shared::wake(s);
         true
+    }
+
+    /// Whether the client ever sent a message.
+    pub fn has_spoken(&self) -> bool {
+        self.shared.spoke.load(Ordering::Relaxed)
     }
 
     /// Whether the client was heard from since the last call.
@@ -164,6 +173,14 @@ impl<T> OutboxRx<T> {
     /// Notes that the client was heard from (its task holds the receiving end, not a sender).
     pub fn hear(&self) {
         self.shared.heard.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes that the client sent a message. Read first: the flag is written once, not on
+    /// every message (the hub reads this line too).
+    pub fn speak(&self) {
+        if !self.shared.spoke.load(Ordering::Relaxed) {
+            self.shared.spoke.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The next message; None once the queue is shut, or every sender is gone and the queue

@@ -150,7 +150,6 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
     announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address.clone());
     // One set of per-connection limits for every transport.
     let limits = Arc::new(Limits {
-        first: secs(config.first_message_timeout),
         rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
         stats: stats.clone(),
         heartbeats: Arc::new(config.heartbeat_messages.iter().map(|h| bytes::Bytes::copy_from_slice(h.trim().as_bytes())).collect()),

@@ -1,5 +1,6 @@
 //! What every transport does the same way once it has a frame: admission by the hub, the
-//! per-connection limits (first-message deadline, message rate), and handing frames on.
+//! per-connection limit on the message rate, and handing frames on. (The first-message
+//! deadline is the hub's: a connection's task keeps no timer.)
 //! Each transport keeps only its own framing and writer.
 
 use super::conn::{Conn, Io, Transport};
@@ -10,15 +11,12 @@ use crate::tables::ConnId;
 use bytes::Bytes;
 use futures_util::future::{ready, BoxFuture, Either, Ready};
 use register::stats::inc;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{ready as ready_poll, Context, Poll};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Sleep;
 use tracing::info;
 
 /// The bytes of a message for a transport that frames them itself (text, goim, long poll). A
@@ -35,7 +33,6 @@ pub fn payload(msg: &tokio_tungstenite::tungstenite::Message) -> Result<Bytes, S
 /// The limits a connection's reader enforces itself (no shared state: no locks).
 #[derive(Clone)]
 pub struct Limits {
-    pub first: Option<Duration>,
     /// Messages per second and burst (rate 0 = no limit).
     pub rate: (f64, f64),
     pub stats: Arc<Stats>,
@@ -100,9 +97,8 @@ pub async fn admit(hub: &mpsc::Sender<HubMsg>, addr: SocketAddr, queue: usize, l
     }
     match reply_rx.await {
         Ok(Admission::Admitted(conn)) => {
-            let timer = limits.first.map(|d| Box::pin(tokio::time::sleep(d)));
             let bucket = Bucket::full(limits.rate.1);
-            Admit::Yes(Client { conn, addr: addr.into(), rx, hub: hub.clone(), limits, timer, bucket })
+            Admit::Yes(Client { conn, addr: addr.into(), rx, hub: hub.clone(), limits, bucket })
         }
         Ok(Admission::NoWorker) => Admit::NoWorker(rx),
         Ok(Admission::TooManyFromIp) => {
@@ -119,8 +115,6 @@ pub type Delivery = Either<Ready<Result<(), Stop>>, BoxFuture<'static, Result<()
 /// Why a reader stops taking frames from its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
-    /// The client sent nothing before the first-message deadline.
-    Silent,
     /// The client went over the message rate.
     Flood,
     /// The hub is gone.
@@ -131,7 +125,6 @@ impl Stop {
     /// The WebSocket close code and reason for this stop, when the client should hear one.
     pub fn close(self) -> Option<(u16, &'static str)> {
         match self {
-            Stop::Silent => Some((1008, "no message received")),
             Stop::Flood => Some((1008, "message rate limit")),
             Stop::HubGone => None,
         }
@@ -168,29 +161,16 @@ pub struct Client {
     pub hub: mpsc::Sender<HubMsg>,
     /// Shared by every connection: one pointer in each connection's task, not 48 bytes.
     limits: Arc<Limits>,
-    /// The first-message deadline, boxed and let go once a message arrives, so the task of an
-    /// established connection is not sized for a timer it no longer needs.
-    timer: Option<Pin<Box<Sleep>>>,
     bucket: Bucket,
 }
 
 impl Client {
-    /// Ready when the first-message deadline passes (never once a message arrived).
-    pub fn poll_silent(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
-        let Some(timer) = self.timer.as_mut() else { return Poll::Pending };
-        ready_poll!(timer.as_mut().poll(cx));
-        self.timer = None;
-        inc(&self.limits.stats.limited);
-        info!(conn = self.conn, addr = %self.addr, "no message within {:?} of connecting: closing", self.limits.first.unwrap_or_default());
-        Poll::Ready(Stop::Silent)
-    }
-
     /// Hands one client frame to the hub, after the rate limit. The work is done by the call;
     /// the future returned waits only when the hub's queue is full, and then in a box: tokio's
     /// `send` future is ≈ 380 bytes, and a connection's task is as big as the biggest thing it
     /// ever awaits, for its whole life (docs/BENCHMARKS.md).
     pub fn deliver(&mut self, data: Bytes) -> Delivery {
-        self.timer = None;
+        self.rx.speak();
         let (rate, burst) = self.limits.rate;
         if rate > 0.0 && !self.bucket.take(rate, burst) {
             inc(&self.limits.stats.limited);
@@ -238,13 +218,11 @@ pub enum Turn {
     Io(Io),
     /// A message from the hub; `None` once the queue is shut or every sender is gone.
     Out(Option<Out>),
-    /// The first-message deadline passed.
-    Silent(Stop),
 }
 
-/// Waits on a connection's socket, its queue (taken from only while `taking`: the write batch
-/// has room) and its first-message deadline in one poll, for the task's own `poll_fn`: tokio's
-/// `select!` over three futures held 128 bytes of every connection's task, and a connection's
+/// Waits on a connection's socket and its queue (taken from only while `taking`: the write
+/// batch has room) in one poll, for the task's own `poll_fn`: tokio's `select!` over the waits
+/// held 128 bytes of every connection's task, and a connection's
 /// task is most of what an idle one costs (docs/BENCHMARKS.md). `io_first` says which of the
 /// socket and the queue is asked first; the caller alternates it, so that neither a client
 /// that writes without pause nor a queue that never empties keeps the other waiting.
@@ -262,7 +240,7 @@ pub fn poll_turn<S: Transport>(cx: &mut Context<'_>, conn: &mut Conn<S>, client:
             return Poll::Ready(Turn::Io(io));
         }
     }
-    client.poll_silent(cx).map(Turn::Silent)
+    Poll::Pending
 }
 
 #[cfg(test)]
@@ -277,23 +255,22 @@ mod tests {
 
     /// A connection over a real socket pair, its client's end, an admitted `Client`, and the
     /// hub's end of its queue.
-    async fn connection(first: Option<Duration>) -> (Conn<TcpStream>, TcpStream, Client, Outbox<Out>) {
+    async fn connection() -> (Conn<TcpStream>, TcpStream, Client, Outbox<Out>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (peer, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let (server, _) = accepted.expect("accept");
         let (out, rx) = outbox::<Out>(64);
         let (hub, _hub_rx) = mpsc::channel(1);
-        let limits = Arc::new(Limits { first, rate: (0.0, 0.0), stats: Arc::new(Stats::default()), heartbeats: Arc::new(Vec::new()) });
-        let timer = first.map(|d| Box::pin(tokio::time::sleep(d)));
+        let limits = Arc::new(Limits { rate: (0.0, 0.0), stats: Arc::new(Stats::default()), heartbeats: Arc::new(Vec::new()) });
         let bucket = Bucket::full(0.0);
-        let client = Client { conn: 1, addr: addr.into(), rx, hub, limits, timer, bucket };
+        let client = Client { conn: 1, addr: addr.into(), rx, hub, limits, bucket };
         (Conn::new(server, BytesMut::new()), peer.expect("connect"), client, out)
     }
 
     #[tokio::test]
     async fn a_busy_socket_and_a_busy_queue_share_the_turns() {
-        let (mut conn, mut peer, mut client, out) = connection(None).await;
+        let (mut conn, mut peer, mut client, out) = connection().await;
         // The client writes without pause, and the queue never runs dry.
         peer.write_all(&[b'x'; 64 * 1024]).await.expect("write");
         let (mut reads, mut messages) = (0, 0);
@@ -324,13 +301,5 @@ mod tests {
         // A shut queue ends the wait even while nothing is taken.
         out.shut();
         assert!(matches!(poll_fn(|cx| poll_turn(cx, &mut conn, &mut client, false, false)).await, Turn::Out(None)));
-    }
-
-    #[tokio::test]
-    async fn the_first_message_deadline_ends_a_silent_connection() {
-        let (mut conn, _peer, mut client, _out) = connection(Some(Duration::from_millis(50))).await;
-        let turn = tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| poll_turn(cx, &mut conn, &mut client, true, true))).await;
-        assert!(matches!(turn, Ok(Turn::Silent(Stop::Silent))), "the deadline passed");
-        assert_eq!(client.limits.stats.limited.load(std::sync::atomic::Ordering::Relaxed), 1, "counted as limited");
     }
 }

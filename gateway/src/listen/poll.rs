@@ -16,7 +16,7 @@
 //! Each session is an actor owning its buffer of unacknowledged messages; requests reach it
 //! through the registry, a map from session id to the actor's channel.
 
-use super::client::{admit, Admit, Client, Limits, Stop};
+use super::client::{admit, Admit, Client, Limits};
 use super::door::Entry;
 use crate::hub::{HubMsg, Out};
 use bytes::{Bytes, BytesMut};
@@ -288,24 +288,13 @@ async fn reply<S: AsyncWrite + Unpin>(mut stream: S, status: &str, origin: Optio
 }
 
 /// The session actor: takes the hub's messages into its buffer and answers polls and sends.
-/// What a session's client brought: a message queued for it (`None`: its queue is over), or
-/// its first-message deadline passed.
-enum Heard {
-    Queued(Option<Out>),
-    Silent(Stop),
-}
-
-/// Waits on a session's client: its queue and its deadline, in one wait (the client holds
-/// both). Never resolves once the client is let go.
-async fn heard(client: &mut Option<Client>) -> Heard {
-    let Some(c) = client else { return std::future::pending().await };
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(m) = c.rx.poll_recv_if(cx, true) {
-            return std::task::Poll::Ready(Heard::Queued(m));
-        }
-        c.poll_silent(cx).map(Heard::Silent)
-    })
-    .await
+/// The next message queued for a session's client (`None`: its queue is over). Never
+/// resolves once the client is let go.
+async fn queued(client: &Option<Client>) -> Option<Out> {
+    match client {
+        Some(c) => c.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn session(sid: String, client: Client, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
@@ -336,14 +325,8 @@ async fn session(sid: String, client: Client, mut cmds: mpsc::Receiver<Cmd>, pol
         }
         let wait_until = waiter.as_ref().map(|(_, t)| *t);
         tokio::select! {
-            heard = heard(&mut client), if closed.is_none() => {
-                let mut next = match heard {
-                    Heard::Queued(m) => m,
-                    Heard::Silent(stop) => {
-                        closed = Some(stop.close().map(|(c, r)| (c, r.to_string())).unwrap_or((1006, String::new())));
-                        continue;
-                    }
-                };
+            m = queued(&client), if closed.is_none() => {
+                let mut next = m;
                 loop {
                     match next {
                         Some(Out::Send(msg)) => {

@@ -91,7 +91,7 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
 fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut codec: W::Codec, entry: Entry) -> impl Future<Output = ()> + Send {
     async move {
         // Whether the client is owed what is queued for it before the connection ends (a bad
-        // frame, the first-message deadline, a flood); not when it left or was destroyed.
+        // frame, a flood); not when it left or was destroyed.
         let mut closing = false;
         let mut ended = false;
         let mut io_first = false;
@@ -141,10 +141,6 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
                         break;
                     }
                     true
-                }
-                Turn::Silent(_) => {
-                    closing = true;
-                    break;
                 }
             };
             if taken {

@@ -329,10 +329,6 @@ fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mu
                     }
                     true
                 }
-                Turn::Silent(stop) => {
-                    closing = stop.close().map(|(c, why)| Box::new(close(c, why)));
-                    break;
-                }
             };
             if taken {
                 if let Err(e) = conn.write_now().await {
