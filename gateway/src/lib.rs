@@ -14,6 +14,7 @@ pub mod hub;
 pub mod inner;
 pub mod listen;
 pub mod outbox;
+pub mod peer;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -6,12 +6,13 @@
 use super::conn::{Conn, Io, Transport};
 use crate::hub::{Admission, HubMsg, Out};
 use crate::outbox::{outbox, OutboxRx};
+use crate::peer::Peer;
 use crate::stats::Stats;
 use crate::tables::ConnId;
 use bytes::Bytes;
 use futures_util::future::{ready, BoxFuture, Either, Ready};
 use register::stats::inc;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -128,25 +129,6 @@ impl Stop {
             Stop::Flood => Some((1008, "message rate limit")),
             Stop::HubGone => None,
         }
-    }
-}
-
-/// A client's address as its task keeps it, for its logs: 20 bytes where a `SocketAddr` is 32.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    ip: IpAddr,
-    port: u16,
-}
-
-impl From<SocketAddr> for Peer {
-    fn from(a: SocketAddr) -> Peer {
-        Peer { ip: a.ip(), port: a.port() }
-    }
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        SocketAddr::new(self.ip, self.port).fmt(f)
     }
 }
 
