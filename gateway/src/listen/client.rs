@@ -204,10 +204,10 @@ pub enum Turn {
 
 /// Waits on a connection's socket and its queue (taken from only while `taking`: the write
 /// batch has room) in one poll, for the task's own `poll_fn`: tokio's `select!` over the waits
-/// held 128 bytes of every connection's task, and a connection's
-/// task is most of what an idle one costs (docs/BENCHMARKS.md). `io_first` says which of the
-/// socket and the queue is asked first; the caller alternates it, so that neither a client
-/// that writes without pause nor a queue that never empties keeps the other waiting.
+/// held 128 bytes of every connection's task, and a connection's task is most of what an idle
+/// one costs (docs/BENCHMARKS.md). `io_first` says which of the socket and the queue is asked
+/// first; the caller alternates it, so that neither a client that writes without pause nor a
+/// queue that never empties keeps the other waiting.
 pub fn poll_turn<S: Transport>(cx: &mut Context<'_>, conn: &mut Conn<S>, client: &mut Client, taking: bool, io_first: bool) -> Poll<Turn> {
     if io_first {
         if let Poll::Ready(io) = conn.poll_io(cx) {

@@ -108,8 +108,8 @@ impl Door {
     }
 }
 
-/// One connection inside: counted for its address while it lives.
-/// Held by the connection's task for its whole life: two words.
+/// One connection inside: counted for its address while it lives. Its task holds it for the
+/// connection's whole life, so it is kept to 32 bytes (no permit guard).
 pub struct Entry {
     door: Door,
     ip: IpAddr,

@@ -287,7 +287,6 @@ async fn reply<S: AsyncWrite + Unpin>(mut stream: S, status: &str, origin: Optio
     let _ = stream.shutdown().await;
 }
 
-/// The session actor: takes the hub's messages into its buffer and answers polls and sends.
 /// The next message queued for a session's client (`None`: its queue is over). Never
 /// resolves once the client is let go.
 async fn queued(client: &Option<Client>) -> Option<Out> {
@@ -297,6 +296,7 @@ async fn queued(client: &Option<Client>) -> Option<Out> {
     }
 }
 
+/// The session actor: takes the hub's messages into its buffer and answers polls and sends.
 async fn session(sid: String, client: Client, mut cmds: mpsc::Receiver<Cmd>, polls: Polls) {
     let (conn, addr) = (client.conn, client.addr);
     let mut client = Some(client);
