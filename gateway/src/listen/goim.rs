@@ -105,6 +105,11 @@ impl Goim {
         let Ok(head) = serde_json::from_slice::<Head>(&payload) else { return push() };
         let Some(i) = head.method.as_deref().and_then(|m| pending.iter().position(|p| p.method == m)) else { return push() };
         let Some(req) = pending.remove(i) else { return push() };
+        // Answered all: the buffer goes, so an idle agent keeps none (its auth's grew one of
+        // four slots, 128 bytes of every goim connection for its life; massif).
+        if pending.is_empty() {
+            *pending = VecDeque::new();
+        }
         drop(pending);
         let body = if req.reply_op == op::HEARTBEAT_REPLY {
             let online = head.online.unwrap_or(0).clamp(0, i32::MAX as i64) as i32;
@@ -174,6 +179,7 @@ mod tests {
         assert_eq!((p.op, p.seq, &p.body[..]), (op::HEARTBEAT_REPLY, 6, &3i32.to_be_bytes()[..]));
         let (p, close) = g.response(&text(r#"{"method":"auth","mid":"a1"}"#)).expect("auth reply");
         assert_eq!((p.op, p.seq, close), (op::AUTH_REPLY, 5, false));
+        assert_eq!(g.state.pending.lock().expect("lock").capacity(), 0, "nothing kept once all are answered");
     }
 
     #[test]
