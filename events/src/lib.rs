@@ -58,6 +58,13 @@ impl Fail {
         Fail { code: code::NOT_AUTHORISED, msg: msg.into() }
     }
 
+    /// The server could not do what it should always be able to (a frame it could not
+    /// serialize): logged here, told to the client as `500`.
+    pub fn internal(e: impl std::fmt::Display) -> Fail {
+        tracing::error!("internal failure: {e}");
+        Fail { code: "500", msg: "internal error".into() }
+    }
+
     /// Refused because it does not exist for this caller. Only the server API's paths make
     /// it (clients are told `denied`, as they always were), like `500` below.
     pub fn not_found(msg: impl Into<String>) -> Fail {
@@ -133,7 +140,8 @@ impl Chat {
         })
     }
 
-    /// Sends a reply built as a struct (one that embeds already serialized JSON).
+    /// Sends a reply built as a struct (one that embeds already serialized JSON, or a frame of
+    /// `protocol` written without building a `Value`).
     pub async fn send_serialized<T: serde::Serialize>(&self, ctx: &Context, reply: &T) {
         match serde_json::to_string(reply) {
             Ok(frame) => {

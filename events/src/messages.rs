@@ -3,7 +3,7 @@
 //! original acknowledgement and is not delivered again.
 
 use crate::keys::{agent_uid, conversation_thread, private_thread, room_thread, visitor_uid};
-use crate::protocol::{id_field, message_json, text_field};
+use crate::protocol::{id_field, message_json, text_field, SayAck};
 use crate::service::Author;
 use crate::who::{rooms, Who};
 use crate::{Chat, Fail, Outcome};
@@ -79,15 +79,7 @@ impl Chat {
             Who::Nobody => return Err(Fail::denied("log in first")),
         };
         let posted = self.post(&ctx.api, &target, &author, content, cid).await?;
-        let msg = &posted.message;
-        let mut ack = json!({"method": "say_ack", "id": msg.id.to_string(), "timestamp": msg.timestamp});
-        if let Some(cid) = &msg.cid {
-            ack["cid"] = cid.clone().into();
-        }
-        if let Some(d) = posted.delivery {
-            ack["delivery"] = d.into();
-        }
-        self.reply(ctx, ack).await;
+        self.send_serialized(ctx, &SayAck::new(&posted.message, posted.delivery.as_deref())).await;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The client JSON protocol's vocabulary: error codes, id coercion, escaping, message frames.
 
 use crate::store::StoredMessage;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 
 /// Error codes kept from the original deployment (see docs/protocol.md).
@@ -58,23 +59,88 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// The one message shape every client sees.
+/// The one message shape every client sees, as a value (for lists: history, sync).
 pub fn message_json(m: &StoredMessage) -> Value {
-    let mut v = json!({
-        "method": "say",
-        "id": m.id.to_string(),
-        "from_uid": m.from_uid,
-        "from_name": m.from_name,
-        "content": m.content,
-        "timestamp": m.timestamp,
-    });
-    if let Some(cid) = &m.cid {
-        v["cid"] = cid.clone().into();
+    // Serializing into a `Value` cannot fail: every key is a string.
+    serde_json::to_value(MessageFrame::new(m, None)).unwrap_or_default()
+}
+
+/// A message as every client sees it: `{"method":"say","id":…,"from_uid":…,"from_name":…,
+/// "content":…,"timestamp":…[,"cid":…]` then its addressing fields (`room`, `conversation_id`,
+/// `to_uid`, `bot`) `[,"delivery":…]}`. Written straight to JSON text: a room message is
+/// framed once per message on the worker's hot path, where building a `Value` map and then
+/// printing it was a sixth of the worker's instructions per message.
+pub struct MessageFrame<'a> {
+    message: &'a StoredMessage,
+    delivery: Option<&'a str>,
+}
+
+/// The message's own fields: an addressing field of the same name is left out, so a stored
+/// `dest` can never stand in for the sender or the id.
+const OWN_FIELDS: [&str; 8] = ["method", "id", "from_uid", "from_name", "content", "timestamp", "cid", "delivery"];
+
+impl<'a> MessageFrame<'a> {
+    /// `message`, with the state of its delivery to a LINE user where it has one.
+    pub fn new(message: &'a StoredMessage, delivery: Option<&'a str>) -> MessageFrame<'a> {
+        MessageFrame { message, delivery }
     }
-    for (k, val) in &m.to {
-        v[k] = val.clone();
+
+    /// The frame as JSON text. (Only a map key that is not a string fails, and a frame has
+    /// none.)
+    pub fn text(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
     }
-    v
+}
+
+impl Serialize for MessageFrame<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.message;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("method", "say")?;
+        map.serialize_entry("id", &Decimal(m.id))?;
+        map.serialize_entry("from_uid", &m.from_uid)?;
+        map.serialize_entry("from_name", &m.from_name)?;
+        map.serialize_entry("content", &m.content)?;
+        map.serialize_entry("timestamp", &m.timestamp)?;
+        if let Some(cid) = &m.cid {
+            map.serialize_entry("cid", cid)?;
+        }
+        for (k, v) in m.to.iter().filter(|(k, _)| !OWN_FIELDS.contains(&k.as_str())) {
+            map.serialize_entry(k, v)?;
+        }
+        if let Some(d) = self.delivery {
+            map.serialize_entry("delivery", d)?;
+        }
+        map.end()
+    }
+}
+
+/// `say_ack`: the sender's message is stored (`id`, `timestamp`), under its `cid` when it
+/// gave one, and for a LINE user how its delivery stands.
+#[derive(serde::Serialize)]
+pub struct SayAck<'a> {
+    method: &'static str,
+    id: Decimal,
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<&'a str>,
+}
+
+impl<'a> SayAck<'a> {
+    pub fn new(m: &'a StoredMessage, delivery: Option<&'a str>) -> SayAck<'a> {
+        SayAck { method: "say_ack", id: Decimal(m.id), timestamp: m.timestamp, cid: m.cid.as_deref(), delivery }
+    }
+}
+
+/// A message id as clients see it: a string of digits (ids outgrow a JavaScript number).
+struct Decimal(i64);
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
 }
 
 pub fn now_secs() -> i64 {
@@ -92,5 +158,63 @@ pub fn fuzz_request(data: &[u8]) {
                 let _ = escape_html(&t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(cid: Option<&str>, to: Value) -> StoredMessage {
+        StoredMessage {
+            id: 42,
+            thread: "r:b1:lobby".into(),
+            sender: "a:b1:a7".into(),
+            from_uid: "a7".into(),
+            from_name: "Ann \"the\" <agent>".into(),
+            cid: cid.map(Into::into),
+            content: "hi\nthere é".into(),
+            to: match to {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            timestamp: 1_700_000_000_123,
+        }
+    }
+
+    /// The bytes clients have always been sent (the order is the protocol's: the message's
+    /// own fields, then where it went, then its delivery), escapes included.
+    #[test]
+    fn a_message_frame_is_the_protocols_bytes() {
+        let m = stored(Some("c-1"), json!({"room": "lobby"}));
+        assert_eq!(
+            MessageFrame::new(&m, None).text().expect("text"),
+            r#"{"method":"say","id":"42","from_uid":"a7","from_name":"Ann \"the\" <agent>","content":"hi\nthere é","timestamp":1700000000123,"cid":"c-1","room":"lobby"}"#
+        );
+        let m = stored(None, json!({"conversation_id": "c9", "bot": true}));
+        assert_eq!(
+            MessageFrame::new(&m, Some("queued")).text().expect("text"),
+            r#"{"method":"say","id":"42","from_uid":"a7","from_name":"Ann \"the\" <agent>","content":"hi\nthere é","timestamp":1700000000123,"conversation_id":"c9","bot":true,"delivery":"queued"}"#
+        );
+        // The value form (lists) is the same object, in the same order.
+        assert_eq!(message_json(&m).to_string(), MessageFrame::new(&m, None).text().expect("text"));
+    }
+
+    /// A stored addressing field never stands in for one of the message's own.
+    #[test]
+    fn an_addressing_field_cannot_replace_the_senders() {
+        let m = stored(None, json!({"to_uid": "a8", "from_uid": "boss", "id": "1"}));
+        let v: Value = serde_json::from_str(&MessageFrame::new(&m, None).text().expect("text")).expect("json");
+        assert_eq!((v["from_uid"].as_str(), v["id"].as_str(), v["to_uid"].as_str()), (Some("a7"), Some("42"), Some("a8")));
+    }
+
+    #[test]
+    fn a_say_ack_is_the_protocols_bytes() {
+        let m = stored(Some("c-1"), json!({"room": "lobby"}));
+        let text = serde_json::to_string(&SayAck::new(&m, None)).expect("text");
+        assert_eq!(text, r#"{"method":"say_ack","id":"42","timestamp":1700000000123,"cid":"c-1"}"#);
+        let m = stored(None, json!({}));
+        let text = serde_json::to_string(&SayAck::new(&m, Some("sent"))).expect("text");
+        assert_eq!(text, r#"{"method":"say_ack","id":"42","timestamp":1700000000123,"delivery":"sent"}"#);
     }
 }

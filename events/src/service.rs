@@ -9,7 +9,7 @@
 
 use crate::keys::{agent_uid, bot_group, key, private_thread, room_group, visitor_uid};
 use crate::messages::Target;
-use crate::protocol::message_json;
+use crate::protocol::{message_json, MessageFrame};
 use crate::store::{Conversation, Inserted, NewMessage, StoredMessage};
 use crate::{Chat, Fail};
 use business::Api;
@@ -126,11 +126,7 @@ impl Chat {
             _ => None,
         };
         if fresh {
-            let mut frame = message_json(&message);
-            if let Some(d) = &delivery {
-                frame["delivery"] = d.clone().into();
-            }
-            let frame = frame.to_string();
+            let frame = MessageFrame::new(&message, delivery.as_deref()).text().map_err(Fail::internal)?;
             match &target {
                 Target::Conversation(c) => self.deliver_in_conversation(api, c, author.kind == Kind::Visitor, frame).await?,
                 Target::Room { bid, room } => api.send_to_group(&[&room_group(bid, room)], frame, &[]).await?,

@@ -78,6 +78,14 @@ pub struct NewMessage {
     pub to: serde_json::Map<String, serde_json::Value>,
 }
 
+impl NewMessage {
+    /// The addressing fields as the SQL stores keep them (`dest`): JSON text, written without
+    /// copying the map into a `Value` first. (A map with string keys always serializes.)
+    pub fn dest(&self) -> String {
+        serde_json::to_string(&self.to).unwrap_or_else(|_| "{}".into())
+    }
+}
+
 /// A stored message: `id` increases within its thread; `timestamp` is milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {

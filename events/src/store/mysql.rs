@@ -212,7 +212,7 @@ impl Store for MySqlStore {
         }
         let dedup = m.cid.as_deref().map(|cid| dedup_key(&m.thread, &m.sender, cid));
         let ts = now_ms();
-        let dest = serde_json::Value::Object(m.to.clone()).to_string();
+        let dest = m.dest();
         let mut tx = self.pool.begin().await?;
         let counted =
             sqlx::query("INSERT INTO threads (thread, last) VALUES (?, LAST_INSERT_ID(1)) ON DUPLICATE KEY UPDATE last = LAST_INSERT_ID(last + 1)")

@@ -162,7 +162,7 @@ impl Store for PgStore {
         // `cid` racing past the read above: the second violates the dedup index, its whole
         // statement (counter included) rolls back, and the first copy is what it gets.
         let ts = now_ms();
-        let dest = serde_json::Value::Object(m.to.clone()).to_string();
+        let dest = m.dest();
         let inserted = sqlx::query_scalar::<_, i64>(
             "WITH n AS (INSERT INTO threads (thread, last) VALUES ($1, 1) \
                         ON CONFLICT (thread) DO UPDATE SET last = threads.last + 1 RETURNING last) \

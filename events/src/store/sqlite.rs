@@ -313,7 +313,7 @@ impl Store for SqliteStore {
             let id: i64 =
                 c.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?.query_row([&m.thread], |r| r.get(0))?;
             let ts = now_ms();
-            let dest = serde_json::Value::Object(m.to.clone()).to_string();
+            let dest = m.dest();
             c.prepare_cached(
                 "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
