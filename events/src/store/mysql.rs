@@ -203,13 +203,10 @@ const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, crea
 #[async_trait]
 impl Store for MySqlStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
-        // As in `postgres`: a re-sent `cid` found by one plain read, then the counter and the
-        // message in one short transaction. `LAST_INSERT_ID(expr)` hands the counter's new
-        // value back in the upsert's own answer, so no read is needed under the lock; a racing
-        // copy of one `cid` hits the dedup key and is answered with the first copy.
-        if let Some(old) = self.sent_before(&m).await? {
-            return Ok(Inserted::Duplicate(old));
-        }
+        // As in `postgres`: the counter and the message in one short transaction, and a
+        // re-sent `cid` (it hits the dedup key) rolled back and answered with the original,
+        // read only then. `LAST_INSERT_ID(expr)` hands the counter's new value back in the
+        // upsert's own answer, so no read is needed under the lock.
         let dedup = m.cid.as_deref().map(|cid| dedup_key(&m.thread, &m.sender, cid));
         let ts = now_ms();
         let dest = m.dest();

@@ -152,15 +152,13 @@ const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, crea
 #[async_trait]
 impl Store for PgStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
-        // A re-sent `cid` is found with one plain read: a client's retry costs no lock.
-        if let Some(old) = self.sent_before(&m).await? {
-            return Ok(Inserted::Duplicate(old));
-        }
-        // Then one statement, committed on its own (one round trip): the thread's counter row
+        // One statement, committed on its own (one round trip): the thread's counter row
         // moves and the message is inserted with its value. The counter row's lock, held to
-        // the commit, orders the thread's writers, so ids have no gaps. Two copies of one
-        // `cid` racing past the read above: the second violates the dedup index, its whole
-        // statement (counter included) rolls back, and the first copy is what it gets.
+        // the commit, orders the thread's writers, so ids have no gaps. A re-sent `cid`
+        // violates the dedup index, its whole statement (counter included) rolls back, and the
+        // original is read then: only a retry pays a second round trip. (Every message was
+        // looked for first, a round trip more for each new one, to spare a retry the counter
+        // row's lock.)
         let ts = now_ms();
         let dest = m.dest();
         let inserted = sqlx::query_scalar::<_, i64>(
