@@ -18,6 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// the connection stops taking from its queue until the socket drains (a slow reader's queue
 /// then fills, and the hub drops it).
 pub const WRITE_BATCH: usize = 16 * 1024;
+/// Room a connection's write buffer starts with when it has something to send (it has none
+/// while idle): enough for a few chat frames, so the frames after the first in a burst do not
+/// each grow the buffer again (a reallocation and a copy, once per delivery in a room chat).
+const FIRST_WRITE: usize = 1024;
 /// Bytes taken from the socket per read, on the stack: the connection keeps only what is not
 /// yet a whole frame.
 const READ_CHUNK: usize = 4096;
@@ -54,6 +58,13 @@ pub enum Io {
     Written,
     Eof,
     Failed(io::Error),
+}
+
+/// Gives an empty write buffer its first room (`FIRST_WRITE`) before a batch is framed.
+pub fn ready_to_write(wbuf: &mut BytesMut) {
+    if wbuf.capacity() == 0 {
+        wbuf.reserve(FIRST_WRITE);
+    }
 }
 
 impl<S: Transport> Conn<S> {

@@ -3,7 +3,7 @@
 //! stream into frames, what the hub gets for each, and how the hub's messages go out.
 
 use super::client::{admit, poll_turn, Admit, Client, Limits, Stop, Turn};
-use super::conn::{Conn, Flow, WRITE_BATCH};
+use super::conn::{ready_to_write, Conn, Flow, WRITE_BATCH};
 use super::door::{Door, Entry};
 use crate::hub::{HubMsg, Out};
 use crate::outbox::OutboxRx;
@@ -182,6 +182,7 @@ fn next_frame<W: Wire>(wire: &W, codec: &mut W::Codec, conn: &mut Conn<TcpStream
 
 /// Writes `first` and whatever else waits in the queue (up to a batch) into `wbuf`.
 fn take<W: Wire>(wire: &W, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
+    ready_to_write(wbuf);
     let mut next = first;
     loop {
         let (msg, last) = match next {

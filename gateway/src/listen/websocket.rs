@@ -6,7 +6,7 @@
 //! anything the worker sends before the 101 is written waits in the client's queue.
 
 use super::client::{admit, poll_turn, Admit, Client, Limits, Turn};
-use super::conn::{Conn, Flow, Transport, WRITE_BATCH};
+use super::conn::{ready_to_write, Conn, Flow, Transport, WRITE_BATCH};
 use super::door::{Door, Entry, Refused};
 use super::goim::Goim;
 use super::poll;
@@ -361,6 +361,7 @@ fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mu
 
 /// Frames `first` and whatever else waits in the queue (up to a batch) into `wbuf`.
 fn take(framing: &Framing, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
+    ready_to_write(wbuf);
     let mut next = first;
     loop {
         match next {

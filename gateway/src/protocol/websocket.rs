@@ -1,9 +1,10 @@
 //! The server side of WebSocket (RFC 6455): the upgrade answer, client frames in, server frames
 //! out. Written here rather than taken whole from tungstenite so that an idle connection keeps no
 //! buffer: tungstenite's stream holds a read buffer and a write buffer that keeps the capacity of
-//! its largest burst for the connection's life (docs/BENCHMARKS.md, issue #16). The frame header
-//! itself is still read and written by tungstenite's `FrameHeader`, and close codes judged by its
-//! `CloseCode`; what lives here is the message layer: masking, fragments, control frames, limits.
+//! its largest burst for the connection's life (docs/BENCHMARKS.md, issue #16). A frame header is
+//! still read by tungstenite's `FrameHeader` (and a forwarded raw frame's written by it), close
+//! codes judged by its `CloseCode`; a server frame's few header bytes are written here. What
+//! lives here is the message layer: masking, fragments, control frames, limits.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::io::Cursor;
@@ -293,8 +294,24 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
     }
 }
 
+/// A whole server frame: FIN, no reserved bits, unmasked, the length in its shortest form
+/// (RFC 6455 §5.2). Written by hand, not through `FrameHeader::format`'s `io::Write`: this runs
+/// once per member for every group message, and the generic writer was a quarter of the
+/// gateway's instructions per delivery.
 fn frame(dst: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
-    raw_header(&FrameHeader { opcode, ..FrameHeader::default() }, payload, dst);
+    let len = payload.len();
+    dst.reserve(10 + len);
+    dst.put_u8(0x80 | u8::from(opcode));
+    if len < 126 {
+        dst.put_u8(len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        dst.put_u8(126);
+        dst.put_u16(short);
+    } else {
+        dst.put_u8(127);
+        dst.put_u64(len as u64);
+    }
+    dst.extend_from_slice(payload);
 }
 
 /// A pre-framed message (FLAG_NOT_CALL_ENCODE) goes out as the frame it is.
@@ -481,6 +498,10 @@ mod tests {
         }
         assert_eq!(seen.len(), 5);
         assert_eq!(seen[0], (OpCode::Data(Data::Text), b"hi".to_vec()));
+        // Each length in its shortest form: 7 bits, then 16, then 64.
+        assert_eq!(&buf[..2], &[0x81, 2]);
+        assert_eq!(&buf[4..8], &[0x82, 126, 1, 44]);
+        assert_eq!(&buf[308..318], &[0x81, 127, 0, 0, 0, 0, 0, 1, 17, 112]);
         assert_eq!(seen[2].1.len(), 70_000);
         let close = &seen[4].1;
         assert!(close.len() <= 125 && std::str::from_utf8(&close[2..]).is_ok(), "close payload cut at a character");
