@@ -442,8 +442,8 @@ impl<T> Tables<T> {
     }
 
     fn sessions_of(&self, conns: impl Iterator<Item = ConnId>) -> Vec<u8> {
-        let map = conns.filter_map(|id| self.clients.get(&id).map(|c| (Key::Int(id as i64), Value::Str(c.session.to_vec())))).collect();
-        Value::Array(map).serialize()
+        let rows: Vec<(i64, &[u8])> = conns.filter_map(|id| self.clients.get(&id).map(|c| (id as i64, &c.session[..]))).collect();
+        php::serialize_int_keyed(&rows)
     }
 
     pub fn reply_all_sessions(&self) -> Vec<u8> {
