@@ -296,8 +296,8 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
 
 /// A whole server frame: FIN, no reserved bits, unmasked, the length in its shortest form
 /// (RFC 6455 §5.2). Written by hand, not through `FrameHeader::format`'s `io::Write`: this runs
-/// once per member for every group message, and the generic writer was a quarter of the
-/// gateway's instructions per delivery.
+/// once per member for every group message, where framing (this and the buffer's growth) was a
+/// quarter of the gateway's instructions per delivery.
 fn frame(dst: &mut BytesMut, opcode: OpCode, payload: &[u8]) {
     let len = payload.len();
     dst.reserve(10 + len);
