@@ -12,7 +12,7 @@ use crate::peer::Peer;
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
-use crate::tables::{id_key, ConnId, Tables};
+use crate::tables::{id_key, Client, ConnId, Tables};
 use crate::unheard::{self, Unheard};
 use bytes::Bytes;
 use register::stats::{inc, set};
@@ -497,7 +497,13 @@ impl Hub {
     /// Queues a message for one client; a client whose queue is full is a slow reader and is
     /// dropped rather than letting its backlog grow without bound.
     fn push(&self, conn: ConnId, msg: &WsMessage) {
-        let Some(c) = self.tables.get(conn) else { return };
+        if let Some(c) = self.tables.get(conn) {
+            self.push_to(conn, c, msg);
+        }
+    }
+
+    /// `push` to a row already in hand (a send to all walks the rows: no second lookup).
+    fn push_to(&self, conn: ConnId, c: &Client<ClientHandle>, msg: &WsMessage) {
         match c.handle.out.try_send(Out::Send(msg.clone())) {
             Ok(()) => inc(&self.stats.messages_out),
             Err(Refused::Full(_)) => {
@@ -555,12 +561,12 @@ impl Hub {
             Command::SendToAll { target, msg } => {
                 let Some(m) = ws_message(&msg) else { return };
                 match target {
-                    AllTarget::Everyone => self.tables.clients().for_each(|(c, _)| self.push(c, &m)),
+                    AllTarget::Everyone => self.tables.clients().for_each(|(id, c)| self.push_to(id, c, &m)),
                     AllTarget::Only(ids) => ids.iter().for_each(|c| self.push(*c, &m)),
                     AllTarget::Except(ex) => {
-                        for (c, _) in self.tables.clients() {
-                            if !ex.contains(&c) {
-                                self.push(c, &m);
+                        for (id, c) in self.tables.clients() {
+                            if !ex.contains(&id) {
+                                self.push_to(id, c, &m);
                             }
                         }
                     }
