@@ -321,12 +321,12 @@ impl Store for SqliteStore {
             if inserted == 1 {
                 return Ok(Inserted::New(StoredMessage::stored(m, id, ts)));
             }
-            // Refused: only the dedup index can refuse it (the id is the thread's next).
-            let cid = m.cid.as_deref().unwrap_or_default();
-            match c.prepare_cached(DUPLICATE_SQL)?.query_row(params![m.thread, m.sender, cid], row_message).optional()? {
-                Some(old) => Ok(Inserted::Duplicate(old)),
-                None => Err(StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread))),
-            }
+            // Refused: only the dedup index can refuse it (the id is the thread's next), so
+            // there is a cid and an original under it.
+            let refused = || StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread));
+            let Some(cid) = m.cid.as_deref() else { return Err(refused()) };
+            let old = c.prepare_cached(DUPLICATE_SQL)?.query_row(params![m.thread, m.sender, cid], row_message).optional()?;
+            old.map(Inserted::Duplicate).ok_or_else(refused)
         })
         .await
     }
