@@ -57,11 +57,23 @@ pub struct BusinessSection {
     pub app: String,
     /// Route send_to_uid/send_to_group by the gateways' directories (false: to every gateway).
     pub directory: bool,
+    /// Ask the gateways to send every client to one worker of the box while it lives, the
+    /// others standing by (default: true when the chat's store is SQLite, whose file takes one
+    /// writer at a time; false otherwise, where the workers share the clients).
+    pub standby: Option<bool>,
 }
 
 impl Default for BusinessSection {
     fn default() -> Self {
-        BusinessSection { name: "BusinessWorker".into(), index: None, registers: None, secret_key: None, app: "chat".into(), directory: true }
+        BusinessSection {
+            name: "BusinessWorker".into(),
+            index: None,
+            registers: None,
+            secret_key: None,
+            app: "chat".into(),
+            directory: true,
+            standby: None,
+        }
     }
 }
 

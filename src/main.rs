@@ -524,6 +524,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Business(args) => {
             let stop = stop_signal()?;
             let section = file.business;
+            let standby = section.standby;
             let mut c = business::WorkerConfig {
                 name: args.name.unwrap_or(section.name),
                 registers: cli.registers.clone(),
@@ -547,6 +548,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                         "running the probe application: every client can drive the whole Gateway API; use it for tests and diagnostics only"
                     );
                     serve_metrics(metrics, metrics::Source::Business(c.stats.clone(), None)).await?;
+                    c.standby = standby.unwrap_or(false);
                     let probe = business::probe::Probe { worker: format!("{}:{}", c.name, c.index) };
                     business::run(c, Arc::new(probe), stop).await;
                 }
@@ -557,6 +559,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                     if let Some(store) = args.store {
                         events_config.store = store;
                     }
+                    c.standby = standby.unwrap_or_else(|| events::store::one_writer(&events_config.store));
                     let chat = events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?;
                     serve_metrics(metrics, metrics::Source::Business(c.stats.clone(), Some(chat.metrics.clone()))).await?;
                     business::run(c, Arc::new(chat), stop).await;

@@ -93,7 +93,8 @@ async fn a_default_box_is_keyed_and_private() {
     let n = tokio::time::timeout(WAIT, r.read(&mut buf)).await.expect("answered in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the register accepted a worker without the key");
     let mut g = tokio::net::TcpStream::connect(format!("{gw_ip}:{inner_port}")).await.expect("inner port");
-    let forged = gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new(), directory: false };
+    let forged =
+        gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new(), directory: false, standby: false };
     g.write_all(&forged.into_packet().to_bytes()).await.expect("write");
     let n = tokio::time::timeout(WAIT, g.read(&mut buf)).await.expect("answered in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the gateway accepted a worker without the key");
@@ -152,6 +153,72 @@ async fn start_status_restart_and_stop() {
     assert!(!dir.0.join("run/switchboard.sock").exists() && !dir.0.join("run/switchboard.pid").exists());
     let after = sb(&dir.0, &["status"]);
     assert!(!after.status.success() && String::from_utf8_lossy(&after.stderr).contains("not running"));
+}
+
+/// Client events each business worker of the box has handled, by pid, from the metrics
+/// addresses `status --json` lists.
+async fn events_by_worker(dir: &Path) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for r in status(dir).into_iter().filter(|r| r["role"] == "business") {
+        let addr = r["metrics"].as_str().unwrap_or_else(|| panic!("no metrics address: {r}"));
+        let body = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
+        let events = body
+            .lines()
+            .find(|l| l.starts_with("switchboard_events_total{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{addr}: no switchboard_events_total"));
+        out.push((r["pid"].as_u64().expect("pid"), events as u64));
+    }
+    out
+}
+
+/// Each agent says one message in the room; its ack and every member's copy arrive.
+async fn say_round(agents: &mut [Client], round: &str) {
+    for i in 0..agents.len() {
+        let cid = format!("{round}-{i}");
+        agents[i].send_json(json!({"method": "say", "room": "shift", "content": cid, "cid": cid})).await;
+        agents[i].next_where(|m| m["method"] == "say_ack" && m["cid"] == cid.as_str()).await;
+        for a in agents.iter_mut() {
+            a.next_where(|m| m["method"] == "say" && m["content"] == cid.as_str()).await;
+        }
+    }
+}
+
+/// A default box (SQLite, two workers): every client is served by one worker, the other
+/// stands by (one process writes the file; gateway/src/router.rs says why). Killed, the active
+/// one hands every client to the standby at once: nobody is closed, every message after the
+/// kill is acknowledged and delivered, and the restarted process is the standby now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_box_serves_from_one_worker_and_the_standby_takes_over() {
+    let (dir, url) = setup(74, "[events]\nagent_secret = \"op-secret\"");
+    ok(&sb(&dir.0, &["start", "-d"]));
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        let mut a = agent(&url, &dir.0, &format!("s{i}")).await;
+        a.request(json!({"method": "join", "room": "shift"}), "join").await;
+        agents.push(a);
+    }
+    say_round(&mut agents, "before").await;
+    let counts = events_by_worker(&dir.0).await;
+    let (active, standby) = match counts[..] {
+        [(p, n), (q, 0)] if n > 0 => (p, q),
+        [(q, 0), (p, n)] if n > 0 => (p, q),
+        _ => panic!("one worker serves every client, the other none: {counts:?}"),
+    };
+
+    std::process::Command::new("kill").args(["-9", &active.to_string()]).status().expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !status(&dir.0).iter().any(|r| r["role"] == "business" && r["restarts"] == 1 && r["pid"].as_u64() != Some(active) && r["ready"] == true) {
+        assert!(Instant::now() < deadline, "the killed worker was not restarted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    say_round(&mut agents, "after").await;
+    let counts = events_by_worker(&dir.0).await;
+    let served = |pid: u64| counts.iter().find(|(p, _)| *p == pid).map(|(_, n)| *n);
+    assert!(served(standby).is_some_and(|n| n >= 4), "the standby took every client (4 messages): {counts:?}");
+    assert!(counts.iter().any(|(p, n)| *p != standby && *p != active && *n == 0), "the restarted worker stands by: {counts:?}");
+    drop(agents);
+    ok(&sb(&dir.0, &["stop"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     pub max_reconnect: Duration,
     /// Ask the gateways for their directories and send to a uid or group only where it is held.
     pub directory: bool,
+    /// Ask the gateways to keep one worker of the set active and this one standing by while
+    /// another is linked longer (`"standby":true`; gateway/src/router.rs says when and why).
+    pub standby: bool,
     /// Counters for `/metrics`; shared with whoever serves them.
     pub stats: Arc<Stats>,
 }
@@ -53,6 +56,7 @@ impl Default for WorkerConfig {
             reconnect: Duration::from_secs(1),
             max_reconnect: Duration::from_secs(10),
             directory: true,
+            standby: false,
             stats: Arc::default(),
         }
     }
@@ -249,6 +253,7 @@ impl Link {
             worker_key: format!("{}:{}", self.config.name, self.config.index),
             secret_key: self.config.secret_key.clone(),
             directory: self.config.directory,
+            standby: self.config.standby,
         }
         .into_packet()
         .to_bytes();

@@ -517,7 +517,7 @@ impl Hub {
 
     fn execute(&mut self, link: LinkId, cmd: Command) {
         match cmd {
-            Command::WorkerConnect { worker_key, directory, .. } => {
+            Command::WorkerConnect { worker_key, directory, standby, .. } => {
                 if directory {
                     self.subscribe(link);
                 }
@@ -533,8 +533,8 @@ impl Hub {
                         self.router.remove_worker(old);
                     }
                 }
-                info!(worker = %key, "business worker connected");
-                self.router.add_worker(link);
+                info!(worker = %key, standby, "business worker connected");
+                self.router.add_worker(link, standby);
                 set(&self.stats.workers, self.router.workers().count());
             }
             Command::GatewayClientConnect { .. } | Command::Ping => {}

@@ -3,6 +3,17 @@
 //! A client sticks to the worker chosen at its first event, so its events arrive in order at
 //! one worker; it moves only when that worker is gone. New clients go to the worker with the
 //! fewest clients assigned by this gateway.
+//!
+//! Except while every linked worker asked to be a standby (`"standby":true` in its
+//! CMD_WORKER_CONNECT, a Switchboard extension): then new clients all go to the longest linked
+//! of them, and the others take its clients only when it goes. A chat worker asks for it when
+//! its store is one SQLite file: SQLite takes one writer at a time, and two processes writing
+//! the same file wait for each other's lock and re-read the pages each other's commits
+//! changed, which cost more CPU and latency than one process (multi-threaded) doing all the
+//! writing (docs/BENCHMARKS.md, session 21). The standby keeps its links, so a crash or a
+//! reload still moves the clients at once. A PHP worker never asks: one PHP process is one
+//! thread, and a fleet of them must share the clients, so any worker that did not ask brings
+//! back least connections for every new client.
 
 use indexmap::IndexMap;
 
@@ -10,13 +21,14 @@ pub type LinkId = u64;
 
 #[derive(Debug, Default)]
 pub struct Router {
-    /// Worker link → clients currently assigned to it.
-    load: IndexMap<LinkId, usize>,
+    /// Worker link → (clients currently assigned to it, asked to be a standby), in the order
+    /// the workers linked: the first is the longest linked.
+    load: IndexMap<LinkId, (usize, bool)>,
 }
 
 impl Router {
-    pub fn add_worker(&mut self, link: LinkId) {
-        self.load.insert(link, 0);
+    pub fn add_worker(&mut self, link: LinkId, standby: bool) {
+        self.load.insert(link, (0, standby));
     }
 
     pub fn remove_worker(&mut self, link: LinkId) {
@@ -36,19 +48,21 @@ impl Router {
     }
 
     /// The worker for a client currently stuck to `current`: the same one while it lives,
-    /// else the least loaded. `None` when no worker is connected.
+    /// else the longest linked if every worker is a standby, else the least loaded. `None`
+    /// when no worker is connected.
     pub fn route(&mut self, current: Option<LinkId>) -> Option<LinkId> {
         if let Some(link) = current.filter(|l| self.load.contains_key(l)) {
             return Some(link);
         }
-        let (&link, n) = self.load.iter_mut().min_by_key(|(_, n)| **n)?;
+        let all_standby = self.load.values().all(|&(_, standby)| standby);
+        let (&link, (n, _)) = if all_standby { self.load.iter_mut().next()? } else { self.load.iter_mut().min_by_key(|(_, (n, _))| *n)? };
         *n += 1;
         Some(link)
     }
 
     /// A client assigned to `link` went away.
     pub fn release(&mut self, link: LinkId) {
-        if let Some(n) = self.load.get_mut(&link) {
+        if let Some((n, _)) = self.load.get_mut(&link) {
             *n = n.saturating_sub(1);
         }
     }
@@ -62,13 +76,38 @@ mod tests {
     fn sticky_then_least_loaded_then_moves() {
         let mut r = Router::default();
         assert_eq!(r.route(None), None);
-        r.add_worker(1);
-        r.add_worker(2);
+        r.add_worker(1, false);
+        r.add_worker(2, false);
         let a = r.route(None);
         let b = r.route(None);
         assert_ne!(a, b);
         assert_eq!(r.route(a), a);
         r.remove_worker(a.expect("a"));
         assert_eq!(r.route(a), b, "moves to the survivor");
+    }
+
+    #[test]
+    fn standbys_wait_while_the_longest_linked_lives() {
+        let mut r = Router::default();
+        r.add_worker(7, true);
+        r.add_worker(3, true);
+        r.add_worker(5, true);
+        assert!((0..10).all(|_| r.route(None) == Some(7)), "every new client to the first linked");
+        r.remove_worker(7);
+        assert_eq!(r.route(Some(7)), Some(3), "its clients move to the next longest linked");
+        assert_eq!(r.route(None), Some(3));
+        r.add_worker(7, true);
+        assert_eq!(r.route(None), Some(3), "a worker linking again joins at the back");
+    }
+
+    #[test]
+    fn a_worker_that_did_not_ask_brings_back_least_connections() {
+        let mut r = Router::default();
+        r.add_worker(1, true);
+        r.add_worker(2, false);
+        let picks: Vec<_> = (0..4).map(|_| r.route(None)).collect();
+        assert_eq!(picks.iter().filter(|p| **p == Some(1)).count(), 2, "shared: {picks:?}");
+        r.remove_worker(2);
+        assert!((0..3).all(|_| r.route(None) == Some(1)));
     }
 }

@@ -214,6 +214,13 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// Whether the store `url` names is one SQLite file, which takes one writer at a time: its
+/// workers then ask the gateways to keep one of them active and the others standing by
+/// (`[business] standby`; gateway/src/router.rs says why).
+pub fn one_writer(url: &str) -> bool {
+    matches!(url.split_once(':'), Some(("sqlite", _)))
+}
+
 /// Opens the store `[events] store` names, bringing its schema up to this build's version (a
 /// bad URL, an unreachable server or a newer schema fail here, at start).
 pub async fn open(config: &crate::Config) -> std::result::Result<Arc<dyn Store>, String> {

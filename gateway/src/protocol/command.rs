@@ -157,6 +157,10 @@ pub enum Command {
         secret_key: String,
         /// Extension: the worker wants the gateway's directory (a field PHP gateways ignore).
         directory: bool,
+        /// Extension: the worker is one of an active/standby set (`"standby":true`, a field PHP
+        /// gateways ignore): while every linked worker is, new clients go to the longest linked,
+        /// and the others take its clients only when it goes (`router.rs` says why).
+        standby: bool,
     },
     GatewayClientConnect {
         secret_key: String,
@@ -345,14 +349,12 @@ impl Command {
                 session: p.ext,
             },
             PING => Command::Ping,
-            WORKER_CONNECT => {
-                let directory = json_field(c, &p.body, "directory")? == "true";
-                Command::WorkerConnect {
-                    worker_key: json_field(c, &p.body, "worker_key")?,
-                    secret_key: json_field(c, &p.body, "secret_key")?,
-                    directory,
-                }
-            }
+            WORKER_CONNECT => Command::WorkerConnect {
+                worker_key: json_field(c, &p.body, "worker_key")?,
+                secret_key: json_field(c, &p.body, "secret_key")?,
+                directory: json_field(c, &p.body, "directory")? == "true",
+                standby: json_field(c, &p.body, "standby")? == "true",
+            },
             GATEWAY_CLIENT_CONNECT => Command::GatewayClientConnect { secret_key: json_field(c, &p.body, "secret_key")? },
             SEND_TO_ONE => Command::SendToOne { conn, msg: message(&p) },
             SEND_TO_ALL => {
@@ -470,13 +472,16 @@ impl Command {
                 body: body.data,
             },
             Command::Ping => scalar(PING, 0, Bytes::new()),
-            Command::WorkerConnect { worker_key, secret_key, directory } => {
+            Command::WorkerConnect { worker_key, secret_key, directory, standby } => {
                 let mut s = String::from("{\"worker_key\":");
                 json::write_str(&mut s, &worker_key);
                 s.push_str(",\"secret_key\":");
                 json::write_str(&mut s, &secret_key);
                 if directory {
                     s.push_str(",\"directory\":true");
+                }
+                if standby {
+                    s.push_str(",\"standby\":true");
                 }
                 s.push('}');
                 Packet { body: s.into(), ..scalar(WORKER_CONNECT, 0, Bytes::new()) }
