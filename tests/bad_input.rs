@@ -112,7 +112,7 @@ async fn secret_key_keeps_forged_peers_out() {
     let mut good = Client::connect(&g.ws).await;
 
     use gateway::protocol::Command;
-    let forged = Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: "guess".into(), directory: false, standby: false };
+    let forged = Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: "guess".into(), directory: false, standby: None };
     assert_disconnected(&g.inner, &forged.into_packet().to_bytes()).await;
     let count = Command::GetClientCountByGroup { group: Default::default() }.into_packet().to_bytes();
     assert_disconnected(&g.inner, &count).await; // no authentication at all

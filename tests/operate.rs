@@ -94,7 +94,7 @@ async fn a_default_box_is_keyed_and_private() {
     assert!(matches!(n, Ok(0) | Err(_)), "the register accepted a worker without the key");
     let mut g = tokio::net::TcpStream::connect(format!("{gw_ip}:{inner_port}")).await.expect("inner port");
     let forged =
-        gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new(), directory: false, standby: false };
+        gateway::protocol::Command::WorkerConnect { worker_key: "Evil:0".into(), secret_key: String::new(), directory: false, standby: None };
     g.write_all(&forged.into_packet().to_bytes()).await.expect("write");
     let n = tokio::time::timeout(WAIT, g.read(&mut buf)).await.expect("answered in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the gateway accepted a worker without the key");

@@ -85,7 +85,7 @@ impl RawWorker {
     async fn connect(inner: &str, name: &str) -> RawWorker {
         let s = TcpStream::connect(inner).await.expect("inner port");
         let mut w = RawWorker(Framed::new(s, PacketCodec::default()));
-        w.send(Command::WorkerConnect { worker_key: name.into(), secret_key: String::new(), directory: true, standby: false }).await;
+        w.send(Command::WorkerConnect { worker_key: name.into(), secret_key: String::new(), directory: true, standby: None }).await;
         w
     }
 

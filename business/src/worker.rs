@@ -39,8 +39,11 @@ pub struct WorkerConfig {
     /// Ask the gateways for their directories and send to a uid or group only where it is held.
     pub directory: bool,
     /// Ask the gateways to keep one worker of the set active and this one standing by while
-    /// another is linked longer (`"standby":true`; gateway/src/router.rs says when and why).
+    /// another has run longer (`"standby":true`; gateway/src/router.rs says when and why).
     pub standby: bool,
+    /// When this worker started (Unix ms): how the gateways tell which of a standby set has
+    /// run longest, the same answer in every gateway whatever order the links came in.
+    pub started_ms: u64,
     /// Counters for `/metrics`; shared with whoever serves them.
     pub stats: Arc<Stats>,
 }
@@ -57,6 +60,7 @@ impl Default for WorkerConfig {
             max_reconnect: Duration::from_secs(10),
             directory: true,
             standby: false,
+            started_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             stats: Arc::default(),
         }
     }
@@ -253,7 +257,7 @@ impl Link {
             worker_key: format!("{}:{}", self.config.name, self.config.index),
             secret_key: self.config.secret_key.clone(),
             directory: self.config.directory,
-            standby: self.config.standby,
+            standby: self.config.standby.then_some(self.config.started_ms),
         }
         .into_packet()
         .to_bytes();

@@ -533,7 +533,7 @@ impl Hub {
                         self.router.remove_worker(old);
                     }
                 }
-                info!(worker = %key, standby, "business worker connected");
+                info!(worker = %key, standby = standby.is_some(), "business worker connected");
                 self.router.add_worker(link, standby);
                 set(&self.stats.workers, self.router.workers().count());
             }

@@ -47,7 +47,7 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (kind, origin, bytes(), bytes(), any::<bool>())
             .prop_map(|(kind, origin, session, data, serialized)| { Command::Event { kind, origin, session, body: Body { data, serialized } } }),
-        ("[ -~]{0,20}", "[ -~é]{0,20}", any::<bool>(), any::<bool>())
+        ("[ -~]{0,20}", "[ -~é]{0,20}", any::<bool>(), any::<Option<u64>>())
             .prop_map(|(worker_key, secret_key, directory, standby)| { Command::WorkerConnect { worker_key, secret_key, directory, standby } }),
         (any::<bool>(), any::<bool>(), any::<u64>(), proptest::collection::vec((0u8..4, bytes()), 0..6)).prop_map(
             |(reset, complete, seq, entries)| {

@@ -157,10 +157,11 @@ pub enum Command {
         secret_key: String,
         /// Extension: the worker wants the gateway's directory (a field PHP gateways ignore).
         directory: bool,
-        /// Extension: the worker is one of an active/standby set (`"standby":true`, a field PHP
-        /// gateways ignore): while every linked worker is, new clients go to the longest linked,
-        /// and the others take its clients only when it goes (`router.rs` says why).
-        standby: bool,
+        /// Extension: the worker is one of an active/standby set, and when its process started
+        /// (`"standby":true,"started":<Unix ms>`, fields PHP gateways ignore): while every
+        /// linked worker is, new clients go to the longest running, and the others take its
+        /// clients only when it goes (`router.rs` says why).
+        standby: Option<u64>,
     },
     GatewayClientConnect {
         secret_key: String,
@@ -353,7 +354,13 @@ impl Command {
                 worker_key: json_field(c, &p.body, "worker_key")?,
                 secret_key: json_field(c, &p.body, "secret_key")?,
                 directory: json_field(c, &p.body, "directory")? == "true",
-                standby: json_field(c, &p.body, "standby")? == "true",
+                standby: match json_field(c, &p.body, "standby")?.as_str() {
+                    "true" => Some(json_field(c, &p.body, "started")?.parse().map_err(|_| CommandError::BadBody {
+                        cmd: c,
+                        reason: "\"standby\":true needs \"started\", the worker's start in Unix ms".into(),
+                    })?),
+                    _ => None,
+                },
             },
             GATEWAY_CLIENT_CONNECT => Command::GatewayClientConnect { secret_key: json_field(c, &p.body, "secret_key")? },
             SEND_TO_ONE => Command::SendToOne { conn, msg: message(&p) },
@@ -480,8 +487,9 @@ impl Command {
                 if directory {
                     s.push_str(",\"directory\":true");
                 }
-                if standby {
-                    s.push_str(",\"standby\":true");
+                if let Some(started) = standby {
+                    s.push_str(",\"standby\":true,\"started\":");
+                    s.push_str(itoa::Buffer::new().format(started));
                 }
                 s.push('}');
                 Packet { body: s.into(), ..scalar(WORKER_CONNECT, 0, Bytes::new()) }
@@ -624,5 +632,24 @@ impl Command {
                 | Command::GetGroupIdList
                 | Command::Select { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker_connect(body: &str) -> Result<Command, CommandError> {
+        Command::from_packet(Packet { cmd: cmd::WORKER_CONNECT, body: Bytes::copy_from_slice(body.as_bytes()), ..Packet::default() })
+    }
+
+    #[test]
+    fn a_standby_says_when_it_started() {
+        let php = worker_connect(r#"{"worker_key":"BW:1","secret_key":""}"#).expect("PHP's");
+        assert!(matches!(php, Command::WorkerConnect { standby: None, directory: false, .. }), "{php:?}");
+        let ours = worker_connect(r#"{"worker_key":"BW:1","secret_key":"","standby":true,"started":1733330000000}"#).expect("ours");
+        assert!(matches!(ours, Command::WorkerConnect { standby: Some(1_733_330_000_000), .. }), "{ours:?}");
+        let bad = worker_connect(r#"{"worker_key":"BW:1","secret_key":"","standby":true}"#);
+        assert!(matches!(bad, Err(CommandError::BadBody { .. })), "{bad:?}");
     }
 }
