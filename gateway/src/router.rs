@@ -7,15 +7,16 @@
 //! Except while every linked worker asked to be a standby (`"standby":true` in its
 //! CMD_WORKER_CONNECT, a Switchboard extension, with when its process started): then new
 //! clients all go to the longest running of them, and the others take its clients only when it
-//! goes. Every gateway sees the same start times, so they all pick the same worker, whatever
-//! order their links came up in (a restarted gateway, a link that dropped and came back). A chat worker asks for it when
-//! its store is one SQLite file: SQLite takes one writer at a time, and two processes writing
-//! the same file wait for each other's lock and re-read the pages each other's commits
-//! changed, which cost more CPU and latency than one process (multi-threaded) doing all the
-//! writing (docs/BENCHMARKS.md, session 21). The standby keeps its links, so a crash or a
-//! reload still moves the clients at once. A PHP worker never asks: one PHP process is one
-//! thread, and a fleet of them must share the clients, so any worker that did not ask brings
-//! back least connections for every new client.
+//! goes. Every gateway sees the same start times, so they all pick the same worker whatever
+//! order their links came up in (a restarted gateway, a link that dropped and came back).
+//!
+//! A chat worker asks for it when its store is one SQLite file: SQLite takes one writer at a
+//! time, and two processes writing the same file wait for each other's lock and re-read the
+//! pages each other's commits changed, which costs more CPU and latency than one process
+//! (multi-threaded) doing all the writing (docs/BENCHMARKS.md, session 21). The standby keeps
+//! its links, so a crash or a reload still moves the clients at once. A PHP worker never asks:
+//! one PHP process is one thread, and a fleet of them must share the clients, so any worker
+//! that did not ask brings back least connections for every new client.
 
 use indexmap::IndexMap;
 
