@@ -161,13 +161,7 @@ async fn events_by_worker(dir: &Path) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for r in status(dir).into_iter().filter(|r| r["role"] == "business") {
         let addr = r["metrics"].as_str().unwrap_or_else(|| panic!("no metrics address: {r}"));
-        let body = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
-        let events = body
-            .lines()
-            .find(|l| l.starts_with("switchboard_events_total{"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{addr}: no switchboard_events_total"));
-        out.push((r["pid"].as_u64().expect("pid"), events as u64));
+        out.push((r["pid"].as_u64().expect("pid"), metric(addr, "events_total").await as u64));
     }
     out
 }

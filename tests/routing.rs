@@ -16,13 +16,7 @@ use tokio_util::codec::Framed;
 async fn sum(metrics: &[String], name: &str) -> u64 {
     let mut total = 0;
     for addr in metrics {
-        let body = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
-        total += body
-            .lines()
-            .find(|l| l.starts_with(&format!("switchboard_{name}{{")))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{addr} has no {name}:\n{body}")) as u64;
+        total += metric(addr, name).await as u64;
     }
     total
 }

@@ -401,6 +401,16 @@ where
     panic!("never happened: {what}");
 }
 
+/// The value of `switchboard_<name>` (its first sample) in the `/metrics` served at `addr`;
+/// a process that does not export it fails the test.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let body = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body");
+    body.lines()
+        .find(|l| l.starts_with(&format!("switchboard_{name}{{")))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{addr} has no {name}:\n{body}"))
+}
+
 /// Waits until every worker serves clients on every gateway and knows all `n` gateways.
 pub async fn wait_ready(gateways: &[&Gw], workers: usize) {
     for g in gateways {
@@ -587,22 +597,15 @@ pub struct ChatSystem {
     pub dir: TempDir,
 }
 
-///
 /// Both workers serve clients at once (these tests race them against each other and send
-/// across them), which on SQLite means `[business] standby = false`; the default, one active
-/// and one standing by, is `chat_system_sections`'s with `business_toml` empty.
+/// across them), which on SQLite means `[business] standby = false`.
 pub async fn chat_system_with(net: u8, events_toml: &str, secret: &str) -> ChatSystem {
-    chat_system_sections(net, "standby = false\n", events_toml, secret).await
-}
-
-/// `chat_system_with`, with the `[business]` section's lines too.
-pub async fn chat_system_sections(net: u8, business_toml: &str, events_toml: &str, secret: &str) -> ChatSystem {
     let dir = std::env::temp_dir().join(format!("sb-chat-{net}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("switchboard.toml");
     let db = dir.join("chat.db");
     let store = if events_toml.contains("store =") { String::new() } else { format!("store = \"sqlite:{}\"\n", db.display()) };
-    std::fs::write(&config, format!("[business]\n{business_toml}[events]\n{store}{events_toml}\n")).expect("config");
+    std::fs::write(&config, format!("[business]\nstandby = false\n[events]\n{store}{events_toml}\n")).expect("config");
     let reg_ip = format!("127.{net}.0.1");
     let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
     let register = start_register(&format!("n{net}-register"), &reg, &[]);

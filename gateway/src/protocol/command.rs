@@ -315,13 +315,19 @@ fn number(cmd: u8, ext: &[u8]) -> Result<u64, CommandError> {
     std::str::from_utf8(ext).ok().and_then(|s| s.parse().ok()).ok_or_else(|| bad_ext(cmd, "not a decimal number"))
 }
 
-fn json_field(cmd: u8, body: &[u8], field: &str) -> Result<String, CommandError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| CommandError::BadBody { cmd, reason: e.to_string() })?;
-    Ok(match v.get(field) {
+/// A connect packet's JSON body, parsed once for all the fields read from it.
+fn json_body(cmd: u8, body: &[u8]) -> Result<serde_json::Value, CommandError> {
+    serde_json::from_slice(body).map_err(|e| CommandError::BadBody { cmd, reason: e.to_string() })
+}
+
+/// A field of a JSON body as PHP's gateway reads it: a string as is, absent or null as empty,
+/// anything else as its JSON text.
+fn json_field(body: &serde_json::Value, field: &str) -> String {
+    match body.get(field) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
-    })
+    }
 }
 
 impl Command {
@@ -350,19 +356,22 @@ impl Command {
                 session: p.ext,
             },
             PING => Command::Ping,
-            WORKER_CONNECT => Command::WorkerConnect {
-                worker_key: json_field(c, &p.body, "worker_key")?,
-                secret_key: json_field(c, &p.body, "secret_key")?,
-                directory: json_field(c, &p.body, "directory")? == "true",
-                standby: match json_field(c, &p.body, "standby")?.as_str() {
-                    "true" => Some(json_field(c, &p.body, "started")?.parse().map_err(|_| CommandError::BadBody {
-                        cmd: c,
-                        reason: "\"standby\":true needs \"started\", the worker's start in Unix ms".into(),
-                    })?),
-                    _ => None,
-                },
-            },
-            GATEWAY_CLIENT_CONNECT => Command::GatewayClientConnect { secret_key: json_field(c, &p.body, "secret_key")? },
+            WORKER_CONNECT => {
+                let body = json_body(c, &p.body)?;
+                Command::WorkerConnect {
+                    worker_key: json_field(&body, "worker_key"),
+                    secret_key: json_field(&body, "secret_key"),
+                    directory: json_field(&body, "directory") == "true",
+                    standby: match json_field(&body, "standby").as_str() {
+                        "true" => Some(json_field(&body, "started").parse().map_err(|_| CommandError::BadBody {
+                            cmd: c,
+                            reason: "\"standby\":true needs \"started\", the worker's start in Unix ms".into(),
+                        })?),
+                        _ => None,
+                    },
+                }
+            }
+            GATEWAY_CLIENT_CONNECT => Command::GatewayClientConnect { secret_key: json_field(&json_body(c, &p.body)?, "secret_key") },
             SEND_TO_ONE => Command::SendToOne { conn, msg: message(&p) },
             SEND_TO_ALL => {
                 let target = if p.ext.is_empty() {
