@@ -118,9 +118,29 @@ async fn an_expired_or_revoked_agent_gets_nothing_more() {
     let a = v.next_where(|m| m["method"] == "assign_push").await;
     assert_eq!(a["assigned"]["customer_id"], "w1");
 
+    // Logged in again on the same connection with a fresh token before the first ran out:
+    // the first token's end no longer closes it (checked after the wait below).
+    let mut renewed = Client::chat(&c.b.ws).await;
+    let r = renewed
+        .request(
+            json!({"method": "login", "bid": "6", "customer_id": "t3", "customer_name": "Renewed", "token": mint_token_ttl(SECRET, "6", "t3", 1)}),
+            "login",
+        )
+        .await;
+    assert!(r.get("code").is_none(), "{r}");
+    let r = renewed
+        .request(
+            json!({"method": "login", "bid": "6", "customer_id": "t3", "customer_name": "Renewed", "token": mint_token(SECRET, "6", "t3")}),
+            "login",
+        )
+        .await;
+    assert!(r.get("code").is_none(), "{r}");
+
     // No grace after exp: a token expired a moment ago is refused at login.
     let stale = mint_token_ttl(SECRET, "6", "t2", 1);
     tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = renewed.request(json!({"method": "join", "room": "ops"}), "join").await;
+    assert!(r.get("code").is_none(), "the renewed agent was ended with its first token: {r}");
     let mut late = Client::chat(&c.a.ws).await;
     let r = late.request(json!({"method": "login", "bid": "6", "customer_id": "t2", "customer_name": "Late", "token": stale}), "login").await;
     assert_eq!(r["code"], "10004", "expired token accepted: {r}");

@@ -173,7 +173,7 @@ impl Chat {
         let (conversations, conversations_more) =
             self.lagging(ctx, |s| async move { self.conversation_summaries(s.as_ref(), bid, id, None, page).await }).await?;
         if let Some(exp) = exp {
-            expire_at(&ctx.api, ctx.client_id, bid, id, exp);
+            self.expiries.expire_at(ctx.client_id, exp);
         }
         info!(bid = %bid, agent = %id, client = %ctx.client_id, "agent logged in");
         Ok(SignedIn { id: id.to_string(), name, online, conversations: conversations.into(), conversations_more, timestamp })
@@ -229,7 +229,7 @@ impl Chat {
     /// once the gateways are known: agents revoked meanwhile are ended, and every agent
     /// session gets its expiry timer here too, since timers die with the worker that set them.
     pub(crate) fn sweep_agents(&self, api: &Api) {
-        let (api, revoked_list) = (api.clone(), self.config.revoked_agents.clone());
+        let (api, revoked_list, expiries) = (api.clone(), self.config.revoked_agents.clone(), self.expiries.clone());
         tokio::spawn(async move {
             for _ in 0..600 {
                 if api.gateways().await.is_ok_and(|g| !g.is_empty()) {
@@ -246,7 +246,7 @@ impl Chat {
                     if revoked(&revoked_list, &bid, &id) {
                         end_agent(&api, client, &bid, &id, "revoked").await;
                     } else if let Some(exp) = s.as_ref().and_then(crate::who::session_token_exp) {
-                        expire_at(&api, client, &bid, &id, exp);
+                        expiries.expire_at(client, exp);
                     }
                 }
             }
@@ -279,27 +279,4 @@ pub(crate) async fn end_agent(api: &Api, client: ClientId, bid: &str, id: &str, 
 /// Whether the agent is in the configured list of revoked agents (entries as `keys::agent_ref`).
 fn revoked(list: &[String], bid: &str, id: &str) -> bool {
     list.contains(&crate::keys::agent_ref(bid, id))
-}
-
-/// Ends agent `id`'s session on `client` when its token expires at `exp`, without waiting for
-/// the agent to act (one sleeping task per login). A later login on that connection with a
-/// fresh token changes the session's `token_exp`, and this timer then does nothing.
-fn expire_at(api: &Api, client: ClientId, bid: &str, id: &str, exp: u64) {
-    let (api, bid, id) = (api.clone(), bid.to_string(), id.to_string());
-    tokio::spawn(async move {
-        let wait = (exp as i64 - now_secs()).max(0) as u64;
-        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
-        // Whole seconds: wait for the one `exp` names to be over.
-        while valid_now(Some(exp)) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let session = match api.get_session(&client.to_string()).await {
-            Ok(s) => s,
-            Err(e) => return warn!(%client, "expiry check failed: {e}"),
-        };
-        let still = matches!(Who::from_session(session.as_ref()), Who::Agent { bid: b, id: i, .. } if b == bid && i == id);
-        if still && session.as_ref().and_then(crate::who::session_token_exp) == Some(exp) {
-            end_agent(&api, client, &bid, &id, "expired").await;
-        }
-    });
 }

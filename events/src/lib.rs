@@ -11,6 +11,7 @@
 pub mod agents;
 pub mod auth;
 pub mod config;
+pub mod expiry;
 pub mod feed;
 pub mod flood;
 pub mod goim;
@@ -109,6 +110,8 @@ pub struct Chat {
     roster: presence::Roster,
     announcer: presence::Announcer,
     joins: presence::Joins,
+    /// Agent connections to end when their token runs out (its task starts with the worker).
+    expiries: Arc<expiry::Expiries>,
     new_conversations: flood::PerIp,
 }
 
@@ -136,6 +139,7 @@ impl Chat {
             roster: Default::default(),
             announcer: Default::default(),
             joins: Default::default(),
+            expiries: Default::default(),
             new_conversations,
         })
     }
@@ -229,6 +233,7 @@ impl Events for Chat {
         } else if self.config.agent_secret.is_empty() {
             warn!("no agent secret configured (SWITCHBOARD_AGENT_SECRET): every agent login will be refused");
         }
+        self.expiries.clone().run(api.clone());
         self.sweep_agents(api);
         retention::spawn(self.store.clone(), self.config.history_days);
         info!(store = %store::redacted(&self.config.store), assignment = ?self.assignment, "chat application ready");
@@ -287,6 +292,7 @@ impl Events for Chat {
     }
 
     async fn on_close(&self, ctx: &mut Context) {
+        self.expiries.forget(ctx.client_id);
         if let Who::Agent { bid, id, name } = Who::of(ctx) {
             if let Err(f) = self.agent_gone(ctx, &bid, &id, &name).await {
                 warn!(client = %ctx.client_id, "logout handling failed: {}", f.msg);
