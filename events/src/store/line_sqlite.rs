@@ -3,7 +3,7 @@
 //! (even in two processes) never take the same message.
 
 use super::line::{InboxEvent, LineStore, LineUser, OutItem};
-use super::sqlite::SqliteStore;
+use super::sqlite::{Cached, SqliteStore};
 use super::Result;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
@@ -28,7 +28,7 @@ impl LineStore for SqliteStore {
             let tx = c.savepoint()?;
             let mut n = 0;
             for e in &events {
-                n += tx.execute(
+                n += tx.exec(
                     "INSERT INTO line_inbox (event_id, bid, event) VALUES (?1, ?2, ?3) ON CONFLICT(event_id) DO NOTHING",
                     params![e.event_id, e.bid, e.event],
                 )?;
@@ -50,7 +50,7 @@ impl LineStore for SqliteStore {
 
     async fn line_inbox_done(&self, seq: i64) -> Result<()> {
         self.run(move |c| {
-            c.execute("UPDATE line_inbox SET done = 1 WHERE seq = ?1", [seq])?;
+            c.exec("UPDATE line_inbox SET done = 1 WHERE seq = ?1", [seq])?;
             Ok(())
         })
         .await
@@ -59,7 +59,7 @@ impl LineStore for SqliteStore {
     async fn line_user(&self, bid: &str, user: &str) -> Result<Option<LineUser>> {
         let (bid, user) = (bid.to_string(), user.to_string());
         self.run(move |c| {
-            Ok(c.query_row("SELECT name, name_at, followed FROM line_users WHERE bid = ?1 AND user = ?2", params![bid, user], |r| {
+            Ok(c.row("SELECT name, name_at, followed FROM line_users WHERE bid = ?1 AND user = ?2", params![bid, user], |r| {
                 Ok(LineUser { name: r.get(0)?, name_at: r.get(1)?, followed: r.get::<_, i64>(2)? == 1 })
             })
             .optional()?)
@@ -70,7 +70,7 @@ impl LineStore for SqliteStore {
     async fn line_user_name(&self, bid: &str, user: &str, name: &str) -> Result<()> {
         let (bid, user, name) = (bid.to_string(), user.to_string(), name.to_string());
         self.run(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO line_users (bid, user, name, name_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(bid, user) DO UPDATE SET name = excluded.name, name_at = excluded.name_at",
                 params![bid, user, name, super::now_ms()],
@@ -83,7 +83,7 @@ impl LineStore for SqliteStore {
     async fn line_user_followed(&self, bid: &str, user: &str, followed: bool) -> Result<()> {
         let (bid, user) = (bid.to_string(), user.to_string());
         self.run(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO line_users (bid, user, followed) VALUES (?1, ?2, ?3)
                  ON CONFLICT(bid, user) DO UPDATE SET followed = excluded.followed",
                 params![bid, user, followed as i64],
@@ -97,7 +97,7 @@ impl LineStore for SqliteStore {
         let (bid, user, token) = (bid.to_string(), user.to_string(), token.to_string());
         self.run(move |c| {
             // Events can be processed out of order after a redelivery: keep the newest token.
-            c.execute(
+            c.exec(
                 "INSERT INTO line_users (bid, user, reply_token, token_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(bid, user) DO UPDATE SET reply_token = excluded.reply_token, token_at = excluded.token_at
                  WHERE excluded.token_at >= line_users.token_at",
@@ -118,7 +118,7 @@ impl LineStore for SqliteStore {
                 })
                 .optional()?;
             let Some((Some(token), at)) = found else { return Ok(None) };
-            tx.execute("UPDATE line_users SET reply_token = NULL WHERE bid = ?1 AND user = ?2", params![bid, user])?;
+            tx.exec("UPDATE line_users SET reply_token = NULL WHERE bid = ?1 AND user = ?2", params![bid, user])?;
             tx.commit()?;
             Ok((at >= fresh_since).then_some((token, at)))
         })
@@ -134,12 +134,12 @@ impl LineStore for SqliteStore {
             if let Some(old) = old {
                 return OutItem::from_json(&old);
             }
-            tx.execute(
+            tx.exec(
                 "INSERT INTO line_outbox (bid, user, thread, msg_id, state, due, item) VALUES (?1, ?2, ?3, ?4, ?5, ?6, '')",
                 params![item.bid, item.to, item.thread, item.msg_id, item.state, item.due],
             )?;
             let stored = OutItem { id: tx.last_insert_rowid(), ..item };
-            tx.execute("UPDATE line_outbox SET item = ?1 WHERE id = ?2", params![stored.to_json(), stored.id])?;
+            tx.exec("UPDATE line_outbox SET item = ?1 WHERE id = ?2", params![stored.to_json(), stored.id])?;
             tx.commit()?;
             Ok(stored)
         })
@@ -169,7 +169,7 @@ impl LineStore for SqliteStore {
     async fn line_outbox_release(&self, owner: &str) -> Result<()> {
         let owner = owner.to_string();
         self.run(move |c| {
-            c.execute("UPDATE line_outbox SET lease = 0, owner = NULL WHERE owner = ?1 AND state = 'queued'", [owner])?;
+            c.exec("UPDATE line_outbox SET lease = 0, owner = NULL WHERE owner = ?1 AND state = 'queued'", [owner])?;
             Ok(())
         })
         .await
@@ -178,7 +178,7 @@ impl LineStore for SqliteStore {
     async fn line_outbox_save(&self, item: &OutItem, release: bool) -> Result<()> {
         let item = item.clone();
         self.run(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE line_outbox SET state = ?1, due = ?2, error = ?3, item = ?4,
                  lease = CASE WHEN ?6 THEN 0 ELSE lease END, owner = CASE WHEN ?6 THEN NULL ELSE owner END WHERE id = ?5",
                 params![item.state, item.due, item.error, item.to_json(), item.id, release],

@@ -27,6 +27,9 @@ type Answer = Box<dyn FnOnce(bool) + Send>;
 /// Jobs run in one transaction at most (a bound on how long one batch holds the write lock).
 const MAX_BATCH: usize = 256;
 
+/// Compiled statements kept per connection (see `Cached`).
+const STATEMENT_CACHE: usize = 64;
+
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
 }
@@ -185,6 +188,9 @@ impl SqliteStore {
         // (the bot's open conversations, which every agent's login lists: 40 % of the store
         // thread in a login storm), to re-check a partial index against the new values.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+        // Every statement the store runs stays compiled (the chat's and LINE's, about 40;
+        // rusqlite keeps 16 by default and would evict and compile them again in turn).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Switching to WAL can report "locked" at once, without waiting, while another process
         // is doing the same; retry for a while instead of failing the worker's start.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -297,6 +303,24 @@ pub fn new_id() -> String {
     random_id()
 }
 
+/// Statements through the connection's statement cache: compiled once, not on every call
+/// (`Connection::execute` and `query_row` compile their SQL each time; an agent login's
+/// upsert compiling was 4 % of a worker's CPU in a burst of logins, `perf`, session 22).
+pub(super) trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: rusqlite::Params, F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
@@ -358,7 +382,7 @@ impl Store for SqliteStore {
     async fn mark_read(&self, thread: &str, uid: &str, id: i64) -> Result<()> {
         let (thread, uid) = (thread.to_string(), uid.to_string());
         self.run(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO read_marks (thread, uid, id) VALUES (?1, ?2, ?3)
                  ON CONFLICT(thread, uid) DO UPDATE SET id = MAX(id, excluded.id)",
                 params![thread, uid, id],
@@ -371,7 +395,7 @@ impl Store for SqliteStore {
     async fn lease(&self, name: &str, owner: &str, now_ms: i64, ttl_ms: i64) -> Result<bool> {
         let (name, owner) = (name.to_string(), owner.to_string());
         self.run(move |c| {
-            let changed = c.execute(
+            let changed = c.exec(
                 "INSERT INTO leases (name, owner, until) VALUES (?1, ?2, ?3)
                  ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
                  WHERE leases.owner = excluded.owner OR leases.until < ?4",
@@ -398,7 +422,7 @@ impl Store for SqliteStore {
     async fn unread(&self, thread: &str, uid: &str) -> Result<u64> {
         let (thread, uid) = (thread.to_string(), uid.to_string());
         self.run(move |c| {
-            let n: i64 = c.query_row(
+            let n: i64 = c.row(
                 "SELECT COUNT(*) FROM messages WHERE thread = ?1 AND sender != ?2
                  AND id > COALESCE((SELECT id FROM read_marks WHERE thread = ?1 AND uid = ?2), 0)",
                 params![thread, uid],
@@ -414,11 +438,11 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.savepoint()?;
             let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND visitor_id = ?2 AND open = 1");
-            if let Some(conv) = tx.query_row(&sql, params![bid, visitor_id], row_conversation).optional()? {
+            if let Some(conv) = tx.row(&sql, params![bid, visitor_id], row_conversation).optional()? {
                 return Ok((conv, false));
             }
             let conv = Conversation { id: random_id(), bid, visitor_id, visitor_name, assigned: None, open: true, created: now_ms() };
-            tx.execute(
+            tx.exec(
                 "INSERT INTO conversations (id, bid, visitor_id, visitor_name, assigned, open, created) VALUES (?1, ?2, ?3, ?4, NULL, 1, ?5)",
                 params![conv.id, conv.bid, conv.visitor_id, conv.visitor_name, conv.created],
             )?;
@@ -432,7 +456,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.run(move |c| {
             let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE id = ?1");
-            Ok(c.query_row(&sql, [id], row_conversation).optional()?)
+            Ok(c.row(&sql, [id], row_conversation).optional()?)
         })
         .await
     }
@@ -462,8 +486,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             // `IS` compares NULL as a value, so "unassigned" is matched too; the single UPDATE is
             // the compare-and-set.
-            let n =
-                c.execute("UPDATE conversations SET assigned = ?1 WHERE id = ?2 AND open = 1 AND assigned IS ?3", params![agent, id, expected])?;
+            let n = c.exec("UPDATE conversations SET assigned = ?1 WHERE id = ?2 AND open = 1 AND assigned IS ?3", params![agent, id, expected])?;
             Ok(n == 1)
         })
         .await
@@ -471,7 +494,7 @@ impl Store for SqliteStore {
 
     async fn close_conversation(&self, id: &str) -> Result<bool> {
         let id = id.to_string();
-        self.run(move |c| Ok(c.execute("UPDATE conversations SET open = 0 WHERE id = ?1 AND open = 1", [id])? == 1)).await
+        self.run(move |c| Ok(c.exec("UPDATE conversations SET open = 0 WHERE id = ?1 AND open = 1", [id])? == 1)).await
     }
 
     async fn load(&self, bid: &str) -> Result<HashMap<String, u64>> {
@@ -489,7 +512,7 @@ impl Store for SqliteStore {
     async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()> {
         let (bid, agent, name) = (bid.to_string(), agent.to_string(), name.to_string());
         self.run(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO agents (bid, agent, name) VALUES (?1, ?2, ?3) ON CONFLICT(bid, agent) DO UPDATE SET name = excluded.name",
                 params![bid, agent, name],
             )?;
@@ -500,15 +523,14 @@ impl Store for SqliteStore {
 
     async fn agent_name(&self, bid: &str, agent: &str) -> Result<Option<String>> {
         let (bid, agent) = (bid.to_string(), agent.to_string());
-        self.run(move |c| Ok(c.query_row("SELECT name FROM agents WHERE bid = ?1 AND agent = ?2", params![bid, agent], |r| r.get(0)).optional()?))
-            .await
+        self.run(move |c| Ok(c.row("SELECT name FROM agents WHERE bid = ?1 AND agent = ?2", params![bid, agent], |r| r.get(0)).optional()?)).await
     }
 
     async fn next_turn(&self, bid: &str) -> Result<u64> {
         let bid = bid.to_string();
         self.run(move |c| {
             let n: i64 =
-                c.query_row("INSERT INTO turns (bid, n) VALUES (?1, 1) ON CONFLICT(bid) DO UPDATE SET n = n + 1 RETURNING n", [bid], |r| r.get(0))?;
+                c.row("INSERT INTO turns (bid, n) VALUES (?1, 1) ON CONFLICT(bid) DO UPDATE SET n = n + 1 RETURNING n", [bid], |r| r.get(0))?;
             Ok(n as u64)
         })
         .await
@@ -517,8 +539,7 @@ impl Store for SqliteStore {
     async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.run(move |c| {
-            let n =
-                c.execute("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE ts < ?1 LIMIT ?2)", params![before_ms, limit])?;
+            let n = c.exec("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE ts < ?1 LIMIT ?2)", params![before_ms, limit])?;
             Ok(n as u64)
         })
         .await
