@@ -36,7 +36,7 @@ struct AuthReply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     room_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    members: Option<Vec<Value>>,
+    members: Option<&'a serde_json::value::RawValue>,
 }
 
 impl Chat {
@@ -86,7 +86,7 @@ impl Chat {
             conversations: &signed.conversations,
             conversations_more: signed.conversations_more,
             room_id: room.as_deref(),
-            members,
+            members: members.as_deref(),
         };
         self.send_serialized(ctx, &reply).await;
         Ok(())

@@ -6,7 +6,25 @@ use crate::protocol::{id_field, now_secs};
 use crate::who::{rooms, set_rooms, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+/// A room member in a join's answer.
+#[derive(serde::Serialize)]
+struct Member<'a> {
+    uid: Cow<'a, str>,
+    name: Cow<'a, str>,
+}
+
+/// The answer to `join`, written around the already serialized members.
+#[derive(serde::Serialize)]
+struct JoinReply<'a> {
+    method: &'static str,
+    room: &'a str,
+    members: &'a RawValue,
+}
 
 impl Chat {
     fn room_of(&self, who: &Who, req: &Map<String, Value>) -> Result<(String, String, String, String), Fail> {
@@ -21,12 +39,14 @@ impl Chat {
     pub(crate) async fn join(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
         let (bid, me, name, room) = self.room_of(who, req)?;
         let members = self.enter_room(ctx, &bid, &me, &name, &room).await?;
-        self.reply(ctx, json!({"method": "join", "room": room, "members": members})).await;
+        self.send_serialized(ctx, &JoinReply { method: "join", room: &room, members: &members }).await;
         Ok(())
     }
 
-    /// Joins agent `me` to a room of its bot and tells the members; returns who is in it.
-    pub(crate) async fn enter_room(&self, ctx: &mut Context, bid: &str, me: &str, name: &str, room: &str) -> Result<Vec<Value>, Fail> {
+    /// Joins agent `me` to a room of its bot and tells the members; returns who is in it,
+    /// serialized (`[{"uid":..,"name":..}]`, each agent once): read from the members' sessions
+    /// as they are, nothing copied but the answer.
+    pub(crate) async fn enter_room(&self, ctx: &mut Context, bid: &str, me: &str, name: &str, room: &str) -> Result<Box<RawValue>, Fail> {
         let group = room_group(bid, room);
         let mut joined = rooms(ctx);
         if !joined.iter().any(|r| r == room) {
@@ -35,19 +55,18 @@ impl Chat {
             ctx.save_session().await?;
         }
         ctx.api.join_group(&ctx.id(), &group).await?;
-        let mut members: Vec<Value> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for s in ctx.api.get_client_session_bytes_by_group(&group).await?.into_values() {
-            if let (Who::Agent { id, name, .. }, _) = Who::from_session_bytes(&s) {
-                if !seen.contains(&id) {
-                    members.push(json!({"uid": id, "name": name}));
-                    seen.insert(id);
-                }
-            }
-        }
+        let sessions = ctx.api.get_client_session_bytes_by_group(&group).await?;
+        let mut seen = HashSet::new();
+        let mut members: Vec<Member<'_>> = sessions
+            .values()
+            .filter_map(|s| Who::agent_in(s))
+            .filter(|(id, _)| seen.insert(id.clone()))
+            .map(|(uid, name)| Member { uid, name })
+            .collect();
         if !seen.contains(me) {
-            members.push(json!({"uid": me, "name": name}));
+            members.push(Member { uid: Cow::Borrowed(me), name: Cow::Borrowed(name) });
         }
+        let members = serde_json::value::to_raw_value(&members).map_err(Fail::internal)?;
         let push = json!({"method": "join_push", "room": room, "uid": me, "name": name, "timestamp": now_secs()});
         ctx.api.send_to_group(&[&group], push.to_string(), &[&ctx.id()]).await?;
         Ok(members)

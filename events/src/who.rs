@@ -3,6 +3,7 @@
 
 use business::php::{self, Key, Value};
 use business::Context;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Who {
@@ -16,6 +17,15 @@ fn get(s: &php::Array, k: &str) -> Option<String> {
         Value::Str(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::Int(i) => Some(i.to_string()),
         _ => None,
+    }
+}
+
+/// A session field as text: a string (invalid UTF-8 replaced) or an integer, as `get` reads it.
+fn field_text(f: Option<php::Field<'_>>) -> Option<Cow<'_, str>> {
+    match f? {
+        php::Field::Str(b) => Some(String::from_utf8_lossy(b)),
+        php::Field::Int(i) => Some(Cow::Owned(i.to_string())),
+        php::Field::Other => None,
     }
 }
 
@@ -47,11 +57,7 @@ impl Who {
         else {
             return (Who::Nobody, None);
         };
-        let text = |f: Option<php::Field<'_>>| match f? {
-            php::Field::Str(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            php::Field::Int(i) => Some(i.to_string()),
-            php::Field::Other => None,
-        };
+        let text = |f| field_text(f).map(Cow::into_owned);
         let exp = match exp {
             Some(php::Field::Int(i)) => u64::try_from(i).ok(),
             _ => None,
@@ -63,6 +69,19 @@ impl Who {
             _ => return (Who::Nobody, exp),
         };
         (Who::from_fields(Some(role), text(bid), text(id), text(name), || text(conversation)), exp)
+    }
+
+    /// An agent's id and name in a serialized session, borrowed from it where they are valid
+    /// UTF-8: what `from_session_bytes` says of an agent (its bot aside), copying nothing. A
+    /// room's listing reads every member's session.
+    pub fn agent_in(session: &[u8]) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+        let [role, bid, id, name] = php::fields(session, ["role", "bid", "id", "name"])?;
+        if !matches!(role, Some(php::Field::Str(b"agent"))) {
+            return None;
+        }
+        // An agent without a bot is nobody, as in `from_fields`.
+        field_text(bid)?;
+        Some((field_text(id)?, field_text(name).unwrap_or_default()))
     }
 
     fn from_fields(
@@ -223,8 +242,14 @@ mod tests {
         for a in sessions {
             let bytes = Value::Array(a.clone()).serialize();
             assert_eq!(Who::from_session_bytes(&bytes), (Who::from_session(Some(&a)), session_token_exp(&a)), "{a:?}");
+            let agent = match Who::from_session(Some(&a)) {
+                Who::Agent { id, name, .. } => Some((id, name)),
+                _ => None,
+            };
+            assert_eq!(Who::agent_in(&bytes).map(|(i, n)| (i.into_owned(), n.into_owned())), agent, "{a:?}");
         }
         assert_eq!(Who::from_session_bytes(b""), (Who::Nobody, None));
+        assert_eq!(Who::agent_in(b"a:1:{s:4:\"role\";"), None);
         assert_eq!(Who::from_session_bytes(b"a:1:{s:4:\"role\";"), (Who::Nobody, None));
     }
 }
