@@ -28,7 +28,7 @@
 use crate::who::Who;
 use business::{Api, ApiError, ClientId};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -328,9 +328,26 @@ pub struct Change {
     pub client: Option<ClientId>,
 }
 
+/// A change as the agents that asked for single pushes get it, and as each of a
+/// `presence_push`'s `changes` (serialized from the change, no `Value` built per change).
+#[derive(serde::Serialize)]
+struct Pushed<'a> {
+    method: &'a str,
+    customer_id: &'a str,
+    customer_name: &'a str,
+    timestamp: i64,
+}
+
+/// A tick's changes for the agents that asked for `"presence":"batch"`.
+#[derive(serde::Serialize)]
+struct PresencePush<'a> {
+    method: &'static str,
+    changes: Vec<Pushed<'a>>,
+}
+
 impl Change {
-    fn to_json(&self) -> Value {
-        json!({"method": self.method, "customer_id": self.id, "customer_name": self.name, "timestamp": self.timestamp})
+    fn pushed(&self) -> Pushed<'_> {
+        Pushed { method: self.method, customer_id: &self.id, customer_name: &self.name, timestamp: self.timestamp }
     }
 
     /// The change as a compact row: `1` came, `0` went.
@@ -427,14 +444,17 @@ async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
         let Some(changes) = locked(&bot).take() else { return };
         for c in &changes {
             let skip = c.client.map(|id| id.to_string());
-            if let Err(e) = api.send_to_group(&[&single], c.to_json().to_string(), skip.as_deref().as_slice()).await {
+            let frame = serde_json::to_string(&c.pushed()).unwrap_or_default();
+            if let Err(e) = api.send_to_group(&[&single], frame, skip.as_deref().as_slice()).await {
                 warn!(bid = %bid, "presence push not sent: {e}");
             }
         }
-        let frame = json!({"method": "presence_push", "changes": changes.iter().map(Change::to_json).collect::<Vec<_>>()});
+        let push = PresencePush { method: "presence_push", changes: changes.iter().map(Change::pushed).collect() };
+        let frame = serde_json::to_string(&push).unwrap_or_default();
+        drop(push);
         let rows = agents_push(&changes);
         drop(changes);
-        for (group, frame) in [(&batch, frame.to_string()), (&compact, rows)] {
+        for (group, frame) in [(&batch, frame), (&compact, rows)] {
             if let Err(e) = api.send_to_group(&[group], frame, &[]).await {
                 warn!(bid = %bid, "presence push not sent: {e}");
             }
@@ -447,6 +467,7 @@ async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A listing is kept while a caller that may share it waits, and dropped with the last:
     /// held on, it kept a bot's every agent in an idle worker's memory.
@@ -466,6 +487,16 @@ mod tests {
         assert!(listing.last.lock().await.is_some(), "a caller still waits: kept for it");
         drop(waiting);
         assert!(listing.last.lock().await.is_none(), "nobody left to share it: dropped");
+    }
+
+    /// The single push and each of a batch's changes, byte for byte as clients have read them.
+    #[test]
+    fn a_change_is_written_as_it_always_was() {
+        let c = Change { method: "logout_push", id: "a\"7".into(), name: "Ann".into(), timestamp: 9, client: None };
+        let single = serde_json::to_string(&c.pushed()).expect("single");
+        assert_eq!(single, r#"{"method":"logout_push","customer_id":"a\"7","customer_name":"Ann","timestamp":9}"#);
+        let batch = serde_json::to_string(&PresencePush { method: "presence_push", changes: vec![c.pushed()] }).expect("batch");
+        assert_eq!(batch, format!(r#"{{"method":"presence_push","changes":[{single}]}}"#));
     }
 
     fn change(id: &str) -> Change {
