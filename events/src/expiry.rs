@@ -76,15 +76,6 @@ impl Expiries {
         self.queue().remove(client);
     }
 
-    /// How many connections wait for their token's end (tests, metrics).
-    pub fn len(&self) -> usize {
-        self.queue().by_client.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The worker's expiry task: sleeps until the earliest entry is due, then ends every due
     /// connection whose session still holds that token.
     pub fn run(self: Arc<Self>, api: Api) {
@@ -146,10 +137,11 @@ mod tests {
         e.expire_at(client(3), 99);
         let due = e.queue().due(100);
         assert_eq!(due, vec![(99, client(3)), (100, client(1))]);
-        assert_eq!(e.len(), 1);
+        assert_eq!(e.queue().by_client.len(), 1);
         assert_eq!(e.queue().due(100), vec![]);
         assert_eq!(e.queue().due(101), vec![(101, client(2))]);
-        assert!(e.is_empty());
+        let q = e.queue();
+        assert!(q.by_client.is_empty() && q.by_time.is_empty());
     }
 
     #[test]
@@ -157,7 +149,7 @@ mod tests {
         let e = Expiries::default();
         e.expire_at(client(1), 100);
         e.expire_at(client(1), 500);
-        assert_eq!(e.len(), 1);
+        assert_eq!(e.queue().by_client.len(), 1);
         assert_eq!(e.queue().due(200), vec![]);
         e.expire_at(client(2), 100);
         e.forget(client(2));
