@@ -266,7 +266,7 @@ fn wait_for_lock(attempt: i32) -> bool {
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     // BEGIN IMMEDIATE waits (busy_timeout) for other processes' batches. Both statements are
     // cached: parsing them again for every batch showed in the profile.
-    if let Err(e) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])) {
+    if let Err(e) = conn.exec("BEGIN IMMEDIATE", []) {
         tracing::warn!("store: cannot begin a transaction: {e}");
         // Each job then runs in autocommit mode (a job's savepoint, where it takes one, is its
         // own transaction; a single write statement is atomic by itself).
@@ -276,7 +276,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         return;
     }
     let answers: Vec<Answer> = batch.into_iter().map(|job| job(conn)).collect();
-    let committed = match conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([])) {
+    let committed = match conn.exec("COMMIT", []) {
         Ok(_) => true,
         Err(e) => {
             tracing::error!("store: commit of {} jobs failed, refusing them: {e}", answers.len());
@@ -332,16 +332,14 @@ impl Store for SqliteStore {
         // is one statement, atomic by itself, and the batch's write lock keeps another writer
         // out between reading the thread's last id and inserting.
         self.run(move |c| {
-            let id: i64 =
-                c.prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1")?.query_row([&m.thread], |r| r.get(0))?;
+            let id: i64 = c.row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1", [&m.thread], |r| r.get(0))?;
             let ts = now_ms();
             let dest = m.dest();
-            let inserted = c
-                .prepare_cached(
-                    "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender])?;
+            let inserted = c.exec(
+                "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender],
+            )?;
             if inserted == 1 {
                 return Ok(Inserted::New(StoredMessage::stored(m, id, ts)));
             }
@@ -349,7 +347,7 @@ impl Store for SqliteStore {
             // there is a cid and an original under it.
             let refused = || StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread));
             let Some(cid) = m.cid.as_deref() else { return Err(refused()) };
-            let old = c.prepare_cached(DUPLICATE_SQL)?.query_row(params![m.thread, m.sender, cid], row_message).optional()?;
+            let old = c.row(DUPLICATE_SQL, params![m.thread, m.sender, cid], row_message).optional()?;
             old.map(Inserted::Duplicate).ok_or_else(refused)
         })
         .await
@@ -468,8 +466,7 @@ impl Store for SqliteStore {
             // The cursor's place in the order (closed conversations keep their row).
             let from: (i64, i64) = match after {
                 Some(a) => c
-                    .prepare_cached("SELECT created, rowid FROM conversations WHERE id = ?1")?
-                    .query_row([a], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .row("SELECT created, rowid FROM conversations WHERE id = ?1", [a], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?
                     .unwrap_or((i64::MIN, i64::MIN)),
                 None => (i64::MIN, i64::MIN),
