@@ -180,6 +180,10 @@ struct GatewayArgs {
     /// Client connections one IP may hold; 0 = no limit (default 1000).
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
+    /// Seconds a text or goim client may have nothing to do before its connection is parked
+    /// without a task; 0 = never (default 2).
+    #[arg(long)]
+    park_after: Option<f64>,
 }
 
 #[derive(Args)]
@@ -469,7 +473,8 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                 max_message_size,
                 client_queue,
                 rate_limit,
-                max_connections_per_ip
+                max_connections_per_ip,
+                park_after
             );
             if args.inner_listen.is_some() {
                 c.inner_listen = args.inner_listen;

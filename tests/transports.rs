@@ -35,6 +35,11 @@ impl Drop for Cluster {
 }
 
 async fn cluster(net: u8) -> Cluster {
+    cluster_with(net, &[]).await
+}
+
+/// The cluster, with more flags for gateway A.
+async fn cluster_with(net: u8, a_extra: &[&str]) -> Cluster {
     let dir = std::env::temp_dir().join(format!("sb-transports-{net}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("switchboard.toml");
@@ -46,7 +51,9 @@ async fn cluster(net: u8) -> Cluster {
     let text = format!("{}:{}", ip(2), free_port(&ip(2)));
     let goim = format!("{}:{}", ip(2), free_port(&ip(2)));
     let max = MAX.to_string();
-    let a = start_gateway(&format!("n{net}-gateway-a"), &ip(2), &reg, &["--text-listen", &text, "--goim-listen", &goim, "--max-message-size", &max]);
+    let mut a_args = vec!["--text-listen", &text, "--goim-listen", &goim, "--max-message-size", &max];
+    a_args.extend_from_slice(a_extra);
+    let a = start_gateway(&format!("n{net}-gateway-a"), &ip(2), &reg, &a_args);
     let b = start_gateway(&format!("n{net}-gateway-b"), &ip(3), &reg, &["--max-message-size", &max]);
     let cfg = config.to_str().expect("path");
     let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, SECRET, 2);
@@ -161,6 +168,55 @@ async fn a_text_client_chats_with_a_websocket_client() {
     t.send(json!({"method": "say", "to_uid": "a1", "content": "still here", "cid": "t-3"})).await;
     ws.next_where(|v| v["cid"] == "t-3").await;
     wait_log(&c.a.proc, "max line length exceeded", 1).await;
+}
+
+/// Waits until gateway A (metrics at `metrics`) has `n` idle connections parked.
+async fn wait_parked(metrics: &str, n: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(metrics, "clients_parked").await != n {
+        assert!(tokio::time::Instant::now() < deadline, "never {n} parked: {}", metric(metrics, "clients_parked").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Idle text and goim connections are parked without a task (`--park-after`), and a parked
+/// client still gets everything, answers, and its end is still noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_text_and_goim_clients_are_parked_and_still_served() {
+    let metrics = format!("127.67.0.2:{}", free_port("127.67.0.2"));
+    let c = cluster_with(67, &["--park-after", "0.2", "--metrics", &metrics]).await;
+    let mut ws = ws_agent(&c.b.ws, "7", "a1").await;
+    let mut t = TextClient::connect(&c.text).await;
+    t.send(json!({"method": "login", "bid": "7", "customer_id": "t1", "customer_name": "Terminal", "token": token("7", "t1")})).await;
+    t.next_where(|v| v["method"] == "login").await;
+    ws.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "t1").await;
+    wait_parked(&metrics, 1.0).await;
+
+    // Parked: a message for it wakes it, and it gets the message.
+    ws.send_json(json!({"method": "say", "to_uid": "t1", "content": "to the sleeper", "cid": "w-1"})).await;
+    let m = t.next_where(|v| v["method"] == "say" && v["cid"] == "w-1").await;
+    assert_eq!(m["content"], "to the sleeper");
+    wait_parked(&metrics, 1.0).await;
+    // Parked: its own message wakes it, goes on, and it gets the acknowledgement.
+    t.send(json!({"method": "say", "to_uid": "a1", "content": "from the sleeper", "cid": "t-1"})).await;
+    ws.next_where(|v| v["method"] == "say" && v["cid"] == "t-1").await;
+    t.next_where(|v| v["method"] == "say_ack" && v["cid"] == "t-1").await;
+
+    // A goim agent parks too; a push and a heartbeat's answer still come.
+    let (mut g, _) = Goim::auth(&c.goim, "g1", "7", "lobby").await;
+    ws.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "g1").await;
+    wait_parked(&metrics, 2.0).await;
+    ws.send_json(json!({"method": "say", "to_uid": "g1", "content": "to the app", "cid": "w-2"})).await;
+    g.push(|v| v["method"] == "say" && v["cid"] == "w-2").await;
+    wait_parked(&metrics, 2.0).await;
+    assert!(g.heartbeat(30).await >= 1, "a heartbeat answered");
+    wait_parked(&metrics, 2.0).await;
+
+    // A parked client that leaves is noticed: the others hear it went.
+    drop(t);
+    ws.next_where(|v| v["method"] == "logout_push" && v["customer_id"] == "t1").await;
+    wait_parked(&metrics, 1.0).await;
+    assert_eq!(metric(&metrics, "clients").await, 1.0, "only the goim client is left on gateway A");
 }
 
 // ---------------------------------------------------------------- goim packets

@@ -67,6 +67,11 @@ pub struct Config {
     /// `rate_burst`; a connection that goes beyond is closed with 1008.
     pub rate_limit: f64,
     pub rate_burst: f64,
+    /// Seconds a text or goim connection may have nothing to do (nothing read, nothing to
+    /// write) before it is parked: its task and tokio's registration let go, its socket watched
+    /// in the gateway's own epoll set until it has something to do again (0 = never). It is
+    /// parked within twice this.
+    pub park_after: f64,
     /// Browser `Origin`s allowed to open a WebSocket (empty = any). Requests without an Origin
     /// header (non-browser clients) are not affected.
     pub allowed_origins: Vec<String>,
@@ -105,6 +110,7 @@ impl Default for Config {
             first_message_timeout: 60.0,
             rate_limit: 100.0,
             rate_burst: 200.0,
+            park_after: 2.0,
             allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,

@@ -224,6 +224,18 @@ impl<T> OutboxRx<T> {
         self.shared.lock().shut
     }
 
+    /// Leaves `waker` to be woken by the next message, the shut or the last sender's end, for a
+    /// connection with no task (`listen::parking`); false, and nothing left, when one of them
+    /// is already here.
+    pub fn sleep_on(&self, waker: Waker) -> bool {
+        let mut s = self.shared.lock();
+        if s.shut || s.senders == 0 || !s.items.is_empty() {
+            return false;
+        }
+        s.waiting = Some(waker);
+        true
+    }
+
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<T> {
         let mut s = self.shared.lock();

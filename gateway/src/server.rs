@@ -6,6 +6,7 @@ use crate::inner::{self, InnerConfig};
 use crate::listen::client::Limits;
 use crate::listen::door::Door;
 use crate::listen::goim::Goim;
+use crate::listen::parking::Parking;
 use crate::listen::poll::Polls;
 use crate::listen::tcp::{self, TcpConfig};
 use crate::listen::text::Text;
@@ -26,6 +27,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("cannot make the parking's epoll set for idle connections: {0}")]
+    Parking(std::io::Error),
 }
 
 /// Builds the client port's TLS acceptor, when `tls_cert` and `tls_key` are set.
@@ -148,8 +151,14 @@ pub async fn start_with(config: Config, assets: Option<crate::listen::web::Asset
     let address = config.inner_address().to_string();
     info!(listen = %public, inner = %address, "gateway started");
     announce_gateway(ClientConfig::new(config.registers.clone(), config.secret_key.clone()), address.clone());
+    // Only the raw TCP transports park their idle connections.
+    let parking = match secs(config.park_after).filter(|_| text_listener.is_some() || goim_listener.is_some()) {
+        Some(after) => Some(Parking::start(after, stats.clone()).map_err(StartError::Parking)?),
+        None => None,
+    };
     // One set of per-connection limits for every transport.
     let limits = Arc::new(Limits {
+        parking,
         rate: (config.rate_limit.max(0.0), config.rate_burst.max(1.0)),
         stats: stats.clone(),
         heartbeats: Arc::new(config.heartbeat_messages.iter().map(|h| bytes::Bytes::copy_from_slice(h.trim().as_bytes())).collect()),

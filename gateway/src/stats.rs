@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Client connections open now.
     pub clients: AtomicU64,
+    /// Of those, idle ones parked without a task (`listen::parking`).
+    pub parked: AtomicU64,
     /// Business workers linked now.
     pub workers: AtomicU64,
     /// Data frames received from clients.
@@ -35,6 +37,7 @@ impl Stats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
             ("clients", "client connections open", false, g(&self.clients)),
+            ("clients_parked", "idle client connections parked without a task", false, g(&self.parked)),
             ("workers", "business workers linked", false, g(&self.workers)),
             ("messages_in_total", "data frames received from clients", true, g(&self.messages_in)),
             ("messages_out_total", "messages queued to clients", true, g(&self.messages_out)),

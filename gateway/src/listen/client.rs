@@ -3,7 +3,8 @@
 //! deadline is the hub's: a connection's task keeps no timer.)
 //! Each transport keeps only its own framing and writer.
 
-use super::conn::{Conn, Io, Transport};
+use super::conn::{millis, Conn, Io, Transport};
+use super::parking::Parking;
 use crate::hub::{Admission, HubMsg, Out};
 use crate::outbox::{outbox, OutboxRx};
 use crate::peer::Peer;
@@ -13,9 +14,8 @@ use bytes::Bytes;
 use futures_util::future::{ready, BoxFuture, Either, Ready};
 use register::stats::inc;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
@@ -39,22 +39,17 @@ pub struct Limits {
     pub stats: Arc<Stats>,
     /// Messages the gateway keeps as heartbeats (`Config::heartbeat_messages`).
     pub heartbeats: Arc<Vec<Bytes>>,
+    /// Where an idle text or goim connection sleeps without a task (None: it never does).
+    pub parking: Option<Parking>,
 }
 
 /// A token bucket: `rate` messages per second, up to `burst` at once. Eight bytes, not an
 /// `f64` and an `Instant` (24): every connection's task holds one for its life.
 struct Bucket {
     tokens: f32,
-    /// When it was last filled, in milliseconds on [`millis`]'s clock.
+    /// When it was last filled, in milliseconds on [`millis`]'s clock. A wrap (49.7 days) could
+    /// only short a client silent for a multiple of that by a few tokens.
     at: u32,
-}
-
-/// Milliseconds since the process first asked, wrapping after 49.7 days. Only differences are
-/// used, and a bucket is full again within `burst / rate` seconds: a wrap could only short a
-/// client silent for a multiple of 49.7 days by a few tokens.
-fn millis() -> u32 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u32
 }
 
 impl Bucket {
@@ -182,6 +177,11 @@ impl Client {
         Ok(())
     }
 
+    /// Where the connection sleeps while idle, if it may.
+    pub fn parking(&self) -> Option<&Parking> {
+        self.limits.parking.as_ref()
+    }
+
     /// Tells the hub the connection is over (ON_CLOSE goes to the worker). Never waits: when
     /// the hub's queue is full, a task of its own delivers it.
     pub fn gone(self) {
@@ -244,7 +244,7 @@ mod tests {
         let (server, _) = accepted.expect("accept");
         let (out, rx) = outbox::<Out>(64);
         let (hub, _hub_rx) = mpsc::channel(1);
-        let limits = Arc::new(Limits { rate: (0.0, 0.0), stats: Arc::new(Stats::default()), heartbeats: Arc::new(Vec::new()) });
+        let limits = Arc::new(Limits { rate: (0.0, 0.0), stats: Arc::new(Stats::default()), heartbeats: Arc::new(Vec::new()), parking: None });
         let bucket = Bucket::full(0.0);
         let client = Client { conn: 1, addr: addr.into(), rx, hub, limits, bucket };
         (Conn::new(server, BytesMut::new()), peer.expect("connect"), client, out)

@@ -6,13 +6,15 @@
 //! most of what an idle connection costs (docs/BENCHMARKS.md), so there is one, kept small.
 
 use bytes::{Buf, BytesMut};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Sleep;
 
 /// Frames are gathered up to this size before a write, so a burst costs few syscalls; past it
 /// the connection stops taking from its queue until the socket drains (a slow reader's queue
@@ -28,6 +30,18 @@ const READ_CHUNK: usize = 4096;
 /// How long a closing connection may take to write what it owes and hear the client end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// How soon a connection roused from the parking is first looked at (see [`Conn::nap_after`]).
+/// A goim heartbeat's answer comes from a worker within milliseconds.
+const GRACE: Duration = Duration::from_millis(100);
+
+/// Milliseconds since the process first asked, wrapping after 49.7 days: a connection's last
+/// activity and its rate bucket in 4 bytes each, not an `Instant`'s 16. Only differences are
+/// used.
+pub fn millis() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u32
+}
+
 /// Anything a client can connect over: plain TCP or TLS.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
@@ -41,6 +55,14 @@ pub struct Conn<S> {
     pub wbuf: BytesMut,
     /// The client ended its side.
     pub eof: bool,
+    /// A nap's first look comes soon after a rouse (see [`Conn::poll_nap`]).
+    grace: bool,
+    /// When the connection last had something to do, in milliseconds on [`millis`]'s clock.
+    last: u32,
+    /// While the connection may be parked (`listen::parking`): when it next looks at whether
+    /// it has been idle long enough. Boxed: one pointer in every task, the timer only in the
+    /// tasks that may park, and none in a parked connection.
+    nap: Option<Pin<Box<Sleep>>>,
 }
 
 /// What framing the hub's messages into the write buffer did to the connection (each
@@ -70,7 +92,46 @@ pub fn ready_to_write(wbuf: &mut BytesMut) {
 impl<S: Transport> Conn<S> {
     /// A connection whose first bytes (read with its request head, say) are `rbuf`.
     pub fn new(stream: S, rbuf: BytesMut) -> Conn<S> {
-        Conn { stream, rbuf, wbuf: BytesMut::new(), eof: false }
+        Conn { stream, rbuf, wbuf: BytesMut::new(), eof: false, grace: false, last: 0, nap: None }
+    }
+
+    /// Lets the connection be parked once idle for `after` (or never, with `None`). A
+    /// connection `roused` from the parking is looked at after [`GRACE`] first: one woken for a
+    /// short exchange (a heartbeat and its answer) sleeps again then, not `after` later, so
+    /// that heartbeats do not keep a share of the connections awake.
+    pub fn nap_after(mut self, after: Option<Duration>, roused: bool) -> Conn<S> {
+        self.grace = roused;
+        self.last = millis();
+        self.nap = after.map(|a| Box::pin(tokio::time::sleep(if roused { GRACE.min(a) } else { a })));
+        self
+    }
+
+    /// Notes that the connection had something to do (bytes, a message), so it is not idle.
+    pub fn busy(&mut self) {
+        self.last = millis();
+    }
+
+    /// Ready when the connection has had nothing to do for `after` (for half of [`GRACE`] at
+    /// the first look after a rouse) and nothing waits in either buffer: it may be parked. One
+    /// timer per connection, set again only each `after`, not on every message.
+    pub fn poll_nap(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<()> {
+        let Some(nap) = self.nap.as_mut() else { return Poll::Pending };
+        loop {
+            if nap.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let quiet = if std::mem::take(&mut self.grace) { GRACE / 2 } else { after };
+            let idle = millis().wrapping_sub(self.last);
+            if u128::from(idle) >= quiet.as_millis() && self.rbuf.is_empty() && self.wbuf.is_empty() && !self.eof {
+                return Poll::Ready(());
+            }
+            nap.as_mut().reset(tokio::time::Instant::now() + after);
+        }
+    }
+
+    /// The socket, for a connection that is being parked.
+    pub fn into_stream(self) -> S {
+        self.stream
     }
 
     /// Lets the read buffer go once every byte in it was decoded.

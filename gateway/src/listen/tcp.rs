@@ -5,12 +5,14 @@
 use super::client::{admit, poll_turn, Admit, Client, Limits, Stop, Turn};
 use super::conn::{ready_to_write, Conn, Flow, WRITE_BATCH};
 use super::door::{Door, Entry};
+use super::parking::{Parking, Sleeper};
 use crate::hub::{HubMsg, Out};
 use crate::outbox::OutboxRx;
 use bytes::{Bytes, BytesMut};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -81,7 +83,41 @@ async fn connection<W: Wire>(stream: TcpStream, addr: SocketAddr, hub: mpsc::Sen
     let codec = wire.decoder();
     // The connection goes on in a task of its own: this one is as big as admission's wait and
     // would keep that size for the connection's whole life.
-    tokio::spawn(run(client, Conn::new(stream, BytesMut::new()), wire, codec, entry));
+    Asleep { client, wire, codec, entry }.spawn(stream, false);
+}
+
+/// A connection with no task: what `run` holds but its socket, while it is parked.
+struct Asleep<W: Wire> {
+    client: Client,
+    wire: W,
+    codec: W::Codec,
+    entry: Entry,
+}
+
+impl<W: Wire> Asleep<W> {
+    /// The connection's task, around its socket; `roused` from the parking, or new.
+    fn spawn(self, stream: TcpStream, roused: bool) {
+        let Asleep { client, wire, codec, entry } = self;
+        let after = client.parking().map(Parking::after);
+        tokio::spawn(run(client, Conn::new(stream, BytesMut::new()).nap_after(after, roused), wire, codec, entry));
+    }
+}
+
+impl<W: Wire> Sleeper for Asleep<W> {
+    fn outbox(&self) -> &OutboxRx<Out> {
+        &self.client.rx
+    }
+
+    fn wake(self: Box<Self>, stream: std::io::Result<TcpStream>) {
+        match stream {
+            Ok(stream) => self.spawn(stream, true),
+            Err(e) => {
+                let client = self.client;
+                info!(conn = client.conn, addr = %client.addr, transport = W::NAME, "could not take a parked connection back, closing it: {e}");
+                client.gone();
+            }
+        }
+    }
 }
 
 /// Reads frames into the hub and writes what the hub queues, in one task, until either side
@@ -94,6 +130,7 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
         // frame, a flood); not when it left or was destroyed.
         let mut closing = false;
         let mut ended = false;
+        let mut parked = false;
         let mut io_first = false;
         'conn: loop {
             loop {
@@ -124,8 +161,26 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
             io_first = !io_first;
             // Captured by value where it can be: the wait is held across the task's main await.
             let (c, cl) = (&mut conn, &mut client);
-            let taken = match poll_fn(move |cx| poll_turn(cx, c, cl, taking, io_first)).await {
-                Turn::Io(io) => match conn.note(io) {
+            // Matched as it comes: a binding of the turn would be kept across the write's await
+            // below, 136 bytes of every connection's task.
+            let taken = match poll_fn(move |cx| match poll_turn(cx, c, cl, taking, io_first) {
+                Poll::Ready(turn) => {
+                    c.busy();
+                    Poll::Ready(Some(turn))
+                }
+                Poll::Pending => match cl.parking() {
+                    Some(p) => c.poll_nap(cx, p.after()).map(|()| None),
+                    None => Poll::Pending,
+                },
+            })
+            .await
+            {
+                // Idle long enough, with nothing waiting either way: parked below.
+                None => {
+                    parked = true;
+                    break;
+                }
+                Some(Turn::Io(io)) => match conn.note(io) {
                     Ok(()) => false,
                     Err(e) => {
                         debug!(conn = client.conn, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
@@ -134,8 +189,8 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
                 },
                 // Shut (or every sender gone): over. While the socket is full nothing is taken,
                 // but a shut queue still ends the connection.
-                Turn::Out(None) => break,
-                Turn::Out(Some(m)) => {
+                Some(Turn::Out(None)) => break,
+                Some(Turn::Out(Some(m))) => {
                     if let Flow::End = take(&wire, m, &mut client.rx, &mut conn.wbuf) {
                         ended = true;
                         break;
@@ -148,6 +203,12 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
                     debug!(conn = client.conn, addr = %client.addr, transport = W::NAME, "client connection error: {e}");
                     break;
                 }
+            }
+        }
+        if parked {
+            if let Some(parking) = client.parking().cloned() {
+                parking.park(conn.into_stream(), Box::new(Asleep { client, wire, codec, entry }));
+                return;
             }
         }
         // Closing is rare and its wait is big (a timer): boxed, so the task is not sized for it.
