@@ -70,7 +70,7 @@ pub fn query_string(data: &[u8]) {
 pub fn goim_packets(data: &[u8]) {
     use crate::listen::goim::Goim;
     use crate::protocol::goim::{self, op};
-    let g = Goim::new(1 << 20);
+    let mut g = Goim::new(1 << 20);
     let mut buf = BytesMut::from(data);
     while let Ok(Some(p)) = goim::Packet::decode(&mut buf, 1 << 20) {
         let body = p.body.clone();

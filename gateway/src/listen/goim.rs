@@ -14,8 +14,6 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Requests that may wait for their answers at once; more is a client that does not read.
@@ -30,28 +28,36 @@ struct Pending {
     ver: i16,
 }
 
-/// One connection's state: requests are added as packets are read and answered as the hub's
-/// messages are written, both by the connection's one task, so the lock is never contended.
-#[derive(Default)]
-struct State {
-    pending: Mutex<VecDeque<Pending>>,
-    authed: AtomicBool,
-}
-
-#[derive(Clone)]
+/// One connection's goim state, held by its one task: whether it authenticated, and the
+/// requests waiting for their answers. The queue is boxed and exists only while a request
+/// waits, so an idle agent holds 16 bytes here and no allocation (an `Arc` of a lock and a
+/// queue was 64 bytes of every goim connection for its life; docs/BENCHMARKS.md, session 23).
 pub struct Goim {
-    pub max_packet: usize,
-    state: Arc<State>,
+    max_packet: u32,
+    authed: bool,
+    // Boxed on purpose: 8 bytes in every connection's task, where the queue itself is 32.
+    #[allow(clippy::box_collection)]
+    pending: Option<Box<VecDeque<Pending>>>,
 }
 
 impl Goim {
     pub fn new(max_packet: usize) -> Goim {
-        Goim { max_packet, state: Arc::default() }
+        Goim { max_packet: u32::try_from(max_packet).unwrap_or(u32::MAX), authed: false, pending: None }
+    }
+
+    /// The largest packet taken, in bytes.
+    pub fn max_packet(&self) -> usize {
+        self.max_packet as usize
+    }
+
+    /// Requests waiting for their answers.
+    fn waiting(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.len())
     }
 
     /// Turns one client packet into the JSON message the hub forwards.
-    pub fn request(&self, p: Packet) -> Result<Bytes, String> {
-        if p.op != op::AUTH && !self.state.authed.load(Ordering::Relaxed) {
+    pub fn request(&mut self, p: Packet) -> Result<Bytes, String> {
+        if p.op != op::AUTH && !self.authed {
             return Err(format!("operation {} before auth (op 7)", p.op));
         }
         let (method, reply_op) = match p.op {
@@ -77,25 +83,21 @@ impl Goim {
             }
         };
         body.insert("method".into(), method.into());
-        let mut pending = self.state.pending.lock().map_err(|_| "connection state poisoned".to_string())?;
-        if pending.len() >= MAX_PENDING {
+        if self.waiting() >= MAX_PENDING {
             return Err(format!("more than {MAX_PENDING} requests unanswered"));
         }
-        pending.push_back(Pending { method, reply_op, seq: p.seq, ver: p.ver });
+        self.pending.get_or_insert_default().push_back(Pending { method, reply_op, seq: p.seq, ver: p.ver });
         if p.op == op::AUTH {
-            self.state.authed.store(true, Ordering::Relaxed);
+            self.authed = true;
         }
         Ok(Bytes::from(Value::Object(body).to_string()))
     }
 
     /// The packet for one message from the hub; `true` when the connection closes after it.
-    pub fn response(&self, msg: &Message) -> Result<(Packet, bool), String> {
+    pub fn response(&mut self, msg: &Message) -> Result<(Packet, bool), String> {
         let payload = super::client::payload(msg)?;
         let push = || Ok((Packet::new(op::PUSH, 0, payload.clone()), false));
-        let mut pending = self.state.pending.lock().map_err(|_| "connection state poisoned".to_string())?;
-        if pending.is_empty() {
-            return push();
-        }
+        let Some(pending) = self.pending.as_mut() else { return push() };
         #[derive(Deserialize)]
         struct Head {
             method: Option<String>,
@@ -105,12 +107,11 @@ impl Goim {
         let Ok(head) = serde_json::from_slice::<Head>(&payload) else { return push() };
         let Some(i) = head.method.as_deref().and_then(|m| pending.iter().position(|p| p.method == m)) else { return push() };
         let Some(req) = pending.remove(i) else { return push() };
-        // Answered all: the buffer goes, so an idle agent keeps none (its auth's grew one of
+        // Answered all: the queue goes, so an idle agent keeps none (its auth's grew one of
         // four slots, 128 bytes of every goim connection for its life; massif).
         if pending.is_empty() {
-            *pending = VecDeque::new();
+            self.pending = None;
         }
-        drop(pending);
         let body = if req.reply_op == op::HEARTBEAT_REPLY {
             let online = head.online.unwrap_or(0).clamp(0, i32::MAX as i64) as i32;
             Bytes::copy_from_slice(&online.to_be_bytes())
@@ -137,18 +138,18 @@ impl Wire for Goim {
     const NAME: &'static str = "goim";
 
     fn connection(&self) -> Self {
-        Goim::new(self.max_packet)
+        Goim { max_packet: self.max_packet, authed: false, pending: None }
     }
 
     fn decoder(&self) -> GoimCodec {
-        GoimCodec { max: self.max_packet }
+        GoimCodec { max: self.max_packet() }
     }
 
-    fn inbound(&self, p: Packet) -> Result<Bytes, String> {
+    fn inbound(&mut self, p: Packet) -> Result<Bytes, String> {
         self.request(p)
     }
 
-    fn outbound(&self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String> {
+    fn outbound(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String> {
         let (packet, close) = self.response(msg)?;
         packet.encode(dst);
         Ok(close)
@@ -165,7 +166,7 @@ mod tests {
 
     #[test]
     fn auth_first_then_replies_match_their_requests() {
-        let g = Goim::new(1 << 20);
+        let mut g = Goim::new(1 << 20);
         assert!(g.request(Packet::new(op::SEND, 1, &b"{}"[..])).is_err(), "nothing before auth");
         let auth = g.request(Packet::new(op::AUTH, 5, &br#"{"mid":"a1","token":"t"}"#[..])).expect("auth");
         let v: Value = serde_json::from_slice(&auth).expect("json");
@@ -179,12 +180,12 @@ mod tests {
         assert_eq!((p.op, p.seq, &p.body[..]), (op::HEARTBEAT_REPLY, 6, &3i32.to_be_bytes()[..]));
         let (p, close) = g.response(&text(r#"{"method":"auth","mid":"a1"}"#)).expect("auth reply");
         assert_eq!((p.op, p.seq, close), (op::AUTH_REPLY, 5, false));
-        assert_eq!(g.state.pending.lock().expect("lock").capacity(), 0, "nothing kept once all are answered");
+        assert!(g.pending.is_none(), "nothing kept once all are answered");
     }
 
     #[test]
     fn refused_auth_closes_after_its_reply() {
-        let g = Goim::new(1 << 20);
+        let mut g = Goim::new(1 << 20);
         g.request(Packet::new(op::AUTH, 1, &b"{}"[..])).expect("auth");
         let (p, close) = g.response(&text(r#"{"method":"auth","code":"10004","msg":"no"}"#)).expect("reply");
         assert_eq!((p.op, close), (op::AUTH_REPLY, true));
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn bad_packets_are_refused() {
-        let g = Goim::new(1 << 20);
+        let mut g = Goim::new(1 << 20);
         assert!(g.request(Packet::new(op::AUTH, 1, &b"not json"[..])).is_err());
         g.request(Packet::new(op::AUTH, 1, &b"{}"[..])).expect("auth");
         assert!(g.request(Packet::new(op::SEND, 2, &b"[1,2]"[..])).is_err());

@@ -33,9 +33,9 @@ pub trait Wire: Send + Sync + 'static {
     fn decoder(&self) -> Self::Codec;
     /// What the hub gets for a frame (a client message as JSON); `Err` closes the connection
     /// with that reason.
-    fn inbound(&self, frame: Self::Frame) -> Result<Bytes, String>;
+    fn inbound(&mut self, frame: Self::Frame) -> Result<Bytes, String>;
     /// Appends the wire form of one outgoing message; `Ok(true)` closes after it.
-    fn outbound(&self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String>;
+    fn outbound(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String>;
 }
 
 #[derive(Clone)]
@@ -124,7 +124,7 @@ impl<W: Wire> Sleeper for Asleep<W> {
 /// ends the connection. `entry` is held to the end: the connection counts for its address
 /// until it ends.
 #[allow(clippy::manual_async_fn)] // on purpose, as `websocket::run`: the arguments are not stored twice
-fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut codec: W::Codec, entry: Entry) -> impl Future<Output = ()> + Send {
+fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, mut wire: W, mut codec: W::Codec, entry: Entry) -> impl Future<Output = ()> + Send {
     async move {
         // Whether the client is owed what is queued for it before the connection ends (a bad
         // frame, a flood); not when it left or was destroyed.
@@ -134,7 +134,7 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
         let mut io_first = false;
         'conn: loop {
             loop {
-                let data = match next_frame(&wire, &mut codec, &mut conn) {
+                let data = match next_frame(&mut wire, &mut codec, &mut conn) {
                     Ok(Some(data)) => data,
                     Ok(None) => break,
                     Err(why) => {
@@ -191,7 +191,7 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
                 // but a shut queue still ends the connection.
                 Some(Turn::Out(None)) => break,
                 Some(Turn::Out(Some(m))) => {
-                    if let Flow::End = take(&wire, m, &mut client.rx, &mut conn.wbuf) {
+                    if let Flow::End = take(&mut wire, m, &mut client.rx, &mut conn.wbuf) {
                         ended = true;
                         break;
                     }
@@ -219,7 +219,7 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
         } else if closing {
             // What is already queued goes out first: this framing has no close message.
             while let Some(m) = client.rx.try_recv() {
-                if let Flow::End = take(&wire, m, &mut client.rx, &mut conn.wbuf) {
+                if let Flow::End = take(&mut wire, m, &mut client.rx, &mut conn.wbuf) {
                     break;
                 }
             }
@@ -232,7 +232,7 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, wire: W, mut code
 
 /// The next whole frame read, as the hub gets it; `Err` closes the connection with that reason.
 /// Out of the task's body so that nothing of the decoding is held across its awaits.
-fn next_frame<W: Wire>(wire: &W, codec: &mut W::Codec, conn: &mut Conn<TcpStream>) -> Result<Option<Bytes>, String> {
+fn next_frame<W: Wire>(wire: &mut W, codec: &mut W::Codec, conn: &mut Conn<TcpStream>) -> Result<Option<Bytes>, String> {
     let decoded = if conn.eof { codec.decode_eof(&mut conn.rbuf) } else { codec.decode(&mut conn.rbuf) };
     match decoded {
         Ok(Some(frame)) => wire.inbound(frame).map(Some),
@@ -242,7 +242,7 @@ fn next_frame<W: Wire>(wire: &W, codec: &mut W::Codec, conn: &mut Conn<TcpStream
 }
 
 /// Writes `first` and whatever else waits in the queue (up to a batch) into `wbuf`.
-fn take<W: Wire>(wire: &W, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
+fn take<W: Wire>(wire: &mut W, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
     ready_to_write(wbuf);
     let mut next = first;
     loop {

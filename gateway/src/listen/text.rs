@@ -28,11 +28,11 @@ impl Wire for Text {
         LinesCodec::new_with_max_length(self.max_line)
     }
 
-    fn inbound(&self, line: String) -> Result<Bytes, String> {
+    fn inbound(&mut self, line: String) -> Result<Bytes, String> {
         Ok(Bytes::from(line))
     }
 
-    fn outbound(&self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String> {
+    fn outbound(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String> {
         let payload = super::client::payload(msg)?;
         // A newline inside would split it into two messages on the client's side.
         if payload.contains(&b'\n') {

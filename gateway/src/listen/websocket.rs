@@ -235,7 +235,13 @@ enum Framing {
 /// Reads and writes until either side ends the connection.
 /// `entry` is held to the end: the connection counts for its address until it ends.
 #[allow(clippy::manual_async_fn)] // on purpose: see the comment below
-fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mut decoder: Decoder, entry: Entry) -> impl Future<Output = ()> + Send {
+fn run<S: Transport>(
+    mut client: Client,
+    mut conn: Conn<S>,
+    mut framing: Framing,
+    mut decoder: Decoder,
+    entry: Entry,
+) -> impl Future<Output = ()> + Send {
     // An `async move` block and not an `async fn`: the arguments stay where the block captured
     // them instead of being copied into locals beside themselves, which doubled their size in
     // the task. The future is 272 bytes in a 384-byte cell (tokio's cells grow in steps of
@@ -281,7 +287,7 @@ fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mu
                 };
                 // A JSON frame is one message. A goim frame may carry several, handed on in a
                 // boxed wait of their own, so the task is not sized for the list.
-                let delivered = match &framing {
+                let delivered = match &mut framing {
                     Framing::Json => client.deliver(data).await,
                     Framing::Goim(g) => {
                         let messages = match goim_requests(g, data) {
@@ -323,7 +329,7 @@ fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mu
                 // but a shut queue still ends the connection.
                 Turn::Out(None) => break,
                 Turn::Out(Some(m)) => {
-                    if let Flow::End = take(&framing, m, &mut client.rx, &mut conn.wbuf) {
+                    if let Flow::End = take(&mut framing, m, &mut client.rx, &mut conn.wbuf) {
                         ended = true;
                         break;
                     }
@@ -347,7 +353,7 @@ fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mu
             // its own ending.
             let mut flow = Flow::Go;
             while let (Flow::Go, Some(m)) = (&flow, client.rx.try_recv()) {
-                flow = take(&framing, m, &mut client.rx, &mut conn.wbuf);
+                flow = take(&mut framing, m, &mut client.rx, &mut conn.wbuf);
             }
             if let Flow::Go = flow {
                 ws::encode(&Message::Close(Some(*frame)), &mut conn.wbuf);
@@ -360,7 +366,7 @@ fn run<S: Transport>(mut client: Client, mut conn: Conn<S>, framing: Framing, mu
 }
 
 /// Frames `first` and whatever else waits in the queue (up to a batch) into `wbuf`.
-fn take(framing: &Framing, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
+fn take(framing: &mut Framing, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesMut) -> Flow {
     ready_to_write(wbuf);
     let mut next = first;
     loop {
@@ -376,7 +382,7 @@ fn take(framing: &Framing, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesM
                 Err(why) => warn!("message not sent: {why}"),
             },
             Out::Kick(m) => {
-                if let Some(Ok((m, _))) = m.map(|m| framed(framing, m)) {
+                if let Some(Ok((m, _))) = m.map(|m| framed(&mut *framing, m)) {
                     ws::encode(&m, wbuf);
                 }
                 ws::encode(&Message::Close(Some(close(1000, ""))), wbuf);
@@ -398,10 +404,10 @@ fn take(framing: &Framing, first: Out, rx: &mut OutboxRx<Out>, wbuf: &mut BytesM
 }
 
 /// The packets in one binary frame (one or more, each whole), as the hub's messages.
-fn goim_requests(g: &Goim, data: Bytes) -> Result<Vec<Bytes>, String> {
+fn goim_requests(g: &mut Goim, data: Bytes) -> Result<Vec<Bytes>, String> {
     let mut buf = bytes::BytesMut::from(&data[..]);
     let mut out = Vec::with_capacity(1);
-    while let Some(p) = Packet::decode(&mut buf, g.max_packet).map_err(|e| e.to_string())? {
+    while let Some(p) = Packet::decode(&mut buf, g.max_packet()).map_err(|e| e.to_string())? {
         out.push(g.request(p)?);
     }
     if !buf.is_empty() {
@@ -411,7 +417,7 @@ fn goim_requests(g: &Goim, data: Bytes) -> Result<Vec<Bytes>, String> {
 }
 
 /// A message in this connection's framing; `true` when the connection closes after it.
-fn framed(framing: &Framing, m: Message) -> Result<(Message, bool), String> {
+fn framed(framing: &mut Framing, m: Message) -> Result<(Message, bool), String> {
     match framing {
         Framing::Json => Ok((m, false)),
         Framing::Goim(g) => {
