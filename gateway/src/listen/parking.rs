@@ -180,11 +180,14 @@ async fn run(inner: Arc<Inner>, mut poll: AsyncFd<mio::Poll>) {
                 };
                 loop {
                     events.clear();
-                    if let Err(e) = guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
-                        if e.kind() != io::ErrorKind::Interrupted {
-                            warn!("parking's epoll wait failed: {e}");
+                    match guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        // Only a broken epoll fd fails otherwise: waiting on it again would spin.
+                        Err(e) => {
+                            warn!("parking's epoll wait failed, parked connections will not wake: {e}");
+                            return;
                         }
-                        break;
                     }
                     if events.is_empty() {
                         guard.clear_ready();
