@@ -107,8 +107,11 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Notes that the connection had something to do (bytes, a message), so it is not idle.
+    /// Only a connection that may be parked reads the clock.
     pub fn busy(&mut self) {
-        self.last = millis();
+        if self.nap.is_some() {
+            self.last = millis();
+        }
     }
 
     /// Ready when the connection has had nothing to do for `after` (for half of [`GRACE`] at

@@ -12,6 +12,7 @@
 //! One parking task serves every parked connection of a gateway. A rouse is a spawn and a
 //! registration: parking pays off for connections quiet for seconds, not between messages.
 
+use super::conn::millis;
 use crate::hub::Out;
 use crate::outbox::OutboxRx;
 use crate::stats::Stats;
@@ -34,8 +35,9 @@ pub trait Sleeper: Send + 'static {
     /// The connection's queue, watched while it sleeps.
     fn outbox(&self) -> &OutboxRx<Out>;
     /// Spawns the connection's task again around its socket, or ends the connection (the hub
-    /// told) when the socket could not be taken back.
-    fn wake(self: Box<Self>, stream: io::Result<TcpStream>);
+    /// told) when the socket could not be taken back. `rested`: it slept at least
+    /// `park_after`, so a short exchange may put it back to sleep soon (`Conn::nap_after`).
+    fn wake(self: Box<Self>, stream: io::Result<TcpStream>, rested: bool);
 }
 
 /// Where idle connections sleep; clones share it.
@@ -59,7 +61,9 @@ struct Inner {
 
 /// One parked connection. Its queue's waker is the bed itself: no allocation of its own.
 struct Bed {
-    key: usize,
+    key: u32,
+    /// When it was parked, in milliseconds on `conn::millis`'s clock.
+    since: u32,
     inner: Weak<Inner>,
     /// Taken by whichever rouses it first (bytes on the socket, or the queue).
     sleeper: Mutex<Option<(std::net::TcpStream, Box<dyn Sleeper>)>>,
@@ -113,18 +117,23 @@ impl Parking {
         // Deregistered from tokio; the socket stays non-blocking.
         let std = match stream.into_std() {
             Ok(s) => s,
-            Err(e) => return sleeper.wake(Err(e)),
+            Err(e) => return sleeper.wake(Err(e), false),
         };
         let fd = std.as_raw_fd();
         let bed = {
             let mut beds = lock(&self.inner.beds);
             let entry = beds.vacant_entry();
-            let bed = Arc::new(Bed { key: entry.key(), inner: Arc::downgrade(&self.inner), sleeper: Mutex::new(None) });
+            let Ok(key) = u32::try_from(entry.key()) else {
+                drop(beds);
+                warn!("over 4 billion connections parked: keeping this one awake");
+                return sleeper.wake(TcpStream::from_std(std), false);
+            };
+            let bed = Arc::new(Bed { key, since: millis(), inner: Arc::downgrade(&self.inner), sleeper: Mutex::new(None) });
             // Readable also reports the client's end and errors (mio adds EPOLLRDHUP).
             if let Err(e) = self.inner.registry.register(&mut SourceFd(&fd), Token(entry.key()), Interest::READABLE) {
                 drop(beds);
                 warn!("could not park a connection, keeping it awake: {e}");
-                return sleeper.wake(TcpStream::from_std(std));
+                return sleeper.wake(TcpStream::from_std(std), false);
             }
             // Counted before anything can rouse it.
             self.inner.stats.parked.fetch_add(1, Ordering::Relaxed);
@@ -153,14 +162,19 @@ impl Inner {
         self.stats.parked.fetch_sub(1, Ordering::Relaxed);
         {
             let mut beds = lock(&self.beds);
-            if beds.get(bed.key).is_some_and(|b| std::ptr::eq(Arc::as_ptr(b), bed)) {
-                beds.remove(bed.key);
+            let key = bed.key as usize;
+            if beds.get(key).is_some_and(|b| std::ptr::eq(Arc::as_ptr(b), bed)) {
+                beds.remove(key);
             }
         }
         if let Err(e) = self.registry.deregister(&mut SourceFd(&std.as_raw_fd())) {
             debug!("parked socket already gone from the set: {e}");
         }
-        sleeper.wake(TcpStream::from_std(std));
+        // Only a connection that really rested gets the short look after waking: one woken
+        // again and again (a client dripping heartbeats) is parked no more often than every
+        // `park_after`, so it cannot make the gateway spawn and register for it at will.
+        let rested = u128::from(millis().wrapping_sub(bed.since)) >= self.after.as_millis();
+        sleeper.wake(TcpStream::from_std(std), rested);
     }
 }
 
@@ -230,7 +244,7 @@ mod tests {
         fn outbox(&self) -> &OutboxRx<Out> {
             &self.rx
         }
-        fn wake(self: Box<Self>, stream: io::Result<TcpStream>) {
+        fn wake(self: Box<Self>, stream: io::Result<TcpStream>, _rested: bool) {
             let _ = self.woke.send((stream, self.rx));
         }
     }

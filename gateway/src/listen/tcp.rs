@@ -95,7 +95,8 @@ struct Asleep<W: Wire> {
 }
 
 impl<W: Wire> Asleep<W> {
-    /// The connection's task, around its socket; `roused` from the parking, or new.
+    /// The connection's task, around its socket; `roused` from the parking after a rest, or
+    /// new.
     fn spawn(self, stream: TcpStream, roused: bool) {
         let Asleep { client, wire, codec, entry } = self;
         let after = client.parking().map(Parking::after);
@@ -108,9 +109,9 @@ impl<W: Wire> Sleeper for Asleep<W> {
         &self.client.rx
     }
 
-    fn wake(self: Box<Self>, stream: std::io::Result<TcpStream>) {
+    fn wake(self: Box<Self>, stream: std::io::Result<TcpStream>, rested: bool) {
         match stream {
-            Ok(stream) => self.spawn(stream, true),
+            Ok(stream) => self.spawn(stream, rested),
             Err(e) => {
                 let client = self.client;
                 info!(conn = client.conn, addr = %client.addr, transport = W::NAME, "could not take a parked connection back, closing it: {e}");
