@@ -8,6 +8,7 @@
 //! a `Config`.
 
 pub mod config;
+pub mod conn_set;
 pub mod directory;
 pub mod fuzz;
 pub mod hub;

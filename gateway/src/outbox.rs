@@ -27,8 +27,13 @@ pub enum Refused<T> {
 }
 
 struct State<T> {
-    items: VecDeque<T>,
-    senders: usize,
+    /// Boxed, and none at all once the connection is parked (`sleep_on`): inline, the deque's
+    /// 32 bytes made every connection's header a 96-byte allocation; without it the header is
+    /// 64 (docs/BENCHMARKS.md, session 24). An awake connection keeps the box between bursts,
+    /// so a message allocates no more than before (the buffer, let go when emptied).
+    #[allow(clippy::box_collection)]
+    items: Option<Box<VecDeque<T>>>,
+    senders: u32,
     receiver: bool,
     /// Shut by a sender: nothing more is taken or handed out.
     shut: bool,
@@ -80,7 +85,7 @@ pub struct OutboxRx<T> {
 /// A queue that holds at most `capacity` messages (at least one).
 pub fn outbox<T>(capacity: usize) -> (Outbox<T>, OutboxRx<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { items: VecDeque::new(), senders: 1, receiver: true, shut: false, waiting: None }),
+        state: Mutex::new(State { items: None, senders: 1, receiver: true, shut: false, waiting: None }),
         capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
         heard: AtomicBool::new(false),
         spoke: AtomicBool::new(false),
@@ -95,14 +100,16 @@ impl<T> Outbox<T> {
         if !s.receiver || s.shut {
             return Err(Refused::Closed(m));
         }
-        if s.items.len() >= self.shared.capacity as usize {
+        let capacity = self.shared.capacity as usize;
+        let items = s.items.get_or_insert_default();
+        if items.len() >= capacity {
             return Err(Refused::Full(m));
         }
-        s.items.push_back(m);
+        items.push_back(m);
         // A receiver that takes waits only after finding the queue empty, so only the message
         // that ends the emptiness needs to wake it; the rest of a burst is taken in the same
         // turn. (One that does not take waits for the shut alone.)
-        if s.items.len() == 1 {
+        if items.len() == 1 {
             Shared::wake(s);
         }
         Ok(())
@@ -116,7 +123,7 @@ impl<T> Outbox<T> {
             return false;
         }
         s.shut = true;
-        s.items = VecDeque::new();
+        s.items = None;
         Shared::wake(s);
         true
     }
@@ -137,7 +144,7 @@ impl<T> Outbox<T> {
 
     /// Messages waiting.
     pub fn len(&self) -> usize {
-        self.shared.lock().items.len()
+        self.shared.lock().items.as_ref().map_or(0, |i| i.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,12 +233,13 @@ impl<T> OutboxRx<T> {
 
     /// Leaves `waker` to be woken by the next message, the shut or the last sender's end, for a
     /// connection with no task (`listen::parking`); false, and nothing left, when one of them
-    /// is already here.
+    /// is already here. The queue's box goes meanwhile.
     pub fn sleep_on(&self, waker: Waker) -> bool {
         let mut s = self.shared.lock();
-        if s.shut || s.senders == 0 || !s.items.is_empty() {
+        if s.shut || s.senders == 0 || s.items.as_ref().is_some_and(|i| !i.is_empty()) {
             return false;
         }
+        s.items = None;
         s.waiting = Some(waker);
         true
     }
@@ -247,10 +255,12 @@ impl<T> OutboxRx<T> {
 }
 
 /// Takes the front message, and lets the buffer go when that empties the queue.
+#[inline]
 fn pop<T>(s: &mut State<T>) -> Option<T> {
-    let m = s.items.pop_front();
-    if m.is_some() && s.items.is_empty() {
-        s.items = VecDeque::new();
+    let items = s.items.as_mut()?;
+    let m = items.pop_front();
+    if m.is_some() && items.is_empty() {
+        **items = VecDeque::new();
     }
     m
 }
@@ -260,7 +270,7 @@ impl<T> Drop for OutboxRx<T> {
         let mut s = self.shared.lock();
         s.receiver = false;
         // What was queued for a connection that is over goes now, not with the last sender.
-        s.items = VecDeque::new();
+        s.items = None;
     }
 }
 
@@ -335,8 +345,13 @@ mod tests {
         for i in 0..40 {
             tx.try_send(i).expect("room");
         }
-        assert!(tx.shared.lock().items.capacity() >= 40);
+        assert!(tx.shared.lock().items.as_ref().is_some_and(|i| i.capacity() >= 40));
         while rx.try_recv().is_some() {}
-        assert_eq!(tx.shared.lock().items.capacity(), 0);
+        assert!(tx.shared.lock().items.as_ref().is_some_and(|i| i.capacity() == 0));
+        // Parked, it keeps no deque at all; a message brings one back.
+        assert!(rx.sleep_on(std::task::Waker::noop().clone()));
+        assert!(tx.shared.lock().items.is_none());
+        tx.try_send(1).expect("room");
+        assert_eq!(rx.try_recv(), Some(1));
     }
 }

@@ -4,11 +4,13 @@
 //! group names are keyed the way PHP keys arrays (`"1"` and `1` are one key, spec §3.2) and
 //! remember the bytes they were given, because replies echo them.
 
+use crate::conn_set::{self, ConnSet};
 use crate::protocol::directory::Change;
 use crate::protocol::php::{self, Key, Value};
 use crate::protocol::{Id, SelectWhere};
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,90 +38,19 @@ fn own(b: &[u8]) -> Box<[u8]> {
     Box::from(b)
 }
 
-/// The connections bound to one uid, in the order bound. Nearly always one or two: a short list
-/// (an `IndexSet` cost ≈ 200 bytes for one), which becomes a set past `FEW` so that a uid
-/// bound by thousands of connections is not searched end to end on each disconnect.
-#[derive(Debug)]
-enum UidConns {
-    Few(Vec<ConnId>),
-    /// Boxed: the index holds one of these per uid, and the set is 72 bytes to the list's 24.
-    Many(Box<IndexSet<ConnId>>),
-}
-
-const FEW: usize = 16;
-
-impl Default for UidConns {
-    fn default() -> Self {
-        UidConns::Few(Vec::new())
-    }
-}
-
-impl UidConns {
-    /// Adds `conn`; false if it was there.
-    fn insert(&mut self, conn: ConnId) -> bool {
-        match self {
-            UidConns::Few(v) if v.contains(&conn) => false,
-            UidConns::Few(v) if v.len() < FEW => {
-                v.reserve_exact(1);
-                v.push(conn);
-                true
-            }
-            UidConns::Few(v) => {
-                let mut set: IndexSet<ConnId> = v.drain(..).collect();
-                set.insert(conn);
-                *self = UidConns::Many(Box::new(set));
-                true
-            }
-            UidConns::Many(set) => set.insert(conn),
-        }
-    }
-
-    fn remove(&mut self, conn: ConnId) {
-        match self {
-            UidConns::Few(v) => {
-                if let Some(i) = v.iter().position(|c| *c == conn) {
-                    v.remove(i);
-                }
-            }
-            UidConns::Many(set) => {
-                set.shift_remove(&conn);
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            UidConns::Few(v) => v.len(),
-            UidConns::Many(set) => set.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn iter(&self) -> impl Iterator<Item = ConnId> + '_ {
-        let (few, many) = match self {
-            UidConns::Few(v) => (Some(v.iter()), None),
-            UidConns::Many(set) => (None, Some(set.iter())),
-        };
-        few.into_iter().flatten().chain(many.into_iter().flatten()).copied()
-    }
-}
-
 /// A group held here: its name, as its members' rows share it, and its members in the order
 /// they joined.
 #[derive(Debug)]
 struct Group {
     name: Arc<[u8]>,
-    members: IndexSet<ConnId>,
+    members: ConnSet,
     announced: Announced,
 }
 
 /// A uid held here: its connections in the order bound.
 #[derive(Debug, Default)]
 struct Uid {
-    conns: UidConns,
+    conns: ConnSet,
     announced: Announced,
 }
 
@@ -134,9 +65,10 @@ type Announced = u64;
 /// in one group (docs/BENCHMARKS.md). Names compare as bytes, which is the same as comparing
 /// their PHP keys: a name becomes an integer key only when it is the one canonical spelling of
 /// that integer. Each name is the group's own (`Group::name`), shared: a room's fifty members
-/// hold one copy of its name between them, not fifty.
+/// hold one copy of its name between them, not fifty. The first is held inline: most clients
+/// are in one group, and a list of one was a 16-byte allocation of every such client.
 #[derive(Debug, Default)]
-pub struct Groups(Vec<Arc<[u8]>>);
+pub struct Groups(SmallVec<[Arc<[u8]>; 1]>);
 
 impl Groups {
     /// Adds `name` unless the client is in it already.
@@ -153,8 +85,9 @@ impl Groups {
     fn remove(&mut self, name: &[u8]) {
         if let Some(i) = self.0.iter().position(|g| g[..] == *name) {
             self.0.remove(i);
-            if self.0.is_empty() {
-                self.0 = Vec::new();
+            if self.0.len() <= 1 {
+                // Back inline.
+                self.0.shrink_to_fit();
             }
         }
     }
@@ -331,7 +264,7 @@ impl<T> Tables<T> {
 
     fn unindex_group(&mut self, key: &Key, conn: ConnId) {
         if let Some(group) = self.groups.get_mut(key) {
-            group.members.shift_remove(&conn);
+            group.members.remove(conn);
             if group.members.is_empty() {
                 self.groups.shift_remove(key);
                 self.note(|| Change::GroupRemoved(key_bytes(key)));
@@ -377,7 +310,7 @@ impl<T> Tables<T> {
         let Some(c) = self.clients.get_mut(&conn) else { return false };
         let key = Key::from_bytes(&group);
         let next = self.next_announcement;
-        let g = self.groups.entry(key.clone()).or_insert_with(|| Group { name: Arc::from(&group[..]), members: IndexSet::new(), announced: 0 });
+        let g = self.groups.entry(key.clone()).or_insert_with(|| Group { name: Arc::from(&group[..]), members: ConnSet::default(), announced: 0 });
         c.groups.insert(&g.name);
         if g.members.insert(conn) && g.members.len() == 1 {
             g.announced = next;
@@ -399,7 +332,7 @@ impl<T> Tables<T> {
         let key = Key::from_bytes(group);
         if let Some(held) = self.groups.shift_remove(&key) {
             self.note(|| Change::GroupRemoved(key_bytes(&key)));
-            for conn in held.members {
+            for conn in held.members.iter() {
                 if let Some(c) = self.clients.get_mut(&conn) {
                     c.groups.remove(group);
                 }
@@ -407,12 +340,13 @@ impl<T> Tables<T> {
         }
     }
 
-    pub fn uid_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
-        self.uids.get(key).into_iter().flat_map(|u| u.conns.iter())
+    pub fn uid_members(&self, key: &Key) -> conn_set::Iter<'_> {
+        self.uids.get(key).map_or_else(conn_set::Iter::empty, |u| u.conns.iter())
     }
 
-    pub fn group_members(&self, key: &Key) -> impl Iterator<Item = ConnId> + '_ {
-        self.groups.get(key).into_iter().flat_map(|g| g.members.iter()).copied()
+    /// Walked for every message sent to the group: a slice's walk, not a nested iterator's.
+    pub fn group_members(&self, key: &Key) -> conn_set::Iter<'_> {
+        self.groups.get(key).map_or_else(conn_set::Iter::empty, |g| g.members.iter())
     }
 
     pub fn group_len(&self, key: &Key) -> usize {
@@ -522,6 +456,7 @@ impl<T> Tables<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn_set::FEW;
 
     /// A session, uid or group name read from a link is kept as a copy, so the link's read
     /// buffer it came in goes once read.
@@ -655,8 +590,22 @@ mod tests {
         assert_eq!(names(&t), [b"b".to_vec(), b"a".to_vec(), b"01".to_vec()]);
         t.ungroup(b"b");
         assert_eq!(names(&t), [b"a".to_vec(), b"01".to_vec()]);
+        t.leave_group(a, b"01");
+        assert_eq!(names(&t), [b"a".to_vec()]);
+        assert!(!t.get(a).expect("there").groups.0.spilled(), "one group is held inline again");
         t.remove(a);
         assert_eq!(t.group_len(&Key::from_bytes(b"a")), 0);
+    }
+
+    /// Every client's row is paid per connection: a client in one group allocates nothing for
+    /// its groups, and the list is a `Vec`'s size.
+    #[test]
+    fn a_clients_groups_take_no_more_room_than_a_list() {
+        assert_eq!(std::mem::size_of::<Groups>(), std::mem::size_of::<Vec<Arc<[u8]>>>());
+        let mut t: Tables<()> = Tables::default();
+        let a = t.add(());
+        assert!(t.join_group(a, Bytes::from_static(b"room")));
+        assert!(!t.get(a).expect("there").groups.0.spilled());
     }
 
     #[test]

@@ -1,0 +1,173 @@
+//! The connections of one uid or one group, in the order they were added.
+//!
+//! A gateway holds one of these for every uid bound and every group joined, so its size is
+//! paid per client: nearly every uid has one connection, and a chat room has tens of members.
+//! One connection is held inline; up to [`FEW`], a list searched end to end (4 bytes a member,
+//! where an `IndexSet` cost ≈ 32 bytes a member of a room of fifty and ≈ 200 bytes for a
+//! uid's one connection: docs/BENCHMARKS.md); past that, a set, so that a group of thousands is
+//! not searched end to end on each join and leave.
+
+use crate::tables::ConnId;
+use indexmap::IndexSet;
+
+/// How many connections a list holds before it becomes a set.
+pub const FEW: usize = 64;
+
+/// Connections in the order added, each once. 24 bytes, whichever it is.
+#[derive(Debug)]
+pub enum ConnSet {
+    /// None, or one: no allocation (a uid's usual case).
+    One(Option<ConnId>),
+    /// Two to `FEW`, allocated to fit: a set's members are added one at a time, rarely.
+    Few(Vec<ConnId>),
+    /// Boxed: 72 bytes against the list's 24.
+    Many(Box<IndexSet<ConnId>>),
+}
+
+impl Default for ConnSet {
+    fn default() -> Self {
+        ConnSet::One(None)
+    }
+}
+
+impl ConnSet {
+    /// Adds `conn`; false if it was there.
+    pub fn insert(&mut self, conn: ConnId) -> bool {
+        match self {
+            ConnSet::One(None) => {
+                *self = ConnSet::One(Some(conn));
+                true
+            }
+            ConnSet::One(Some(c)) if *c == conn => false,
+            ConnSet::One(Some(c)) => {
+                *self = ConnSet::Few(vec![*c, conn]);
+                true
+            }
+            ConnSet::Few(v) if v.contains(&conn) => false,
+            ConnSet::Few(v) if v.len() < FEW => {
+                v.reserve_exact(1);
+                v.push(conn);
+                true
+            }
+            ConnSet::Few(v) => {
+                let mut set: IndexSet<ConnId> = v.drain(..).collect();
+                set.insert(conn);
+                *self = ConnSet::Many(Box::new(set));
+                true
+            }
+            ConnSet::Many(set) => set.insert(conn),
+        }
+    }
+
+    /// Removes `conn`, keeping the others' order. A list that shrinks to one goes back inline;
+    /// a set stays a set (a big group that lost a few members will likely grow again).
+    pub fn remove(&mut self, conn: ConnId) {
+        match self {
+            ConnSet::One(c) => {
+                if *c == Some(conn) {
+                    *c = None;
+                }
+            }
+            ConnSet::Few(v) => {
+                if let Some(i) = v.iter().position(|c| *c == conn) {
+                    v.remove(i);
+                }
+                match v[..] {
+                    [] => *self = ConnSet::One(None),
+                    [one] => *self = ConnSet::One(Some(one)),
+                    _ => {}
+                }
+            }
+            ConnSet::Many(set) => {
+                set.shift_remove(&conn);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            ConnSet::One(c) => usize::from(c.is_some()),
+            ConnSet::Few(v) => v.len(),
+            ConnSet::Many(set) => set.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The connections, in the order added. A list is walked as a slice: a group's members
+    /// are walked for every message sent to it.
+    pub fn iter(&self) -> Iter<'_> {
+        match self {
+            ConnSet::One(c) => Iter::List(c.as_slice().iter()),
+            ConnSet::Few(v) => Iter::List(v.iter()),
+            ConnSet::Many(set) => Iter::Set(set.iter()),
+        }
+    }
+}
+
+/// [`ConnSet::iter`].
+pub enum Iter<'a> {
+    List(std::slice::Iter<'a, ConnId>),
+    Set(indexmap::set::Iter<'a, ConnId>),
+}
+
+impl Iter<'_> {
+    /// Nothing: the members of a uid or group not held.
+    pub fn empty() -> Self {
+        Iter::List([].iter())
+    }
+}
+
+impl Iterator for Iter<'_> {
+    type Item = ConnId;
+
+    #[inline]
+    fn next(&mut self) -> Option<ConnId> {
+        match self {
+            Iter::List(i) => i.next().copied(),
+            Iter::Set(i) => i.next().copied(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Iter::List(i) => i.size_hint(),
+            Iter::Set(i) => i.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn it_is_as_small_as_a_list() {
+        assert_eq!(std::mem::size_of::<ConnSet>(), 24);
+    }
+
+    proptest! {
+        /// Whatever is added and removed, it holds what an ordered set would, in its order.
+        #[test]
+        fn it_behaves_as_an_ordered_set(ops in proptest::collection::vec((any::<bool>(), 0u32..(FEW as u32 * 2)), 0..600)) {
+            let mut set = ConnSet::default();
+            let mut model: IndexSet<ConnId> = IndexSet::new();
+            for (add, conn) in ops {
+                if add {
+                    prop_assert_eq!(set.insert(conn), model.insert(conn));
+                } else {
+                    set.remove(conn);
+                    model.shift_remove(&conn);
+                }
+                prop_assert_eq!(set.len(), model.len());
+                prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
+                if let ConnSet::Few(v) = &set {
+                    prop_assert!(v.len() >= 2, "a list of {} is held inline", v.len());
+                }
+            }
+        }
+    }
+}
