@@ -21,13 +21,23 @@ async fn sum(metrics: &[String], name: &str) -> u64 {
     total
 }
 
-/// `n` gateways and two probe workers (given `worker_extra`); a uid held on gateway 0, a group
-/// on gateway 1, and 20 sends to each from a client on the last gateway. Returns the send
-/// commands the gateways received, and how many of them reached nobody.
-async fn sends_over(net: u8, n: usize, worker_extra: &[&str]) -> (u64, u64) {
+/// `n` gateways and two probe workers (given `worker_extra`), with a uid held on gateway 0
+/// (client x), a group on gateway 1 (client y), and a client z on the last gateway to call the
+/// API from.
+struct Held {
+    _register: Proc,
+    _gateways: Vec<Gw>,
+    _workers: Vec<Proc>,
+    metrics: Vec<String>,
+    x: Client,
+    y: Client,
+    z: Client,
+}
+
+async fn held_over(net: u8, n: usize, worker_extra: &[&str]) -> Held {
     let reg_ip = format!("127.{net}.0.1");
     let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
-    let _register = start_register(&format!("n{net}-register"), &reg, &[]);
+    let register = start_register(&format!("n{net}-register"), &reg, &[]);
     wait_listening(&reg).await;
     let mut metrics = Vec::new();
     let gws: Vec<Gw> = (0..n)
@@ -38,16 +48,24 @@ async fn sends_over(net: u8, n: usize, worker_extra: &[&str]) -> (u64, u64) {
             start_gateway(&format!("n{net}-gateway-{i}"), &ip, &reg, &["--metrics", &m])
         })
         .collect();
-    let _workers: Vec<Proc> = (1..=2).map(|i| start_worker(&format!("n{net}-worker-{i}"), &reg, worker_extra)).collect();
+    let workers: Vec<Proc> = (1..=2).map(|i| start_worker(&format!("n{net}-worker-{i}"), &reg, worker_extra)).collect();
     wait_ready(&gws.iter().collect::<Vec<_>>(), 2).await;
 
-    let mut x = Client::connect(&gws[0].ws).await;
-    let mut y = Client::connect(&gws[1].ws).await;
+    let x = Client::connect(&gws[0].ws).await;
+    let y = Client::connect(&gws[1].ws).await;
     let mut z = Client::connect(&gws[n - 1].ws).await;
-    let (xid, yid) = (x.id.clone(), y.id.clone());
-    z.call("bind_uid", json!([xid, "u1"])).await;
-    z.call("join_group", json!([yid, "g1"])).await;
-    let (before, unused_before) = (sum(&metrics, "sends_total").await, sum(&metrics, "sends_unused_total").await);
+    z.call("bind_uid", json!([x.id, "u1"])).await;
+    z.call("join_group", json!([y.id, "g1"])).await;
+    Held { _register: register, _gateways: gws, _workers: workers, metrics, x, y, z }
+}
+
+/// 20 sends to the uid and 20 to the group: the send commands the gateways received, and how
+/// many of them reached nobody.
+async fn sends_over(net: u8, n: usize, worker_extra: &[&str]) -> (u64, u64) {
+    // Bound whole: a pattern with `..` would drop the processes at once.
+    let mut held = held_over(net, n, worker_extra).await;
+    let Held { metrics, x, y, z, .. } = &mut held;
+    let (before, unused_before) = (sum(metrics, "sends_total").await, sum(metrics, "sends_unused_total").await);
     for k in 0..20 {
         z.call("send_to_uid", json!([["u1"], format!("to u1 {k}")])).await;
         z.call("send_to_group", json!([["g1"], format!("to g1 {k}")])).await;
@@ -56,7 +74,7 @@ async fn sends_over(net: u8, n: usize, worker_extra: &[&str]) -> (u64, u64) {
         x.expect_text(&format!("to u1 {k}")).await;
         y.expect_text(&format!("to g1 {k}")).await;
     }
-    (sum(&metrics, "sends_total").await - before, sum(&metrics, "sends_unused_total").await - unused_before)
+    (sum(metrics, "sends_total").await - before, sum(metrics, "sends_unused_total").await - unused_before)
 }
 
 /// Packets per send with 3 and 10 gateways, by the gateways' own count: one (the gateway with
@@ -160,4 +178,30 @@ async fn a_bind_settles_only_once_every_worker_knows() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "answered after {waited:?}");
     let _ = ws.close(None).await;
+}
+
+/// Lookups by uid or group go where a send to them would: with the directory, one gateway per
+/// lookup (the one holding the name), with the right answers; without it, every gateway. A goim
+/// heartbeat's room count and a join's member list are such lookups. A count of every client
+/// (`""`) still asks every gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_ask_only_the_gateways_holding_the_name() {
+    for (net, extra, per_lookup) in [(205, &["--no-directory"][..], 3), (206, &[][..], 1)] {
+        let mut held = held_over(net, 3, extra).await;
+        let Held { metrics, x, y, z, .. } = &mut held;
+        let before = sum(metrics, "lookups_total").await;
+        for _ in 0..5 {
+            assert_eq!(z.call("get_client_id_by_uid", json!(["u1"])).await, json!([x.id]));
+            assert_eq!(z.call("is_uid_online", json!(["u1"])).await, json!(true));
+            assert_eq!(z.call("get_client_count_by_group", json!(["g1"])).await, json!(1));
+            assert_eq!(z.call("get_uid_list_by_group", json!(["g1"])).await, json!([]));
+            let sessions = z.call("get_client_sessions_by_group", json!(["g1"])).await;
+            assert!(sessions.get(&y.id).is_some(), "y's session listed: {sessions}");
+            assert_eq!(z.call("batch_get_client_count_by_group", json!([["g1"]])).await, json!({"g1": 1}));
+        }
+        let lookups = sum(metrics, "lookups_total").await - before;
+        assert_eq!(lookups, 30 * per_lookup, "6 lookups, 5 times, {per_lookup} gateway(s) each");
+        assert_eq!(z.call("get_client_count_by_group", json!([""])).await, json!(3), "every client, on every gateway");
+        assert_eq!(z.call("get_client_count_by_group", json!(["nobody"])).await, json!(0));
+    }
 }

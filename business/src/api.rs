@@ -263,8 +263,36 @@ impl Api {
 
     /// [`Self::query_all`], each reply read by `read` (a reply it refuses fails the call).
     async fn query_all_read<T>(&self, cmd: Command, read: impl Fn(&str, Bytes) -> Result<T>) -> Result<Vec<(String, T)>> {
+        self.query_each(&self.gateways().await?, cmd, read).await
+    }
+
+    /// A lookup by uids or groups, asked only of the gateways that may hold one of them
+    /// ([`Self::routed`], the same gateways a send to them reaches): a gateway holding none
+    /// answers nothing, and asking every gateway made a goim heartbeat's room count (and every
+    /// room's member list at a join) one query per gateway of the cluster. A name PHP calls
+    /// empty is never held, and `""` counts every client: those go to every gateway.
+    async fn query_routed(&self, uids: &[Id], groups: &[Id], cmd: Command) -> Result<Vec<(String, Value)>> {
+        self.query_routed_read(uids, groups, cmd, |g, payload| parse(g, &payload)).await
+    }
+
+    async fn query_routed_read<T>(
+        &self,
+        uids: &[Id],
+        groups: &[Id],
+        cmd: Command,
+        read: impl Fn(&str, Bytes) -> Result<T>,
+    ) -> Result<Vec<(String, T)>> {
+        let empty = |ids: &[Id]| ids.iter().any(|i| matches!(i, Id::Int(0)) || matches!(i, Id::Str(s) if gateway::tables::php_empty(s.as_bytes())));
+        if empty(uids) || empty(groups) {
+            return self.query_all_read(cmd, read).await;
+        }
+        self.query_each(&self.routed(uids, groups).await?, cmd, read).await
+    }
+
+    /// One query to each of `gateways`, encoded once, side by side; a gateway that cannot be
+    /// reached is left out.
+    async fn query_each<T>(&self, gateways: &[String], cmd: Command, read: impl Fn(&str, Bytes) -> Result<T>) -> Result<Vec<(String, T)>> {
         let packet = cmd.into_packet().to_bytes();
-        let gateways = self.gateways().await?;
         let mut pending: FuturesUnordered<_> = gateways
             .iter()
             .map(|g| {
@@ -462,9 +490,10 @@ impl Api {
         Ok(out)
     }
 
-    /// CMD_GET_CLIENT_ID_BY_UID on every gateway.
+    /// CMD_GET_CLIENT_ID_BY_UID on every gateway that may hold it.
     pub async fn get_client_id_by_uid(&self, uid: &str) -> Result<Vec<ClientId>> {
-        let replies = self.query_all(Command::GetClientIdByUid { uid: Bytes::copy_from_slice(uid.as_bytes()) }).await?;
+        let cmd = Command::GetClientIdByUid { uid: Bytes::copy_from_slice(uid.as_bytes()) };
+        let replies = self.query_routed(&[Id::from(uid)], &[], cmd).await?;
         let mut out = Vec::new();
         for (g, v) in replies {
             let Ok(addr) = g.parse() else { continue };
@@ -493,9 +522,11 @@ impl Api {
             .and_then(text_of))
     }
 
-    /// CMD_GET_CLIENT_COUNT_BY_GROUP summed over gateways; `""` counts every client.
+    /// CMD_GET_CLIENT_COUNT_BY_GROUP summed over the gateways that may hold it; `""` counts
+    /// every client, on every gateway.
     pub async fn get_client_count_by_group(&self, group: &str) -> Result<usize> {
-        let replies = self.query_all(Command::GetClientCountByGroup { group: Bytes::copy_from_slice(group.as_bytes()) }).await?;
+        let cmd = Command::GetClientCountByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
+        let replies = self.query_routed(&[], &[Id::from(group)], cmd).await?;
         Ok(replies.iter().map(|(_, v)| int_of(v).max(0) as usize).sum())
     }
 
@@ -504,9 +535,14 @@ impl Api {
     }
 
     async fn select(&self, fields: &[&str], filter: SelectWhere) -> Result<Vec<(ClientId, php::Array)>> {
+        // By groups or uids alone, only where they may be; by connection ids, or everyone,
+        // everywhere.
+        let by_name = filter.connection_ids.is_none() && (filter.groups.is_some() || filter.uids.is_some());
+        let (uids, groups) = (filter.uids.clone().unwrap_or_default(), filter.groups.clone().unwrap_or_default());
         let cmd = Command::Select { fields: fields.iter().map(|f| f.to_string()).collect(), filter };
+        let replies = if by_name { self.query_routed(&uids, &groups, cmd).await? } else { self.query_all(cmd).await? };
         let mut out = Vec::new();
-        for (g, v) in self.query_all(cmd).await? {
+        for (g, v) in replies {
             for (id, row) in by_conn(&g, v) {
                 if let Value::Array(a) = row {
                     out.push((id, a));
@@ -583,13 +619,13 @@ impl Api {
         out
     }
 
-    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway.
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway that may hold it.
     pub async fn get_client_sessions_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Option<php::Array>>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
-        Ok(Self::sessions_of(self.query_all(cmd).await?))
+        Ok(Self::sessions_of(self.query_routed(&[], &[Id::from(group)], cmd).await?))
     }
 
-    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway, each session serialized as the
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway that may hold it, each session serialized as the
     /// gateway keeps it (empty: none). For a caller that reads a few fields of each with
     /// `php::fields`: unserializing every member's whole session was most of what a join to a
     /// room, or an agent's login, cost the worker.
@@ -599,7 +635,7 @@ impl Api {
     pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Bytes>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
         let mut out = BTreeMap::new();
-        for (_, rows) in self.query_all_read(cmd, session_bytes).await? {
+        for (_, rows) in self.query_routed_read(&[], &[Id::from(group)], cmd, session_bytes).await? {
             // In reply order, a later row for the same client replacing an earlier one, as
             // unserialize would have it.
             out.extend(rows);
@@ -651,7 +687,8 @@ impl Api {
 
     /// Every uid's client ids in one round (CMD_BATCH_GET_CLIENT_ID_BY_UID).
     pub async fn batch_get_client_id_by_uid(&self, uids: &[&str]) -> Result<BTreeMap<String, Vec<ClientId>>> {
-        let replies = self.query_all(Command::BatchGetClientIdByUid { uids: ids(uids.iter().copied()) }).await?;
+        let names = ids(uids.iter().copied());
+        let replies = self.query_routed(&names, &[], Command::BatchGetClientIdByUid { uids: names.clone() }).await?;
         let mut out: BTreeMap<String, Vec<ClientId>> = uids.iter().map(|u| (u.to_string(), Vec::new())).collect();
         for (g, v) in replies {
             let Ok(addr) = g.parse() else { continue };
@@ -669,7 +706,8 @@ impl Api {
 
     /// Counts for several groups in one round (CMD_BATCH_GET_CLIENT_COUNT_BY_GROUP).
     pub async fn batch_get_client_count_by_group(&self, groups: &[&str]) -> Result<BTreeMap<String, usize>> {
-        let replies = self.query_all(Command::BatchGetClientCountByGroup { groups: ids(groups.iter().copied()) }).await?;
+        let names = ids(groups.iter().copied());
+        let replies = self.query_routed(&[], &names, Command::BatchGetClientCountByGroup { groups: names.clone() }).await?;
         let mut out: BTreeMap<String, usize> = groups.iter().map(|g| (g.to_string(), 0)).collect();
         for (_, v) in replies {
             for (k, n) in v.as_array().into_iter().flatten() {

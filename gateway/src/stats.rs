@@ -24,6 +24,10 @@ pub struct Stats {
     /// …and those of them that reached nobody here (a worker without a directory sends to
     /// every gateway; with one, only to those holding a member).
     pub sends_unused: AtomicU64,
+    /// Lookups by uid or group received (counts, client ids, sessions, a select by name): a
+    /// worker with a directory asks only the gateways that may hold the name, one without it
+    /// asks every gateway.
+    pub lookups: AtomicU64,
     /// Recipients of each message sent to groups: how far one worker call fans out.
     pub group_fanout: register::stats::Sizes,
     /// Each client's outbound queue, sampled at every heartbeat tick: a slow reader shows as
@@ -45,6 +49,7 @@ impl Stats {
             ("limits_total", "connections refused or closed by a limit", true, g(&self.limited)),
             ("sends_total", "send_to_uid and send_to_group commands received", true, g(&self.sends)),
             ("sends_unused_total", "send_to_uid and send_to_group commands that reached nobody here", true, g(&self.sends_unused)),
+            ("lookups_total", "lookups by uid or group received (counts, client ids, sessions, select by name)", true, g(&self.lookups)),
         ]
     }
 
