@@ -57,6 +57,8 @@ pub struct Conn<S> {
     pub eof: bool,
     /// A nap's first look comes soon after a rouse (see [`Conn::poll_nap`]).
     grace: bool,
+    /// Something was read or written since the rouse: what woke it has been seen to.
+    worked: bool,
     /// When the connection last had something to do, in milliseconds on [`millis`]'s clock.
     last: u32,
     /// While the connection may be parked (`listen::parking`): when it next looks at whether
@@ -92,7 +94,7 @@ pub fn ready_to_write(wbuf: &mut BytesMut) {
 impl<S: Transport> Conn<S> {
     /// A connection whose first bytes (read with its request head, say) are `rbuf`.
     pub fn new(stream: S, rbuf: BytesMut) -> Conn<S> {
-        Conn { stream, rbuf, wbuf: BytesMut::new(), eof: false, grace: false, last: 0, nap: None }
+        Conn { stream, rbuf, wbuf: BytesMut::new(), eof: false, grace: false, worked: false, last: 0, nap: None }
     }
 
     /// Lets the connection be parked once idle for `after` (or never, with `None`). A
@@ -111,14 +113,24 @@ impl<S: Transport> Conn<S> {
     pub fn busy(&mut self) {
         if self.nap.is_some() {
             self.last = millis();
+            self.worked = true;
         }
     }
 
     /// Ready when the connection has had nothing to do for `after` (for half of [`GRACE`] at
     /// the first look after a rouse) and nothing waits in either buffer: it may be parked. One
     /// timer per connection, set again only each `after`, not on every message.
-    pub fn poll_nap(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<()> {
+    ///
+    /// `answered`: the framing knows that nothing the client asked still waits for a worker's
+    /// answer (goim pairs each request with its reply). Then a connection roused after a rest
+    /// sleeps again as soon as what woke it is done (a heartbeat read and answered, a message
+    /// written), without waiting for the grace timer: a rouse costs less, and fewer
+    /// connections are awake at any time (docs/BENCHMARKS.md, session 24).
+    pub fn poll_nap(&mut self, cx: &mut Context<'_>, after: Duration, answered: bool) -> Poll<()> {
         let Some(nap) = self.nap.as_mut() else { return Poll::Pending };
+        if self.grace && self.worked && answered && self.rbuf.is_empty() && self.wbuf.is_empty() && !self.eof {
+            return Poll::Ready(());
+        }
         loop {
             if nap.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -230,5 +242,43 @@ impl<S: Transport> Conn<S> {
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn conn(roused: bool) -> (Conn<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let conn = Conn::new(accepted.expect("accept").0, BytesMut::new()).nap_after(Some(Duration::from_secs(30)), roused);
+        (conn, client.expect("connect"))
+    }
+
+    /// One look at the nap, now.
+    async fn look(c: &mut Conn<TcpStream>, answered: bool) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(c.poll_nap(cx, Duration::from_secs(30), answered).is_ready())).await
+    }
+
+    /// A connection roused after a rest sleeps again as soon as what woke it is done and
+    /// nothing it asked waits for an answer; not before it did anything (what woke it is not
+    /// yet seen to), not while an answer is awaited, and never early when it was not roused.
+    #[tokio::test]
+    async fn a_roused_connection_sleeps_again_once_all_is_answered() {
+        let (mut c, _client) = conn(true).await;
+        assert!(!look(&mut c, true).await, "nothing done yet since the rouse");
+        c.busy();
+        assert!(!look(&mut c, false).await, "a request waits for its answer");
+        c.wbuf.extend_from_slice(b"reply");
+        assert!(!look(&mut c, true).await, "the answer is not written yet");
+        c.wbuf.clear();
+        assert!(look(&mut c, true).await, "answered and written: parked again at once");
+
+        let (mut c, _client) = conn(false).await;
+        c.busy();
+        assert!(!look(&mut c, true).await, "new, not roused: it waits out park_after");
     }
 }

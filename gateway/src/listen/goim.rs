@@ -154,6 +154,10 @@ impl Wire for Goim {
         packet.encode(dst);
         Ok(close)
     }
+
+    fn answered(&self) -> bool {
+        self.pending.is_none()
+    }
 }
 
 #[cfg(test)]

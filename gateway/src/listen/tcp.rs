@@ -36,6 +36,12 @@ pub trait Wire: Send + Sync + 'static {
     fn inbound(&mut self, frame: Self::Frame) -> Result<Bytes, String>;
     /// Appends the wire form of one outgoing message; `Ok(true)` closes after it.
     fn outbound(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<bool, String>;
+    /// Whether nothing the client asked waits for its answer; false where the framing cannot
+    /// tell (a parked connection then waits a grace period for an answer before sleeping
+    /// again: `Conn::poll_nap`).
+    fn answered(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone)]
@@ -161,7 +167,9 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, mut wire: W, mut 
             let taking = conn.wbuf.len() < WRITE_BATCH;
             io_first = !io_first;
             // Captured by value where it can be: the wait is held across the task's main await.
-            let (c, cl) = (&mut conn, &mut client);
+            // Whether a goim request waits for its answer does not change during the wait: a
+            // bool here, not a reference to the wire (8 bytes of every task).
+            let (c, cl, answered) = (&mut conn, &mut client, wire.answered());
             // Matched as it comes: a binding of the turn would be kept across the write's await
             // below, 136 bytes of every connection's task.
             let taken = match poll_fn(move |cx| match poll_turn(cx, c, cl, taking, io_first) {
@@ -170,7 +178,7 @@ fn run<W: Wire>(mut client: Client, mut conn: Conn<TcpStream>, mut wire: W, mut 
                     Poll::Ready(Some(turn))
                 }
                 Poll::Pending => match cl.parking() {
-                    Some(p) => c.poll_nap(cx, p.after()).map(|()| None),
+                    Some(p) => c.poll_nap(cx, p.after(), answered).map(|()| None),
                     None => Poll::Pending,
                 },
             })
