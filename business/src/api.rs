@@ -625,8 +625,8 @@ impl Api {
         Ok(Self::sessions_of(self.query_routed(&[], &[Id::from(group)], cmd).await?))
     }
 
-    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway that may hold it, each session serialized as the
-    /// gateway keeps it (empty: none). For a caller that reads a few fields of each with
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway that may hold it, each session
+    /// serialized as the gateway keeps it (empty: none). For a caller that reads a few fields of each with
     /// `php::fields`: unserializing every member's whole session was most of what a join to a
     /// room, or an agent's login, cost the worker.
     ///
