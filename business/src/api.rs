@@ -253,44 +253,39 @@ impl Api {
         parse(gateway, &payload)
     }
 
-    /// Asks every gateway at once and collects `(gateway, reply)`. An unreachable gateway is
-    /// left out, as a gateway without a link is (its clients cannot be reached either), rather
-    /// than holding up the answer: one that has not answered [`STRAGGLER`] after the others
-    /// have is given up on and rests (`query::REST`). Any other failure fails the whole call.
+    /// Asks every gateway at once and collects `(gateway, reply)` ([`Self::query_each`]).
     async fn query_all(&self, cmd: Command) -> Result<Vec<(String, Value)>> {
-        self.query_all_read(cmd, |g, payload| parse(g, &payload)).await
+        self.query_on(&self.gateways().await?, cmd).await
     }
 
-    /// [`Self::query_all`], each reply read by `read` (a reply it refuses fails the call).
-    async fn query_all_read<T>(&self, cmd: Command, read: impl Fn(&str, Bytes) -> Result<T>) -> Result<Vec<(String, T)>> {
-        self.query_each(&self.gateways().await?, cmd, read).await
+    /// One query to each of `gateways`, each reply parsed.
+    async fn query_on(&self, gateways: &[String], cmd: Command) -> Result<Vec<(String, Value)>> {
+        self.query_each(gateways, cmd, |g, payload| parse(g, &payload)).await
     }
 
-    /// A lookup by uids or groups, asked only of the gateways that may hold one of them
-    /// ([`Self::routed`], the same gateways a send to them reaches): a gateway holding none
+    /// The gateways a lookup by uids or groups asks: those that may hold one of them
+    /// ([`Self::routed`], the same gateways a send to them reaches). A gateway holding none
     /// answers nothing, and asking every gateway made a goim heartbeat's room count (and every
     /// room's member list at a join) one query per gateway of the cluster. A name PHP calls
     /// empty is never held, and `""` counts every client: those go to every gateway.
-    async fn query_routed(&self, uids: &[Id], groups: &[Id], cmd: Command) -> Result<Vec<(String, Value)>> {
-        self.query_routed_read(uids, groups, cmd, |g, payload| parse(g, &payload)).await
-    }
-
-    async fn query_routed_read<T>(
-        &self,
-        uids: &[Id],
-        groups: &[Id],
-        cmd: Command,
-        read: impl Fn(&str, Bytes) -> Result<T>,
-    ) -> Result<Vec<(String, T)>> {
+    async fn lookup_targets(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<String>> {
         let empty = |ids: &[Id]| ids.iter().any(|i| matches!(i, Id::Int(0)) || matches!(i, Id::Str(s) if gateway::tables::php_empty(s.as_bytes())));
         if empty(uids) || empty(groups) {
-            return self.query_all_read(cmd, read).await;
+            return self.gateways().await;
         }
-        self.query_each(&self.routed(uids, groups).await?, cmd, read).await
+        self.routed(uids, groups).await
     }
 
-    /// One query to each of `gateways`, encoded once, side by side; a gateway that cannot be
-    /// reached is left out.
+    /// A lookup by uids or groups, asked of [`Self::lookup_targets`].
+    async fn query_routed(&self, uids: &[Id], groups: &[Id], cmd: Command) -> Result<Vec<(String, Value)>> {
+        self.query_on(&self.lookup_targets(uids, groups).await?, cmd).await
+    }
+
+    /// One query to each of `gateways`, encoded once, side by side, each reply read by `read`
+    /// (a reply it refuses fails the call). An unreachable gateway is left out, as a gateway
+    /// without a link is (its clients cannot be reached either), rather than holding up the
+    /// answer: one that has not answered [`STRAGGLER`] after the others have is given up on and
+    /// rests (`query::REST`). Any other failure fails the whole call.
     async fn query_each<T>(&self, gateways: &[String], cmd: Command, read: impl Fn(&str, Bytes) -> Result<T>) -> Result<Vec<(String, T)>> {
         let packet = cmd.into_packet().to_bytes();
         let mut pending: FuturesUnordered<_> = gateways
@@ -537,10 +532,12 @@ impl Api {
     async fn select(&self, fields: &[&str], filter: SelectWhere) -> Result<Vec<(ClientId, php::Array)>> {
         // By groups or uids alone, only where they may be; by connection ids, or everyone,
         // everywhere.
-        let by_name = filter.connection_ids.is_none() && (filter.groups.is_some() || filter.uids.is_some());
-        let (uids, groups) = (filter.uids.clone().unwrap_or_default(), filter.groups.clone().unwrap_or_default());
+        let gateways = match filter.by_name() {
+            true => self.lookup_targets(filter.uids.as_deref().unwrap_or_default(), filter.groups.as_deref().unwrap_or_default()).await?,
+            false => self.gateways().await?,
+        };
         let cmd = Command::Select { fields: fields.iter().map(|f| f.to_string()).collect(), filter };
-        let replies = if by_name { self.query_routed(&uids, &groups, cmd).await? } else { self.query_all(cmd).await? };
+        let replies = self.query_on(&gateways, cmd).await?;
         let mut out = Vec::new();
         for (g, v) in replies {
             for (id, row) in by_conn(&g, v) {
@@ -635,7 +632,8 @@ impl Api {
     pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Bytes>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
         let mut out = BTreeMap::new();
-        for (_, rows) in self.query_routed_read(&[], &[Id::from(group)], cmd, session_bytes).await? {
+        let gateways = self.lookup_targets(&[], &[Id::from(group)]).await?;
+        for (_, rows) in self.query_each(&gateways, cmd, session_bytes).await? {
             // In reply order, a later row for the same client replacing an earlier one, as
             // unserialize would have it.
             out.extend(rows);
@@ -688,7 +686,8 @@ impl Api {
     /// Every uid's client ids in one round (CMD_BATCH_GET_CLIENT_ID_BY_UID).
     pub async fn batch_get_client_id_by_uid(&self, uids: &[&str]) -> Result<BTreeMap<String, Vec<ClientId>>> {
         let names = ids(uids.iter().copied());
-        let replies = self.query_routed(&names, &[], Command::BatchGetClientIdByUid { uids: names.clone() }).await?;
+        let gateways = self.lookup_targets(&names, &[]).await?;
+        let replies = self.query_on(&gateways, Command::BatchGetClientIdByUid { uids: names }).await?;
         let mut out: BTreeMap<String, Vec<ClientId>> = uids.iter().map(|u| (u.to_string(), Vec::new())).collect();
         for (g, v) in replies {
             let Ok(addr) = g.parse() else { continue };
@@ -707,7 +706,8 @@ impl Api {
     /// Counts for several groups in one round (CMD_BATCH_GET_CLIENT_COUNT_BY_GROUP).
     pub async fn batch_get_client_count_by_group(&self, groups: &[&str]) -> Result<BTreeMap<String, usize>> {
         let names = ids(groups.iter().copied());
-        let replies = self.query_routed(&[], &names, Command::BatchGetClientCountByGroup { groups: names.clone() }).await?;
+        let gateways = self.lookup_targets(&[], &names).await?;
+        let replies = self.query_on(&gateways, Command::BatchGetClientCountByGroup { groups: names }).await?;
         let mut out: BTreeMap<String, usize> = groups.iter().map(|g| (g.to_string(), 0)).collect();
         for (_, v) in replies {
             for (k, n) in v.as_array().into_iter().flatten() {

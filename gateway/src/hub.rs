@@ -516,6 +516,9 @@ impl Hub {
     }
 
     fn execute(&mut self, link: LinkId, cmd: Command) {
+        if cmd.is_lookup() {
+            inc(&self.stats.lookups);
+        }
         match cmd {
             Command::WorkerConnect { worker_key, directory, standby, .. } => {
                 if directory {
@@ -635,35 +638,13 @@ impl Hub {
             Command::IsOnline { conn } => self.reply(link, self.tables.reply_is_online(conn)),
             Command::GetSession { conn } => self.reply(link, self.tables.reply_session(conn)),
             Command::GetAllClientSessions => self.reply(link, self.tables.reply_all_sessions()),
-            Command::GetClientSessionsByGroup { group } => {
-                inc(&self.stats.lookups);
-                self.reply(link, self.tables.reply_group_sessions(&group))
-            }
-            Command::GetClientCountByGroup { group } => {
-                if !group.is_empty() {
-                    inc(&self.stats.lookups);
-                }
-                self.reply(link, self.tables.reply_count(&group))
-            }
-            Command::GetClientIdByUid { uid } => {
-                inc(&self.stats.lookups);
-                self.reply(link, self.tables.reply_client_ids_by_uid(&uid))
-            }
-            Command::BatchGetClientIdByUid { uids } => {
-                inc(&self.stats.lookups);
-                self.reply(link, self.tables.reply_batch_client_ids(&uids))
-            }
-            Command::BatchGetClientCountByGroup { groups } => {
-                inc(&self.stats.lookups);
-                self.reply(link, self.tables.reply_batch_counts(&groups))
-            }
+            Command::GetClientSessionsByGroup { group } => self.reply(link, self.tables.reply_group_sessions(&group)),
+            Command::GetClientCountByGroup { group } => self.reply(link, self.tables.reply_count(&group)),
+            Command::GetClientIdByUid { uid } => self.reply(link, self.tables.reply_client_ids_by_uid(&uid)),
+            Command::BatchGetClientIdByUid { uids } => self.reply(link, self.tables.reply_batch_client_ids(&uids)),
+            Command::BatchGetClientCountByGroup { groups } => self.reply(link, self.tables.reply_batch_counts(&groups)),
             Command::GetGroupIdList => self.reply(link, self.tables.reply_group_list()),
-            Command::Select { fields, filter } => {
-                if filter.connection_ids.is_none() && (filter.groups.is_some() || filter.uids.is_some()) {
-                    inc(&self.stats.lookups);
-                }
-                self.reply(link, self.tables.reply_select(&fields, &filter))
-            }
+            Command::Select { fields, filter } => self.reply(link, self.tables.reply_select(&fields, &filter)),
             Command::DirectoryAck { seq } => {
                 self.directory.ack(link, seq);
                 self.settle();

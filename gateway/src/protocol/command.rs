@@ -119,6 +119,11 @@ impl SelectWhere {
     pub fn is_empty(&self) -> bool {
         self.groups.is_none() && self.uids.is_none() && self.connection_ids.is_none()
     }
+
+    /// By groups or uids alone: only a gateway holding one of them has rows to give.
+    pub fn by_name(&self) -> bool {
+        self.connection_ids.is_none() && (self.groups.is_some() || self.uids.is_some())
+    }
 }
 
 /// A client event, gateway → worker.
@@ -331,6 +336,20 @@ fn json_field(body: &serde_json::Value, field: &str) -> String {
 }
 
 impl Command {
+    /// A lookup by uid or group name (a count, client ids, sessions, a select by name): only a
+    /// gateway holding the name has anything to answer. A count of every client (`""`) is not.
+    pub fn is_lookup(&self) -> bool {
+        match self {
+            Command::GetClientCountByGroup { group } => !group.is_empty(),
+            Command::GetClientSessionsByGroup { .. }
+            | Command::GetClientIdByUid { .. }
+            | Command::BatchGetClientIdByUid { .. }
+            | Command::BatchGetClientCountByGroup { .. } => true,
+            Command::Select { filter, .. } => filter.by_name(),
+            _ => false,
+        }
+    }
+
     /// Gives a packet its meaning.
     pub fn from_packet(p: Packet) -> Result<Command, CommandError> {
         use cmd::*;
