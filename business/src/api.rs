@@ -325,7 +325,13 @@ impl Api {
 
     /// CMD_SEND_TO_ONE.
     pub async fn send_to_client(&self, client_id: &str, msg: impl Into<Bytes>) -> Result<()> {
-        let id: ClientId = client_id.parse()?;
+        self.send_to_client_id(&client_id.parse()?, msg).await
+    }
+
+    /// [`Self::send_to_client`] by a parsed id: a worker answering its current client has it
+    /// parsed already (printing and parsing it again was ≈ 3 % of a room message's
+    /// instructions).
+    pub async fn send_to_client_id(&self, id: &ClientId, msg: impl Into<Bytes>) -> Result<()> {
         self.send(&id.gateway().to_string(), Command::SendToOne { conn: id.conn, msg: Message::text(msg) }).await
     }
 

@@ -135,12 +135,12 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
     let started = Instant::now();
     stats.event_wait.observe_since(ev.read_at);
     let session = kept.sync.load(api, &id, ev.kind, &ev.session).await;
-    let mut before = session.clone();
     let mut ctx = Context {
         client_id: id,
         client_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ev.origin.client_ip), ev.origin.client_port)),
         gateway_port: ev.origin.gateway_port,
         session,
+        before: None,
         api: api.clone(),
         local: kept.local.take(),
         saved: None,
@@ -155,11 +155,13 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
         EventKind::Message => app.on_message(&mut ctx, ev.body.data).await,
         EventKind::Close => app.on_close(&mut ctx).await,
     }
-    if let Some((saved, bytes)) = ctx.saved.take() {
+    if let Some(bytes) = ctx.saved.take() {
         kept.sync.saved(&bytes);
-        before = saved;
     }
-    kept.sync.store(api, &id, ev.kind, &before, &ctx.session).await;
+    // Untouched since it was loaded (or saved): nothing to write back.
+    if let Some(before) = ctx.before.take() {
+        kept.sync.store(api, &id, ev.kind, &before, &ctx.session).await;
+    }
     stats.callback.observe_since(started);
     kept.local = ctx.local.take();
 }
@@ -183,6 +185,9 @@ mod tests {
             if message.as_ref() == b"login" {
                 ctx.session_mut().insert(Key::from_bytes(b"who"), Value::Str(b"agent a1".to_vec()));
             }
+            if message.as_ref() == b"rename" {
+                ctx.session_mut().insert(Key::from_bytes(b"who"), Value::Str(b"agent a2".to_vec()));
+            }
             if message.as_ref() == b"panic" {
                 panic!("an application bug");
             }
@@ -205,8 +210,13 @@ mod tests {
 
     /// With `paced`, each event waits until the one before is done and its task has ended.
     async fn seen(events: Vec<Dispatch>, paced: bool) -> Vec<Option<String>> {
+        seen_over(Arc::new(Links::default()), events, paced).await
+    }
+
+    /// The same with the worker's links to gateways given.
+    async fn seen_over(links: Arc<Links>, events: Vec<Dispatch>, paced: bool) -> Vec<Option<String>> {
         let app = Arc::new(Who::default());
-        let api = Api::for_worker(Arc::new(Links::default()), Arc::default(), String::new());
+        let api = Api::for_worker(links, Arc::default(), String::new());
         let (tx, rx) = mpsc::channel(64);
         let inflight = Arc::new(Inflight::default());
         let task = tokio::spawn(dispatch(rx, app.clone(), api, inflight.clone(), Arc::default()));
@@ -254,6 +264,29 @@ mod tests {
             seen_after(vec![event(EventKind::Message, 1, b"login"), event(EventKind::Connect, 1, b""), event(EventKind::Message, 1, b"who am i")])
                 .await;
         assert_eq!(reconnect, [None, None]);
+    }
+
+    /// A session is written back (SET_SESSION) only when the callback changed it: not when it
+    /// only read it, nor when it set a value the session already had.
+    #[tokio::test]
+    async fn only_a_changed_session_is_written_back() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let links = Arc::new(Links::default());
+        links.store(Arc::new(HashMap::from([(GATEWAY.to_string(), tx)])));
+        let agent = |n: &str| Some(format!("agent {n}"));
+        let events = ["login", "next", "login", "rename", "next"].map(|m| event(EventKind::Message, 1, m.as_bytes())).into();
+        let seen = seen_over(links, events, true).await;
+        assert_eq!(seen, [None, agent("a1"), agent("a1"), agent("a1"), agent("a2")]);
+        let mut written = Vec::new();
+        while let Ok(packet) = rx.try_recv() {
+            let mut buf = bytes::BytesMut::from(&packet[..]);
+            let packet = gateway::protocol::Packet::decode(&mut buf, usize::MAX).expect("a packet").expect("whole");
+            if let Ok(gateway::protocol::Command::SetSession { session, .. }) = gateway::protocol::Command::from_packet(packet) {
+                written.push(Value::unserialize(&session).expect("PHP-serialized"));
+            }
+        }
+        let who = |n: &str| Value::Array([(Key::from_bytes(b"who"), Value::Str(format!("agent {n}").into_bytes()))].into_iter().collect());
+        assert_eq!(written, [who("a1"), who("a2")], "the login and the rename, nothing else");
     }
 
     /// An idle client has no task: the next event's task finds what the last one kept. A

@@ -34,15 +34,19 @@ pub struct Context {
     pub client_addr: SocketAddr,
     /// The gateway's public port.
     pub gateway_port: u16,
-    /// The client's session (PHP's `$_SESSION`): written back to the gateway after the
-    /// callback when it changed.
-    pub session: Option<php::Array>,
+    /// The client's session (PHP's `$_SESSION`), read with [`Context::session`] and changed
+    /// with [`Context::session_mut`]: written back to the gateway after the callback when it
+    /// changed.
+    pub(crate) session: Option<php::Array>,
+    /// The session as the callback found it, copied on its first change: an event that only
+    /// reads its session (most of them: a chat message) is not cloned and compared.
+    pub(crate) before: Option<Option<php::Array>>,
     pub api: Api,
     /// State this worker keeps for this client between its events (a rate limiter, say). It
     /// lives in the client's task, so it is lost when the client moves to another worker.
     pub local: Option<Box<dyn Any + Send + Sync>>,
-    /// Set by [`Context::save_session`]: what the gateway now holds, and its bytes.
-    pub(crate) saved: Option<(Option<php::Array>, Bytes)>,
+    /// Set by [`Context::save_session`]: the bytes the gateway now holds.
+    pub(crate) saved: Option<Bytes>,
     pub(crate) inflight: std::sync::Arc<crate::worker::Inflight>,
 }
 
@@ -54,7 +58,7 @@ impl Context {
 
     /// Sends to the current client (PHP's `sendToCurrentClient`).
     pub async fn send(&self, msg: impl Into<Bytes>) -> Result<()> {
-        self.api.send_to_client(&self.id(), msg).await
+        self.api.send_to_client_id(&self.client_id, msg).await
     }
 
     /// Writes the session to the gateway now rather than after the callback, so that queries
@@ -63,7 +67,9 @@ impl Context {
     pub async fn save_session(&mut self) -> Result<()> {
         let bytes = crate::session::serialize(&self.session);
         self.api.set_raw_session(&self.client_id, bytes.clone()).await?;
-        self.saved = Some((self.session.clone(), bytes));
+        self.saved = Some(bytes);
+        // What is saved is the new baseline: only a change after this one is written back.
+        self.before = None;
         Ok(())
     }
 
@@ -82,9 +88,30 @@ impl Context {
         self.local.as_mut().and_then(|b| b.downcast_mut::<T>()).expect("just stored a T")
     }
 
-    /// The session, created empty on first use.
+    /// The session as the gateway holds it (or as this callback changed it), if any.
+    pub fn session(&self) -> Option<&php::Array> {
+        self.session.as_ref()
+    }
+
+    /// The session to change, created empty on first use.
     pub fn session_mut(&mut self) -> &mut php::Array {
+        self.touch();
         self.session.get_or_insert_with(php::Array::new)
+    }
+
+    /// The session to change, only if the client has one.
+    pub fn existing_session_mut(&mut self) -> Option<&mut php::Array> {
+        self.session.as_ref()?;
+        self.touch();
+        self.session.as_mut()
+    }
+
+    /// Keeps the session as it was before its first change, to tell afterwards whether it
+    /// changed.
+    fn touch(&mut self) {
+        if self.before.is_none() {
+            self.before = Some(self.session.clone());
+        }
     }
 
     /// A session value as text.

@@ -94,7 +94,7 @@ impl Chat {
 
     /// The answer is how many connections are in the caller's room, on every gateway.
     pub(crate) async fn heartbeat(&self, ctx: &mut Context, who: &Who) -> Outcome {
-        let room = match ctx.session.as_ref().and_then(|s| s.get(&Key::Str(HOME_ROOM.to_vec()))) {
+        let room = match ctx.session().and_then(|s| s.get(&Key::Str(HOME_ROOM.to_vec()))) {
             Some(Php::Str(r)) => Some(String::from_utf8_lossy(r).into_owned()),
             _ => None,
         };

@@ -40,7 +40,7 @@ pub fn visitor_from_uid(visitor_id: &str) -> String {
 
 impl Who {
     pub fn of(ctx: &Context) -> Who {
-        Who::from_session(ctx.session.as_ref())
+        Who::from_session(ctx.session())
     }
 
     pub fn from_session(session: Option<&php::Array>) -> Who {
@@ -154,7 +154,7 @@ impl Who {
 
 /// The rooms a connection has joined (kept in its session).
 pub fn rooms(ctx: &Context) -> Vec<String> {
-    match ctx.session.as_ref().and_then(|s| s.get(&Key::Str(b"rooms".to_vec()))) {
+    match ctx.session().and_then(|s| s.get(&Key::Str(b"rooms".to_vec()))) {
         Some(Value::Array(a)) => {
             a.values().filter_map(|v| if let Value::Str(b) = v { Some(String::from_utf8_lossy(b).into_owned()) } else { None }).collect()
         }
@@ -169,7 +169,7 @@ pub fn set_rooms(ctx: &mut Context, rooms: &[String]) {
 
 /// When the agent token this connection logged in with expires (Unix seconds).
 pub fn token_exp(ctx: &Context) -> Option<u64> {
-    session_token_exp(ctx.session.as_ref()?)
+    session_token_exp(ctx.session()?)
 }
 
 /// `token_exp` of a session read from a gateway (listings, sweeps).
@@ -208,7 +208,7 @@ pub fn set_token_exp(ctx: &mut Context, exp: Option<u64>) {
             ctx.session_mut().insert(key, Value::Int(e.min(i64::MAX as u64) as i64));
         }
         None => {
-            if let Some(s) = ctx.session.as_mut() {
+            if let Some(s) = ctx.existing_session_mut() {
                 s.shift_remove(&key);
             }
         }
