@@ -299,7 +299,34 @@ fn id_list(cmd: u8, ext: &[u8]) -> Result<Vec<Id>, CommandError> {
     if ext.is_empty() {
         return Ok(Vec::new());
     }
+    json::fast::id_list(ext).map_or_else(|| id_list_general(cmd, ext), Ok)
+}
+
+/// [`id_list`] without the fast reader: how every shape is read.
+fn id_list_general(cmd: u8, ext: &[u8]) -> Result<Vec<Id>, CommandError> {
     id_values(cmd, &parse_json(cmd, ext)?)
+}
+
+/// A SEND_TO_GROUP's ext_data (not empty): its groups and the connections to leave out.
+fn group_ext(cmd: u8, ext: &[u8]) -> Result<(Vec<Id>, Option<Vec<u32>>), CommandError> {
+    json::fast::group_ext(ext).map_or_else(|| group_ext_general(cmd, ext), Ok)
+}
+
+/// [`group_ext`] without the fast reader: how every shape is read.
+fn group_ext_general(c: u8, ext: &[u8]) -> Result<(Vec<Id>, Option<Vec<u32>>), CommandError> {
+    let v = parse_json(c, ext)?;
+    let groups = match v.get("group") {
+        Some(g) => id_values(c, g)?,
+        None => Vec::new(),
+    };
+    let exclude = match v.get("exclude") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(ex) => Some(json::read_conn_ids(ex, true).ok_or_else(|| bad_ext(c, "bad exclude"))?),
+    };
+    // Without groups nothing is sent, so an exclude list means nothing (found by fuzzing:
+    // keeping it made decode/encode disagree).
+    let exclude = if groups.is_empty() { None } else { exclude };
+    Ok((groups, exclude))
 }
 
 fn id_values(cmd: u8, v: &serde_json::Value) -> Result<Vec<Id>, CommandError> {
@@ -419,23 +446,7 @@ impl Command {
             LEAVE_GROUP => Command::LeaveGroup { conn, group: p.ext },
             UNGROUP => Command::Ungroup { group: p.ext },
             SEND_TO_GROUP => {
-                let (groups, exclude) = if p.ext.is_empty() {
-                    (Vec::new(), None)
-                } else {
-                    let v = parse_json(c, &p.ext)?;
-                    let groups = match v.get("group") {
-                        Some(g) => id_values(c, g)?,
-                        None => Vec::new(),
-                    };
-                    let exclude = match v.get("exclude") {
-                        None | Some(serde_json::Value::Null) => None,
-                        Some(ex) => Some(json::read_conn_ids(ex, true).ok_or_else(|| bad_ext(c, "bad exclude"))?),
-                    };
-                    // Without groups nothing is sent, so an exclude list means nothing (found by
-                    // fuzzing: keeping it made decode/encode disagree).
-                    let exclude = if groups.is_empty() { None } else { exclude };
-                    (groups, exclude)
-                };
+                let (groups, exclude) = if p.ext.is_empty() { (Vec::new(), None) } else { group_ext(c, &p.ext)? };
                 Command::SendToGroup { groups, exclude, msg: message(&p) }
             }
             IS_ONLINE => Command::IsOnline { conn },
@@ -666,6 +677,52 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast readers of ext_data answer as the general ones or leave it to them, over
+    /// ext_data built from the shapes and near-misses a peer could send: duplicate and unknown
+    /// keys, lists where maps go, strings, floats, huge numbers, null, nesting.
+    #[test]
+    fn fast_ext_readers_agree_with_the_general_ones() {
+        use proptest::prelude::*;
+        let id = prop_oneof![
+            "[a-c0-9+/-]{0,3}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            any::<i64>().prop_map(|i| i.to_string()),
+            (0u32..4).prop_map(|i| i.to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("1.5".to_string()),
+            Just("-0".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+        ];
+        let list = proptest::collection::vec(id.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(",")));
+        let object = proptest::collection::vec(("[0-3+a]{0,2}", id.clone()), 0..4).prop_map(|v| {
+            let entries: Vec<String> = v.iter().map(|(k, val)| format!("\"{k}\":{val}")).collect();
+            format!("{{{}}}", entries.join(","))
+        });
+        let value = prop_oneof![list.clone(), object.clone(), id, Just("null".to_string())];
+        let key = prop_oneof![Just("group"), Just("exclude"), Just("other")];
+        let group_ext = proptest::collection::vec((key, value), 0..4).prop_map(|v| {
+            let entries: Vec<String> = v.iter().map(|(k, val)| format!("\"{k}\":{val}")).collect();
+            format!("{{{}}}", entries.join(","))
+        });
+        let (fast_groups, fast_lists) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        proptest!(ProptestConfig::with_cases(3000), |(ext in group_ext, ids in list)| {
+            if let Some(fast) = json::fast::group_ext(ext.as_bytes()) {
+                fast_groups.set(fast_groups.get() + 1);
+                prop_assert_eq!(Some(fast), group_ext_general(cmd::SEND_TO_GROUP, ext.as_bytes()).ok(), "{}", ext);
+            }
+            if let Some(fast) = json::fast::id_list(ids.as_bytes()) {
+                fast_lists.set(fast_lists.get() + 1);
+                prop_assert_eq!(Some(fast), id_list_general(cmd::SEND_TO_UID, ids.as_bytes()).ok(), "{}", ids);
+            }
+        });
+        // The generator reaches the fast readers, not only their refusals.
+        let (fast_groups, fast_lists) = (fast_groups.get(), fast_lists.get());
+        assert!(fast_groups > 20 && fast_lists > 100, "fast reads: {fast_groups} group, {fast_lists} list");
+        // The shapes the encoder writes are the fast ones.
+        let written = Command::SendToGroup { groups: vec![Id::from("r1"), Id::Int(7)], exclude: Some(vec![3, 9]), msg: Message::text("m") };
+        assert!(json::fast::group_ext(&written.into_packet().ext).is_some());
+    }
 
     fn worker_connect(body: &str) -> Result<Command, CommandError> {
         Command::from_packet(Packet { cmd: cmd::WORKER_CONNECT, body: Bytes::copy_from_slice(body.as_bytes()), ..Packet::default() })

@@ -145,6 +145,109 @@ pub fn read_conn_ids(v: &serde_json::Value, by_key: bool) -> Option<Vec<u32>> {
     })
 }
 
+/// The common shapes of ext_data, read straight into ids without building a
+/// `serde_json::Value` first: a room message's `{"group":[..],"exclude":null}` spent about as many
+/// instructions in that `Value` (a map, its keys hashed, every string copied twice) as in the
+/// rest of its decode (callgrind, docs/BENCHMARKS.md). `None` for any other shape, spelling or
+/// a value these do not take: the caller then reads it the general way, so what is accepted,
+/// refused and how is unchanged (`fast_reads_agree_with_the_general_ones` holds them to it).
+pub mod fast {
+    use super::Id;
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+    use std::fmt;
+
+    /// A string or an integer within i64: what `Id::from_json` takes.
+    struct FastId(Id);
+
+    impl<'de> Deserialize<'de> for FastId {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FastId, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = FastId;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string or an integer")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<FastId, E> {
+                    Ok(FastId(Id::Str(s.to_string())))
+                }
+                fn visit_string<E: de::Error>(self, s: String) -> Result<FastId, E> {
+                    Ok(FastId(Id::Str(s)))
+                }
+                fn visit_i64<E: de::Error>(self, i: i64) -> Result<FastId, E> {
+                    Ok(FastId(Id::Int(i)))
+                }
+                fn visit_u64<E: de::Error>(self, u: u64) -> Result<FastId, E> {
+                    i64::try_from(u).map(|i| FastId(Id::Int(i))).map_err(|_| E::custom("beyond i64"))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    fn ids(list: Vec<FastId>) -> Vec<Id> {
+        list.into_iter().map(|FastId(id)| id).collect()
+    }
+
+    /// An exclude map `{"<conn>":<conn>,..}` (as `write_conn_map` and PHP write it): its keys in
+    /// first-seen order, as a JSON object read into a map keeps them.
+    struct Keys(Vec<String>);
+
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                    let mut keys: Vec<String> = Vec::new();
+                    let mut seen = std::collections::HashSet::new();
+                    while let Some((k, de::IgnoredAny)) = m.next_entry::<String, de::IgnoredAny>()? {
+                        if seen.insert(k.clone()) {
+                            keys.push(k);
+                        }
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct GroupExt {
+        group: Vec<FastId>,
+        exclude: Option<Keys>,
+    }
+
+    /// `[id,..]`.
+    pub fn id_list(ext: &[u8]) -> Option<Vec<Id>> {
+        serde_json::from_slice::<Vec<FastId>>(ext).ok().map(ids)
+    }
+
+    /// `{"group":[id,..],"exclude":null|{"<conn>":<conn>,..}}`: the groups, and the excluded
+    /// connections (first-seen order, each once) when there is an exclude map and a group.
+    pub fn group_ext(ext: &[u8]) -> Option<(Vec<Id>, Option<Vec<u32>>)> {
+        let g: GroupExt = serde_json::from_slice(ext).ok()?;
+        let exclude = match g.exclude {
+            None => None,
+            Some(Keys(keys)) => {
+                let mut conns: Vec<u32> = keys.iter().map(|k| k.parse().ok()).collect::<Option<_>>()?;
+                let mut seen = std::collections::HashSet::new();
+                conns.retain(|c| seen.insert(*c));
+                Some(conns)
+            }
+        };
+        // Without groups nothing is sent, and the general reading drops the list too (once it
+        // was read: a bad one is refused either way).
+        let exclude = exclude.filter(|_| !g.group.is_empty());
+        Some((ids(g.group), exclude))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
