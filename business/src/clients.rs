@@ -18,7 +18,7 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::error;
@@ -134,12 +134,13 @@ async fn run<E: Events>(id: ClientId, slot: Arc<Mutex<Slot>>, app: Arc<E>, api: 
 async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: &E, api: &Api, inflight: &Arc<Inflight>, stats: &Stats) {
     let started = Instant::now();
     stats.event_wait.observe_since(ev.read_at);
-    let session = kept.sync.load(api, &id, ev.kind, &ev.session).await;
+    let raw = kept.sync.load(api, &id, ev.kind, &ev.session).await;
     let mut ctx = Context {
         client_id: id,
         client_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ev.origin.client_ip), ev.origin.client_port)),
         gateway_port: ev.origin.gateway_port,
-        session,
+        raw,
+        decoded: OnceLock::new(),
         before: None,
         api: api.clone(),
         local: kept.local.take(),
@@ -160,7 +161,7 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
     }
     // Untouched since it was loaded (or saved): nothing to write back.
     if let Some(before) = ctx.before.take() {
-        kept.sync.store(api, &id, ev.kind, &before, &ctx.session).await;
+        kept.sync.store(api, &id, ev.kind, before.as_ref(), ctx.session()).await;
     }
     stats.callback.observe_since(started);
     kept.local = ctx.local.take();

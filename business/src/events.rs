@@ -9,7 +9,9 @@ use bytes::Bytes;
 use gateway::protocol::php::{self, Key, Value};
 use gateway::protocol::ClientId;
 use std::any::Any;
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 #[async_trait]
 pub trait Events: Send + Sync + 'static {
@@ -34,10 +36,15 @@ pub struct Context {
     pub client_addr: SocketAddr,
     /// The gateway's public port.
     pub gateway_port: u16,
-    /// The client's session (PHP's `$_SESSION`), read with [`Context::session`] and changed
-    /// with [`Context::session_mut`]: written back to the gateway after the callback when it
-    /// changed.
-    pub(crate) session: Option<php::Array>,
+    /// The client's session (PHP's `$_SESSION`) as the gateway keeps it, serialized. It is
+    /// read with [`Context::session_fields`] (a few fields, nothing built) or
+    /// [`Context::session`], and changed with [`Context::session_mut`]; written back to the
+    /// gateway after the callback when it changed.
+    pub(crate) raw: Bytes,
+    /// `raw` unserialized, on first use: a chat message reads its sender's identity and rooms
+    /// and never needs the rest (unserializing every session was ≈ 8 % of a room message's
+    /// instructions in the worker, docs/BENCHMARKS.md).
+    pub(crate) decoded: OnceLock<Option<php::Array>>,
     /// The session as the callback found it, copied on its first change: an event that only
     /// reads its session (most of them: a chat message) is not cloned and compared.
     pub(crate) before: Option<Option<php::Array>>,
@@ -65,7 +72,7 @@ impl Context {
     /// made later in this callback (by this or any worker) already see it. PHP's
     /// `Gateway::setSession` on the current client does the same.
     pub async fn save_session(&mut self) -> Result<()> {
-        let bytes = crate::session::serialize(&self.session);
+        let bytes = crate::session::serialize(self.session());
         self.api.set_raw_session(&self.client_id, bytes.clone()).await?;
         self.saved = Some(bytes);
         // What is saved is the new baseline: only a change after this one is written back.
@@ -90,33 +97,61 @@ impl Context {
 
     /// The session as the gateway holds it (or as this callback changed it), if any.
     pub fn session(&self) -> Option<&php::Array> {
-        self.session.as_ref()
+        self.decoded.get_or_init(|| crate::session::decode(&self.raw)).as_ref()
+    }
+
+    /// Top-level strings and integers of the session under `keys`, read without unserializing
+    /// the rest (`php::fields`; arrays and other values are `Field::Other`, a missing key or
+    /// no session `None`): what an event that only needs its client's identity reads.
+    pub fn session_fields<const N: usize>(&self, keys: [&str; N]) -> [Option<php::Field<'_>>; N] {
+        match self.decoded.get() {
+            Some(session) => keys.map(|k| {
+                session.as_ref()?.get(&Key::from_bytes(k.as_bytes())).map(|v| match v {
+                    Value::Str(b) => php::Field::Str(b),
+                    Value::Int(i) => php::Field::Int(*i),
+                    _ => php::Field::Other,
+                })
+            }),
+            None => php::fields(&self.raw, keys).unwrap_or([None; N]),
+        }
+    }
+
+    /// One top-level value of the session (an array, say), unserializing only that value
+    /// until the session is unserialized whole.
+    pub fn session_value(&self, key: &str) -> Option<Cow<'_, Value>> {
+        match self.decoded.get() {
+            Some(session) => session.as_ref()?.get(&Key::from_bytes(key.as_bytes())).map(Cow::Borrowed),
+            None => {
+                let [raw] = php::raw_fields(&self.raw, [key])?;
+                Value::unserialize(raw?).ok().map(Cow::Owned)
+            }
+        }
     }
 
     /// The session to change, created empty on first use.
     pub fn session_mut(&mut self) -> &mut php::Array {
-        self.touch();
-        self.session.get_or_insert_with(php::Array::new)
+        self.decoded_mut().get_or_insert_with(php::Array::new)
     }
 
     /// The session to change, only if the client has one.
     pub fn existing_session_mut(&mut self) -> Option<&mut php::Array> {
-        self.session.as_ref()?;
-        self.touch();
-        self.session.as_mut()
+        self.session()?;
+        self.decoded_mut().as_mut()
     }
 
-    /// Keeps the session as it was before its first change, to tell afterwards whether it
-    /// changed.
-    fn touch(&mut self) {
+    /// The unserialized session, to change: the session as it was before its first change is
+    /// kept, to tell afterwards whether it changed.
+    fn decoded_mut(&mut self) -> &mut Option<php::Array> {
         if self.before.is_none() {
-            self.before = Some(self.session.clone());
+            self.before = Some(self.session().cloned());
         }
+        self.session();
+        self.decoded.get_mut().expect("unserialized just above")
     }
 
     /// A session value as text.
     pub fn session_str(&self, key: &str) -> Option<String> {
-        match self.session.as_ref()?.get(&Key::from_bytes(key.as_bytes()))? {
+        match self.session()?.get(&Key::from_bytes(key.as_bytes()))? {
             Value::Str(s) => Some(String::from_utf8_lossy(s).into_owned()),
             Value::Int(i) => Some(i.to_string()),
             _ => None,
@@ -169,5 +204,55 @@ impl WebSocketRequest {
 
     pub fn cookie(&self, name: &str) -> Option<String> {
         text(&self.cookie, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Links;
+    use php::Field;
+    use std::sync::Arc;
+
+    fn context(raw: &'static [u8]) -> Context {
+        Context {
+            client_id: "7f0000010b5400000001".parse().expect("a client id"),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            gateway_port: 0,
+            raw: Bytes::from_static(raw),
+            decoded: OnceLock::new(),
+            before: None,
+            api: Api::for_worker(Arc::new(Links::default()), Arc::default(), String::new()),
+            local: None,
+            saved: None,
+            inflight: Arc::default(),
+        }
+    }
+
+    /// A few fields or one value are read without unserializing the session, and answer as the
+    /// unserialized session does, before and after a change.
+    #[test]
+    fn fields_read_as_the_unserialized_session_answers() {
+        let raw = br#"a:4:{s:4:"role";s:5:"agent";s:2:"id";i:7;s:5:"rooms";a:1:{i:0;s:2:"r1";}s:1:"f";d:1.5;}"#;
+        let (lazy, eager) = (context(raw), context(raw));
+        assert!(eager.session().is_some());
+        let rooms = Value::Array([(Key::Int(0), Value::Str(b"r1".to_vec()))].into_iter().collect());
+        for ctx in [&lazy, &eager] {
+            let found = ctx.session_fields(["role", "id", "rooms", "f", "none"]);
+            assert_eq!(found, [Some(Field::Str(b"agent")), Some(Field::Int(7)), Some(Field::Other), Some(Field::Other), None]);
+            assert_eq!(ctx.session_value("rooms").as_deref(), Some(&rooms));
+            assert_eq!(ctx.session_value("id").as_deref(), Some(&Value::Int(7)));
+            assert!(ctx.session_value("none").is_none());
+        }
+        assert!(lazy.decoded.get().is_none(), "reading fields unserialized the session");
+        let mut changed = context(raw);
+        changed.session_mut().insert(Key::from_bytes(b"role"), Value::Str(b"visitor".to_vec()));
+        assert_eq!(changed.session_fields(["role"]), [Some(Field::Str(b"visitor"))]);
+        assert_eq!(changed.before, Some(eager.session().cloned()), "the session before the change is kept");
+        for raw in [&b""[..], b"i:5;", b"a:1:{"] {
+            let none = context(raw);
+            assert_eq!(none.session_fields(["role"]), [None]);
+            assert!(none.session_value("role").is_none() && none.session().is_none());
+        }
     }
 }

@@ -31,7 +31,8 @@ pub struct SessionSync {
     written: Option<Box<[u8]>>,
 }
 
-fn decode(bytes: &[u8]) -> Option<php::Array> {
+/// A session's bytes as the callback sees them: `None` unless they are a PHP array.
+pub(crate) fn decode(bytes: &[u8]) -> Option<php::Array> {
     match Value::unserialize(bytes) {
         Ok(Value::Array(a)) => Some(a),
         _ => None,
@@ -39,32 +40,33 @@ fn decode(bytes: &[u8]) -> Option<php::Array> {
 }
 
 impl SessionSync {
-    /// The session the callback should see for an event carrying `ext`.
-    pub async fn load(&mut self, api: &Api, id: &ClientId, kind: EventKind, ext: &Bytes) -> Option<php::Array> {
+    /// The session the callback should see for an event carrying `ext`, as the gateway keeps
+    /// it (serialized): the callback unserializes it only if it needs more than a few fields.
+    pub async fn load(&mut self, api: &Api, id: &ClientId, kind: EventKind, ext: &Bytes) -> Bytes {
         let crc = crc32fast::hash(ext);
         match self.version {
             None => {
                 self.version = Some(crc);
-                decode(ext)
+                ext.clone()
             }
             Some(v) if v == crc => {
                 // The gateway has caught up with everything we wrote.
                 self.replaced.clear();
                 self.written = None;
-                decode(ext)
+                ext.clone()
             }
-            Some(_) if self.replaced.contains(&crc) => self.written.as_deref().and_then(decode),
-            Some(_) if kind == EventKind::Close => decode(ext),
+            Some(_) if self.replaced.contains(&crc) => self.written.as_deref().map(Bytes::copy_from_slice).unwrap_or_default(),
+            Some(_) if kind == EventKind::Close => ext.clone(),
             Some(_) => {
                 // Someone else changed it (another worker, an API client): ask the gateway.
                 self.version = Some(crc);
                 self.replaced.clear();
                 self.written = None;
                 match api.raw_session(id).await {
-                    Ok(current) => decode(&current),
+                    Ok(current) => current,
                     Err(e) => {
                         warn!(client = %id, "cannot fetch the current session, using the event's: {e}");
-                        decode(ext)
+                        ext.clone()
                     }
                 }
             }
@@ -89,7 +91,7 @@ impl SessionSync {
     }
 
     /// Writes the session back when the callback changed it.
-    pub async fn store(&mut self, api: &Api, id: &ClientId, kind: EventKind, before: &Option<php::Array>, after: &Option<php::Array>) {
+    pub async fn store(&mut self, api: &Api, id: &ClientId, kind: EventKind, before: Option<&php::Array>, after: Option<&php::Array>) {
         if kind == EventKind::Close || before == after {
             return;
         }
@@ -104,7 +106,7 @@ impl SessionSync {
 /// A session as the gateway keeps it: PHP-serialized, empty for none. Exactly as long as it
 /// is: the worker keeps the last one it wrote per client, and the serializer's buffer has
 /// grown by doubling.
-pub fn serialize(session: &Option<php::Array>) -> Bytes {
+pub fn serialize(session: Option<&php::Array>) -> Bytes {
     match session {
         Some(a) => Bytes::from(Value::Array(a.clone()).serialize().into_boxed_slice()),
         None => Bytes::new(),

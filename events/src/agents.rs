@@ -197,10 +197,12 @@ impl Chat {
 
     /// Every agent action re-checks the token: an expired or revoked one gets the `logout`
     /// frame and its connection is closed, as the expiry timer would have done.
-    pub(crate) async fn check_token(&self, ctx: &mut Context, who: &Who) -> Outcome {
+    /// An agent acting with a token that has run out (`exp`, its session's `token_exp`) or
+    /// was revoked is logged out here.
+    pub(crate) async fn check_token(&self, ctx: &mut Context, who: &Who, exp: Option<u64>) -> Outcome {
         let Who::Agent { bid, id, .. } = who else { return Ok(()) };
         let revoked = self.revoked(bid, id);
-        if !revoked && valid_now(crate::who::token_exp(ctx)) {
+        if !revoked && valid_now(exp) {
             return Ok(());
         }
         let why = if revoked { "revoked" } else { "expired" };

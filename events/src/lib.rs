@@ -164,9 +164,9 @@ impl Chat {
     }
 
     async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {
-        let who = Who::of(ctx);
+        let (who, exp) = Who::with_token_exp(ctx);
         if method != "login" && method != "auth" {
-            self.check_token(ctx, &who).await?;
+            self.check_token(ctx, &who, exp).await?;
         }
         match method {
             "login" => self.login(ctx, req).await,

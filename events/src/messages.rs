@@ -5,7 +5,7 @@
 use crate::keys::{agent_uid, conversation_thread, private_thread, room_thread, visitor_uid};
 use crate::protocol::{id_field, message_json, text_field, SayAck};
 use crate::service::Author;
-use crate::who::{rooms, Who};
+use crate::who::{in_room, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
 use serde_json::{json, Map, Value};
@@ -69,7 +69,7 @@ impl Chat {
         let cid = id_field(req, "cid")?;
         let target = self.target(who, req, "to_uid").await?;
         if let Target::Room { room, .. } = &target {
-            if !rooms(ctx).contains(room) {
+            if !in_room(ctx, room) {
                 return Err(Fail::denied("join the room first"));
             }
         }

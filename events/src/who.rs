@@ -29,6 +29,19 @@ fn field_text(f: Option<php::Field<'_>>) -> Option<Cow<'_, str>> {
     }
 }
 
+/// The session fields an identity is read from, in `from_identity_fields`' order.
+const IDENTITY: [&str; 5] = ["role", "bid", "id", "name", "conversation_id"];
+/// The same and the agent token's expiry, in `and_exp`'s order.
+const IDENTITY_AND_EXP: [&str; 6] = ["role", "bid", "id", "name", "conversation_id", "token_exp"];
+
+/// `token_exp` as `session_token_exp` reads it.
+fn exp_field(f: Option<php::Field<'_>>) -> Option<u64> {
+    match f? {
+        php::Field::Int(i) => u64::try_from(i).ok(),
+        _ => None,
+    }
+}
+
 fn put(s: &mut php::Array, k: &str, v: &str) {
     s.insert(Key::Str(k.as_bytes().to_vec()), Value::Str(v.as_bytes().to_vec()));
 }
@@ -39,8 +52,20 @@ pub fn visitor_from_uid(visitor_id: &str) -> String {
 }
 
 impl Who {
+    /// The connection's identity, read from its session without unserializing the rest.
     pub fn of(ctx: &Context) -> Who {
-        Who::from_session(ctx.session())
+        Who::from_identity_fields(ctx.session_fields(IDENTITY))
+    }
+
+    /// The identity and its agent token's expiry (`token_exp`), read together: every event
+    /// checks both.
+    pub fn with_token_exp(ctx: &Context) -> (Who, Option<u64>) {
+        Who::and_exp(ctx.session_fields(IDENTITY_AND_EXP))
+    }
+
+    /// The identity and token expiry in the fields `IDENTITY_AND_EXP` names.
+    fn and_exp([role, bid, id, name, conversation, exp]: [Option<php::Field<'_>>; 6]) -> (Who, Option<u64>) {
+        (Who::from_identity_fields([role, bid, id, name, conversation]), exp_field(exp))
     }
 
     pub fn from_session(session: Option<&php::Array>) -> Who {
@@ -53,22 +78,19 @@ impl Who {
     /// bot's agents needs of each of them. The same answer as `from_session` on the
     /// unserialized session.
     pub fn from_session_bytes(session: &[u8]) -> (Who, Option<u64>) {
-        let Some([role, bid, id, name, conversation, exp]) = php::fields(session, ["role", "bid", "id", "name", "conversation_id", "token_exp"])
-        else {
-            return (Who::Nobody, None);
-        };
+        php::fields(session, IDENTITY_AND_EXP).map_or((Who::Nobody, None), Who::and_exp)
+    }
+
+    /// The identity in the session fields `IDENTITY` names, as `from_session` reads it.
+    fn from_identity_fields([role, bid, id, name, conversation]: [Option<php::Field<'_>>; 5]) -> Who {
         let text = |f| field_text(f).map(Cow::into_owned);
-        let exp = match exp {
-            Some(php::Field::Int(i)) => u64::try_from(i).ok(),
-            _ => None,
-        };
         // The role decides before anything is copied: a listing reads every member's session.
         let role = match role {
             Some(php::Field::Str(b"agent")) => "agent",
             Some(php::Field::Str(b"visitor")) => "visitor",
-            _ => return (Who::Nobody, exp),
+            _ => return Who::Nobody,
         };
-        (Who::from_fields(Some(role), text(bid), text(id), text(name), || text(conversation)), exp)
+        Who::from_fields(Some(role), text(bid), text(id), text(name), || text(conversation))
     }
 
     /// An agent's id and name in a serialized session, borrowed from it where they are valid
@@ -154,7 +176,7 @@ impl Who {
 
 /// The rooms a connection has joined (kept in its session).
 pub fn rooms(ctx: &Context) -> Vec<String> {
-    match ctx.session().and_then(|s| s.get(&Key::Str(b"rooms".to_vec()))) {
+    match ctx.session_value("rooms").as_deref() {
         Some(Value::Array(a)) => {
             a.values().filter_map(|v| if let Value::Str(b) = v { Some(String::from_utf8_lossy(b).into_owned()) } else { None }).collect()
         }
@@ -162,14 +184,18 @@ pub fn rooms(ctx: &Context) -> Vec<String> {
     }
 }
 
+/// Whether the connection has joined `room`: what every room message checks, read without
+/// copying the list.
+pub fn in_room(ctx: &Context, room: &str) -> bool {
+    match ctx.session_value("rooms").as_deref() {
+        Some(Value::Array(a)) => a.values().any(|v| matches!(v, Value::Str(b) if b == room.as_bytes())),
+        _ => false,
+    }
+}
+
 pub fn set_rooms(ctx: &mut Context, rooms: &[String]) {
     let list = php::list(rooms.iter().map(|r| Value::Str(r.as_bytes().to_vec())));
     ctx.session_mut().insert(Key::Str(b"rooms".to_vec()), list);
-}
-
-/// When the agent token this connection logged in with expires (Unix seconds).
-pub fn token_exp(ctx: &Context) -> Option<u64> {
-    session_token_exp(ctx.session()?)
 }
 
 /// `token_exp` of a session read from a gateway (listings, sweeps).

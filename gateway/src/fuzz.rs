@@ -29,8 +29,8 @@ pub fn register_line(data: &[u8]) {
 }
 
 /// PHP serialize: what parses re-serializes to something that parses to the same value;
-/// `php::fields` answers as unserialize then a lookup; the session merge never panics on any
-/// pair.
+/// `php::fields` answers as unserialize then a lookup, and each of `php::raw_fields`' slices
+/// unserializes to the value looked up; the session merge never panics on any pair.
 pub fn session(data: &[u8]) {
     if let Ok(v) = Value::unserialize(data) {
         let again = Value::unserialize(&v.serialize()).expect("our own output parses");
@@ -52,8 +52,18 @@ pub fn session(data: &[u8]) {
                     (f, v) => panic!("fields found {f:?} where unserialize has {v:?}"),
                 }
             }
+            let raw = php::raw_fields(data, keys).expect("raw_fields refused what unserialize took");
+            for (r, k) in raw.iter().zip(keys) {
+                let value = r.map(|r| Value::unserialize(r).expect("a field's bytes are one value"));
+                if !format!("{value:?}").contains("NaN") {
+                    assert_eq!(value.as_ref(), a.get(&php::Key::from_bytes(k.as_bytes())), "raw_fields under {k}");
+                }
+            }
         }
-        _ => assert!(found.is_none(), "fields took what unserialize refused"),
+        _ => {
+            assert!(found.is_none(), "fields took what unserialize refused");
+            assert!(php::raw_fields(data, keys).is_none(), "raw_fields took what unserialize refused");
+        }
     }
     let mid = data.len() / 2;
     let _ = php::merge_session(&data[..mid], &data[mid..]);

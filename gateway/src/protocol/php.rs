@@ -393,6 +393,18 @@ enum FieldKey<'a> {
 /// `None` where `unserialize` fails (the whole input is checked), the last of repeated keys,
 /// keys normalised as PHP does.
 pub fn fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<Field<'a>>; N]> {
+    Some(scan(input, keys)?.map(|found| found.map(|(field, _)| field)))
+}
+
+/// The same top-level values as [`fields`], each as its own serialized bytes (which
+/// `Value::unserialize` reads): one array of a session read without unserializing the rest.
+pub fn raw_fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<&'a [u8]>; N]> {
+    Some(scan(input, keys)?.map(|found| found.map(|(_, raw)| raw)))
+}
+
+/// What `fields` and `raw_fields` read: each wanted value, and the bytes it was read from.
+#[allow(clippy::type_complexity)]
+fn scan<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<(Field<'a>, &'a [u8])>; N]> {
     let wanted = keys.map(|k| match canonical_int(k.as_bytes()) {
         Some(i) => FieldKey::Int(i),
         None => FieldKey::Str(k.as_bytes()),
@@ -406,6 +418,7 @@ pub fn fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[O
     let mut out = [None; N];
     for _ in 0..n {
         let key = p.key().ok()?;
+        let start = p.pos;
         let value = p.field().ok()?;
         for (slot, want) in out.iter_mut().zip(&wanted) {
             let same = match (key, want) {
@@ -414,7 +427,7 @@ pub fn fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[O
                 _ => false,
             };
             if same {
-                *slot = Some(value);
+                *slot = Some((value, &input[start..p.pos]));
             }
         }
     }
@@ -537,9 +550,10 @@ mod tests {
         }
     }
 
-    /// `fields` must answer exactly as `unserialize` then a lookup: checked on sessions as the
-    /// chat writes them, on odd but valid input, and on every truncation and many corruptions
-    /// of each (where both must refuse, or agree).
+    /// `fields` must answer exactly as `unserialize` then a lookup, and so must each slice of
+    /// `raw_fields` once unserialized: checked on sessions as the chat writes them, on odd but
+    /// valid input, and on every truncation and many corruptions of each (where both must
+    /// refuse, or agree).
     #[test]
     fn fields_agree_with_unserialize() {
         let keys = ["role", "id", "exp", "7", "rooms"];
@@ -565,6 +579,10 @@ mod tests {
                     .collect(),
             )
         };
+        let raw = |input: &[u8]| -> Option<Vec<Option<Value>>> {
+            let found = raw_fields(input, keys)?;
+            Some(found.iter().map(|r| r.map(|r| Value::unserialize(r).expect("one value"))).collect())
+        };
         let samples: Vec<&[u8]> = vec![
             br#"a:5:{s:4:"role";s:5:"agent";s:3:"bid";s:2:"b1";s:2:"id";s:3:"u;1";s:4:"name";s:1:"n";s:5:"rooms";a:2:{i:0;s:2:"r1";i:1;s:2:"r2";}}"#,
             br#"a:3:{s:4:"role";s:1:"x";s:4:"role";s:1:"y";s:3:"exp";i:-17;}"#,
@@ -576,6 +594,7 @@ mod tests {
         ];
         for sample in samples {
             assert_eq!(read(sample), looked_up(sample), "{}", String::from_utf8_lossy(sample));
+            assert_eq!(raw(sample), looked_up(sample), "{}", String::from_utf8_lossy(sample));
             assert!(fields(sample, keys).is_some() == matches!(Value::unserialize(sample), Ok(Value::Array(_))));
             for cut in 0..sample.len() {
                 let cut = &sample[..cut];
@@ -586,6 +605,7 @@ mod tests {
                     let mut bad = sample.to_vec();
                     bad[i] = b;
                     assert_eq!(read(&bad), looked_up(&bad), "{}", String::from_utf8_lossy(&bad));
+                    assert_eq!(raw(&bad), looked_up(&bad), "{}", String::from_utf8_lossy(&bad));
                     assert_eq!(fields(&bad, keys).is_some(), matches!(Value::unserialize(&bad), Ok(Value::Array(_))), "{bad:?}");
                 }
             }
