@@ -62,20 +62,28 @@ def ir(f):
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     sys.exit(f"callgrind.sh: no totals in {f}")
-print(ir(f"{d}/gateway.cg"), ir(f"{d}/worker.cg"), r.get("sent", 0), r.get("received", 0))
+def store(f):
+    # The SQLite store thread's share (its batches, inclusive): it varies with how messages
+    # fall into batches from run to run, the event's own part does not.
+    import subprocess
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--tree=none", "--threshold=100", f], capture_output=True, text=True).stdout
+    hits = [int(l.split()[0].replace(",", "")) for l in out.splitlines() if "events::store::sqlite::run_batch [" in l]
+    return max(hits, default=0)
+print(ir(f"{d}/gateway.cg"), ir(f"{d}/worker.cg"), r.get("sent", 0), r.get("received", 0), store(f"{d}/worker.cg"))
 PY
 }
 
 echo "callgrind: $CONNS agents in rooms of 50 at $RATE msgs/s each for $SECS s; then $CONNS and $((2 * CONNS)) logging in and joining only" >&2
-read -r G1 W1 M D <<< "$(run chat $CONNS "$RATE")"
-read -r G0 W0 _ _ <<< "$(run base $CONNS 0)"
-read -r G2 W2 _ _ <<< "$(run base2 $((2 * CONNS)) 0)"
-python3 - "$G1" "$W1" "$M" "$D" "$G0" "$W0" "$G2" "$W2" "$CONNS" <<'PY'
+read -r G1 W1 M D S1 <<< "$(run chat $CONNS "$RATE")"
+read -r G0 W0 _ _ S0 <<< "$(run base $CONNS 0)"
+read -r G2 W2 _ _ _ <<< "$(run base2 $((2 * CONNS)) 0)"
+python3 - "$G1" "$W1" "$M" "$D" "$G0" "$W0" "$G2" "$W2" "$CONNS" "$S1" "$S0" <<'PY'
 import sys
-g1, w1, m, d, g0, w0, g2, w2, conns = map(int, sys.argv[1:])
+g1, w1, m, d, g0, w0, g2, w2, conns, s1, s0 = map(int, sys.argv[1:])
 print("| instructions (callgrind) | per room message | per delivery | per login (with its join) |")
 print("|---|---:|---:|---:|")
 print(f"| chat worker | {(w1 - w0) / m:,.0f} | | {(w2 - w0) / conns:,.0f} |")
+print(f"| of which the SQLite store thread | {(s1 - s0) / m:,.0f} | | |")
 print(f"| gateway | {(g1 - g0) / m:,.0f} | {(g1 - g0) / d:,.0f} | {(g2 - g0) / conns:,.0f} |")
 print(f"({m} messages, {d} deliveries; totals chat / base / base2: gateway {g1:,} / {g0:,} / {g2:,}, worker {w1:,} / {w0:,} / {w2:,})")
 PY

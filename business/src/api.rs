@@ -329,8 +329,8 @@ impl Api {
     }
 
     /// [`Self::send_to_client`] by a parsed id: a worker answering its current client has it
-    /// parsed already (printing and parsing it again was ≈ 3 % of a room message's
-    /// instructions).
+    /// parsed already (printing it again to parse it was ≈ 2 % of a room message's
+    /// instructions in the worker).
     pub async fn send_to_client_id(&self, id: &ClientId, msg: impl Into<Bytes>) -> Result<()> {
         self.send(&id.gateway().to_string(), Command::SendToOne { conn: id.conn, msg: Message::text(msg) }).await
     }

@@ -195,10 +195,9 @@ impl Chat {
         Err(Fail::denied(format!("this connection is already {what}: one identity per connection, open another")))
     }
 
-    /// Every agent action re-checks the token: an expired or revoked one gets the `logout`
-    /// frame and its connection is closed, as the expiry timer would have done.
-    /// An agent acting with a token that has run out (`exp`, its session's `token_exp`) or
-    /// was revoked is logged out here.
+    /// Every agent action re-checks the token: an expired one (`exp`, its session's
+    /// `token_exp`) or a revoked one gets the `logout` frame and its connection is closed, as
+    /// the expiry timer would have done.
     pub(crate) async fn check_token(&self, ctx: &mut Context, who: &Who, exp: Option<u64>) -> Outcome {
         let Who::Agent { bid, id, .. } = who else { return Ok(()) };
         let revoked = self.revoked(bid, id);
