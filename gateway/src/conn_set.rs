@@ -5,7 +5,7 @@
 //! One connection is held inline; up to [`FEW`], a list searched end to end (4 bytes a member,
 //! where an `IndexSet` cost ≈ 32 bytes a member of a room of fifty and ≈ 200 bytes for a
 //! uid's one connection: docs/BENCHMARKS.md); past that, a set, so that a group of thousands is
-//! not searched end to end on each join and leave.
+//! not searched end to end on each join and leave, until it is down to half of `FEW` again.
 
 use crate::tables::ConnId;
 use indexmap::IndexSet;
@@ -80,6 +80,16 @@ impl ConnSet {
             }
             ConnSet::Many(set) => {
                 set.shift_remove(&conn);
+                // A crowd that has left goes back to a list (half of `FEW`, so that a group
+                // around the boundary does not switch at every join and leave): a room of
+                // thousands emptied to a few would otherwise keep its set's allocation.
+                if set.len() <= FEW / 2 {
+                    *self = match set.len() {
+                        0 => ConnSet::One(None),
+                        1 => ConnSet::One(set.first().copied()),
+                        _ => ConnSet::Few(set.iter().copied().collect()),
+                    };
+                }
             }
         }
     }
@@ -149,6 +159,29 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConnSet>(), 24);
     }
 
+    /// A set that shrinks to half of `FEW` becomes a list again, then one inline, keeping
+    /// the order.
+    #[test]
+    fn a_crowd_that_leaves_goes_back_to_a_list() {
+        let mut set = ConnSet::default();
+        for c in 0..200 {
+            set.insert(c);
+        }
+        assert!(matches!(set, ConnSet::Many(_)));
+        for c in (0..200).filter(|c| c % 7 != 0).take(200 - FEW / 2 - 1) {
+            set.remove(c);
+        }
+        assert!(matches!(&set, ConnSet::Many(s) if s.len() == FEW / 2 + 1));
+        let left: Vec<ConnId> = set.iter().collect();
+        set.remove(left[3]);
+        let expected: Vec<ConnId> = left.iter().copied().filter(|c| *c != left[3]).collect();
+        assert!(matches!(&set, ConnSet::Few(v) if *v == expected), "{set:?}");
+        for c in &expected[1..] {
+            set.remove(*c);
+        }
+        assert!(matches!(set, ConnSet::One(Some(c)) if c == expected[0]));
+    }
+
     proptest! {
         /// Whatever is added and removed, it holds what an ordered set would, in its order.
         #[test]
@@ -164,8 +197,10 @@ mod tests {
                 }
                 prop_assert_eq!(set.len(), model.len());
                 prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.iter().copied().collect::<Vec<_>>());
-                if let ConnSet::Few(v) = &set {
-                    prop_assert!(v.len() >= 2, "a list of {} is held inline", v.len());
+                match &set {
+                    ConnSet::Few(v) => prop_assert!(v.len() >= 2, "a list of {} is held inline", v.len()),
+                    ConnSet::Many(s) => prop_assert!(s.len() > FEW / 2, "a set of {} is kept", s.len()),
+                    ConnSet::One(_) => {}
                 }
             }
         }
