@@ -538,9 +538,10 @@ impl Api {
     async fn select(&self, fields: &[&str], filter: SelectWhere) -> Result<Vec<(ClientId, php::Array)>> {
         // By groups or uids alone, only where they may be; by connection ids, or everyone,
         // everywhere.
-        let gateways = match filter.by_name() {
-            true => self.lookup_targets(filter.uids.as_deref().unwrap_or_default(), filter.groups.as_deref().unwrap_or_default()).await?,
-            false => self.gateways().await?,
+        let gateways = if filter.by_name() {
+            self.lookup_targets(filter.uids.as_deref().unwrap_or_default(), filter.groups.as_deref().unwrap_or_default()).await?
+        } else {
+            self.gateways().await?
         };
         let cmd = Command::Select { fields: fields.iter().map(|f| f.to_string()).collect(), filter };
         let replies = self.query_on(&gateways, cmd).await?;

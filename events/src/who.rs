@@ -29,9 +29,8 @@ fn field_text(f: Option<php::Field<'_>>) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The session fields an identity is read from, in `from_identity_fields`' order.
-const IDENTITY: [&str; 5] = ["role", "bid", "id", "name", "conversation_id"];
-/// The same and the agent token's expiry, in `and_exp`'s order.
+/// The session fields an identity and its agent token's expiry are read from, in `and_exp`'s
+/// order.
 const IDENTITY_AND_EXP: [&str; 6] = ["role", "bid", "id", "name", "conversation_id", "token_exp"];
 
 /// `token_exp` as `session_token_exp` reads it.
@@ -54,7 +53,7 @@ pub fn visitor_from_uid(visitor_id: &str) -> String {
 impl Who {
     /// The connection's identity, read from its session without unserializing the rest.
     pub fn of(ctx: &Context) -> Who {
-        Who::from_identity_fields(ctx.session_fields(IDENTITY))
+        Who::with_token_exp(ctx).0
     }
 
     /// The identity and its agent token's expiry (`token_exp`), read together: every event
@@ -63,9 +62,18 @@ impl Who {
         Who::and_exp(ctx.session_fields(IDENTITY_AND_EXP))
     }
 
-    /// The identity and token expiry in the fields `IDENTITY_AND_EXP` names.
+    /// The identity and token expiry in the fields `IDENTITY_AND_EXP` names, as
+    /// `from_session` and `session_token_exp` read them from the unserialized session.
     fn and_exp([role, bid, id, name, conversation, exp]: [Option<php::Field<'_>>; 6]) -> (Who, Option<u64>) {
-        (Who::from_identity_fields([role, bid, id, name, conversation]), exp_field(exp))
+        let exp = exp_field(exp);
+        let text = |f| field_text(f).map(Cow::into_owned);
+        // The role decides before anything is copied: a listing reads every member's session.
+        let role = match role {
+            Some(php::Field::Str(b"agent")) => "agent",
+            Some(php::Field::Str(b"visitor")) => "visitor",
+            _ => return (Who::Nobody, exp),
+        };
+        (Who::from_fields(Some(role), text(bid), text(id), text(name), || text(conversation)), exp)
     }
 
     pub fn from_session(session: Option<&php::Array>) -> Who {
@@ -79,18 +87,6 @@ impl Who {
     /// unserialized session.
     pub fn from_session_bytes(session: &[u8]) -> (Who, Option<u64>) {
         php::fields(session, IDENTITY_AND_EXP).map_or((Who::Nobody, None), Who::and_exp)
-    }
-
-    /// The identity in the session fields `IDENTITY` names, as `from_session` reads it.
-    fn from_identity_fields([role, bid, id, name, conversation]: [Option<php::Field<'_>>; 5]) -> Who {
-        let text = |f| field_text(f).map(Cow::into_owned);
-        // The role decides before anything is copied: a listing reads every member's session.
-        let role = match role {
-            Some(php::Field::Str(b"agent")) => "agent",
-            Some(php::Field::Str(b"visitor")) => "visitor",
-            _ => return Who::Nobody,
-        };
-        Who::from_fields(Some(role), text(bid), text(id), text(name), || text(conversation))
     }
 
     /// An agent's id and name in a serialized session, borrowed from it where they are valid

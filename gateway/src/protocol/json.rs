@@ -136,13 +136,15 @@ pub fn read_conn_ids(v: &serde_json::Value, by_key: bool) -> Option<Vec<u32>> {
         serde_json::Value::Array(a) => a.iter().map(as_u32).collect(),
         _ => None,
     };
-    // A connection listed twice is still one connection (found by fuzzing: PHP would send it
-    // the message twice, and the list could not be written back as a map).
-    ids.map(|mut ids| {
-        let mut seen = std::collections::HashSet::new();
-        ids.retain(|id| seen.insert(*id));
-        ids
-    })
+    ids.map(each_once)
+}
+
+/// A connection listed twice is still one connection (found by fuzzing: PHP would send it the
+/// message twice, and the list could not be written back as a map): the first of each kept.
+fn each_once(mut ids: Vec<u32>) -> Vec<u32> {
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
+    ids
 }
 
 /// The common shapes of ext_data, read straight into ids without building a
@@ -189,27 +191,25 @@ pub mod fast {
         list.into_iter().map(|FastId(id)| id).collect()
     }
 
-    /// An exclude map `{"<conn>":<conn>,..}` (as `write_conn_map` and PHP write it): its keys in
-    /// first-seen order, as a JSON object read into a map keeps them.
-    struct Keys(Vec<String>);
+    /// An exclude map `{"<conn>":<conn>,..}` (as `write_conn_map` and PHP write it): its keys
+    /// as connection ids, in order. A key repeated in the object is read again, where a map
+    /// would keep it once in its first place: the same list once `each_once` has run.
+    struct ConnKeys(Vec<u32>);
 
-    impl<'de> Deserialize<'de> for Keys {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+    impl<'de> Deserialize<'de> for ConnKeys {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ConnKeys, D::Error> {
             struct V;
             impl<'de> Visitor<'de> for V {
-                type Value = Keys;
+                type Value = ConnKeys;
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("an object")
+                    f.write_str("an object keyed by connection ids")
                 }
-                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
-                    let mut keys: Vec<String> = Vec::new();
-                    let mut seen = std::collections::HashSet::new();
-                    while let Some((k, de::IgnoredAny)) = m.next_entry::<String, de::IgnoredAny>()? {
-                        if seen.insert(k.clone()) {
-                            keys.push(k);
-                        }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ConnKeys, A::Error> {
+                    let mut conns = Vec::new();
+                    while let Some((k, de::IgnoredAny)) = m.next_entry::<std::borrow::Cow<'_, str>, de::IgnoredAny>()? {
+                        conns.push(k.parse().map_err(|_| de::Error::custom("not a connection id"))?);
                     }
-                    Ok(Keys(keys))
+                    Ok(ConnKeys(conns))
                 }
             }
             d.deserialize_map(V)
@@ -220,7 +220,7 @@ pub mod fast {
     #[serde(deny_unknown_fields)]
     struct GroupExt {
         group: Vec<FastId>,
-        exclude: Option<Keys>,
+        exclude: Option<ConnKeys>,
     }
 
     /// `[id,..]`.
@@ -232,18 +232,9 @@ pub mod fast {
     /// connections (first-seen order, each once) when there is an exclude map and a group.
     pub fn group_ext(ext: &[u8]) -> Option<(Vec<Id>, Option<Vec<u32>>)> {
         let g: GroupExt = serde_json::from_slice(ext).ok()?;
-        let exclude = match g.exclude {
-            None => None,
-            Some(Keys(keys)) => {
-                let mut conns: Vec<u32> = keys.iter().map(|k| k.parse().ok()).collect::<Option<_>>()?;
-                let mut seen = std::collections::HashSet::new();
-                conns.retain(|c| seen.insert(*c));
-                Some(conns)
-            }
-        };
         // Without groups nothing is sent, and the general reading drops the list too (once it
         // was read: a bad one is refused either way).
-        let exclude = exclude.filter(|_| !g.group.is_empty());
+        let exclude = g.exclude.map(|ConnKeys(conns)| super::each_once(conns)).filter(|_| !g.group.is_empty());
         Some((ids(g.group), exclude))
     }
 }
