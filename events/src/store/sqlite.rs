@@ -19,13 +19,69 @@ use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// A job runs against the connection and returns how to answer once the batch's fate is known
-/// (`true`: committed).
-type Job = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
+/// A job runs against the store thread's connection and returns how to answer once the batch's
+/// fate is known (`true`: committed).
+type Job = Box<dyn FnOnce(&mut Writer) -> Answer + Send>;
 type Answer = Box<dyn FnOnce(bool) + Send>;
+
+/// What the store thread owns: its connection, and each thread's last message id as this
+/// connection last saw it, so that a message's id is not looked up in the table every time.
+///
+/// The ids are good only while no other connection has written: they are forgotten when
+/// `PRAGMA data_version` moves (another worker's or `switchboard copy`'s commit), when a batch
+/// is rolled back, and when a job runs outside a batch's write lock. An id that is wrong anyway
+/// (a write this connection made some other way) is caught by the table's primary key, and the
+/// insert looks the id up again.
+struct Writer {
+    conn: Connection,
+    last_ids: HashMap<String, i64>,
+    /// `data_version` when `last_ids` was last known good.
+    version: Option<i64>,
+}
+
+/// Threads whose last id is kept (a bound on the map: past it, it starts again empty).
+const LAST_IDS: usize = 100_000;
+
+impl Writer {
+    /// Called with the write lock held, before a batch's jobs: forgets the ids if another
+    /// connection committed since the last batch.
+    fn check_version(&mut self) {
+        let now = self.conn.row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
+        if now.is_none() || now != self.version {
+            self.last_ids.clear();
+        }
+        self.version = now;
+    }
+
+    fn forget(&mut self) {
+        self.last_ids.clear();
+        self.version = None;
+    }
+
+    /// The id the thread's next message gets.
+    fn next_id(&mut self, thread: &str) -> rusqlite::Result<i64> {
+        if let Some(last) = self.last_ids.get(thread) {
+            return Ok(last + 1);
+        }
+        self.conn.row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1", [thread], |r| r.get(0))
+    }
+
+    fn stored(&mut self, thread: &str, id: i64) {
+        if self.version.is_none() {
+            return;
+        }
+        if self.last_ids.len() >= LAST_IDS && !self.last_ids.contains_key(thread) {
+            self.last_ids.clear();
+        }
+        self.last_ids.insert(thread.to_string(), id);
+    }
+}
 
 /// Jobs run in one transaction at most (a bound on how long one batch holds the write lock).
 const MAX_BATCH: usize = 256;
+
+/// The store thread's page cache, KiB.
+const PAGE_CACHE_KIB: u32 = 64 * 1024;
 
 /// Compiled statements kept per connection (see `Cached`).
 const STATEMENT_CACHE: usize = 64;
@@ -214,8 +270,14 @@ impl SqliteStore {
         }
         // The checkpoint thread copies on `wal`'s schedule, not the commit that crosses a mark.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A page cache that holds what the chat writes to: the tail of every active thread and
+        // the dedup index's leaves of every active sender. With SQLite's default (2 MiB), a
+        // thousand agents chatting made the store read a page back from the file for about
+        // every other message (`strace`, docs/BENCHMARKS.md). Filled only as pages are used.
+        conn.pragma_update(None, "cache_size", -(PAGE_CACHE_KIB as i64))?;
         let checkpointer = super::wal::Checkpointer::start(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let mut writer = Writer { conn, last_ids: HashMap::new(), version: None };
         std::thread::Builder::new()
             .name("sqlite-store".into())
             .spawn(move || {
@@ -227,7 +289,7 @@ impl SqliteStore {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&mut conn, batch);
+                    run_batch(&mut writer, batch);
                     checkpointer.committed();
                 }
                 // The checkpoint thread copies what is left as its handle drops.
@@ -239,10 +301,15 @@ impl SqliteStore {
 
     /// Runs `f` on the store thread; work that must be atomic uses `c.savepoint()`.
     pub(super) async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        self.run_writer(move |w| f(&mut w.conn)).await
+    }
+
+    /// `run` with the thread's last ids at hand (`insert_message`).
+    async fn run_writer<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move |c| {
-                let result = f(c);
+            .send(Box::new(move |w| {
+                let result = f(w);
                 Box::new(move |committed| {
                     let _ = tx.send(if committed { result } else { Err(StoreError::Corrupt("the store's commit failed".into())) });
                 })
@@ -263,24 +330,29 @@ fn wait_for_lock(attempt: i32) -> bool {
 }
 
 /// One transaction around every job of the batch; the answers go after the commit.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+fn run_batch(w: &mut Writer, batch: Vec<Job>) {
     // BEGIN IMMEDIATE waits (busy_timeout) for other processes' batches. Both statements are
     // cached: parsing them again for every batch showed in the profile.
-    if let Err(e) = conn.exec("BEGIN IMMEDIATE", []) {
+    if let Err(e) = w.conn.exec("BEGIN IMMEDIATE", []) {
         tracing::warn!("store: cannot begin a transaction: {e}");
         // Each job then runs in autocommit mode (a job's savepoint, where it takes one, is its
-        // own transaction; a single write statement is atomic by itself).
+        // own transaction; a single write statement is atomic by itself), where another
+        // process may write between two jobs: no id is kept.
         for job in batch {
-            job(conn)(true);
+            w.forget();
+            job(w)(true);
         }
+        w.forget();
         return;
     }
-    let answers: Vec<Answer> = batch.into_iter().map(|job| job(conn)).collect();
-    let committed = match conn.exec("COMMIT", []) {
+    w.check_version();
+    let answers: Vec<Answer> = batch.into_iter().map(|job| job(w)).collect();
+    let committed = match w.conn.exec("COMMIT", []) {
         Ok(_) => true,
         Err(e) => {
             tracing::error!("store: commit of {} jobs failed, refusing them: {e}", answers.len());
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = w.conn.execute_batch("ROLLBACK");
+            w.forget();
             false
         }
     };
@@ -331,24 +403,35 @@ impl Store for SqliteStore {
         // table it writes: more instructions than the separate read.) No savepoint: the INSERT
         // is one statement, atomic by itself, and the batch's write lock keeps another writer
         // out between reading the thread's last id and inserting.
-        self.run(move |c| {
-            let id: i64 = c.row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages WHERE thread = ?1", [&m.thread], |r| r.get(0))?;
+        self.run_writer(move |w| {
             let ts = now_ms();
             let dest = m.dest();
-            let inserted = c.exec(
-                "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
-                params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender],
-            )?;
-            if inserted == 1 {
+            let insert = |c: &Connection, id: i64| {
+                c.exec(
+                    "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                    params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender],
+                )
+            };
+            let id = w.next_id(&m.thread)?;
+            if insert(&w.conn, id)? == 1 {
+                w.stored(&m.thread, id);
                 return Ok(Inserted::New(StoredMessage::stored(m, id, ts)));
             }
-            // Refused: only the dedup index can refuse it (the id is the thread's next), so
-            // there is a cid and an original under it.
-            let refused = || StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread));
-            let Some(cid) = m.cid.as_deref() else { return Err(refused()) };
-            let old = c.row(DUPLICATE_SQL, params![m.thread, m.sender, cid], row_message).optional()?;
-            old.map(Inserted::Duplicate).ok_or_else(refused)
+            // Refused by the dedup index (a cid this sender already used here: the original
+            // answers), or by the primary key if the kept id was out of date.
+            if let Some(cid) = m.cid.as_deref() {
+                if let Some(old) = w.conn.row(DUPLICATE_SQL, params![m.thread, m.sender, cid], row_message).optional()? {
+                    return Ok(Inserted::Duplicate(old));
+                }
+            }
+            w.last_ids.remove(&m.thread);
+            let id = w.next_id(&m.thread)?;
+            if insert(&w.conn, id)? == 1 {
+                w.stored(&m.thread, id);
+                return Ok(Inserted::New(StoredMessage::stored(m, id, ts)));
+            }
+            Err(StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread)))
         })
         .await
     }
@@ -576,6 +659,62 @@ mod tests {
             content: "x".repeat(100),
             to: serde_json::Map::new(),
         }
+    }
+
+    fn remove_db(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// The id a thread's next message gets, as the store thread keeps it.
+    async fn kept_id(store: &SqliteStore, thread: &'static str) -> Option<i64> {
+        store.run_writer(move |w| Ok(w.last_ids.get(thread).copied())).await.expect("kept id")
+    }
+
+    /// Two workers of a box write one thread in turn: each must see the other's messages
+    /// before numbering its own (the kept last id is forgotten when the other commits), and
+    /// the thread's ids run 1, 2, 3... with no gap and no refusal.
+    #[tokio::test]
+    async fn a_thread_written_by_two_processes_in_turn_keeps_consecutive_ids() {
+        let path = std::env::temp_dir().join(format!("switchboard-ids-{}.db", std::process::id()));
+        let (a, b) = (SqliteStore::open(&path).expect("open"), SqliteStore::open(&path).expect("open"));
+        let mut ids = Vec::new();
+        for n in 0..20 {
+            let store = if n % 2 == 0 { &a } else { &b };
+            match store.insert_message(message("t", n)).await.expect("insert") {
+                Inserted::New(m) => ids.push(m.id),
+                Inserted::Duplicate(m) => panic!("message {n} taken for a duplicate of {}", m.id),
+            }
+            let other = if n % 2 == 0 { &b } else { &a };
+            assert_eq!(kept_id(other, "t").await, None, "after message {n}, the other process still numbers from its own last id");
+        }
+        assert_eq!(kept_id(&b, "t").await, Some(20), "the writer keeps its own last id");
+        drop((a, b));
+        remove_db(&path);
+        assert_eq!(ids, (1..=20).collect::<Vec<i64>>());
+    }
+
+    /// A row the kept id does not know of (written on the same connection some other way):
+    /// the primary key refuses the kept id, and the next one is looked up instead.
+    #[tokio::test]
+    async fn an_id_taken_behind_the_kept_one_is_looked_up_again() {
+        let path = std::env::temp_dir().join(format!("switchboard-stale-{}.db", std::process::id()));
+        let store = SqliteStore::open(&path).expect("open");
+        store.insert_message(message("t", 0)).await.expect("insert");
+        store
+            .run(|c| {
+                c.execute("INSERT INTO messages (thread, id, from_uid, from_name, content, dest, ts) VALUES ('t', 2, 'u', 'n', 'x', '{}', 0)", [])?;
+                Ok(())
+            })
+            .await
+            .expect("a row behind the store's back");
+        let third = store.insert_message(message("t", 1)).await.expect("insert");
+        let again = store.insert_message(message("t", 1)).await.expect("the same cid again");
+        drop(store);
+        remove_db(&path);
+        assert!(matches!(third, Inserted::New(ref m) if m.id == 3), "got {third:?}");
+        assert!(matches!(again, Inserted::Duplicate(ref m) if m.id == 3), "got {again:?}");
     }
 
     /// An export reading the live file (`switchboard copy`) holds an old snapshot, which a
