@@ -80,9 +80,6 @@ impl Writer {
 /// Jobs run in one transaction at most (a bound on how long one batch holds the write lock).
 const MAX_BATCH: usize = 256;
 
-/// The store thread's page cache, KiB.
-const PAGE_CACHE_KIB: u32 = 64 * 1024;
-
 /// Compiled statements kept per connection (see `Cached`).
 const STATEMENT_CACHE: usize = 64;
 
@@ -270,11 +267,6 @@ impl SqliteStore {
         }
         // The checkpoint thread copies on `wal`'s schedule, not the commit that crosses a mark.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // A page cache that holds what the chat writes to: the tail of every active thread and
-        // the dedup index's leaves of every active sender. With SQLite's default (2 MiB), a
-        // thousand agents chatting made the store read a page back from the file for about
-        // every other message (`strace`, docs/BENCHMARKS.md). Filled only as pages are used.
-        conn.pragma_update(None, "cache_size", -(PAGE_CACHE_KIB as i64))?;
         let checkpointer = super::wal::Checkpointer::start(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let mut writer = Writer { conn, last_ids: HashMap::new(), version: None };
