@@ -328,11 +328,16 @@ impl Api {
         self.send_to_client_id(&client_id.parse()?, msg).await
     }
 
-    /// [`Self::send_to_client`] by a parsed id: a worker answering its current client has it
-    /// parsed already (printing it again to parse it was ≈ 2 % of a room message's
-    /// instructions in the worker).
+    /// [`Self::send_to_client`] by a parsed id.
     pub async fn send_to_client_id(&self, id: &ClientId, msg: impl Into<Bytes>) -> Result<()> {
-        self.send(&id.gateway().to_string(), Command::SendToOne { conn: id.conn, msg: Message::text(msg) }).await
+        self.send_to_conn(&id.gateway().to_string(), id.conn, msg).await
+    }
+
+    /// To connection `conn` of the gateway linked as `gateway`: a worker answering its current
+    /// client knows the link the event came over (printing the client id's address to find it
+    /// was ≈ 2 000 instructions, 2.5 % of a room message in the worker, docs/BENCHMARKS.md).
+    pub(crate) async fn send_to_conn(&self, gateway: &str, conn: u32, msg: impl Into<Bytes>) -> Result<()> {
+        self.send(gateway, Command::SendToOne { conn, msg: Message::text(msg) }).await
     }
 
     /// CMD_SEND_TO_ALL to every client.

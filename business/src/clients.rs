@@ -29,6 +29,9 @@ pub(crate) struct ClientEvent {
     pub(crate) origin: Origin,
     pub(crate) session: Bytes,
     pub(crate) body: Body,
+    /// The link it came over, by the gateway's address as the worker's links know it: where
+    /// an answer to the client goes, found without printing the client id's address.
+    pub(crate) gateway: Arc<str>,
     /// When the link read it (for `event_wait_seconds`).
     pub(crate) read_at: Instant,
 }
@@ -139,6 +142,7 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
         client_id: id,
         client_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ev.origin.client_ip), ev.origin.client_port)),
         gateway_port: ev.origin.gateway_port,
+        gateway: ev.gateway,
         raw,
         decoded: OnceLock::new(),
         before: None,
@@ -201,7 +205,7 @@ mod tests {
         let gw: SocketAddrV4 = GATEWAY.parse().expect("addr");
         let origin = Origin { local_ip: u32::from(*gw.ip()), local_port: gw.port(), conn, ..Origin::default() };
         // The gateway holds no session for a new connection, and never got our write (no link).
-        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), read_at: Instant::now() })
+        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), gateway: GATEWAY.into(), read_at: Instant::now() })
     }
 
     /// What each message saw, the events sent all at once.

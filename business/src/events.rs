@@ -11,7 +11,7 @@ use gateway::protocol::ClientId;
 use std::any::Any;
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 #[async_trait]
 pub trait Events: Send + Sync + 'static {
@@ -36,6 +36,8 @@ pub struct Context {
     pub client_addr: SocketAddr,
     /// The gateway's public port.
     pub gateway_port: u16,
+    /// The link the event came over (`ClientEvent::gateway`): where `send` answers.
+    pub(crate) gateway: Arc<str>,
     /// The client's session (PHP's `$_SESSION`) as the gateway keeps it, serialized. It is
     /// read with [`Context::session_fields`] (a few fields, nothing built) or
     /// [`Context::session`], and changed with [`Context::session_mut`]; written back to the
@@ -65,7 +67,7 @@ impl Context {
 
     /// Sends to the current client (PHP's `sendToCurrentClient`).
     pub async fn send(&self, msg: impl Into<Bytes>) -> Result<()> {
-        self.api.send_to_client_id(&self.client_id, msg).await
+        self.api.send_to_conn(&self.gateway, self.client_id.conn, msg).await
     }
 
     /// Writes the session to the gateway now rather than after the callback, so that queries
@@ -212,13 +214,13 @@ mod tests {
     use super::*;
     use crate::api::Links;
     use php::Field;
-    use std::sync::Arc;
 
     fn context(raw: &'static [u8]) -> Context {
         Context {
             client_id: "7f0000010b5400000001".parse().expect("a client id"),
             client_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             gateway_port: 0,
+            gateway: "127.0.0.1:2900".into(),
             raw: Bytes::from_static(raw),
             decoded: OnceLock::new(),
             before: None,

@@ -144,6 +144,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
         for addr in list.unwrap_or_default() {
             if supervised.insert(addr.clone()) {
                 let link = Link {
+                    name: addr.as_str().into(),
                     addr,
                     config: config.clone(),
                     links: links.clone(),
@@ -209,6 +210,8 @@ fn json_ready(config: &WorkerConfig, gateways: usize) -> String {
 /// Keeps one gateway link alive.
 struct Link {
     addr: String,
+    /// `addr`, shared with every event read over this link.
+    name: Arc<str>,
     config: WorkerConfig,
     links: Arc<Links>,
     directory: Arc<Directory>,
@@ -295,7 +298,8 @@ impl Link {
                     match Command::from_packet(packet) {
                         Ok(Command::Event { kind, origin, session, body }) => {
                             self.inflight.add();
-                            if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body, read_at: Instant::now() })).await.is_err() {
+                            let gateway = self.name.clone();
+                            if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body, gateway, read_at: Instant::now() })).await.is_err() {
                                 self.inflight.done();
                                 break false;
                             }
