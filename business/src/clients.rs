@@ -145,6 +145,7 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
         gateway: ev.gateway,
         raw,
         decoded: OnceLock::new(),
+        index: OnceLock::new(),
         before: None,
         api: api.clone(),
         local: kept.local.take(),

@@ -47,6 +47,9 @@ pub struct Context {
     /// and never needs the rest (unserializing every session was ≈ 8 % of a room message's
     /// instructions in the worker, docs/BENCHMARKS.md).
     pub(crate) decoded: OnceLock<Option<php::Array>>,
+    /// Where `raw`'s top-level fields are, found on the first read: an event that reads its
+    /// session twice (a chat message: the identity, then the rooms) reads it once.
+    pub(crate) index: OnceLock<Option<php::Index>>,
     /// The session as the callback found it, copied on its first change: an event that only
     /// reads its session (most of them: a chat message) is not cloned and compared.
     pub(crate) before: Option<Option<php::Array>>,
@@ -114,8 +117,16 @@ impl Context {
                     _ => php::Field::Other,
                 })
             }),
-            None => php::fields(&self.raw, keys).unwrap_or([None; N]),
+            None => match self.index() {
+                Some(index) => index.fields(&self.raw, keys),
+                None => [None; N],
+            },
         }
+    }
+
+    /// `raw`'s index (`None`: no session, or one that does not unserialize to an array).
+    fn index(&self) -> Option<&php::Index> {
+        self.index.get_or_init(|| php::Index::of(&self.raw)).as_ref()
     }
 
     /// One top-level value of the session (an array, say), unserializing only that value
@@ -123,10 +134,20 @@ impl Context {
     pub fn session_value(&self, key: &str) -> Option<Cow<'_, Value>> {
         match self.decoded.get() {
             Some(session) => session.as_ref()?.get(&Key::from_bytes(key.as_bytes())).map(Cow::Borrowed),
-            None => {
-                let [raw] = php::raw_fields(&self.raw, [key])?;
-                Value::unserialize(raw?).ok().map(Cow::Owned)
-            }
+            None => Value::unserialize(self.index()?.raw(&self.raw, key)?).ok().map(Cow::Owned),
+        }
+    }
+
+    /// Whether the top-level array under `key` holds the string `item` (a room in the
+    /// client's list of rooms), read without building the array until the session is
+    /// unserialized whole.
+    pub fn session_list_has(&self, key: &str, item: &[u8]) -> bool {
+        match self.decoded.get() {
+            Some(session) => match session.as_ref().and_then(|s| s.get(&Key::from_bytes(key.as_bytes()))) {
+                Some(Value::Array(a)) => a.values().any(|v| matches!(v, Value::Str(b) if b == item)),
+                _ => false,
+            },
+            None => self.index().and_then(|index| index.raw(&self.raw, key)).is_some_and(|list| php::array_has_str(list, item)),
         }
     }
 
@@ -223,6 +244,7 @@ mod tests {
             gateway: "127.0.0.1:2900".into(),
             raw: Bytes::from_static(raw),
             decoded: OnceLock::new(),
+            index: OnceLock::new(),
             before: None,
             api: Api::for_worker(Arc::new(Links::default()), Arc::default(), String::new()),
             local: None,
@@ -245,16 +267,21 @@ mod tests {
             assert_eq!(ctx.session_value("rooms").as_deref(), Some(&rooms));
             assert_eq!(ctx.session_value("id").as_deref(), Some(&Value::Int(7)));
             assert!(ctx.session_value("none").is_none());
+            assert!(ctx.session_list_has("rooms", b"r1"));
+            assert!(!ctx.session_list_has("rooms", b"r2") && !ctx.session_list_has("role", b"agent") && !ctx.session_list_has("none", b"r1"));
         }
         assert!(lazy.decoded.get().is_none(), "reading fields unserialized the session");
         let mut changed = context(raw);
         changed.session_mut().insert(Key::from_bytes(b"role"), Value::Str(b"visitor".to_vec()));
         assert_eq!(changed.session_fields(["role"]), [Some(Field::Str(b"visitor"))]);
+        changed.session_mut().insert(Key::from_bytes(b"rooms"), php::list([Value::Str(b"r2".to_vec())]));
+        assert!(changed.session_list_has("rooms", b"r2") && !changed.session_list_has("rooms", b"r1"));
         assert_eq!(changed.before, Some(eager.session().cloned()), "the session before the change is kept");
         for raw in [&b""[..], b"i:5;", b"a:1:{"] {
             let none = context(raw);
             assert_eq!(none.session_fields(["role"]), [None]);
             assert!(none.session_value("role").is_none() && none.session().is_none());
+            assert!(!none.session_list_has("rooms", b"r1"));
         }
     }
 }

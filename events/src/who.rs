@@ -183,10 +183,7 @@ pub fn rooms(ctx: &Context) -> Vec<String> {
 /// Whether the connection has joined `room`: what every room message checks, read without
 /// copying the list.
 pub fn in_room(ctx: &Context, room: &str) -> bool {
-    match ctx.session_value("rooms").as_deref() {
-        Some(Value::Array(a)) => a.values().any(|v| matches!(v, Value::Str(b) if b == room.as_bytes())),
-        _ => false,
-    }
+    ctx.session_list_has("rooms", room.as_bytes())
 }
 
 pub fn set_rooms(ctx: &mut Context, rooms: &[String]) {

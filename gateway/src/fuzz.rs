@@ -65,6 +65,23 @@ pub fn session(data: &[u8]) {
             assert!(php::raw_fields(data, keys).is_none(), "raw_fields took what unserialize refused");
         }
     }
+    // An index reads as `fields` and `raw_fields` do; `array_has_str` as a search of the
+    // unserialized values (for the first string value found, and one unlikely to be there).
+    let index = php::Index::of(data);
+    assert_eq!(index.is_some(), found.is_some(), "an index and fields disagree on what is an array");
+    if let Some(index) = &index {
+        assert_eq!(Some(index.fields(data, keys)), found, "an index's fields");
+        assert_eq!(Some(keys.map(|k| index.raw(data, k))), php::raw_fields(data, keys), "an index's raw fields");
+    }
+    if let Ok(Value::Array(a)) = Value::unserialize(data) {
+        let first = a.values().find_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None });
+        for item in first.iter().map(Vec::as_slice).chain([&b"\xff-none"[..]]) {
+            let has = a.values().any(|v| matches!(v, Value::Str(s) if s == item));
+            assert_eq!(php::array_has_str(data, item), has, "array_has_str {item:?}");
+        }
+    } else {
+        assert!(!php::array_has_str(data, b""), "array_has_str in what unserialize refused");
+    }
     let mid = data.len() / 2;
     let _ = php::merge_session(&data[..mid], &data[mid..]);
 }

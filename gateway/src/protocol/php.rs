@@ -380,7 +380,7 @@ pub enum Field<'a> {
     Other,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum FieldKey<'a> {
     Int(i64),
     Str(&'a [u8]),
@@ -405,57 +405,160 @@ pub fn raw_fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Optio
 /// What `fields` and `raw_fields` read: each wanted value, and the bytes it was read from.
 #[allow(clippy::type_complexity)]
 fn scan<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<(Field<'a>, &'a [u8])>; N]> {
-    let wanted = keys.map(|k| match canonical_int(k.as_bytes()) {
+    let wanted = keys.map(wanted_key);
+    let mut out = [None; N];
+    walk(input, |key, value, raw| {
+        for (slot, want) in out.iter_mut().zip(&wanted) {
+            if key == *want {
+                *slot = Some((value, raw));
+            }
+        }
+    })?;
+    Some(out)
+}
+
+/// A key as a caller names it, normalised as PHP normalises array keys.
+fn wanted_key(k: &str) -> FieldKey<'_> {
+    match canonical_int(k.as_bytes()) {
         Some(i) => FieldKey::Int(i),
         None => FieldKey::Str(k.as_bytes()),
-    });
+    }
+}
+
+/// Every top-level entry of a serialized array in order: its key, its value as [`fields`]
+/// reads it, and the value's own bytes. `None` (after some entries, maybe) where the input is
+/// not an array `unserialize` accepts.
+fn walk<'a>(input: &'a [u8], mut each: impl FnMut(FieldKey<'a>, Field<'a>, &'a [u8])) -> Option<()> {
     let mut p = Parser { input, pos: 0, depth: 0 };
     if input.get(..2) != Some(b"a:") {
         return None;
     }
     p.pos = 2;
     let n = p.array_head().ok()?;
-    let mut out = [None; N];
     for _ in 0..n {
         let key = p.key().ok()?;
         let start = p.pos;
         let value = p.field().ok()?;
-        for (slot, want) in out.iter_mut().zip(&wanted) {
-            let same = match (key, want) {
-                (FieldKey::Int(a), FieldKey::Int(b)) => a == *b,
-                (FieldKey::Str(a), FieldKey::Str(b)) => a == *b,
-                _ => false,
-            };
-            if same {
-                *slot = Some((value, &input[start..p.pos]));
-            }
-        }
+        each(key, value, &input[start..p.pos]);
     }
     p.array_tail().ok()?;
-    (p.pos == input.len()).then_some(out)
+    (p.pos == input.len()).then_some(())
+}
+
+/// A serialized array's top-level entries as offsets into it: read (and checked, as
+/// `unserialize` would) once, then each field found again without reading the array. For a
+/// caller that looks in one session several times (a chat message: the sender's identity,
+/// then its rooms).
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key: KeyAt,
+    field: FieldAt,
+    /// The value's own bytes.
+    raw: (usize, usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyAt {
+    Int(i64),
+    Str(usize, usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FieldAt {
+    Str(usize, usize),
+    Int(i64),
+    Other,
+}
+
+impl Index {
+    /// `None` where `input` is not an array `unserialize` accepts.
+    pub fn of(input: &[u8]) -> Option<Index> {
+        let base = input.as_ptr() as usize;
+        let at = |b: &[u8]| (b.as_ptr() as usize - base, b.as_ptr() as usize - base + b.len());
+        // A chat client's session has six to eight fields: one allocation, not three.
+        let mut entries = Vec::with_capacity(8);
+        walk(input, |key, field, raw| {
+            let key = match key {
+                FieldKey::Int(i) => KeyAt::Int(i),
+                FieldKey::Str(s) => {
+                    let (from, to) = at(s);
+                    KeyAt::Str(from, to)
+                }
+            };
+            let field = match field {
+                Field::Str(s) => {
+                    let (from, to) = at(s);
+                    FieldAt::Str(from, to)
+                }
+                Field::Int(i) => FieldAt::Int(i),
+                Field::Other => FieldAt::Other,
+            };
+            entries.push(Entry { key, field, raw: at(raw) });
+        })?;
+        Some(Index { entries })
+    }
+
+    /// The last entry under `key` (PHP keeps the last of repeated keys).
+    fn entry(&self, input: &[u8], key: &str) -> Option<Entry> {
+        let want = wanted_key(key);
+        self.entries.iter().rev().copied().find(|e| match (e.key, want) {
+            (KeyAt::Int(a), FieldKey::Int(b)) => a == b,
+            (KeyAt::Str(from, to), FieldKey::Str(b)) => input.get(from..to) == Some(b),
+            _ => false,
+        })
+    }
+
+    /// As [`fields`] reads `input`, the array this index was made of.
+    pub fn fields<'a, const N: usize>(&self, input: &'a [u8], keys: [&str; N]) -> [Option<Field<'a>>; N] {
+        keys.map(|k| {
+            Some(match self.entry(input, k)?.field {
+                FieldAt::Str(from, to) => Field::Str(input.get(from..to)?),
+                FieldAt::Int(i) => Field::Int(i),
+                FieldAt::Other => Field::Other,
+            })
+        })
+    }
+
+    /// As [`raw_fields`] reads one key of `input`, the array this index was made of.
+    pub fn raw<'a>(&self, input: &'a [u8], key: &str) -> Option<&'a [u8]> {
+        let (from, to) = self.entry(input, key)?.raw;
+        input.get(from..to)
+    }
+}
+
+/// Whether the serialized array `input` holds the string `item` among its values, as
+/// `unserialize` would have them (the last of repeated keys counting): a room looked for in a
+/// session's list of rooms without building the list.
+pub fn array_has_str(input: &[u8], item: &[u8]) -> bool {
+    // The keys whose latest value so far is `item` (most often none, or one).
+    let mut holding: Vec<FieldKey<'_>> = Vec::new();
+    let whole = walk(input, |key, value, _| {
+        holding.retain(|k| *k != key);
+        if value == Field::Str(item) {
+            holding.push(key);
+        }
+    });
+    whole.is_some() && !holding.is_empty()
 }
 
 /// The top-level entries of a serialized array under integer keys (a gateway's reply keyed by
 /// connection id), in order, values read as [`fields`] reads them; entries under string keys
 /// are left out. `None` where the input is not an array `unserialize` accepts.
 pub fn int_keyed(input: &[u8]) -> Option<Vec<(i64, Field<'_>)>> {
-    let mut p = Parser { input, pos: 0, depth: 0 };
-    if input.get(..2) != Some(b"a:") {
-        return None;
-    }
-    p.pos = 2;
-    let n = p.array_head().ok()?;
-    // Each entry needs at least 8 bytes, so a huge count cannot pre-allocate much.
-    let mut out = Vec::with_capacity((n as usize).min(input.len() / 8));
-    for _ in 0..n {
-        let key = p.key().ok()?;
-        let value = p.field().ok()?;
+    // A guess from the length (an entry holds a session, rarely under 64 bytes), which a
+    // reply claiming a huge count cannot inflate.
+    let mut out = Vec::with_capacity(input.len() / 64);
+    walk(input, |key, value, _| {
         if let FieldKey::Int(k) = key {
             out.push((k, value));
         }
-    }
-    p.array_tail().ok()?;
-    (p.pos == input.len()).then_some(out)
+    })?;
+    Some(out)
 }
 
 fn parse_php_float(raw: &[u8]) -> Option<f64> {
@@ -553,7 +656,7 @@ mod tests {
     /// `fields` must answer exactly as `unserialize` then a lookup, and so must each slice of
     /// `raw_fields` once unserialized: checked on sessions as the chat writes them, on odd but
     /// valid input, and on every truncation and many corruptions of each (where both must
-    /// refuse, or agree).
+    /// refuse, or agree). An `Index` and `array_has_str` are held to the same.
     #[test]
     fn fields_agree_with_unserialize() {
         let keys = ["role", "id", "exp", "7", "rooms"];
@@ -589,21 +692,49 @@ mod tests {
             br#"a:4:{i:7;s:5:"seven";s:1:"7";s:5:"again";s:2:"id";N;s:3:"exp";d:1.5;}"#,
             br#"a:2:{s:2:"id";b:1;s:4:"role";a:1:{s:1:"a";a:0:{}}}"#,
             br#"a:0:{}"#,
+            br#"a:4:{i:0;s:1:"x";i:1;s:1:"y";i:0;s:1:"y";s:1:"0";s:1:"x";}"#,
+            br#"a:3:{i:0;s:2:"r1";s:2:"id";s:1:"x";s:2:"id";s:1:"y";}"#,
             br#"s:4:"role";"#,
             br#"i:5;"#,
         ];
+        // An index answers as `fields` and `raw_fields` do; `array_has_str` as a search of the
+        // unserialized values.
+        type Read<'a> = Option<([Option<Field<'a>>; 5], [Option<&'a [u8]>; 5])>;
+        fn indexed<'a>(input: &'a [u8], keys: [&str; 5]) -> Read<'a> {
+            let index = Index::of(input)?;
+            Some((index.fields(input, keys), keys.map(|k| index.raw(input, k))))
+        }
+        fn direct<'a>(input: &'a [u8], keys: [&str; 5]) -> Read<'a> {
+            Some((fields(input, keys)?, raw_fields(input, keys)?))
+        }
+        let has = |input: &[u8], item: &[u8]| match Value::unserialize(input) {
+            Ok(Value::Array(a)) => a.values().any(|v| *v == Value::Str(item.to_vec())),
+            _ => false,
+        };
+        let check = |input: &[u8]| {
+            assert_eq!(indexed(input, keys), direct(input, keys), "{}", String::from_utf8_lossy(input));
+            for item in [&b"r1"[..], b"x", b"y", b"seven", b"again"] {
+                assert_eq!(array_has_str(input, item), has(input, item), "{item:?} in {}", String::from_utf8_lossy(input));
+            }
+        };
         for sample in samples {
+            check(sample);
+            if let Some([Some(rooms)]) = raw_fields(sample, ["rooms"]) {
+                check(rooms);
+            }
             assert_eq!(read(sample), looked_up(sample), "{}", String::from_utf8_lossy(sample));
             assert_eq!(raw(sample), looked_up(sample), "{}", String::from_utf8_lossy(sample));
             assert!(fields(sample, keys).is_some() == matches!(Value::unserialize(sample), Ok(Value::Array(_))));
             for cut in 0..sample.len() {
                 let cut = &sample[..cut];
+                check(cut);
                 assert_eq!(fields(cut, keys).is_some(), matches!(Value::unserialize(cut), Ok(Value::Array(_))), "{cut:?}");
             }
             for i in 0..sample.len() {
                 for b in [b'"', b';', b':', b'{', b'}', b'9', b'a', b's', b'i', b'-'] {
                     let mut bad = sample.to_vec();
                     bad[i] = b;
+                    check(&bad);
                     assert_eq!(read(&bad), looked_up(&bad), "{}", String::from_utf8_lossy(&bad));
                     assert_eq!(raw(&bad), looked_up(&bad), "{}", String::from_utf8_lossy(&bad));
                     assert_eq!(fields(&bad, keys).is_some(), matches!(Value::unserialize(&bad), Ok(Value::Array(_))), "{bad:?}");
