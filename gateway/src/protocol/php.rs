@@ -393,24 +393,12 @@ enum FieldKey<'a> {
 /// `None` where `unserialize` fails (the whole input is checked), the last of repeated keys,
 /// keys normalised as PHP does.
 pub fn fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<Field<'a>>; N]> {
-    Some(scan(input, keys)?.map(|found| found.map(|(field, _)| field)))
-}
-
-/// The same top-level values as [`fields`], each as its own serialized bytes (which
-/// `Value::unserialize` reads): one array of a session read without unserializing the rest.
-pub fn raw_fields<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<&'a [u8]>; N]> {
-    Some(scan(input, keys)?.map(|found| found.map(|(_, raw)| raw)))
-}
-
-/// What `fields` and `raw_fields` read: each wanted value, and the bytes it was read from.
-#[allow(clippy::type_complexity)]
-fn scan<'a, const N: usize>(input: &'a [u8], keys: [&str; N]) -> Option<[Option<(Field<'a>, &'a [u8])>; N]> {
     let wanted = keys.map(wanted_key);
     let mut out = [None; N];
-    walk(input, |key, value, raw| {
+    walk(input, |key, value, _| {
         for (slot, want) in out.iter_mut().zip(&wanted) {
             if key == *want {
-                *slot = Some((value, raw));
+                *slot = Some(value);
             }
         }
     })?;
@@ -524,7 +512,9 @@ impl Index {
         })
     }
 
-    /// As [`raw_fields`] reads one key of `input`, the array this index was made of.
+    /// The value under `key` of `input` (the array this index was made of) as its own
+    /// serialized bytes, which `Value::unserialize` reads: one array of a session read
+    /// without unserializing the rest.
     pub fn raw<'a>(&self, input: &'a [u8], key: &str) -> Option<&'a [u8]> {
         let (from, to) = self.entry(input, key)?.raw;
         input.get(from..to)
@@ -653,10 +643,10 @@ mod tests {
         }
     }
 
-    /// `fields` must answer exactly as `unserialize` then a lookup, and so must each slice of
-    /// `raw_fields` once unserialized: checked on sessions as the chat writes them, on odd but
+    /// `fields` must answer exactly as `unserialize` then a lookup, and so must each slice an
+    /// `Index` gives once unserialized: checked on sessions as the chat writes them, on odd but
     /// valid input, and on every truncation and many corruptions of each (where both must
-    /// refuse, or agree). An `Index` and `array_has_str` are held to the same.
+    /// refuse, or agree). An index's fields and `array_has_str` are held to the same.
     #[test]
     fn fields_agree_with_unserialize() {
         let keys = ["role", "id", "exp", "7", "rooms"];
@@ -683,8 +673,8 @@ mod tests {
             )
         };
         let raw = |input: &[u8]| -> Option<Vec<Option<Value>>> {
-            let found = raw_fields(input, keys)?;
-            Some(found.iter().map(|r| r.map(|r| Value::unserialize(r).expect("one value"))).collect())
+            let index = Index::of(input)?;
+            Some(keys.iter().map(|k| index.raw(input, k).map(|r| Value::unserialize(r).expect("one value"))).collect())
         };
         let samples: Vec<&[u8]> = vec![
             br#"a:5:{s:4:"role";s:5:"agent";s:3:"bid";s:2:"b1";s:2:"id";s:3:"u;1";s:4:"name";s:1:"n";s:5:"rooms";a:2:{i:0;s:2:"r1";i:1;s:2:"r2";}}"#,
@@ -697,29 +687,24 @@ mod tests {
             br#"s:4:"role";"#,
             br#"i:5;"#,
         ];
-        // An index answers as `fields` and `raw_fields` do; `array_has_str` as a search of the
+        // An index answers as `fields` does; `array_has_str` as a search of the
         // unserialized values.
-        type Read<'a> = Option<([Option<Field<'a>>; 5], [Option<&'a [u8]>; 5])>;
-        fn indexed<'a>(input: &'a [u8], keys: [&str; 5]) -> Read<'a> {
-            let index = Index::of(input)?;
-            Some((index.fields(input, keys), keys.map(|k| index.raw(input, k))))
-        }
-        fn direct<'a>(input: &'a [u8], keys: [&str; 5]) -> Read<'a> {
-            Some((fields(input, keys)?, raw_fields(input, keys)?))
+        fn indexed<'a>(input: &'a [u8], keys: [&str; 5]) -> Option<[Option<Field<'a>>; 5]> {
+            Some(Index::of(input)?.fields(input, keys))
         }
         let has = |input: &[u8], item: &[u8]| match Value::unserialize(input) {
             Ok(Value::Array(a)) => a.values().any(|v| *v == Value::Str(item.to_vec())),
             _ => false,
         };
         let check = |input: &[u8]| {
-            assert_eq!(indexed(input, keys), direct(input, keys), "{}", String::from_utf8_lossy(input));
+            assert_eq!(indexed(input, keys), fields(input, keys), "{}", String::from_utf8_lossy(input));
             for item in [&b"r1"[..], b"x", b"y", b"seven", b"again"] {
                 assert_eq!(array_has_str(input, item), has(input, item), "{item:?} in {}", String::from_utf8_lossy(input));
             }
         };
         for sample in samples {
             check(sample);
-            if let Some([Some(rooms)]) = raw_fields(sample, ["rooms"]) {
+            if let Some(rooms) = Index::of(sample).and_then(|index| index.raw(sample, "rooms")) {
                 check(rooms);
             }
             assert_eq!(read(sample), looked_up(sample), "{}", String::from_utf8_lossy(sample));
