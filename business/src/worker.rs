@@ -144,8 +144,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
         for addr in list.unwrap_or_default() {
             if supervised.insert(addr.clone()) {
                 let link = Link {
-                    name: addr.as_str().into(),
-                    addr,
+                    addr: addr.as_str().into(),
                     config: config.clone(),
                     links: links.clone(),
                     directory: directory.clone(),
@@ -209,9 +208,9 @@ fn json_ready(config: &WorkerConfig, gateways: usize) -> String {
 
 /// Keeps one gateway link alive.
 struct Link {
-    addr: String,
-    /// `addr`, shared with every event read over this link.
-    name: Arc<str>,
+    /// The gateway's inner address as the register lists it; shared with every event read
+    /// over this link (`ClientEvent::gateway`).
+    addr: Arc<str>,
     config: WorkerConfig,
     links: Arc<Links>,
     directory: Arc<Directory>,
@@ -230,7 +229,7 @@ impl Link {
             if *self.phase.borrow() != Phase::Running {
                 return;
             }
-            match TcpStream::connect(&self.addr).await {
+            match TcpStream::connect(&*self.addr).await {
                 Ok(stream) => {
                     delay = self.config.reconnect;
                     info!(gateway = %self.addr, "connected to gateway");
@@ -242,8 +241,8 @@ impl Link {
                 Err(e) => debug!(gateway = %self.addr, "cannot connect to gateway: {e}"),
             }
             // Like PHP, a gateway is retried only while the register still lists it.
-            if !self.listed.borrow().as_ref().is_some_and(|l| l.contains(&self.addr)) {
-                let _ = self.done.send(self.addr.clone());
+            if !self.listed.borrow().as_ref().is_some_and(|l| l.iter().any(|a| **a == *self.addr)) {
+                let _ = self.done.send(self.addr.to_string());
                 return;
             }
             tokio::time::sleep(delay).await;
@@ -298,14 +297,14 @@ impl Link {
                     match Command::from_packet(packet) {
                         Ok(Command::Event { kind, origin, session, body }) => {
                             self.inflight.add();
-                            let gateway = self.name.clone();
+                            let gateway = self.addr.clone();
                             if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body, gateway, read_at: Instant::now() })).await.is_err() {
                                 self.inflight.done();
                                 break false;
                             }
                         }
                         Ok(Command::WorkerDrained) => {
-                            let _ = self.acks.send(self.addr.clone());
+                            let _ = self.acks.send(self.addr.to_string());
                         }
                         Ok(Command::Directory(delta)) => {
                             // Applied before it is acknowledged: the gateway's barriers rely on it.
@@ -354,8 +353,8 @@ impl Link {
         self.links.rcu(|m| {
             let mut m = HashMap::clone(m);
             match &tx {
-                Some(tx) => m.insert(self.addr.clone(), tx.clone()),
-                None => m.remove(&self.addr),
+                Some(tx) => m.insert(self.addr.to_string(), tx.clone()),
+                None => m.remove(&*self.addr),
             };
             m
         });

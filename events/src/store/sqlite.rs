@@ -329,12 +329,11 @@ fn run_batch(w: &mut Writer, batch: Vec<Job>) {
         tracing::warn!("store: cannot begin a transaction: {e}");
         // Each job then runs in autocommit mode (a job's savepoint, where it takes one, is its
         // own transaction; a single write statement is atomic by itself), where another
-        // process may write between two jobs: no id is kept.
+        // process may write between two jobs: no id is kept (until a batch checks the version).
+        w.forget();
         for job in batch {
-            w.forget();
             job(w)(true);
         }
-        w.forget();
         return;
     }
     w.check_version();
@@ -398,32 +397,36 @@ impl Store for SqliteStore {
         self.run_writer(move |w| {
             let ts = now_ms();
             let dest = m.dest();
-            let insert = |c: &Connection, id: i64| {
-                c.exec(
+            // The thread's next id, inserted under it; `None` when the row was refused.
+            let insert = |w: &mut Writer| -> Result<Option<i64>> {
+                let id = w.next_id(&m.thread)?;
+                let inserted = w.conn.exec(
                     "INSERT INTO messages (thread, id, from_uid, from_name, cid, content, dest, ts, sender)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
                     params![m.thread, id, m.from_uid, m.from_name, m.cid, m.content, dest, ts, m.sender],
-                )
-            };
-            let id = w.next_id(&m.thread)?;
-            if insert(&w.conn, id)? == 1 {
-                w.stored(&m.thread, id);
-                return Ok(Inserted::New(StoredMessage::stored(m, id, ts)));
-            }
-            // Refused by the dedup index (a cid this sender already used here: the original
-            // answers), or by the primary key if the kept id was out of date.
-            if let Some(cid) = m.cid.as_deref() {
-                if let Some(old) = w.conn.row(DUPLICATE_SQL, params![m.thread, m.sender, cid], row_message).optional()? {
-                    return Ok(Inserted::Duplicate(old));
+                )?;
+                if inserted != 1 {
+                    return Ok(None);
                 }
-            }
-            w.last_ids.remove(&m.thread);
-            let id = w.next_id(&m.thread)?;
-            if insert(&w.conn, id)? == 1 {
                 w.stored(&m.thread, id);
-                return Ok(Inserted::New(StoredMessage::stored(m, id, ts)));
+                Ok(Some(id))
+            };
+            let mut id = insert(w)?;
+            if id.is_none() {
+                // Refused by the dedup index (a cid this sender already used here: the
+                // original answers), or by the primary key if the kept id was out of date.
+                if let Some(cid) = m.cid.as_deref() {
+                    if let Some(old) = w.conn.row(DUPLICATE_SQL, params![m.thread, m.sender, cid], row_message).optional()? {
+                        return Ok(Inserted::Duplicate(old));
+                    }
+                }
+                w.last_ids.remove(&m.thread);
+                id = insert(w)?;
             }
-            Err(StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread)))
+            match id {
+                Some(id) => Ok(Inserted::New(StoredMessage::stored(m, id, ts))),
+                None => Err(StoreError::Corrupt(format!("a message in {} was refused, and no earlier one has its cid", m.thread))),
+            }
         })
         .await
     }
