@@ -24,10 +24,29 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-/// A free TCP port on `ip` (bound and released; each test uses its own loopback addresses, so
-/// another test cannot take it meanwhile).
+/// A free TCP port on `ip`, for a process the test starts to bind later.
+///
+/// Picked below the kernel's ephemeral range (32768 and up here), so that no connection made
+/// meanwhile can be handed it, and never twice in one test process: `bind(0)` released and
+/// called again can return the same port, and a test that picks three ports for one gateway
+/// then saw two of its listeners collide (tests/routing.rs, once in CI). Each test uses its
+/// own loopback addresses; the bind below skips a port something else holds there.
 pub fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).expect("bind to find a free port").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Test binaries run one after another; each starts at its own place so that one's
+    // lingering children are unlikely to hold the next one's first ports.
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} between {FIRST} and {}", FIRST + SPAN);
 }
 
 fn log_dir() -> PathBuf {
