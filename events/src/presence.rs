@@ -453,15 +453,24 @@ async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
         let frame = serde_json::to_string(&push).unwrap_or_default();
         drop(push);
         let rows = agents_push(&changes);
+        let skip = only_news_for(&changes).map(|id| id.to_string());
         drop(changes);
         for (group, frame) in [(&batch, frame), (&compact, rows)] {
-            if let Err(e) = api.send_to_group(&[group], frame, &[]).await {
+            if let Err(e) = api.send_to_group(&[group], frame, skip.as_deref().as_slice()).await {
                 warn!(bid = %bid, "presence push not sent: {e}");
             }
         }
         // What comes in meanwhile goes out together in the next frame.
         tokio::time::sleep(TICK).await;
     }
+}
+
+/// The connection a tick's frame would tell nothing new: every change in it is that
+/// connection's own (a lone login, the usual case outside a storm), which its login's answer
+/// already lists. Skipping it saves a frame per login; the single push skips it too.
+fn only_news_for(changes: &VecDeque<Change>) -> Option<ClientId> {
+    let first = changes.front()?.client?;
+    changes.iter().all(|c| c.client == Some(first)).then_some(first)
 }
 
 #[cfg(test)]
@@ -505,6 +514,24 @@ mod tests {
 
     fn ids(changes: Option<VecDeque<Change>>) -> Vec<String> {
         changes.map(|c| c.into_iter().map(|c| c.id).collect()).unwrap_or_default()
+    }
+
+    /// A tick's frame skips the one connection it would only tell of itself; a tick with
+    /// anyone else's change, or a change with no connection (a logout), goes to everyone.
+    #[test]
+    fn a_tick_of_only_its_own_login_skips_that_connection() {
+        let at = |id: &str, conn: u32| Change { client: Some(ClientId::new("127.0.0.1:2300".parse().expect("addr"), conn)), ..change(id) };
+        let own: VecDeque<Change> = [at("a", 1)].into();
+        assert_eq!(only_news_for(&own).map(|c| c.conn), Some(1));
+        let again: VecDeque<Change> = [at("a", 1), at("a", 1)].into();
+        assert_eq!(only_news_for(&again).map(|c| c.conn), Some(1), "the same connection twice is still only its own news");
+        let two: VecDeque<Change> = [at("a", 1), at("b", 2)].into();
+        assert_eq!(only_news_for(&two), None, "each is news to the other");
+        let other_tab: VecDeque<Change> = [at("a", 1), at("a", 2)].into();
+        assert_eq!(only_news_for(&other_tab), None, "the same agent's other connection learns of this one");
+        let gone: VecDeque<Change> = [change("a")].into();
+        assert_eq!(only_news_for(&gone), None);
+        assert_eq!(only_news_for(&VecDeque::new()), None);
     }
 
     /// One sender at a time per bot, taking changes in the order they came; once the queue is
