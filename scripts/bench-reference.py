@@ -23,6 +23,11 @@ def cpu(r, role):
     return sum(s["cpu_s_window"] for s in r["server"] if r["roles"].get(str(s["pid"])) == role)
 
 
+def cpu_connect(r, role):
+    """CPU seconds while connecting (until the last connection was set up) of that role."""
+    return sum(s["cpu_s_connect"] for s in r["server"] if r["roles"].get(str(s["pid"])) == role)
+
+
 def rss_per_conn(r, role, at="connected"):
     """Bytes of RSS per established connection that the processes of that role grew by, when the
     last connected (`connected`) or at the end of the hold (`end`: idle since)."""
@@ -99,13 +104,26 @@ if ref and sb:
           f'{sb["room_size"]}; {ref["conn_established"]} of {ref["conns"]} by the reference), memory and setup rate. RSS grown '
           f'per connection when the last connected (with what the connecting burst freed and the allocator still holds) '
           f'and after {sb["duration_s"]:g} s idle:\n')
-    print("| | gateway RSS per connection (≤ 2 KiB) | workers' RSS per client (≤ 1 KiB) | reference RSS per connection | new connections/s (≥ 10 000) | reference's |")
+    print("| | gateway RSS per connection (≤ 2 KiB) | workers' RSS per client (≤ 1 KiB) | reference RSS per connection | new connections/s, logged in and joined | reference's |")
     print("|---|---:|---:|---:|---:|---:|")
     sb_rate, ref_rate = sb["conn_established"] / max(sb["connect_all_s"], 1e-3), ref["conn_established"] / max(ref["connect_all_s"], 1e-3)
     for at, label in (("connected", "all connected"), ("end", f'after {sb["duration_s"]:g} s idle')):
         g, w, rr = rss_per_conn(sb, "gateway", at), rss_per_conn(sb, "business", at), rss_per_conn(ref, "reference", at)
-        rate = f'{fmt(sb_rate)}: {ok(sb_rate >= 10000)} | {fmt(ref_rate)}' if at == "connected" else "— | —"
+        rate = f'{fmt(sb_rate)} | {fmt(ref_rate)}' if at == "connected" else "— | —"
         print(f'| {label} | {fmt(g)} B: {ok(g <= 2048)} | {fmt(w)} B: {ok(w <= 1024)} | {fmt(rr)} B | {rate} |')
+
+ref, sb = runs.get(("reference", "connect")), runs.get(("switchboard", "connect"))
+if ref and sb:
+    sb_rate, ref_rate = sb["conn_established"] / max(sb["connect_all_s"], 1e-3), ref["conn_established"] / max(ref["connect_all_s"], 1e-3)
+    per_conn = lambda r, role: cpu_connect(r, role) * 1e6 / max(r["conn_established"], 1)
+    print(f'\nNew connections, each answered its first message (a login; no join), as target 5 words it: '
+          f'{sb["conn_established"]} of {sb["conns"]} by switchboard, {ref["conn_established"]} of {ref["conns"]} by the reference. '
+          f'CPU per connection while connecting:\n')
+    print("| | new connections/s (≥ 10 000) | gateway | workers | load generator |")
+    print("|---|---:|---:|---:|---:|")
+    print(f'| switchboard | {fmt(sb_rate)}: {ok(sb_rate >= 10000)} | {per_conn(sb, "gateway"):.0f} µs | {per_conn(sb, "business"):.0f} µs '
+          f'| {sb["client_cpu_s"] * 1e6 / max(sb["conn_established"], 1):.0f} µs |')
+    print(f'| reference | {fmt(ref_rate)} | {per_conn(ref, "reference"):.0f} µs | — | {ref["client_cpu_s"] * 1e6 / max(ref["conn_established"], 1):.0f} µs |')
 
 if problems:
     print("\nProblems: " + "; ".join(problems))

@@ -110,8 +110,10 @@ wsload_run() {
   local system=$1 run=$2; shift 2
   local login=()
   # The chat needs a login before `join` (agents of one bot per room); the reference takes any.
-  # A fresh agent id each run: the chat de-duplicates (sender, cid).
-  [ "$system" = switchboard ] && login=(--login '{"method":"login","bid":"b{room}","customer_id":"u{g}-'"$run-$RANDOM"'","customer_name":"n{g}","presence":"batch"}')
+  # A fresh agent id each run: the chat de-duplicates (sender, cid). The `connect` run measures
+  # target 5 as the issue words it (accept, upgrade, first message answered): both systems
+  # answer a login, and nobody joins a room.
+  { [ "$system" = switchboard ] || [ "$run" = connect ]; } && login=(--login '{"method":"login","bid":"b{room}","customer_id":"u{g}-'"$run-$RANDOM"'","customer_name":"n{g}","presence":"batch"}')
   echo "--- 0-$system-$run: wsload $*"
   "$WSLOAD" --url "$TARGET_URL" "${login[@]}" --server-pids "$TARGET_PIDS" --json --quiet "$@" | tail -1 > "$REFS/$system-$run.json"
   python3 - "$REFS/$system-$run.json" "$TARGET_ROLES" <<'PY'
@@ -159,6 +161,10 @@ reference_runs() {
     # Held 15 s: long enough for the allocators' own schedule (jemalloc gives freed pages back
     # after 10 s) to show what an idle connection keeps, beside what it took to connect.
     wsload_run $system hold --hold --conns "$hold" --room-size 50 --duration "${HOLD_SECS:-15}" --source-ips 127.0.0.2-127.0.0.40
+    reference_target $system
+    # New connections a second, each answered its login (`--room-size 0`: no join, so each
+    # agent is its own bot's only one).
+    wsload_run $system connect --hold --conns "$hold" --room-size 0 --duration 2 --source-ips 127.0.0.2-127.0.0.40
   done
   stop_reference
   (cd "$WORK" && "$BIN" stop >/dev/null 2>&1 || true)
