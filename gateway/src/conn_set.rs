@@ -4,13 +4,14 @@
 //! paid per client: nearly every uid has one connection, and a chat room has tens of members.
 //! One connection is held inline; up to [`FEW`], a list searched end to end (4 bytes a member,
 //! where an `IndexSet` cost ≈ 32 bytes a member of a room of fifty and ≈ 200 bytes for a
-//! uid's one connection: docs/BENCHMARKS.md); past that, a set, so that a group of thousands is
-//! not searched end to end on each join and leave, until it is down to half of `FEW` again.
+//! uid's one connection: docs/BENCHMARKS.md); past that, a [`Crowd`], so that a group of
+//! thousands is neither searched end to end on each join nor shifted on each leave, until it
+//! is down to half of `FEW` again.
 
 use crate::tables::ConnId;
-use indexmap::IndexSet;
+use std::collections::HashMap;
 
-/// How many connections a list holds before it becomes a set.
+/// How many connections a list holds before it becomes a crowd.
 pub const FEW: usize = 64;
 
 /// Connections in the order added, each once. 24 bytes, whichever it is.
@@ -20,8 +21,55 @@ pub enum ConnSet {
     One(Option<ConnId>),
     /// Two to `FEW`, allocated to fit: a set's members are added one at a time, rarely.
     Few(Vec<ConnId>),
-    /// Boxed: 72 bytes against the list's 24.
-    Many(Box<IndexSet<ConnId>>),
+    /// Boxed: a crowd is big, and rare.
+    Many(Box<Crowd>),
+}
+
+/// Where a member left a [`Crowd`]'s list: 0 is never a connection id (`Tables::add_client`).
+const HOLE: ConnId = 0;
+
+/// Many members in the order they came: a list with a hole where each one that left was, and
+/// each member's place in it. A leave costs a lookup; keeping the order with an `IndexSet`
+/// (`shift_remove`) moved every member after the one leaving, half a group of 100 000 on
+/// average, so a crowd emptying took time growing with the square of its size (the hub is one
+/// task: every client waited). The list is compacted once it is more holes than members, so a
+/// walk (every message to the group) visits at most about twice the members.
+#[derive(Debug, Default)]
+pub struct Crowd {
+    list: Vec<ConnId>,
+    place: HashMap<ConnId, u32>,
+}
+
+impl Crowd {
+    fn insert(&mut self, conn: ConnId) -> bool {
+        if conn == HOLE || self.place.contains_key(&conn) {
+            return false;
+        }
+        // More than 4 billion joins to one group without a compaction cannot happen: the list
+        // is compacted long before it has that many holes.
+        self.place.insert(conn, self.list.len() as u32);
+        self.list.push(conn);
+        true
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        let Some(at) = self.place.remove(&conn) else { return };
+        self.list[at as usize] = HOLE;
+        if self.list.len() > 2 * self.place.len() + FEW {
+            self.list.retain(|c| *c != HOLE);
+            for (i, c) in self.list.iter().enumerate() {
+                self.place.insert(*c, i as u32);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.place.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.list.iter().copied().filter(|c| *c != HOLE)
+    }
 }
 
 impl Default for ConnSet {
@@ -31,8 +79,9 @@ impl Default for ConnSet {
 }
 
 impl ConnSet {
-    /// Adds `conn`; false if it was there.
+    /// Adds `conn` (never 0, which no connection has); false if it was there.
     pub fn insert(&mut self, conn: ConnId) -> bool {
+        debug_assert_ne!(conn, HOLE, "0 is not a connection id");
         match self {
             ConnSet::One(None) => {
                 *self = ConnSet::One(Some(conn));
@@ -50,9 +99,11 @@ impl ConnSet {
                 true
             }
             ConnSet::Few(v) => {
-                let mut set: IndexSet<ConnId> = v.drain(..).collect();
-                set.insert(conn);
-                *self = ConnSet::Many(Box::new(set));
+                let mut crowd = Crowd::default();
+                for c in v.drain(..).chain([conn]) {
+                    crowd.insert(c);
+                }
+                *self = ConnSet::Many(Box::new(crowd));
                 true
             }
             ConnSet::Many(set) => set.insert(conn),
@@ -79,15 +130,15 @@ impl ConnSet {
                 }
             }
             ConnSet::Many(set) => {
-                set.shift_remove(&conn);
+                set.remove(conn);
                 // A crowd that has left goes back to a list (half of `FEW`, so that a group
                 // around the boundary does not switch at every join and leave): a room of
                 // thousands emptied to a few would otherwise keep its set's allocation.
                 if set.len() <= FEW / 2 {
                     *self = match set.len() {
                         0 => ConnSet::One(None),
-                        1 => ConnSet::One(set.first().copied()),
-                        _ => ConnSet::Few(set.iter().copied().collect()),
+                        1 => ConnSet::One(set.iter().next()),
+                        _ => ConnSet::Few(set.iter().collect()),
                     };
                 }
             }
@@ -112,7 +163,7 @@ impl ConnSet {
         match self {
             ConnSet::One(c) => Iter::List(c.as_slice().iter()),
             ConnSet::Few(v) => Iter::List(v.iter()),
-            ConnSet::Many(set) => Iter::Set(set.iter()),
+            ConnSet::Many(set) => Iter::Crowd(set.list.iter()),
         }
     }
 }
@@ -120,7 +171,8 @@ impl ConnSet {
 /// [`ConnSet::iter`].
 pub enum Iter<'a> {
     List(std::slice::Iter<'a, ConnId>),
-    Set(indexmap::set::Iter<'a, ConnId>),
+    /// A crowd's list, holes skipped.
+    Crowd(std::slice::Iter<'a, ConnId>),
 }
 
 impl Iter<'_> {
@@ -137,14 +189,14 @@ impl Iterator for Iter<'_> {
     fn next(&mut self) -> Option<ConnId> {
         match self {
             Iter::List(i) => i.next().copied(),
-            Iter::Set(i) => i.next().copied(),
+            Iter::Crowd(i) => i.by_ref().copied().find(|c| *c != HOLE),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self {
             Iter::List(i) => i.size_hint(),
-            Iter::Set(i) => i.size_hint(),
+            Iter::Crowd(i) => (0, i.size_hint().1),
         }
     }
 }
@@ -152,6 +204,7 @@ impl Iterator for Iter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indexmap::IndexSet;
     use proptest::prelude::*;
 
     #[test]
@@ -164,11 +217,11 @@ mod tests {
     #[test]
     fn a_crowd_that_leaves_goes_back_to_a_list() {
         let mut set = ConnSet::default();
-        for c in 0..200 {
+        for c in 1..=200 {
             set.insert(c);
         }
         assert!(matches!(set, ConnSet::Many(_)));
-        for c in (0..200).filter(|c| c % 7 != 0).take(200 - FEW / 2 - 1) {
+        for c in (1..=200).filter(|c| c % 7 != 0).take(200 - FEW / 2 - 1) {
             set.remove(c);
         }
         assert!(matches!(&set, ConnSet::Many(s) if s.len() == FEW / 2 + 1));
@@ -182,10 +235,34 @@ mod tests {
         assert!(matches!(set, ConnSet::One(Some(c)) if c == expected[0]));
     }
 
+    /// Thousands leave in a scattered order and some come back: the order stays that of the
+    /// joins, each is listed once, and the list is compacted as holes pile up.
+    #[test]
+    fn a_big_crowd_keeps_its_order_through_leaves_and_returns() {
+        let mut set = ConnSet::default();
+        let mut model: Vec<ConnId> = (1..=5000).collect();
+        for c in &model {
+            set.insert(*c);
+        }
+        for i in 0..4000u32 {
+            let c = (i * 7919) % 5000 + 1;
+            set.remove(c);
+            model.retain(|m| *m != c);
+            if i % 10 == 0 {
+                set.insert(c);
+                model.push(c);
+            }
+        }
+        assert_eq!(set.iter().collect::<Vec<_>>(), model);
+        assert_eq!(set.len(), model.len());
+        let ConnSet::Many(crowd) = &set else { panic!("still a crowd: {}", set.len()) };
+        assert!(crowd.list.len() <= 2 * crowd.len() + FEW, "compacted: {} places for {}", crowd.list.len(), crowd.len());
+    }
+
     proptest! {
         /// Whatever is added and removed, it holds what an ordered set would, in its order.
         #[test]
-        fn it_behaves_as_an_ordered_set(ops in proptest::collection::vec((any::<bool>(), 0u32..(FEW as u32 * 2)), 0..600)) {
+        fn it_behaves_as_an_ordered_set(ops in proptest::collection::vec((any::<bool>(), 1u32..=(FEW as u32 * 3)), 0..2000)) {
             let mut set = ConnSet::default();
             let mut model: IndexSet<ConnId> = IndexSet::new();
             for (add, conn) in ops {

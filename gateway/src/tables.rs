@@ -9,8 +9,9 @@ use crate::protocol::directory::Change;
 use crate::protocol::php::{self, Key, Value};
 use crate::protocol::{Id, SelectWhere};
 use bytes::Bytes;
-use indexmap::{IndexMap, IndexSet};
+use indexmap::IndexSet;
 use smallvec::SmallVec;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -45,6 +46,9 @@ struct Group {
     name: Arc<[u8]>,
     members: ConnSet,
     announced: Announced,
+    /// When it was made, in the gateway's count of groups made: the order a listing of every
+    /// group shows, which is PHP's (an array's keys in the order added).
+    made: u64,
 }
 
 /// A uid held here: its connections in the order bound.
@@ -112,7 +116,13 @@ pub struct Tables<T> {
     /// of the ids ([`Tables::in_order`]).
     clients: HashMap<ConnId, Box<Client<T>>>,
     uids: HashMap<Key, Uid>,
-    groups: IndexMap<Key, Group>,
+    /// Not an `IndexMap` for the order: removing a group in order (`shift_remove`) moved every
+    /// group made after it, so with a group per client each disconnect cost time in the number
+    /// of groups, and a crowd of one-agent bots leaving took the hub seconds (BENCHMARKS.md).
+    /// The order is `Group::made`, sorted by the rare listing that shows it.
+    groups: HashMap<Key, Group>,
+    /// Groups made so far (`Group::made`).
+    groups_made: u64,
     next_id: ConnId,
     /// While set (some worker wants the directory): each uid or group that gained its first
     /// member or lost its last, for the hub to announce (`take_changes`).
@@ -123,7 +133,15 @@ pub struct Tables<T> {
 
 impl<T> Default for Tables<T> {
     fn default() -> Self {
-        Tables { clients: HashMap::new(), uids: HashMap::new(), groups: IndexMap::new(), next_id: 0, changes: None, next_announcement: 0 }
+        Tables {
+            clients: HashMap::new(),
+            uids: HashMap::new(),
+            groups: HashMap::new(),
+            groups_made: 0,
+            next_id: 0,
+            changes: None,
+            next_announcement: 0,
+        }
     }
 }
 
@@ -266,7 +284,7 @@ impl<T> Tables<T> {
         if let Some(group) = self.groups.get_mut(key) {
             group.members.remove(conn);
             if group.members.is_empty() {
-                self.groups.shift_remove(key);
+                self.groups.remove(key);
                 self.note(|| Change::GroupRemoved(key_bytes(key)));
             }
         }
@@ -310,7 +328,13 @@ impl<T> Tables<T> {
         let Some(c) = self.clients.get_mut(&conn) else { return false };
         let key = Key::from_bytes(&group);
         let next = self.next_announcement;
-        let g = self.groups.entry(key.clone()).or_insert_with(|| Group { name: Arc::from(&group[..]), members: ConnSet::default(), announced: 0 });
+        let g = match self.groups.entry(key.clone()) {
+            Entry::Occupied(g) => g.into_mut(),
+            Entry::Vacant(v) => {
+                self.groups_made += 1;
+                v.insert(Group { name: Arc::from(&group[..]), members: ConnSet::default(), announced: 0, made: self.groups_made })
+            }
+        };
         c.groups.insert(&g.name);
         if g.members.insert(conn) && g.members.len() == 1 {
             g.announced = next;
@@ -330,7 +354,7 @@ impl<T> Tables<T> {
     /// Dissolves a group; its members stay connected.
     pub fn ungroup(&mut self, group: &[u8]) {
         let key = Key::from_bytes(group);
-        if let Some(held) = self.groups.shift_remove(&key) {
+        if let Some(held) = self.groups.remove(&key) {
             self.note(|| Change::GroupRemoved(key_bytes(&key)));
             for conn in held.members.iter() {
                 if let Some(c) = self.clients.get_mut(&conn) {
@@ -412,7 +436,9 @@ impl<T> Tables<T> {
     }
 
     pub fn reply_group_list(&self) -> Vec<u8> {
-        php::list(self.groups.keys().map(key_value)).serialize()
+        let mut held: Vec<(u64, &Key)> = self.groups.iter().map(|(k, g)| (g.made, k)).collect();
+        held.sort_unstable_by_key(|(made, _)| *made);
+        php::list(held.into_iter().map(|(_, k)| key_value(k))).serialize()
     }
 
     /// CMD_SELECT (spec §3.1): the union of what each `where` key matches, or everyone.
@@ -552,6 +578,41 @@ mod tests {
         t.ungroup(b"1");
         assert!(t.get(b).expect("still connected").groups.is_empty());
         assert_eq!(t.reply_group_list(), b"a:0:{}");
+    }
+
+    /// Every group is listed in the order made, as PHP's array of groups lists them: one
+    /// emptied and made again goes last, and the others keep their places.
+    #[test]
+    fn groups_are_listed_in_the_order_they_were_made() {
+        let mut t: Tables<()> = Tables::default();
+        let a = t.add(());
+        let b = t.add(());
+        // Twenty names in an order of their own, so that no other order passes by chance.
+        let made: Vec<String> = (0..20u32).map(|i| format!("g{}", (i * 7) % 20)).collect();
+        for g in &made {
+            assert!(t.join_group(a, Bytes::copy_from_slice(g.as_bytes())));
+        }
+        assert!(t.join_group(b, Bytes::from_static(b"g7")));
+        let list = |t: &Tables<()>| -> Vec<String> {
+            match php::Value::unserialize(&t.reply_group_list()).expect("php") {
+                php::Value::Array(m) => m
+                    .into_iter()
+                    .map(|(_, v)| match v {
+                        php::Value::Str(b) => String::from_utf8_lossy(&b).into_owned(),
+                        other => panic!("not a name: {other:?}"),
+                    })
+                    .collect(),
+                other => panic!("not a list: {other:?}"),
+            }
+        };
+        assert_eq!(list(&t), made);
+        // g0 emptied and made again goes last; g7, still held by b, keeps its place.
+        t.leave_group(a, b"g0");
+        t.leave_group(a, b"g7");
+        assert!(t.join_group(a, Bytes::from_static(b"g0")));
+        let mut expected: Vec<String> = made.iter().filter(|g| *g != "g0").cloned().collect();
+        expected.push("g0".into());
+        assert_eq!(list(&t), expected);
     }
 
     #[test]
