@@ -155,7 +155,7 @@ async fn handle<E: Events>(id: ClientId, ev: ClientEvent, kept: &mut Kept, app: 
     match ev.kind {
         EventKind::Connect => app.on_connect(&mut ctx).await,
         EventKind::WebSocketConnect => {
-            let req = WebSocketRequest::from_body(&ev.body.data);
+            let req = WebSocketRequest::from_body(ev.body.data);
             app.on_websocket_connect(&mut ctx, &req).await
         }
         EventKind::Message => app.on_message(&mut ctx, ev.body.data).await,

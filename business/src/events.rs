@@ -182,12 +182,21 @@ impl Context {
     }
 }
 
-/// The upgrade request as workerman presents it: `$_GET`, `$_SERVER` and `$_COOKIE`.
+/// The upgrade request as workerman presents it: `$_GET`, `$_SERVER` and `$_COOKIE`, read from
+/// the event's body only when first asked. Most applications never ask (the chat does not),
+/// and reading every connection's request cost a worker ≈ 25 000 instructions a connection
+/// (docs/BENCHMARKS.md, session 27).
 #[derive(Debug, Clone, Default)]
 pub struct WebSocketRequest {
-    pub get: php::Array,
-    pub server: php::Array,
-    pub cookie: php::Array,
+    body: Bytes,
+    parts: OnceLock<Parts>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Parts {
+    get: php::Array,
+    server: php::Array,
+    cookie: php::Array,
 }
 
 fn text(a: &php::Array, key: &str) -> Option<String> {
@@ -199,34 +208,55 @@ fn text(a: &php::Array, key: &str) -> Option<String> {
 }
 
 impl WebSocketRequest {
-    /// Reads the serialized `{get, server, cookie}` body of CMD_ON_WEBSOCKET_CONNECT.
-    pub fn from_body(body: &[u8]) -> WebSocketRequest {
-        let Ok(Value::Array(top)) = Value::unserialize(body) else { return WebSocketRequest::default() };
-        let part = |k: &str| match top.get(&Key::Str(k.as_bytes().to_vec())) {
-            Some(Value::Array(a)) => a.clone(),
-            _ => php::Array::new(),
-        };
-        WebSocketRequest { get: part("get"), server: part("server"), cookie: part("cookie") }
+    /// Keeps the serialized `{get, server, cookie}` body of CMD_ON_WEBSOCKET_CONNECT.
+    pub fn from_body(body: Bytes) -> WebSocketRequest {
+        WebSocketRequest { body, parts: OnceLock::new() }
+    }
+
+    fn parts(&self) -> &Parts {
+        self.parts.get_or_init(|| {
+            let Ok(Value::Array(top)) = Value::unserialize(&self.body) else { return Parts::default() };
+            let part = |k: &str| match top.get(&Key::Str(k.as_bytes().to_vec())) {
+                Some(Value::Array(a)) => a.clone(),
+                _ => php::Array::new(),
+            };
+            Parts { get: part("get"), server: part("server"), cookie: part("cookie") }
+        })
+    }
+
+    /// `$_GET`: the query's parameters.
+    pub fn get(&self) -> &php::Array {
+        &self.parts().get
+    }
+
+    /// `$_SERVER`: the request line and headers (`HTTP_*`), as workerman fills it.
+    pub fn server(&self) -> &php::Array {
+        &self.parts().server
+    }
+
+    /// `$_COOKIE`.
+    pub fn cookies(&self) -> &php::Array {
+        &self.parts().cookie
     }
 
     /// The request path without its query.
     pub fn path(&self) -> String {
-        let uri = text(&self.server, "REQUEST_URI").unwrap_or_else(|| "/".into());
+        let uri = text(self.server(), "REQUEST_URI").unwrap_or_else(|| "/".into());
         uri.split('?').next().unwrap_or("/").to_string()
     }
 
     /// A request header by its HTTP name (`User-Agent`, `Origin`, ...).
     pub fn header(&self, name: &str) -> Option<String> {
-        text(&self.server, &format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")))
+        text(self.server(), &format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_")))
     }
 
     /// A query parameter.
     pub fn query(&self, name: &str) -> Option<String> {
-        text(&self.get, name)
+        text(self.get(), name)
     }
 
     pub fn cookie(&self, name: &str) -> Option<String> {
-        text(&self.cookie, name)
+        text(self.cookies(), name)
     }
 }
 
@@ -251,6 +281,22 @@ mod tests {
             saved: None,
             inflight: Arc::default(),
         }
+    }
+
+    /// The request is read when first asked, and answers what workerman's arrays hold; a body
+    /// that does not read answers as an empty request.
+    #[test]
+    fn the_upgrade_request_reads_its_body_when_asked() {
+        let body = br#"a:3:{s:3:"get";a:1:{s:3:"tag";s:2:"t1";}s:6:"server";a:2:{s:11:"REQUEST_URI";s:9:"/chat?x=1";s:11:"HTTP_ORIGIN";s:17:"https://a.example";}s:6:"cookie";a:1:{s:3:"sid";i:42;}}"#;
+        let req = WebSocketRequest::from_body(Bytes::from_static(body));
+        assert!(req.parts.get().is_none(), "nothing read before it is asked");
+        assert_eq!(req.path(), "/chat");
+        assert_eq!(req.header("Origin").as_deref(), Some("https://a.example"));
+        assert_eq!(req.query("tag").as_deref(), Some("t1"));
+        assert_eq!(req.cookie("sid").as_deref(), Some("42"));
+        let bad = WebSocketRequest::from_body(Bytes::from_static(b"a:1:{"));
+        assert_eq!(bad.path(), "/");
+        assert!(bad.get().is_empty() && bad.server().is_empty() && bad.cookies().is_empty());
     }
 
     /// A few fields or one value are read without unserializing the session, and answer as the
