@@ -50,10 +50,14 @@ fn random_id() -> String {
 }
 
 impl Chat {
-    async fn record(&self, kind: &str, bid: &str, conversation: Option<&str>, id: String, data: Value) -> Result<(), Fail> {
+    /// Appends an event when the feed is on. `what` gives its id and data, and runs only then:
+    /// with the feed off (the default), a login built a random id and a conversation's message
+    /// its whole JSON for nothing.
+    async fn record(&self, kind: &str, bid: &str, conversation: Option<&str>, what: impl FnOnce() -> (String, Value)) -> Result<(), Fail> {
         if !self.config.feed {
             return Ok(());
         }
+        let (id, data) = what();
         let event = Event {
             id: format!("{kind}:{id}"),
             kind: kind.into(),
@@ -77,32 +81,41 @@ impl Chat {
     }
 
     pub(crate) async fn record_opened(&self, c: &Conversation) -> Result<(), Fail> {
-        self.record("conversation.created", &c.bid, Some(&c.id), c.id.clone(), json!({"conversation": conversation_json(c)})).await
+        self.record("conversation.created", &c.bid, Some(&c.id), || (c.id.clone(), json!({"conversation": conversation_json(c)}))).await
     }
 
     pub(crate) async fn record_assigned(&self, c: &Conversation) -> Result<(), Fail> {
-        let data = json!({"conversation": conversation_json(c), "agent": c.assigned});
-        self.record("conversation.assigned", &c.bid, Some(&c.id), format!("{}:{}", c.id, random_id()), data).await
+        self.record("conversation.assigned", &c.bid, Some(&c.id), || {
+            (format!("{}:{}", c.id, random_id()), json!({"conversation": conversation_json(c), "agent": c.assigned}))
+        })
+        .await
     }
 
     pub(crate) async fn record_closed(&self, c: &Conversation) -> Result<(), Fail> {
-        let closed = Conversation { open: false, ..c.clone() };
-        self.record("conversation.closed", &c.bid, Some(&c.id), c.id.clone(), json!({"conversation": conversation_json(&closed)})).await
+        self.record("conversation.closed", &c.bid, Some(&c.id), || {
+            let closed = Conversation { open: false, ..c.clone() };
+            (c.id.clone(), json!({"conversation": conversation_json(&closed)}))
+        })
+        .await
     }
 
     /// A message of conversation `c`, from a visitor, an agent or the bot.
     pub(crate) async fn record_message(&self, c: &Conversation, m: &StoredMessage, from: crate::service::Kind) -> Result<(), Fail> {
-        let mut message = crate::protocol::message_json(m);
-        if let Some(o) = message.as_object_mut() {
-            o.remove("method");
-        }
-        let data = json!({"message": message, "sender_type": from.name(), "channel": c.channel()});
-        self.record("message.created", &c.bid, Some(&c.id), format!("{}:{}", conversation_thread(&c.id), m.id), data).await
+        self.record("message.created", &c.bid, Some(&c.id), || {
+            let mut message = crate::protocol::message_json(m);
+            if let Some(o) = message.as_object_mut() {
+                o.remove("method");
+            }
+            let data = json!({"message": message, "sender_type": from.name(), "channel": c.channel()});
+            (format!("{}:{}", conversation_thread(&c.id), m.id), data)
+        })
+        .await
     }
 
+    /// An agent came online (its first connection in the bot) or went offline (its last).
     pub(crate) async fn record_agent(&self, bid: &str, agent: &str, name: &str, online: bool) -> Result<(), Fail> {
         let kind = if online { "agent.online" } else { "agent.offline" };
-        self.record(kind, bid, None, random_id(), json!({"agent": agent, "name": name})).await
+        self.record(kind, bid, None, || (random_id(), json!({"agent": agent, "name": name}))).await
     }
 }
 
