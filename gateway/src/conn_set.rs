@@ -63,7 +63,7 @@ impl Crowd {
         }
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.place.len()
     }
 
