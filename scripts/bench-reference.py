@@ -28,6 +28,11 @@ def cpu_connect(r, role):
     return sum(s["cpu_s_connect"] for s in r["server"] if r["roles"].get(str(s["pid"])) == role)
 
 
+def setup_rate(r):
+    """Connections set up per second, from the first attempt to the last set up."""
+    return r["conn_established"] / max(r["connect_all_s"], 1e-3)
+
+
 def rss_per_conn(r, role, at="connected"):
     """Bytes of RSS per established connection that the processes of that role grew by, when the
     last connected (`connected`) or at the end of the hold (`end`: idle since)."""
@@ -106,7 +111,7 @@ if ref and sb:
           f'and after {sb["duration_s"]:g} s idle:\n')
     print("| | gateway RSS per connection (≤ 2 KiB) | workers' RSS per client (≤ 1 KiB) | reference RSS per connection | new connections/s, logged in and joined | reference's |")
     print("|---|---:|---:|---:|---:|---:|")
-    sb_rate, ref_rate = sb["conn_established"] / max(sb["connect_all_s"], 1e-3), ref["conn_established"] / max(ref["connect_all_s"], 1e-3)
+    sb_rate, ref_rate = setup_rate(sb), setup_rate(ref)
     for at, label in (("connected", "all connected"), ("end", f'after {sb["duration_s"]:g} s idle')):
         g, w, rr = rss_per_conn(sb, "gateway", at), rss_per_conn(sb, "business", at), rss_per_conn(ref, "reference", at)
         rate = f'{fmt(sb_rate)} | {fmt(ref_rate)}' if at == "connected" else "— | —"
@@ -114,7 +119,7 @@ if ref and sb:
 
 ref, sb = runs.get(("reference", "connect")), runs.get(("switchboard", "connect"))
 if ref and sb:
-    sb_rate, ref_rate = sb["conn_established"] / max(sb["connect_all_s"], 1e-3), ref["conn_established"] / max(ref["connect_all_s"], 1e-3)
+    sb_rate, ref_rate = setup_rate(sb), setup_rate(ref)
     per_conn = lambda r, role: cpu_connect(r, role) * 1e6 / max(r["conn_established"], 1)
     print(f'\nNew connections, each answered its first message (a login; no join), as target 5 words it: '
           f'{sb["conn_established"]} of {sb["conns"]} by switchboard, {ref["conn_established"]} of {ref["conns"]} by the reference. '

@@ -25,7 +25,7 @@ pub enum ConnSet {
     Many(Box<Crowd>),
 }
 
-/// Where a member left a [`Crowd`]'s list: 0 is never a connection id (`Tables::add_client`).
+/// Where a member left a [`Crowd`]'s list: 0 is never a connection id (`Tables::add`).
 const HOLE: ConnId = 0;
 
 /// Many members in the order they came: a list with a hole where each one that left was, and
