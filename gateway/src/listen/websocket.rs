@@ -211,11 +211,11 @@ impl Upgrade {
         let goim = subprotocol || path.split('?').next().is_some_and(|p| p == "/sub" || p.starts_with("/sub/"));
         let framing = if goim { Framing::Goim(Goim::new(config.max_message_size)) } else { Framing::Json };
         let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
-        let value = websocket_connect::build(&UpgradeRequest { method: "GET", uri: path, protocol: "HTTP/1.1", headers });
+        let body = websocket_connect::body(&UpgradeRequest { method: "GET", uri: path, protocol: "HTTP/1.1", headers });
         Ok(Upgrade {
             response: ws::accept_response(key, subprotocol.then_some(GOIM_SUBPROTOCOL)),
             framing,
-            body: Bytes::from(value.serialize()),
+            body: Bytes::from(body),
             rest: BytesMut::from(&head[len..]),
         })
     }

@@ -84,7 +84,7 @@ impl Value {
         out
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         match self {
             Value::Null => out.extend_from_slice(b"N;"),
             Value::Bool(b) => out.extend_from_slice(if *b { b"b:1;" } else { b"b:0;" }),
@@ -124,19 +124,19 @@ impl Value {
 // `String` for every key and length, which was a third of a gateway's work listing a room's
 // sessions at each join.
 
-fn write_int(out: &mut Vec<u8>, i: i64) {
+pub(crate) fn write_int(out: &mut Vec<u8>, i: i64) {
     out.extend_from_slice(b"i:");
     out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
     out.push(b';');
 }
 
-fn write_array_head(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn write_array_head(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(b"a:");
     out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b":{");
 }
 
-fn write_str(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(b"s:");
     out.extend_from_slice(itoa::Buffer::new().format(s.len()).as_bytes());
     out.extend_from_slice(b":\"");
