@@ -109,7 +109,7 @@ fn by_gateway(client_ids: &[&str]) -> Result<BTreeMap<String, Vec<u32>>> {
     let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for c in client_ids {
         let id: ClientId = c.parse()?;
-        out.entry(id.gateway().to_string()).or_default().push(id.conn);
+        out.entry(id.gateway_addr()).or_default().push(id.conn);
     }
     Ok(out)
 }
@@ -330,7 +330,7 @@ impl Api {
 
     /// [`Self::send_to_client`] by a parsed id.
     pub async fn send_to_client_id(&self, id: &ClientId, msg: impl Into<Bytes>) -> Result<()> {
-        self.send_to_conn(&id.gateway().to_string(), id.conn, msg).await
+        self.send_to_conn(&id.gateway_addr(), id.conn, msg).await
     }
 
     /// To connection `conn` of the gateway linked as `gateway`: a worker answering its current
@@ -399,13 +399,13 @@ impl Api {
     /// CMD_KICK: sends `msg` if given, then closes the client.
     pub async fn close_client(&self, client_id: &str, msg: Option<Bytes>) -> Result<()> {
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway().to_string(), Command::Kick { conn: id.conn, message: msg }).await
+        self.send(&id.gateway_addr(), Command::Kick { conn: id.conn, message: msg }).await
     }
 
     /// CMD_DESTROY: closes the client at once, dropping anything still queued for it.
     pub async fn destroy_client(&self, client_id: &str) -> Result<()> {
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway().to_string(), Command::Destroy { conn: id.conn }).await
+        self.send(&id.gateway_addr(), Command::Destroy { conn: id.conn }).await
     }
 
     // ---------------------------------------------------------------- uids and groups
@@ -415,7 +415,7 @@ impl Api {
     pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
         not_empty(uid, "uid")?;
         let id: ClientId = client_id.parse()?;
-        self.bind_settled(&id.gateway().to_string(), vec![Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }]).await
+        self.bind_settled(&id.gateway_addr(), vec![Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }]).await
     }
 
     /// CMD_BIND_UID (when `uid` is given) and CMD_JOIN_GROUP for each group, in this order, with
@@ -431,28 +431,27 @@ impl Api {
             not_empty(g, "group")?;
             cmds.push(Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(g.as_bytes()) });
         }
-        self.bind_settled(&id.gateway().to_string(), cmds).await
+        self.bind_settled(&id.gateway_addr(), cmds).await
     }
 
     /// CMD_UNBIND_UID.
     pub async fn unbind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway().to_string(), Command::UnbindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
+        self.send(&id.gateway_addr(), Command::UnbindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
     }
 
     /// CMD_JOIN_GROUP. Returns once every worker knows, as `bind_uid` does.
     pub async fn join_group(&self, client_id: &str, group: &str) -> Result<()> {
         not_empty(group, "group")?;
         let id: ClientId = client_id.parse()?;
-        self.bind_settled(&id.gateway().to_string(), vec![Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }])
-            .await
+        self.bind_settled(&id.gateway_addr(), vec![Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }]).await
     }
 
     /// CMD_LEAVE_GROUP.
     pub async fn leave_group(&self, client_id: &str, group: &str) -> Result<()> {
         not_empty(group, "group")?;
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway().to_string(), Command::LeaveGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
+        self.send(&id.gateway_addr(), Command::LeaveGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
     }
 
     /// CMD_UNGROUP on every gateway: the group is dissolved, members stay connected.
@@ -466,7 +465,7 @@ impl Api {
     /// CMD_IS_ONLINE on the client's gateway. A gateway that cannot be reached counts as offline.
     pub async fn is_online(&self, client_id: &str) -> Result<bool> {
         let id: ClientId = client_id.parse()?;
-        let g = id.gateway().to_string();
+        let g = id.gateway_addr();
         if !self.linked(&g) {
             return Ok(false);
         }
@@ -520,7 +519,7 @@ impl Api {
     pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>> {
         let id: ClientId = client_id.parse()?;
         let filter = SelectWhere { connection_ids: Some(vec![id.conn]), ..SelectWhere::default() };
-        let v = self.query(&id.gateway().to_string(), Command::Select { fields: vec!["uid".into()], filter }).await?;
+        let v = self.query(&id.gateway_addr(), Command::Select { fields: vec!["uid".into()], filter }).await?;
         Ok(v.as_array()
             .and_then(|rows| rows.get(&Key::Int(id.conn as i64)))
             .and_then(|row| row.as_array())
@@ -671,7 +670,7 @@ impl Api {
 
     /// The session bytes as the gateway stores them.
     pub(crate) async fn raw_session(&self, id: &ClientId) -> Result<Bytes> {
-        let g = id.gateway().to_string();
+        let g = id.gateway_addr();
         if !self.linked(&g) {
             return Ok(Bytes::from_static(b"N;"));
         }
@@ -685,14 +684,14 @@ impl Api {
     }
 
     pub(crate) async fn set_raw_session(&self, id: &ClientId, bytes: Bytes) -> Result<()> {
-        self.send(&id.gateway().to_string(), Command::SetSession { conn: id.conn, session: bytes }).await
+        self.send(&id.gateway_addr(), Command::SetSession { conn: id.conn, session: bytes }).await
     }
 
     /// CMD_UPDATE_SESSION: merges into the session (PHP's `array_replace_recursive`).
     pub async fn update_session(&self, client_id: &str, update: &php::Array) -> Result<()> {
         let id: ClientId = client_id.parse()?;
         let bytes = Bytes::from(Value::Array(update.clone()).serialize());
-        self.send(&id.gateway().to_string(), Command::UpdateSession { conn: id.conn, session: bytes }).await
+        self.send(&id.gateway_addr(), Command::UpdateSession { conn: id.conn, session: bytes }).await
     }
 
     /// Every uid's client ids in one round (CMD_BATCH_GET_CLIENT_ID_BY_UID).

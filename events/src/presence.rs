@@ -265,7 +265,7 @@ impl Joins {
         let w = JoinWait { conn: client.conn, group: group.to_string(), since: tokio::time::Instant::now(), done };
         let tx = get_or_make(&self.gateways, &client.gateway(), || {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(confirm_loop(api.clone(), client.gateway().to_string(), rx));
+            tokio::spawn(confirm_loop(api.clone(), client.gateway_addr(), rx));
             tx
         });
         let sent = tx.send(w).is_ok();

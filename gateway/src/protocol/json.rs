@@ -36,9 +36,7 @@ impl Id {
 
     pub fn write(&self, out: &mut String) {
         match self {
-            Id::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Id::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
             Id::Str(s) => write_str(out, s),
         }
     }
@@ -108,14 +106,21 @@ pub fn write_id_list(out: &mut String, ids: &[Id]) {
     out.push(']');
 }
 
-/// `{"<id>":id,...}`: how PHP writes both exclude maps and connection lists.
+/// `{"<id>":id,...}`: how PHP writes both exclude maps and connection lists. The digits come
+/// from `itoa`: `write!` cost about 650 instructions an id, and the chat excludes its sender
+/// from every presence push.
 pub fn write_conn_map(out: &mut String, ids: &[u32]) {
+    let mut digits = itoa::Buffer::new();
     out.push('{');
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "\"{id}\":{id}");
+        let id = digits.format(*id);
+        out.push('"');
+        out.push_str(id);
+        out.push_str("\":");
+        out.push_str(id);
     }
     out.push('}');
 }
