@@ -5,12 +5,13 @@
 use crate::keys;
 use crate::presence::{self, Change, Form, Snapshot};
 use crate::protocol::{code, escape_html, id_field, now_secs};
+use crate::request::Request;
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
 use business::{Api, ClientId, Context};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -91,12 +92,12 @@ struct LoginReply<'a> {
 }
 
 /// The login's `presence` field: how this agent is told of the others (`presence::Form`).
-pub(crate) fn presence_form(req: &Map<String, Value>) -> Result<Form, Fail> {
+pub(crate) fn presence_form(req: &Request) -> Result<Form, Fail> {
     Form::parse(req.get("presence")).map_err(Fail::bad)
 }
 
 impl Chat {
-    pub(crate) async fn login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn login(&self, ctx: &mut Context, req: &Request) -> Outcome {
         let missing = || Fail { code: code::LOGIN_FIELDS, msg: "bid, customer_id and customer_name are required".into() };
         let bid = id_field(req, "bid")?.ok_or_else(missing)?;
         let id = id_field(req, "customer_id")?.ok_or_else(missing)?;

@@ -10,11 +10,12 @@
 use crate::keys::room_group;
 use crate::messages::Target;
 use crate::protocol::{id_field, message_json, text_field};
+use crate::request::Request;
 use crate::who::Who;
 use crate::{auth, Chat, Fail, Outcome};
 use business::php::{Key, Value as Php};
 use business::Context;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// The session key holding the room a goim client authenticated into (its heartbeat counts it).
 const HOME_ROOM: &[u8] = b"goim_room";
@@ -40,7 +41,7 @@ struct AuthReply<'a> {
 }
 
 impl Chat {
-    pub(crate) async fn auth(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn auth(&self, ctx: &mut Context, req: &Request) -> Outcome {
         let mid = id_field(req, "mid")?.ok_or_else(|| Fail::bad("mid is required"))?;
         let shop = id_field(req, "shop_id")?;
         let room = id_field(req, "room_id")?;
@@ -109,7 +110,7 @@ impl Chat {
     /// Messages after `id` (exactly the ones a reconnecting client missed, oldest first, at
     /// most `limit`; `more` says whether to ask again from the last one); without `id`, the
     /// newest `limit`.
-    pub(crate) async fn sync(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn sync(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let target = self.target(who, req, "with_uid").await?;
         let me = who.uid().unwrap_or_default();
         let (thread, key, value) = self.thread_of(&target, who);
@@ -136,7 +137,7 @@ impl Chat {
         Ok(())
     }
 
-    pub(crate) async fn ack(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn ack(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let reply = self.mark_read(who, req, "ack").await?;
         self.reply(ctx, reply).await;
         Ok(())

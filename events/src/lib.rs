@@ -4,9 +4,9 @@
 //! open a conversation with a bot and are assigned an agent (`visitors`); agents also talk in
 //! rooms (`rooms`) and privately. Every message is stored before it is acknowledged and can be
 //! paged back (`messages`, `store`). LINE users reach the same agents through `line`, app
-//! clients speaking goim packets through `goim`. The wire format is in `protocol` and
-//! docs/protocol.md. Every uid, group and thread name is made by `keys`, scoped by bot; `flood`
-//! budgets what anonymous visitors can open.
+//! clients speaking goim packets through `goim`. The wire format is in `protocol` (a request as
+//! read, in `request`) and docs/protocol.md. Every uid, group and thread name is made by `keys`,
+//! scoped by bot; `flood` budgets what anonymous visitors can open.
 
 pub mod agents;
 pub mod auth;
@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod proxy;
+pub mod request;
 pub mod retention;
 pub mod rooms;
 pub mod service;
@@ -30,12 +31,13 @@ pub mod visitors;
 pub mod web;
 pub mod who;
 
+use crate::request::{NotARequest, Request};
 use async_trait::async_trait;
 use business::{Api, ApiError, Context, Events};
 use bytes::Bytes;
 use config::Assignment;
 use protocol::code;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use store::{Store, StoreError};
 use tracing::{info, warn};
@@ -163,7 +165,7 @@ impl Chat {
         }
     }
 
-    async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Map<String, Value>, raw: &Bytes) -> Outcome {
+    async fn dispatch(&self, ctx: &mut Context, method: &str, req: &Request, raw: &Bytes) -> Outcome {
         let (who, exp) = Who::with_token_exp(ctx);
         if method != "login" && method != "auth" {
             self.check_token(ctx, &who, exp).await?;
@@ -270,10 +272,10 @@ impl Events for Chat {
             b.tokens -= 1.0;
             b.refused_in_a_row = 0;
         }
-        let req = match serde_json::from_slice::<Value>(&message) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return self.send_error(ctx, None, Fail::bad("expected a JSON object")).await,
-            Err(_) => return self.send_error(ctx, None, Fail::bad("not JSON")).await,
+        let req = match Request::parse(&message) {
+            Ok(req) => req,
+            Err(NotARequest::NotAnObject) => return self.send_error(ctx, None, Fail::bad("expected a JSON object")).await,
+            Err(NotARequest::NotJson) => return self.send_error(ctx, None, Fail::bad("not JSON")).await,
         };
         let method = match req.get("method") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),

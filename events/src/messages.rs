@@ -4,11 +4,12 @@
 
 use crate::keys::{agent_uid, conversation_thread, private_thread, room_thread, visitor_uid};
 use crate::protocol::{id_field, message_json, text_field, SayAck};
+use crate::request::Request;
 use crate::service::Author;
 use crate::who::{in_room, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Where a message goes, after the caller's rights were checked.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub enum Target {
 
 impl Chat {
     /// Resolves `conversation_id` / `room` / `with_uid`|`to_uid` to a target the caller may use.
-    pub(crate) async fn target(&self, who: &Who, req: &Map<String, Value>, peer_key: &str) -> Result<Target, Fail> {
+    pub(crate) async fn target(&self, who: &Who, req: &Request, peer_key: &str) -> Result<Target, Fail> {
         let conversation = id_field(req, "conversation_id")?;
         let room = id_field(req, "room")?;
         let peer = id_field(req, peer_key)?;
@@ -64,7 +65,7 @@ impl Chat {
         }
     }
 
-    pub(crate) async fn say(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn say(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let content = text_field(req, "content")?.ok_or_else(|| Fail::bad("content is required"))?;
         let cid = id_field(req, "cid")?;
         let target = self.target(who, req, "to_uid").await?;
@@ -84,7 +85,7 @@ impl Chat {
     }
 
     /// `typing` in a conversation: the other side sees `typing_push` (nothing is stored).
-    pub(crate) async fn typing(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn typing(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let Target::Conversation(c) = self.target(who, req, "to_uid").await? else {
             return Err(Fail::bad("typing is for conversations"));
         };
@@ -98,7 +99,7 @@ impl Chat {
     }
 
     /// `limit`, `default` when absent, between 1 and `history_limit`.
-    pub(crate) fn limit_field(&self, req: &Map<String, Value>, default: usize) -> Result<usize, Fail> {
+    pub(crate) fn limit_field(&self, req: &Request, default: usize) -> Result<usize, Fail> {
         let limit = match req.get("limit") {
             None | Some(Value::Null) => default,
             Some(Value::Number(n)) => n.as_u64().ok_or_else(|| Fail::bad("limit must be a positive integer"))? as usize,
@@ -107,14 +108,14 @@ impl Chat {
         Ok(limit.clamp(1, self.config.history_limit))
     }
 
-    pub(crate) fn int_field(req: &Map<String, Value>, key: &str) -> Result<Option<i64>, Fail> {
+    pub(crate) fn int_field(req: &Request, key: &str) -> Result<Option<i64>, Fail> {
         match id_field(req, key)? {
             None => Ok(None),
             Some(s) => s.parse().map(Some).map_err(|_| Fail::bad(format!("{key} must be a message id"))),
         }
     }
 
-    pub(crate) async fn history(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn history(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let target = self.target(who, req, "with_uid").await?;
         let (thread, key, value) = self.thread_of(&target, who);
         let key = if key == "to_uid" { "with_uid" } else { key };
@@ -131,7 +132,7 @@ impl Chat {
         Ok(())
     }
 
-    pub(crate) async fn read(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn read(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let reply = self.mark_read(who, req, "read").await?;
         self.reply(ctx, reply).await;
         Ok(())
@@ -139,7 +140,7 @@ impl Chat {
 
     /// Moves the caller's read mark on the thread `req` names; the answer (named `method`)
     /// carries the id and the unread count left.
-    pub(crate) async fn mark_read(&self, who: &Who, req: &Map<String, Value>, method: &str) -> Result<Value, Fail> {
+    pub(crate) async fn mark_read(&self, who: &Who, req: &Request, method: &str) -> Result<Value, Fail> {
         let target = self.target(who, req, "with_uid").await?;
         let me = who.uid().unwrap_or_default();
         let (thread, key, value) = self.thread_of(&target, who);

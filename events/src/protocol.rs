@@ -1,8 +1,9 @@
 //! The client JSON protocol's vocabulary: error codes, id coercion, escaping, message frames.
 
+use crate::request::Request;
 use crate::store::StoredMessage;
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Error codes kept from the original deployment (see docs/protocol.md).
 pub mod code {
@@ -23,7 +24,7 @@ pub fn error(method: Option<&str>, code: &str, msg: &str) -> String {
 }
 
 /// An id field: strings and numbers are both accepted, strings come back.
-pub fn id_field(req: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+pub fn id_field(req: &Request, key: &str) -> Result<Option<String>, String> {
     match req.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
@@ -35,7 +36,7 @@ pub fn id_field(req: &Map<String, Value>, key: &str) -> Result<Option<String>, S
 }
 
 /// A text field that must be a string when present.
-pub fn text_field(req: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+pub fn text_field(req: &Request, key: &str) -> Result<Option<String>, String> {
     match req.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -158,7 +159,7 @@ pub fn now_secs() -> i64 {
 
 /// The fuzz target for client frames (`fuzz/`): every field reader on any JSON object.
 pub fn fuzz_request(data: &[u8]) {
-    if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(data) {
+    if let Ok(m) = Request::parse(data) {
         for key in ["bid", "customer_id", "visitor_id", "room", "conversation_id", "cid", "to_uid", "with_uid", "before_id", "after_id"] {
             let _ = id_field(&m, key);
         }
@@ -185,7 +186,7 @@ mod tests {
             content: "hi\nthere é".into(),
             to: match to {
                 Value::Object(m) => m,
-                _ => Map::new(),
+                _ => serde_json::Map::new(),
             },
             timestamp: 1_700_000_000_123,
         }

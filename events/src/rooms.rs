@@ -3,11 +3,12 @@
 
 use crate::keys::room_group;
 use crate::protocol::{id_field, now_secs};
+use crate::request::Request;
 use crate::who::{rooms, set_rooms, Who};
 use crate::{Chat, Fail, Outcome};
 use business::Context;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -27,7 +28,7 @@ struct JoinReply<'a> {
 }
 
 impl Chat {
-    fn room_of(&self, who: &Who, req: &Map<String, Value>) -> Result<(String, String, String, String), Fail> {
+    fn room_of(&self, who: &Who, req: &Request) -> Result<(String, String, String, String), Fail> {
         let Who::Agent { bid, id, name } = who else { return Err(Fail::denied("rooms are for agents")) };
         let room = id_field(req, "room")?.ok_or_else(|| Fail::bad("room is required"))?;
         if room.chars().count() > 64 {
@@ -36,7 +37,7 @@ impl Chat {
         Ok((bid.clone(), id.clone(), name.clone(), room))
     }
 
-    pub(crate) async fn join(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn join(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let (bid, me, name, room) = self.room_of(who, req)?;
         let members = self.enter_room(ctx, &bid, &me, &name, &room).await?;
         self.send_serialized(ctx, &JoinReply { method: "join", room: &room, members: &members }).await;
@@ -72,7 +73,7 @@ impl Chat {
         Ok(members)
     }
 
-    pub(crate) async fn leave(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn leave(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let (bid, me, name, room) = self.room_of(who, req)?;
         let group = room_group(&bid, &room);
         let mut joined = rooms(ctx);

@@ -4,11 +4,12 @@
 use crate::config::Assignment;
 use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
 use crate::protocol::{escape_html, id_field, message_json, text_field};
+use crate::request::Request;
 use crate::store::{sqlite::new_id, Conversation, Store};
 use crate::who::Who;
 use crate::{Chat, Fail, Outcome};
 use business::{Api, Context};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tracing::info;
 
 pub(crate) fn push_of(conv: &Conversation) -> Value {
@@ -17,7 +18,7 @@ pub(crate) fn push_of(conv: &Conversation) -> Value {
 }
 
 impl Chat {
-    pub(crate) async fn visitor_login(&self, ctx: &mut Context, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn visitor_login(&self, ctx: &mut Context, req: &Request) -> Outcome {
         let bid = id_field(req, "bid")?.ok_or_else(|| Fail::bad("bid is required"))?;
         let visitor_id = match (id_field(req, "visitor_id")?, Who::of(ctx)) {
             // LINE users' ids are not secrets: nobody may open their conversations from a page.
@@ -142,7 +143,7 @@ impl Chat {
         }
     }
 
-    pub(crate) async fn claim(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn claim(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let (_, me) = self.agent_of(who)?;
         let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
         let conv = self.conversation_for(who, &id).await?;
@@ -158,7 +159,7 @@ impl Chat {
         Ok(())
     }
 
-    pub(crate) async fn transfer(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn transfer(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let (bid, me) = self.agent_of(who)?;
         let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
         let to = id_field(req, "to")?.ok_or_else(|| Fail::bad("to (a customer_id) is required"))?;
@@ -170,7 +171,7 @@ impl Chat {
         self.reassign(ctx, "transfer", conv, &to, Some(me)).await
     }
 
-    pub(crate) async fn close(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn close(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         self.agent_of(who)?;
         let id = id_field(req, "conversation_id")?.ok_or_else(|| Fail::bad("conversation_id is required"))?;
         let conv = self.conversation_for(who, &id).await?;
@@ -218,7 +219,7 @@ impl Chat {
 
     /// `{"method":"conversation_list","after":"<conversation_id>","limit":n}`: a page of the
     /// bot's open conversations; `more` says whether to ask again after the last one.
-    pub(crate) async fn conversation_list(&self, ctx: &mut Context, who: &Who, req: &Map<String, Value>) -> Outcome {
+    pub(crate) async fn conversation_list(&self, ctx: &mut Context, who: &Who, req: &Request) -> Outcome {
         let (bid, me) = self.agent_of(who)?;
         let after = id_field(req, "after")?;
         let page = self.config.conversation_page.max(1);
