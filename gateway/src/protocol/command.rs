@@ -577,7 +577,8 @@ impl Command {
                 let ext = if groups.is_empty() {
                     Bytes::new()
                 } else {
-                    let mut s = String::from("{\"group\":");
+                    let mut s = String::with_capacity(24 + 48 * groups.len());
+                    s.push_str("{\"group\":");
                     json::write_id_list(&mut s, &groups);
                     s.push_str(",\"exclude\":");
                     match exclude {
