@@ -2,10 +2,10 @@
 //!
 //! Every method reads a few fields by name, once each. A `serde_json::Map` (an `IndexMap` here,
 //! since the workspace keeps key order for its replies) hashed every name on the way in and
-//! again on every read, and allocated its index besides: about 6 000 instructions of a room
-//! message's 73 000 in the worker (docs/BENCHMARKS.md, session 28). A list read from the end
-//! answers the same (the last of a repeated name counts, as in the map), and a request has a
-//! handful of fields. Nested values are still `serde_json::Value`s.
+//! again on every read, and allocated its index besides: about 5 900 of the 35 200
+//! instructions of a room message's callback (docs/BENCHMARKS.md, session 28). A list read
+//! from the end answers the same (the last of a repeated name counts, as in the map), and a
+//! request has a handful of fields. Nested values are still `serde_json::Value`s.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
