@@ -73,8 +73,9 @@ impl std::fmt::Display for Id {
 pub fn write_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
-    // Runs that need no escape are copied whole: pushed a char at a time, a group name cost a
-    // room message about 500 instructions.
+    // Runs that need no escape are copied whole: a char at a time (and the ext_data's buffer
+    // grown as it went, command.rs) a room message's group send took 5 600 instructions, now
+    // 4 100 (docs/BENCHMARKS.md, session 28).
     let mut plain = 0;
     for (i, c) in s.char_indices() {
         let escape = match c {
