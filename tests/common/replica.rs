@@ -43,7 +43,13 @@ pub fn tool(user: &str, program: &Path) -> Command {
 
 pub fn check(what: &str, out: std::io::Result<std::process::Output>) {
     let out = out.unwrap_or_else(|e| panic!("{what}: {e} (is the server package installed? scripts/test.sh installs it)"));
-    assert!(out.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn temp_dir(tag: &str, owner: &str) -> PathBuf {
@@ -53,6 +59,34 @@ pub fn temp_dir(tag: &str, owner: &str) -> PathBuf {
         check("chown", Command::new("chown").arg(owner).arg(&dir).output());
     }
     dir
+}
+
+/// Sets up a MariaDB data directory. `mariadb-install-db` failed once in CI for the second of two
+/// directories and printed no reason, then passed on the rerun: each attempt starts from an empty
+/// directory, a failed one is reported with its exit status (a signal shows there), and the test
+/// fails only when three attempts in a row fail.
+fn install_mariadb(data: &Path) {
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        let _ = std::fs::remove_dir_all(data);
+        let mut install = Command::new("mariadb-install-db");
+        install.arg(format!("--datadir={}", data.display())).args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
+        if root() {
+            install.arg("--user=mysql");
+        }
+        match install.output() {
+            Ok(out) if out.status.success() => return,
+            Ok(out) => {
+                let failure =
+                    format!("attempt {attempt}: {}\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                eprintln!("mariadb-install-db failed for {}, {failure}", data.display());
+                failures.push(failure);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("mariadb-install-db: {e} (is mariadb-server installed? scripts/test.sh installs it)"),
+        }
+    }
+    panic!("mariadb-install-db failed three times for {}:\n{}", data.display(), failures.join("\n"));
 }
 
 /// PostgreSQL's server binaries (the newest installed).
@@ -110,12 +144,7 @@ impl Replicated {
         let mut children = Vec::new();
         for (n, port) in [(1, p1), (2, p2)] {
             let data = dir.join(format!("d{n}"));
-            let mut install = Command::new("mariadb-install-db");
-            install.arg(format!("--datadir={}", data.display())).args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
-            if root() {
-                install.arg("--user=mysql");
-            }
-            check("mariadb-install-db", install.output());
+            install_mariadb(&data);
             let mut server = Command::new("/usr/sbin/mariadbd");
             server
                 .arg(format!("--datadir={}", data.display()))
