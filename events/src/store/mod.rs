@@ -18,6 +18,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod replica;
+mod runner;
 pub mod sqlite;
 pub mod timed;
 mod wal;

@@ -1,31 +1,29 @@
 //! The embedded store: one SQLite file in WAL mode, shared by every worker process on a box.
 //!
-//! rusqlite is blocking, so each process keeps one connection in a thread of its own (an actor:
-//! jobs arrive on a channel, answers leave on oneshots) and async callers never block the
-//! runtime. The thread takes every job waiting and runs them in one `BEGIN IMMEDIATE`
-//! transaction (group commit: one lock and one WAL commit for a burst instead of one per
-//! message, which is what bounded the chat's throughput; figures in docs/BENCHMARKS.md). Each
+//! rusqlite is blocking. Each process keeps one connection, run by whoever finds it idle
+//! (`runner`): a caller, on its own thread, or the store thread for what queues meanwhile. Every
+//! job waiting runs in one `BEGIN IMMEDIATE` transaction (group commit: one lock and one WAL
+//! commit for a burst instead of one per message, which is what bounded the chat's throughput;
+//! figures in docs/BENCHMARKS.md). Each
 //! job is atomic on its own (a job of several writes takes a savepoint; one write statement is
 //! atomic by itself), and its answer leaves only once the batch is committed, so nothing is
 //! acknowledged that a failed commit could lose. SQLite serialises the batches of several
-//! processes. A second thread copies the WAL back into the file while the first writes (`wal`).
+//! processes. A thread of its own copies the WAL back into the file meanwhile (`wal`).
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// A job runs against the store thread's connection and returns how to answer once the batch's
-/// fate is known (`true`: committed).
-type Job = Box<dyn FnOnce(&mut Writer) -> Answer + Send>;
-type Answer = Box<dyn FnOnce(bool) + Send>;
+type Job = super::runner::Job<Writer>;
+type Answer = super::runner::Answer;
 
-/// What the store thread owns: its connection, and each thread's last message id as this
-/// connection last saw it, so that a message's id is not looked up in the table every time.
+/// What runs the jobs (a caller or the store thread, `runner`): the connection, and each
+/// thread's last message id as this connection last saw it, so that a message's id is not
+/// looked up in the table every time.
 ///
 /// The ids are good only while no other connection has written: they are forgotten when
 /// `PRAGMA data_version` moves (another worker's or `switchboard copy`'s commit), when a batch
@@ -33,6 +31,8 @@ type Answer = Box<dyn FnOnce(bool) + Send>;
 /// (a write this connection made some other way) is caught by the table's primary key, and the
 /// insert looks the id up again.
 struct Writer {
+    /// Told of each commit; dropped first, so it copies what is left while `conn` is open.
+    checkpointer: super::wal::Checkpointer,
     conn: Connection,
     last_ids: HashMap<String, i64>,
     /// `data_version` when `last_ids` was last known good.
@@ -77,14 +77,11 @@ impl Writer {
     }
 }
 
-/// Jobs run in one transaction at most (a bound on how long one batch holds the write lock).
-const MAX_BATCH: usize = 256;
-
 /// Compiled statements kept per connection (see `Cached`).
 const STATEMENT_CACHE: usize = 64;
 
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    runner: super::runner::Runner<Writer>,
 }
 
 const SCHEMA: &str = "
@@ -268,51 +265,49 @@ impl SqliteStore {
         // The checkpoint thread copies on `wal`'s schedule, not the commit that crosses a mark.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = super::wal::Checkpointer::start(path)?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let mut writer = Writer { conn, last_ids: HashMap::new(), version: None };
-        std::thread::Builder::new()
-            .name("sqlite-store".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => batch.push(j),
-                            Err(_) => break,
-                        }
-                    }
-                    run_batch(&mut writer, batch);
-                    checkpointer.committed();
-                }
-                // The checkpoint thread copies what is left as its handle drops.
-                drop(checkpointer);
-            })
+        let writer = Writer { checkpointer, conn, last_ids: HashMap::new(), version: None };
+        let runner = super::runner::Runner::start("sqlite-store", writer, run_batch)
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
-        Ok(SqliteStore { jobs: tx })
+        Ok(SqliteStore { runner })
     }
 
-    /// Runs `f` on the store thread; work that must be atomic uses `c.savepoint()`.
+    /// Runs `f` against the store's connection (on this thread when the store is idle, else on
+    /// the store thread); work that must be atomic uses `c.savepoint()`.
     pub(super) async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
-        self.run_writer(move |w| f(&mut w.conn)).await
+        self.run_writer(true, move |w| f(&mut w.conn)).await
+    }
+
+    /// `run` for a job long enough to hold a runtime thread up (retention's deletes): always on
+    /// the store thread.
+    async fn run_queued<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        self.run_writer(false, move |w| f(&mut w.conn)).await
     }
 
     /// `run` with the thread's last ids at hand (`insert_message`).
-    async fn run_writer<T: Send + 'static>(&self, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn run_writer<T: Send + 'static>(&self, may_run_here: bool, f: impl FnOnce(&mut Writer) -> Result<T> + Send + 'static) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |w| {
-                let result = f(w);
-                Box::new(move |committed| {
-                    let _ = tx.send(if committed { result } else { Err(StoreError::Corrupt("the store's commit failed".into())) });
-                })
-            }))
-            .map_err(|_| StoreError::Gone)?;
+        let job: Job = Box::new(move |w| {
+            let result = f(w);
+            Box::new(move |committed| {
+                let _ = tx.send(if committed { result } else { Err(StoreError::Corrupt("the store's commit failed".into())) });
+            })
+        });
+        if let Some(lead) = self.runner.submit(job, may_run_here).map_err(|_| StoreError::Gone)? {
+            // The events already read run first and queue their jobs behind this one: one
+            // commit for them all, here, with no thread woken. Run here, the answer is in.
+            tokio::task::yield_now().await;
+            lead.run();
+        }
         rx.await.map_err(|_| StoreError::Gone)?
     }
 }
 
-/// SQLite's busy handler: `true` = try again. About 10 s in all, as the old busy_timeout.
+/// SQLite's busy handler: `true` = try again. About 10 s in all, as the old busy_timeout; never
+/// on a caller's own thread, whose batch goes to the store thread instead (`runner`).
 fn wait_for_lock(attempt: i32) -> bool {
+    if super::runner::inline() {
+        return false;
+    }
     let pause = if attempt < 200 { Duration::from_micros(50) } else { Duration::from_micros(500) };
     if attempt > 20_000 {
         return false;
@@ -321,11 +316,21 @@ fn wait_for_lock(attempt: i32) -> bool {
     true
 }
 
-/// One transaction around every job of the batch; the answers go after the commit.
-fn run_batch(w: &mut Writer, batch: Vec<Job>) {
-    // BEGIN IMMEDIATE waits (busy_timeout) for other processes' batches. Both statements are
-    // cached: parsing them again for every batch showed in the profile.
+/// One transaction around every job of the batch; the answers go after the commit. On a
+/// caller's own thread, a transaction that cannot begin at once gives the jobs back.
+fn run_batch(w: &mut Writer, batch: Vec<Job>) -> std::result::Result<(), Vec<Job>> {
+    if !w.conn.is_autocommit() {
+        // A batch interrupted by a panicking job left its transaction open.
+        tracing::error!("store: rolling back an interrupted batch's transaction");
+        let _ = w.conn.execute_batch("ROLLBACK");
+        w.forget();
+    }
+    // BEGIN IMMEDIATE waits (`wait_for_lock`) for other processes' batches. Both statements
+    // are cached: parsing them again for every batch showed in the profile.
     if let Err(e) = w.conn.exec("BEGIN IMMEDIATE", []) {
+        if super::runner::inline() {
+            return Err(batch);
+        }
         tracing::warn!("store: cannot begin a transaction: {e}");
         // Each job then runs in autocommit mode (a job's savepoint, where it takes one, is its
         // own transaction; a single write statement is atomic by itself), where another
@@ -334,7 +339,8 @@ fn run_batch(w: &mut Writer, batch: Vec<Job>) {
         for job in batch {
             job(w)(true);
         }
-        return;
+        w.checkpointer.committed();
+        return Ok(());
     }
     w.check_version();
     let answers: Vec<Answer> = batch.into_iter().map(|job| job(w)).collect();
@@ -347,9 +353,11 @@ fn run_batch(w: &mut Writer, batch: Vec<Job>) {
             false
         }
     };
+    w.checkpointer.committed();
     for answer in answers {
         answer(committed);
     }
+    Ok(())
 }
 
 fn random_id() -> String {
@@ -394,7 +402,7 @@ impl Store for SqliteStore {
         // table it writes: more instructions than the separate read.) No savepoint: the INSERT
         // is one statement, atomic by itself, and the batch's write lock keeps another writer
         // out between reading the thread's last id and inserting.
-        self.run_writer(move |w| {
+        self.run_writer(true, move |w| {
             let ts = now_ms();
             let dest = m.dest();
             // The thread's next id, inserted under it; `None` when the row was refused.
@@ -613,7 +621,7 @@ impl Store for SqliteStore {
 
     async fn delete_messages_before(&self, before_ms: i64, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run(move |c| {
+        self.run_queued(move |c| {
             let n = c.exec("DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages WHERE ts < ?1 LIMIT ?2)", params![before_ms, limit])?;
             Ok(n as u64)
         })
@@ -662,9 +670,9 @@ mod tests {
         }
     }
 
-    /// The id a thread's next message gets, as the store thread keeps it.
+    /// The id a thread's next message gets, as the writer keeps it.
     async fn kept_id(store: &SqliteStore, thread: &'static str) -> Option<i64> {
-        store.run_writer(move |w| Ok(w.last_ids.get(thread).copied())).await.expect("kept id")
+        store.run_writer(true, move |w| Ok(w.last_ids.get(thread).copied())).await.expect("kept id")
     }
 
     /// Two workers of a box write one thread in turn: each must see the other's messages
@@ -735,6 +743,32 @@ mod tests {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
         assert!(waited < Duration::from_secs(3), "a write waited {waited:?} behind a checkpoint blocked by a reader");
+    }
+
+    /// An idle store runs a caller's write on the caller's thread; a write lock held by another
+    /// process must then send the write to the store thread to wait, not hold the caller's
+    /// thread (the runtime's) for the busy handler's 10 s. One runtime thread here: while the
+    /// write waits, the test's own timer still fires.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lock_held_elsewhere_is_waited_for_on_the_store_thread_not_the_callers() {
+        let path = std::env::temp_dir().join(format!("switchboard-inline-{}.db", std::process::id()));
+        let store = Arc::new(SqliteStore::open(&path).expect("open"));
+        let other = Connection::open(&path).expect("other");
+        other.execute_batch("BEGIN IMMEDIATE").expect("the other's write lock");
+        let started = Instant::now();
+        let insert = tokio::spawn({
+            let store = store.clone();
+            async move { store.insert_message(message("t", 0)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let slept = started.elapsed();
+        let waiting = !insert.is_finished();
+        other.execute_batch("COMMIT").expect("commit");
+        let inserted = insert.await.expect("task");
+        remove_db(&path);
+        assert!(slept < Duration::from_secs(2), "the caller's thread was held {slept:?} by another's lock");
+        assert!(waiting, "the write went through although the lock was held");
+        assert!(matches!(inserted, Ok(Inserted::New(_))), "{inserted:?}");
     }
 
     /// Two workers of a box write one file and both checkpoint it. A checkpoint that waits for
