@@ -9,7 +9,7 @@
 //!
 //! * a PASSIVE checkpoint copies everything committed so far and fsyncs the file while every
 //!   writer goes on writing. This is the long part (tens of milliseconds on a VM's disk, most of
-//!   it the fsyncs); run by the store thread between two batches, as it once was, every message
+//!   it the fsyncs); run between two batches, as it once was, every message
 //!   arriving meanwhile waited for it: the store's slowest answers (docs/BENCHMARKS.md).
 //! * a RESTART then copies the few pages committed during the first step and makes the next
 //!   commit start the WAL from its beginning. It holds writers back (in every process) while it
@@ -32,7 +32,7 @@ pub(super) const EVERY: Duration = Duration::from_secs(1);
 /// burst of big batches, such as a history import).
 pub(super) const COMMITS: u32 = 1_000;
 
-/// What the store thread tells the checkpoint thread.
+/// What the writer (`sqlite::Writer`, whichever thread runs it) tells the checkpoint thread.
 #[derive(Default)]
 struct Due {
     /// When the oldest commit not yet copied was made (None: nothing to copy).
@@ -55,7 +55,7 @@ impl Shared {
     }
 }
 
-/// The store thread's handle on its checkpoint thread. Dropping it copies what is left and
+/// The writer's handle on its checkpoint thread. Dropping it copies what is left and
 /// waits for the thread to end.
 pub(super) struct Checkpointer {
     shared: Arc<Shared>,
