@@ -233,6 +233,16 @@ mod tests {
         }
     }
 
+    /// Waits for the store thread to find the queue empty (it answers a batch's jobs before it
+    /// looks at the queue again).
+    fn wait_idle(r: &Runner<Log>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while r.shared.queue().running {
+            assert!(std::time::Instant::now() < deadline, "the store thread never went idle");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn store_thread(n: usize) -> (String, usize) {
         ("store-test".to_string(), n)
     }
@@ -269,6 +279,7 @@ mod tests {
         drop(r.submit(job(&tx, 1), true).expect("submit"));
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok(), Some(1));
         assert_eq!(batches(&r), vec![store_thread(1)]);
+        wait_idle(&r);
         submit_here(&r, job(&tx, 2));
         assert_eq!(rx.try_recv().ok(), Some(2), "idle again");
     }
@@ -314,6 +325,7 @@ mod tests {
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).ok(), Some(1));
         assert_eq!(batches(&r), vec![store_thread(1)]);
         // And the next caller finds the store idle again.
+        wait_idle(&r);
         submit_here(&r, job(&tx, 2));
         assert_eq!(rx.try_recv().ok(), Some(2));
     }
