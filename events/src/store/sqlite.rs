@@ -4,11 +4,11 @@
 //! (`runner`): a caller, on its own thread, or the store thread for what queues meanwhile. Every
 //! job waiting runs in one `BEGIN IMMEDIATE` transaction (group commit: one lock and one WAL
 //! commit for a burst instead of one per message, which is what bounded the chat's throughput;
-//! figures in docs/BENCHMARKS.md). Each
-//! job is atomic on its own (a job of several writes takes a savepoint; one write statement is
-//! atomic by itself), and its answer leaves only once the batch is committed, so nothing is
-//! acknowledged that a failed commit could lose. SQLite serialises the batches of several
-//! processes. A thread of its own copies the WAL back into the file meanwhile (`wal`).
+//! figures in docs/BENCHMARKS.md). Each job is atomic on its own (a job of several writes takes
+//! a savepoint; one write statement is atomic by itself), and its answer leaves only once the
+//! batch is committed, so nothing is acknowledged that a failed commit could lose. SQLite
+//! serialises the batches of several processes. A thread of its own copies the WAL back into
+//! the file meanwhile (`wal`).
 
 use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
