@@ -180,8 +180,8 @@ async fn read_loop(
 }
 
 /// Writes queued byte chunks, flushing only when the queue is momentarily empty (after a
-/// yield) so that a burst becomes a few large writes instead of one syscall per packet. Used by both ends of an inner
-/// link. Returns when the queue closes or a write fails.
+/// yield) so that a burst becomes a few large writes instead of one syscall per packet. Used
+/// by both ends of an inner link. Returns when the queue closes or a write fails.
 pub async fn write_queue<W: AsyncWrite + Unpin>(write: W, rx: &mut mpsc::Receiver<Bytes>) {
     let mut w = BufWriter::with_capacity(64 * 1024, write);
     while let Some(first) = rx.recv().await {
