@@ -43,13 +43,12 @@ pub fn tool(user: &str, program: &Path) -> Command {
 
 pub fn check(what: &str, out: std::io::Result<std::process::Output>) {
     let out = out.unwrap_or_else(|e| panic!("{what}: {e} (is the server package installed? scripts/test.sh installs it)"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what} failed {}", described(&out));
+}
+
+/// A tool's exit status (a signal shows there) and what it printed.
+fn described(out: &std::process::Output) -> String {
+    format!("({}):\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 pub fn temp_dir(tag: &str, owner: &str) -> PathBuf {
@@ -77,8 +76,7 @@ fn install_mariadb(data: &Path) {
         match install.output() {
             Ok(out) if out.status.success() => return,
             Ok(out) => {
-                let failure =
-                    format!("attempt {attempt}: {}\n{}\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                let failure = format!("attempt {attempt} {}", described(&out));
                 eprintln!("mariadb-install-db failed for {}, {failure}", data.display());
                 failures.push(failure);
                 std::thread::sleep(Duration::from_secs(1));
