@@ -13,8 +13,12 @@ pub struct File {
     pub roles: Option<Vec<String>>,
     /// Gateway processes `start` runs (default 1); their inner ports follow `[gateway] inner_port`.
     pub gateways: Option<usize>,
-    /// Business worker processes `start` runs (default 2).
+    /// Business worker processes `start` runs (default: see [`File::workers`]).
     pub workers: Option<usize>,
+    /// Runtime threads in each gateway process (default: one per core).
+    pub gateway_threads: Option<usize>,
+    /// Runtime threads in each business worker process (default 1: see [`File::threads`]).
+    pub worker_threads: Option<usize>,
     /// The address `start`'s children serve their metrics on (port chosen by each; default
     /// 127.0.0.1). On a real server, the LAN address your Prometheus scrapes.
     pub metrics_ip: Option<String>,
@@ -30,6 +34,15 @@ pub struct File {
     pub events: events::Config,
     /// The server API (HTTP/JSON), off unless `listen` is set.
     pub api: http_api::Config,
+}
+
+/// Which kind of process is asking [`File::threads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRole {
+    Gateway,
+    Worker,
+    /// The master, the register, the tools: the runtime's default.
+    Other,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +105,34 @@ impl File {
         }
     }
 
+    /// Business worker processes `start` runs: `workers`, else two where one serves and the
+    /// other stands by (the SQLite store, or `[business] standby = true`), and one per core,
+    /// at least two, where the workers share the clients: each runs one thread, so it is
+    /// Workerman's `count`.
+    pub fn workers(&self) -> usize {
+        let standby = self.business.standby.unwrap_or_else(|| events::store::one_writer(&self.events.store));
+        let shared = || std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        self.workers.unwrap_or_else(|| if standby || self.business.app != "chat" { 2 } else { shared() }).max(1)
+    }
+
+    /// How many runtime threads a process of this role runs; `None` is one per core.
+    ///
+    /// A worker runs one by default, as a Workerman process does. Its work per event is short
+    /// and mostly in order (an event, its store write, its sends); on a second thread each
+    /// wakeup also woke a parked sibling to look for work it seldom found, and the two traded
+    /// the store's queue and the link's writer. With one thread a room message cost the
+    /// workers 51–55 µs of CPU at 100 000 deliveries/s against 70–89 µs with two
+    /// (docs/BENCHMARKS.md, session 30). Where one worker serves every client (SQLite) and
+    /// needs more than a core, `worker_threads` raises it.
+    pub fn threads(&self, role: ProcessRole) -> Option<usize> {
+        match role {
+            ProcessRole::Gateway => self.gateway_threads,
+            ProcessRole::Worker => Some(self.worker_threads.unwrap_or(1)),
+            ProcessRole::Other => None,
+        }
+        .map(|n| n.max(1))
+    }
+
     /// Reads `path`, or `switchboard.toml` in the current directory when no path is given and
     /// that file exists, or else the built-in defaults.
     pub fn load(path: Option<&Path>) -> anyhow::Result<File> {
@@ -115,5 +156,34 @@ impl File {
         file.events.assignment().map_err(anyhow::Error::msg).with_context(|| format!("checking {name}"))?;
         file.events.check_revoked().map_err(anyhow::Error::msg).with_context(|| format!("checking {name}"))?;
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(toml: &str) -> File {
+        toml::from_str(toml).expect("config")
+    }
+
+    #[test]
+    fn workers_default_to_one_serving_and_one_standing_by_or_one_per_core() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        assert_eq!(file("").workers(), 2, "SQLite: one serves, one stands by");
+        assert_eq!(file("[events]\nstore = \"redis://127.0.0.1/\"").workers(), cores, "a shared store: one per core");
+        assert_eq!(file("[business]\nstandby = true\n[events]\nstore = \"redis://127.0.0.1/\"").workers(), 2);
+        assert_eq!(file("[business]\nstandby = false").workers(), cores);
+        assert_eq!(file("workers = 5").workers(), 5);
+    }
+
+    #[test]
+    fn a_worker_runs_one_thread_and_a_gateway_one_per_core_unless_set() {
+        assert_eq!(file("").threads(ProcessRole::Worker), Some(1));
+        assert_eq!(file("").threads(ProcessRole::Gateway), None);
+        assert_eq!(file("").threads(ProcessRole::Other), None);
+        let set = file("gateway_threads = 3\nworker_threads = 0");
+        assert_eq!(set.threads(ProcessRole::Gateway), Some(3));
+        assert_eq!(set.threads(ProcessRole::Worker), Some(1), "0 is read as 1");
     }
 }

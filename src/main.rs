@@ -272,7 +272,21 @@ fn main() -> anyhow::Result<()> {
         cli.config = Some(PathBuf::from("switchboard.toml"));
     }
     let file = config::File::load(cli.config.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let role = match cli.role {
+        Role::Gateway(_) => config::ProcessRole::Gateway,
+        Role::Business(_) => config::ProcessRole::Worker,
+        _ => config::ProcessRole::Other,
+    };
+    let mut builder = match file.threads(role) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder.enable_all().build().context("starting the runtime")?;
     runtime.block_on(run(cli, file))
 }
 

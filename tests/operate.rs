@@ -155,6 +155,43 @@ async fn start_status_restart_and_stop() {
     assert!(!after.status.success() && String::from_utf8_lossy(&after.stderr).contains("not running"));
 }
 
+/// The runtime threads of a process: tokio's multi-thread runtime names its threads
+/// `tokio-rt-worker`; a one-thread runtime runs on the process's main thread and names none.
+fn runtime_threads(pid: u64) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap_or_else(|e| panic!("/proc/{pid}/task: {e}"));
+    tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).filter(|comm| comm.trim() == "tokio-rt-worker").count()
+}
+
+/// `gateway_threads` and `worker_threads` reach the processes `start` runs: by default a worker
+/// runs one thread (as a Workerman process does: docs/BENCHMARKS.md, session 30, for what a
+/// second one cost) and a gateway one per core; each is set here and served a chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_runs_the_threads_its_role_is_given() {
+    for (top, gateway, worker) in [("", None, 0), ("gateway_threads = 3\nworker_threads = 2\n", Some(3), 2)] {
+        let (dir, url) = setup(76, "[events]\nagent_secret = \"op-secret\"");
+        let path = dir.0.join("switchboard.toml");
+        let toml = std::fs::read_to_string(&path).expect("config");
+        std::fs::write(&path, format!("{top}{toml}")).expect("config");
+        ok(&sb(&dir.0, &["start", "-d"]));
+        let rows = status(&dir.0);
+        let pids = |role: &str| rows.iter().filter(|r| r["role"] == role).filter_map(|r| r["pid"].as_u64()).collect::<Vec<_>>();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for pid in pids("gateway") {
+            assert_eq!(runtime_threads(pid), gateway.unwrap_or(cores), "gateway {pid} with {top:?}");
+        }
+        let workers = pids("business");
+        assert_eq!(workers.len(), 2, "{rows:?}");
+        for pid in workers {
+            assert_eq!(runtime_threads(pid), worker, "worker {pid} with {top:?}");
+        }
+        let mut a = agent(&url, &dir.0, "t1").await;
+        a.request(json!({"method": "join", "room": "threads"}), "join").await;
+        a.send_json(json!({"method": "say", "room": "threads", "content": "hi", "cid": "t"})).await;
+        a.next_where(|m| m["method"] == "say_ack").await;
+        ok(&sb(&dir.0, &["stop"]));
+    }
+}
+
 /// Client events each business worker of the box has handled, by pid, from the metrics
 /// addresses `status --json` lists.
 async fn events_by_worker(dir: &Path) -> Vec<(u64, u64)> {

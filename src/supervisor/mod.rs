@@ -57,7 +57,7 @@ impl Plan {
         Ok(Plan {
             roles,
             gateways: file.gateways.unwrap_or(1).max(1),
-            workers: file.workers.unwrap_or(2).max(1),
+            workers: file.workers(),
             run_dir: file.run_dir(),
             config,
             metrics_ip: file.metrics_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
