@@ -106,9 +106,10 @@ impl File {
     }
 
     /// Business worker processes `start` runs: `workers`, else two where one serves and the
-    /// other stands by (the SQLite store, or `[business] standby = true`), and one per core,
-    /// at least two, where the workers share the clients: each runs one thread, so it is
-    /// Workerman's `count`.
+    /// other stands by (the SQLite store, or `[business] standby = true`) or where the
+    /// application is not the chat (`probe`, for diagnostics), and one per core, at least two,
+    /// where the chat's workers share the clients: each runs one thread, so it is Workerman's
+    /// `count`.
     pub fn workers(&self) -> usize {
         let standby = self.business.standby.unwrap_or_else(|| events::store::one_writer(&self.events.store));
         let shared = || std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
