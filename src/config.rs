@@ -76,6 +76,15 @@ pub struct BusinessSection {
     pub standby: Option<bool>,
 }
 
+impl BusinessSection {
+    /// Whether a worker running `app` on `store` asks the gateways to stand it by
+    /// (`standby`, else the chat on a store that takes one writer at a time: SQLite). Read by
+    /// the worker for its CMD_WORKER_CONNECT and by `start` for how many workers to run.
+    pub fn standby(&self, app: &str, store: &str) -> bool {
+        self.standby.unwrap_or_else(|| app == "chat" && events::store::one_writer(store))
+    }
+}
+
 impl Default for BusinessSection {
     fn default() -> Self {
         BusinessSection {
@@ -111,9 +120,10 @@ impl File {
     /// where the chat's workers share the clients: each runs one thread, so it is Workerman's
     /// `count`.
     pub fn workers(&self) -> usize {
-        let standby = self.business.standby.unwrap_or_else(|| events::store::one_writer(&self.events.store));
-        let shared = || std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-        self.workers.unwrap_or_else(|| if standby || self.business.app != "chat" { 2 } else { shared() }).max(1)
+        let business = &self.business;
+        let shared = business.app == "chat" && !business.standby(&business.app, &self.events.store);
+        let cores = || std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        self.workers.unwrap_or_else(|| if shared { cores() } else { 2 }).max(1)
     }
 
     /// How many runtime threads a process of this role runs; `None` is one per core.

@@ -543,8 +543,10 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
         Role::Business(args) => {
             let stop = stop_signal()?;
             let section = file.business;
-            let standby = section.standby;
+            let app = args.app.unwrap_or_else(|| section.app.clone());
+            let store = args.store.unwrap_or_else(|| file.events.store.clone());
             let mut c = business::WorkerConfig {
+                standby: section.standby(&app, &store),
                 name: args.name.unwrap_or(section.name),
                 registers: cli.registers.clone(),
                 secret_key: cli.secret_key.or(section.secret_key).or(file.secret_key).unwrap_or_default(),
@@ -557,7 +559,6 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
             if c.registers.is_empty() {
                 c.registers = section.registers.or(file.registers).unwrap_or_else(|| vec!["127.0.0.1:1236".into()]);
             }
-            let app = args.app.unwrap_or(section.app);
             let stop = async {
                 let _ = stop.await;
             };
@@ -567,7 +568,6 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                         "running the probe application: every client can drive the whole Gateway API; use it for tests and diagnostics only"
                     );
                     serve_metrics(metrics, metrics::Source::Business(c.stats.clone(), None)).await?;
-                    c.standby = standby.unwrap_or(false);
                     let probe = business::probe::Probe { worker: format!("{}:{}", c.name, c.index) };
                     business::run(c, Arc::new(probe), stop).await;
                 }
@@ -575,10 +575,7 @@ async fn run(cli: Cli, file: config::File) -> anyhow::Result<()> {
                     let mut events_config = file.events;
                     // Webhooks follow the feed the workers record.
                     events_config.feed |= !file.api.webhooks.is_empty();
-                    if let Some(store) = args.store {
-                        events_config.store = store;
-                    }
-                    c.standby = standby.unwrap_or_else(|| events::store::one_writer(&events_config.store));
+                    events_config.store = store;
                     let chat = events::Chat::new(events_config).await.map_err(|e| anyhow::anyhow!(e))?;
                     serve_metrics(metrics, metrics::Source::Business(c.stats.clone(), Some(chat.metrics.clone()))).await?;
                     business::run(c, Arc::new(chat), stop).await;
