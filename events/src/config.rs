@@ -1,4 +1,5 @@
-//! The chat application's settings (`[events]` in switchboard.toml).
+//! The chat application's settings (`[events]` in switchboard.toml), its LINE channel's among
+//! them: plain values every part of the chat reads, so this module imports none of them.
 
 use serde::Deserialize;
 
@@ -53,8 +54,8 @@ pub struct Config {
     /// (`feed`) before acknowledging it, for the server API's webhooks. `switchboard` turns
     /// it on by itself when `[[api.webhooks]]` are configured.
     pub feed: bool,
-    /// The LINE channel (`switchboard line`), see `line::Config`.
-    pub line: crate::line::Config,
+    /// The LINE channel (`switchboard line`).
+    pub line: Line,
 }
 
 impl Default for Config {
@@ -82,6 +83,70 @@ impl Default for Config {
             upstream_concurrency: 64,
             feed: false,
             line: Default::default(),
+        }
+    }
+}
+
+/// `[events.line]`: the LINE channel's settings (`switchboard line`). What they mean in use, and
+/// where secrets left out of the file come from, is in `line::config`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Line {
+    /// Where `switchboard line` listens for webhooks (`POST /line/<bid>/webhook`) and serves
+    /// the images users sent (`GET /line/media/<name>`).
+    pub listen: String,
+    /// How agents' browsers reach this listener, for image links ('' = `http://<listen>`).
+    pub public_url: String,
+    /// LINE's API and data hosts; tests and staging point them at a local server.
+    pub api_base: String,
+    pub data_base: String,
+    /// Where fetched images are kept.
+    pub media_dir: String,
+    /// Seconds a reply token is used after the user's message; later replies are pushed.
+    pub reply_window: f64,
+    /// Seconds before a LINE API call counts as timed out (and is retried).
+    pub timeout: f64,
+    /// First retry delay in seconds after a 429, a 5xx or a timeout; doubles up to `retry_max`.
+    pub retry_base: f64,
+    pub retry_max: f64,
+    /// Seconds after which a reply that still cannot be delivered is marked failed.
+    pub give_up_after: f64,
+    /// Seconds a sender holds a message before another sender may take it (a sender that died
+    /// mid-call); a restarted sender takes back its own at once.
+    pub lease: f64,
+    /// Messages sent concurrently (to different users; one user's messages stay in order).
+    pub senders: usize,
+    /// Largest webhook body accepted, in bytes.
+    pub max_body: usize,
+    pub bots: Vec<LineBot>,
+}
+
+/// One LINE official account, serving one bot id (`[[events.line.bots]]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LineBot {
+    pub bid: String,
+    pub channel_secret: String,
+    pub channel_access_token: String,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Line {
+            listen: "127.0.0.1:8790".into(),
+            public_url: String::new(),
+            api_base: "https://api.line.me".into(),
+            data_base: "https://api-data.line.me".into(),
+            media_dir: "run/line-media".into(),
+            reply_window: 30.0,
+            timeout: 10.0,
+            retry_base: 1.0,
+            retry_max: 300.0,
+            give_up_after: 86_400.0,
+            lease: 60.0,
+            senders: 4,
+            max_body: 1 << 20,
+            bots: Vec::new(),
         }
     }
 }

@@ -45,10 +45,6 @@ fn conversation_json(c: &Conversation) -> Value {
            "assigned": c.assigned, "open": c.open, "channel": c.channel()})
 }
 
-fn random_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 impl Chat {
     /// Appends an event when the feed is on. `what` gives its id and data, and runs only then:
     /// with the feed off (the default), a login built a random id and a conversation's message
@@ -86,7 +82,7 @@ impl Chat {
 
     pub(crate) async fn record_assigned(&self, c: &Conversation) -> Result<(), Fail> {
         self.record("conversation.assigned", &c.bid, Some(&c.id), || {
-            (format!("{}:{}", c.id, random_id()), json!({"conversation": conversation_json(c), "agent": c.assigned}))
+            (format!("{}:{}", c.id, crate::keys::new_id()), json!({"conversation": conversation_json(c), "agent": c.assigned}))
         })
         .await
     }
@@ -115,7 +111,7 @@ impl Chat {
     /// An agent came online (its first connection in the bot) or went offline (its last).
     pub(crate) async fn record_agent(&self, bid: &str, agent: &str, name: &str, online: bool) -> Result<(), Fail> {
         let kind = if online { "agent.online" } else { "agent.offline" };
-        self.record(kind, bid, None, || (random_id(), json!({"agent": agent, "name": name}))).await
+        self.record(kind, bid, None, || (crate::keys::new_id(), json!({"agent": agent, "name": name}))).await
     }
 }
 

@@ -10,6 +10,18 @@
 
 use std::borrow::Cow;
 
+/// A new unguessable id: conversations, visitors, feed events, stored images. 96 random bits
+/// as 24 hex digits.
+pub fn new_id() -> String {
+    let mut b = [0u8; 12];
+    // getrandom only fails on exotic platforms; a clock-derived id is still unique enough.
+    if getrandom::fill(&mut b).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        b.copy_from_slice(&nanos.to_be_bytes()[4..]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// One id, made safe to place between separators.
 pub fn escape(id: &str) -> Cow<'_, str> {
     if !id.contains([':', '%']) {

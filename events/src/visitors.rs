@@ -5,7 +5,7 @@ use crate::config::Assignment;
 use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
 use crate::protocol::{escape_html, id_field, message_json, text_field};
 use crate::request::Request;
-use crate::store::{sqlite::new_id, Conversation, Store};
+use crate::store::{Conversation, Store};
 use crate::who::Who;
 use crate::{Chat, Fail, Outcome};
 use business::{Api, Context};
@@ -26,7 +26,7 @@ impl Chat {
             (Some(v), _) => v,
             // Asked again on a visitor's connection: the same visitor.
             (None, Who::Visitor { id, .. }) => id,
-            (None, _) => new_id(),
+            (None, _) => crate::keys::new_id(),
         };
         self.one_identity(ctx, &Who::visitor(&bid, &visitor_id))?;
         let name = match text_field(req, "name")? {

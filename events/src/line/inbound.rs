@@ -217,7 +217,7 @@ async fn fetch_image(line: &Line, bid: &str, id: &str) -> Result<Option<String>,
                 k if k.starts_with("image/gif") => "gif",
                 _ => "jpg",
             };
-            let name = format!("{}.{ext}", crate::store::sqlite::new_id());
+            let name = format!("{}.{ext}", crate::keys::new_id());
             let path = std::path::Path::new(&line.config.media_dir).join(&name);
             tokio::fs::write(&path, &bytes).await.map_err(|e| Skip::Later(format!("writing {}: {e}", path.display())))?;
             Ok(Some(format!("{}/line/media/{name}", line.config.public_url())))

@@ -9,18 +9,6 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS line_inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
-    bid TEXT NOT NULL, event TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS line_inbox_pending ON line_inbox(done, seq);
-CREATE TABLE IF NOT EXISTS line_users (bid TEXT NOT NULL, user TEXT NOT NULL, name TEXT, name_at INTEGER NOT NULL DEFAULT 0,
-    followed INTEGER NOT NULL DEFAULT 1, reply_token TEXT, token_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (bid, user));
-CREATE TABLE IF NOT EXISTS line_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, bid TEXT NOT NULL, user TEXT NOT NULL,
-    thread TEXT NOT NULL, msg_id INTEGER NOT NULL, state TEXT NOT NULL, due INTEGER NOT NULL,
-    owner TEXT, lease INTEGER NOT NULL DEFAULT 0, error TEXT, item TEXT NOT NULL, UNIQUE (thread, msg_id));
-CREATE INDEX IF NOT EXISTS line_outbox_queued ON line_outbox(state, id);
-";
-
 #[async_trait]
 impl LineStore for SqliteStore {
     async fn line_inbox_put(&self, events: Vec<InboxEvent>) -> Result<usize> {

@@ -320,7 +320,7 @@ impl Store for MySqlStore {
 
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)> {
         let fresh = Conversation {
-            id: super::sqlite::new_id(),
+            id: crate::keys::new_id(),
             bid: bid.into(),
             visitor_id: visitor_id.into(),
             visitor_name: visitor_name.into(),

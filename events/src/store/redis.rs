@@ -397,7 +397,7 @@ impl Store for RedisStore {
             .key(self.id_key("open", &[bid, visitor_id]))
             .key(self.id_key("convs", &[bid]))
             .arg(self.key(&["conv", ""]))
-            .arg(super::sqlite::new_id())
+            .arg(crate::keys::new_id())
             .arg(bid)
             .arg(visitor_id)
             .arg(visitor_name)

@@ -99,13 +99,17 @@ CREATE TABLE IF NOT EXISTS agents (bid TEXT NOT NULL, agent TEXT NOT NULL, name 
 CREATE TABLE IF NOT EXISTS turns (bid TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
 CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL);
+-- The LINE channel's inbox, users and outgoing queue (`line_sqlite`).
+CREATE TABLE IF NOT EXISTS line_inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+    bid TEXT NOT NULL, event TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS line_inbox_pending ON line_inbox(done, seq);
+CREATE TABLE IF NOT EXISTS line_users (bid TEXT NOT NULL, user TEXT NOT NULL, name TEXT, name_at INTEGER NOT NULL DEFAULT 0,
+    followed INTEGER NOT NULL DEFAULT 1, reply_token TEXT, token_at INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (bid, user));
+CREATE TABLE IF NOT EXISTS line_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, bid TEXT NOT NULL, user TEXT NOT NULL,
+    thread TEXT NOT NULL, msg_id INTEGER NOT NULL, state TEXT NOT NULL, due INTEGER NOT NULL,
+    owner TEXT, lease INTEGER NOT NULL DEFAULT 0, error TEXT, item TEXT NOT NULL, UNIQUE (thread, msg_id));
+CREATE INDEX IF NOT EXISTS line_outbox_queued ON line_outbox(state, id);
 ";
-
-impl SqliteStore {
-    fn schema() -> String {
-        format!("{SCHEMA}{}", super::line_sqlite::SCHEMA)
-    }
-}
 
 /// What `PRAGMA user_version` says once `migrate` has run: 2 = senders scoped by bot.
 const SCHEMA_VERSION: i64 = 2;
@@ -248,7 +252,7 @@ impl SqliteStore {
             let setup = conn
                 .pragma_update(None, "journal_mode", "WAL")
                 .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
-                .and_then(|_| conn.execute_batch(&Self::schema()))
+                .and_then(|_| conn.execute_batch(SCHEMA))
                 .map_err(StoreError::from)
                 .and_then(|_| migrate(&mut conn));
             match setup {
@@ -358,20 +362,6 @@ fn run_batch(w: &mut Writer, batch: Vec<Job>) -> std::result::Result<(), Vec<Job
         answer(committed);
     }
     Ok(())
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 12];
-    // getrandom only fails on exotic platforms; a clock-derived id is still unique enough.
-    if getrandom::fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&now_ms().to_be_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A new unguessable id (conversations, visitors).
-pub fn new_id() -> String {
-    random_id()
 }
 
 /// Statements through the connection's statement cache: compiled once, not on every call
@@ -525,7 +515,7 @@ impl Store for SqliteStore {
             if let Some(conv) = tx.row(&sql, params![bid, visitor_id], row_conversation).optional()? {
                 return Ok((conv, false));
             }
-            let conv = Conversation { id: random_id(), bid, visitor_id, visitor_name, assigned: None, open: true, created: now_ms() };
+            let conv = Conversation { id: crate::keys::new_id(), bid, visitor_id, visitor_name, assigned: None, open: true, created: now_ms() };
             tx.exec(
                 "INSERT INTO conversations (id, bid, visitor_id, visitor_name, assigned, open, created) VALUES (?1, ?2, ?3, ?4, NULL, 1, ?5)",
                 params![conv.id, conv.bid, conv.visitor_id, conv.visitor_name, conv.created],
