@@ -29,13 +29,18 @@ fn ok(out: &Output) -> String {
 
 /// A box on 127.`net`.0.x with the given extra TOML; returns its directory and gateway URL.
 fn setup(net: u8, extra: &str) -> (Dir, String) {
+    setup_with(net, "", extra)
+}
+
+/// `setup` with top-level keys too (`top`: TOML wants them before the first section).
+fn setup_with(net: u8, top: &str, extra: &str) -> (Dir, String) {
     let dir = std::env::temp_dir().join(format!("sb-op-{net}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let ip = format!("127.{net}.0.1");
     let (reg, ws, inner) = (free_port(&ip), free_port(&ip), free_port(&ip));
     let toml = format!(
-        "registers = [\"{ip}:{reg}\"]\nmetrics_ip = \"{ip}\"\n\n[register]\nlisten = \"{ip}:{reg}\"\n\n\
+        "{top}registers = [\"{ip}:{reg}\"]\nmetrics_ip = \"{ip}\"\n\n[register]\nlisten = \"{ip}:{reg}\"\n\n\
          [gateway]\nlisten = \"{ip}:{ws}\"\nlan_ip = \"{ip}\"\ninner_port = {inner}\n\n{extra}\n"
     );
     std::fs::write(dir.join("switchboard.toml"), toml).expect("config");
@@ -168,10 +173,7 @@ fn runtime_threads(pid: u64) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_process_runs_the_threads_its_role_is_given() {
     for (top, gateway, worker) in [("", None, 0), ("gateway_threads = 3\nworker_threads = 2\n", Some(3), 2)] {
-        let (dir, url) = setup(76, "[events]\nagent_secret = \"op-secret\"");
-        let path = dir.0.join("switchboard.toml");
-        let toml = std::fs::read_to_string(&path).expect("config");
-        std::fs::write(&path, format!("{top}{toml}")).expect("config");
+        let (dir, url) = setup_with(76, top, "[events]\nagent_secret = \"op-secret\"");
         ok(&sb(&dir.0, &["start", "-d"]));
         let rows = status(&dir.0);
         let pids = |role: &str| rows.iter().filter(|r| r["role"] == role).filter_map(|r| r["pid"].as_u64()).collect::<Vec<_>>();
