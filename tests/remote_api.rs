@@ -23,7 +23,7 @@ async fn any_rust_service_can_push_to_clients() {
     cb.call("join_group", json!([cb.id, "news"])).await;
 
     let api = Api::remote(vec![reg.clone()], "k".into());
-    let mut gws = api.gateways().await.expect("gateway list");
+    let mut gws: Vec<String> = api.gateways().await.expect("gateway list").iter().map(ToString::to_string).collect();
     gws.sort();
     assert_eq!(gws, vec![a.inner.clone(), b.inner.clone()]);
     api.send_to_uid(&["u1"], "pushed to uid").await.expect("send_to_uid");

@@ -15,25 +15,26 @@ use gateway::protocol::php::{self, Key, Value};
 use gateway::protocol::{AllTarget, ClientId, Command, Id, InvalidClientId, Message, SelectWhere};
 use register::client::{fetch_gateways, ClientConfig, LookupError};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The persistent links of a worker, by gateway inner address.
-pub type Links = ArcSwap<HashMap<String, mpsc::Sender<Bytes>>>;
+pub type Links = ArcSwap<HashMap<SocketAddrV4, mpsc::Sender<Bytes>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
     ClientId(#[from] InvalidClientId),
     #[error("not connected to gateway {0}")]
-    NoGateway(String),
+    NoGateway(SocketAddrV4),
     #[error(transparent)]
     Query(#[from] QueryError),
     #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error("gateway {0} sent a reply that is not PHP-serialized data")]
-    BadReply(String),
+    BadReply(SocketAddrV4),
     #[error("a {0} must not be empty (or \"0\")")]
     Empty(&'static str),
 }
@@ -45,7 +46,7 @@ enum Mode {
     Worker(Arc<Links>, Arc<Directory>),
     Remote {
         register: ClientConfig,
-        cache: Mutex<Option<(Instant, Vec<String>)>>,
+        cache: Mutex<Option<(Instant, Vec<SocketAddrV4>)>>,
     },
 }
 
@@ -79,8 +80,8 @@ fn not_empty(name: &str, what: &'static str) -> Result<()> {
     }
 }
 
-fn parse(addr: &str, payload: &[u8]) -> Result<Value> {
-    Value::unserialize(payload).map_err(|_| ApiError::BadReply(addr.to_string()))
+fn parse(addr: SocketAddrV4, payload: &[u8]) -> Result<Value> {
+    Value::unserialize(payload).map_err(|_| ApiError::BadReply(addr))
 }
 
 fn int_of(v: &Value) -> i64 {
@@ -105,18 +106,33 @@ fn key_text(k: &Key) -> String {
 }
 
 /// Groups client ids by the gateway that holds them: gateway address → connection ids.
-fn by_gateway(client_ids: &[&str]) -> Result<BTreeMap<String, Vec<u32>>> {
-    let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+fn by_gateway(client_ids: &[&str]) -> Result<BTreeMap<SocketAddrV4, Vec<u32>>> {
+    let mut out: BTreeMap<SocketAddrV4, Vec<u32>> = BTreeMap::new();
     for c in client_ids {
         let id: ClientId = c.parse()?;
-        out.entry(id.gateway_addr()).or_default().push(id.conn);
+        out.entry(id.gateway()).or_default().push(id.conn);
     }
     Ok(out)
 }
 
+/// The gateways' inner addresses in a register's list. A client id holds its gateway's
+/// address in 4 bytes and a port (GatewayWorker's format), so only an IPv4 address and port
+/// can be reached by one: any other (a host name, IPv6) is left out, and logged.
+pub(crate) fn inner_addresses(list: &[String]) -> Vec<SocketAddrV4> {
+    list.iter()
+        .filter_map(|a| match a.parse() {
+            Ok(addr) => Some(addr),
+            Err(e) => {
+                tracing::warn!(gateway = %a, "a gateway registered an inner address that is not IPv4:port, left out: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
 /// One gateway's reply of sessions keyed by connection id, each session a slice of the reply
 /// (empty where it is not a string), read without building the array (`php::int_keyed`).
-fn session_bytes(gateway: &str, payload: Bytes) -> Result<Vec<(ClientId, Bytes)>> {
+fn session_bytes(gateway: SocketAddrV4, payload: Bytes) -> Result<Vec<(ClientId, Bytes)>> {
     let Some(rows) = php::int_keyed(&payload) else {
         // Not an array: a valid value of another kind lists nothing, as `by_conn` has it.
         return parse(gateway, &payload).map(|_| Vec::new());
@@ -129,16 +145,15 @@ fn session_bytes(gateway: &str, payload: Bytes) -> Result<Vec<(ClientId, Bytes)>
 }
 
 /// Reads one gateway's reply keyed by connection id into client ids.
-fn by_conn(gateway: &str, v: Value) -> Vec<(ClientId, Value)> {
+fn by_conn(gateway: SocketAddrV4, v: Value) -> Vec<(ClientId, Value)> {
     let Value::Array(rows) = v else { return Vec::new() };
     client_ids(gateway, rows.into_iter().filter_map(|(k, v)| if let Key::Int(c) = k { Some((c, v)) } else { None }))
 }
 
 /// Rows keyed by a connection id of `gateway` as rows keyed by client id (a key that is no
 /// connection id is left out).
-fn client_ids<T>(gateway: &str, rows: impl Iterator<Item = (i64, T)>) -> Vec<(ClientId, T)> {
-    let Ok(addr) = gateway.parse::<std::net::SocketAddrV4>() else { return Vec::new() };
-    rows.filter_map(|(c, v)| Some((ClientId::new(addr, u32::try_from(c).ok()?), v))).collect()
+fn client_ids<T>(gateway: SocketAddrV4, rows: impl Iterator<Item = (i64, T)>) -> Vec<(ClientId, T)> {
+    rows.filter_map(|(c, v)| Some((ClientId::new(gateway, u32::try_from(c).ok()?), v))).collect()
 }
 
 impl Api {
@@ -153,16 +168,16 @@ impl Api {
     }
 
     /// The gateway inner addresses this API talks to.
-    pub async fn gateways(&self) -> Result<Vec<String>> {
+    pub async fn gateways(&self) -> Result<Vec<SocketAddrV4>> {
         match &self.inner.mode {
-            Mode::Worker(links, _) => Ok(links.load().keys().cloned().collect()),
+            Mode::Worker(links, _) => Ok(links.load().keys().copied().collect()),
             Mode::Remote { register, cache } => {
                 if let Some((at, list)) = cache.lock().ok().and_then(|c| c.clone()) {
                     if at.elapsed() < ADDRESS_CACHE {
                         return Ok(list);
                     }
                 }
-                let list = fetch_gateways(register, Duration::from_secs(3)).await?;
+                let list = inner_addresses(&fetch_gateways(register, Duration::from_secs(3)).await?);
                 if let Ok(mut c) = cache.lock() {
                     *c = Some((Instant::now(), list.clone()));
                 }
@@ -173,23 +188,23 @@ impl Api {
 
     /// Inside a worker, a client on a gateway the worker has no link to is offline (as in PHP);
     /// outside one, every gateway is worth asking.
-    fn linked(&self, gateway: &str) -> bool {
+    fn linked(&self, gateway: SocketAddrV4) -> bool {
         match &self.inner.mode {
-            Mode::Worker(links, _) => links.load().contains_key(gateway),
+            Mode::Worker(links, _) => links.load().contains_key(&gateway),
             Mode::Remote { .. } => true,
         }
     }
 
-    async fn send(&self, gateway: &str, cmd: Command) -> Result<()> {
+    async fn send(&self, gateway: SocketAddrV4, cmd: Command) -> Result<()> {
         let packet = cmd.into_packet().to_bytes();
         self.send_bytes(gateway, packet).await
     }
 
-    async fn send_bytes(&self, gateway: &str, packet: Bytes) -> Result<()> {
+    async fn send_bytes(&self, gateway: SocketAddrV4, packet: Bytes) -> Result<()> {
         match &self.inner.mode {
             Mode::Worker(links, _) => {
-                let tx = links.load().get(gateway).cloned().ok_or_else(|| ApiError::NoGateway(gateway.to_string()))?;
-                tx.send(packet).await.map_err(|_| ApiError::NoGateway(gateway.to_string()))
+                let tx = links.load().get(&gateway).cloned().ok_or(ApiError::NoGateway(gateway))?;
+                tx.send(packet).await.map_err(|_| ApiError::NoGateway(gateway))
             }
             Mode::Remote { .. } => Ok(self.inner.pool.command(gateway, packet).await?),
         }
@@ -201,21 +216,21 @@ impl Api {
     }
 
     /// The same packet to each of `gateways`, encoded once, sent side by side.
-    async fn send_to_each(&self, gateways: &[String], cmd: Command) -> Result<()> {
+    async fn send_to_each(&self, gateways: &[SocketAddrV4], cmd: Command) -> Result<()> {
         let packet = cmd.into_packet().to_bytes();
-        join_all(gateways.iter().map(|g| self.send_bytes(g, packet.clone()))).await.into_iter().collect()
+        join_all(gateways.iter().map(|g| self.send_bytes(*g, packet.clone()))).await.into_iter().collect()
     }
 
     /// The gateways a message to `uids` or `groups` must reach: inside a worker, those whose
     /// directory has a member (and every gateway without one); outside, every gateway.
-    async fn routed(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<String>> {
+    async fn routed(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<SocketAddrV4>> {
         let gateways = self.gateways().await?;
         match &self.inner.mode {
             // One gateway: nothing to leave out (and so nothing for a bind to wait for).
             Mode::Worker(..) if gateways.len() < 2 => Ok(gateways),
             Mode::Worker(_, directory) => {
                 let keys = |ids: &[Id]| ids.iter().map(gateway::tables::id_key).collect::<Vec<_>>();
-                Ok(directory.route(&gateways, &keys(uids), &keys(groups)).into_iter().cloned().collect())
+                Ok(directory.route(&gateways, &keys(uids), &keys(groups)))
             }
             Mode::Remote { .. } => Ok(gateways),
         }
@@ -225,7 +240,7 @@ impl Api {
     /// in the same write (so nothing from another task comes between them), then waits for its
     /// DIRECTORY_SETTLED: every worker then knows where these uids and groups are, so whatever
     /// this worker does next, and whatever that leads any worker to send, is routed there.
-    async fn bind_settled(&self, gateway: &str, cmds: Vec<Command>) -> Result<()> {
+    async fn bind_settled(&self, gateway: SocketAddrV4, cmds: Vec<Command>) -> Result<()> {
         let mut packet = bytes::BytesMut::new();
         for c in cmds {
             packet.extend_from_slice(&c.into_packet().to_bytes());
@@ -243,23 +258,23 @@ impl Api {
         }
         if tokio::time::timeout(SETTLE_WAIT, settled).await.is_err() {
             directory.abandon(token);
-            tracing::warn!(gateway, "no DIRECTORY_SETTLED within {SETTLE_WAIT:?}; going on");
+            tracing::warn!(%gateway, "no DIRECTORY_SETTLED within {SETTLE_WAIT:?}; going on");
         }
         Ok(())
     }
 
-    async fn query(&self, gateway: &str, cmd: Command) -> Result<Value> {
+    async fn query(&self, gateway: SocketAddrV4, cmd: Command) -> Result<Value> {
         let payload = self.inner.pool.query(gateway, cmd.into_packet().to_bytes()).await?;
         parse(gateway, &payload)
     }
 
     /// Asks every gateway at once and collects `(gateway, reply)` ([`Self::query_each`]).
-    async fn query_all(&self, cmd: Command) -> Result<Vec<(String, Value)>> {
+    async fn query_all(&self, cmd: Command) -> Result<Vec<(SocketAddrV4, Value)>> {
         self.query_on(&self.gateways().await?, cmd).await
     }
 
     /// One query to each of `gateways`, each reply parsed.
-    async fn query_on(&self, gateways: &[String], cmd: Command) -> Result<Vec<(String, Value)>> {
+    async fn query_on(&self, gateways: &[SocketAddrV4], cmd: Command) -> Result<Vec<(SocketAddrV4, Value)>> {
         self.query_each(gateways, cmd, |g, payload| parse(g, &payload)).await
     }
 
@@ -268,7 +283,7 @@ impl Api {
     /// answers nothing, and asking every gateway made a goim heartbeat's room count (and every
     /// room's member list at a join) one query per gateway of the cluster. A name PHP calls
     /// empty is never held, and `""` counts every client: those go to every gateway.
-    async fn lookup_targets(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<String>> {
+    async fn lookup_targets(&self, uids: &[Id], groups: &[Id]) -> Result<Vec<SocketAddrV4>> {
         let empty = |ids: &[Id]| ids.iter().any(|i| matches!(i, Id::Int(0)) || matches!(i, Id::Str(s) if gateway::tables::php_empty(s.as_bytes())));
         if empty(uids) || empty(groups) {
             return self.gateways().await;
@@ -277,7 +292,7 @@ impl Api {
     }
 
     /// A lookup by uids or groups, asked of [`Self::lookup_targets`].
-    async fn query_routed(&self, uids: &[Id], groups: &[Id], cmd: Command) -> Result<Vec<(String, Value)>> {
+    async fn query_routed(&self, uids: &[Id], groups: &[Id], cmd: Command) -> Result<Vec<(SocketAddrV4, Value)>> {
         self.query_on(&self.lookup_targets(uids, groups).await?, cmd).await
     }
 
@@ -286,13 +301,18 @@ impl Api {
     /// without a link is (its clients cannot be reached either), rather than holding up the
     /// answer: one that has not answered [`STRAGGLER`] after the others have is given up on and
     /// rests (`query::REST`). Any other failure fails the whole call.
-    async fn query_each<T>(&self, gateways: &[String], cmd: Command, read: impl Fn(&str, Bytes) -> Result<T>) -> Result<Vec<(String, T)>> {
+    async fn query_each<T>(
+        &self,
+        gateways: &[SocketAddrV4],
+        cmd: Command,
+        read: impl Fn(SocketAddrV4, Bytes) -> Result<T>,
+    ) -> Result<Vec<(SocketAddrV4, T)>> {
         let packet = cmd.into_packet().to_bytes();
         let mut pending: FuturesUnordered<_> = gateways
             .iter()
             .map(|g| {
                 let packet = packet.clone();
-                async move { (g, self.inner.pool.query(g, packet).await) }
+                async move { (*g, self.inner.pool.query(*g, packet).await) }
             })
             .collect();
         let (mut out, mut settled, mut deadline) = (Vec::new(), HashSet::new(), None);
@@ -308,7 +328,7 @@ impl Api {
             settled.insert(g);
             match reply {
                 Ok(payload) => {
-                    out.push((g.clone(), read(g, payload)?));
+                    out.push((g, read(g, payload)?));
                     deadline.get_or_insert_with(|| tokio::time::Instant::now() + STRAGGLER);
                 }
                 Err(e) if e.unreachable() => tracing::debug!("left out of a query to every gateway: {e}"),
@@ -316,7 +336,7 @@ impl Api {
             }
         }
         for g in gateways.iter().filter(|g| !settled.contains(g)) {
-            self.inner.pool.rest(g);
+            self.inner.pool.rest(*g);
         }
         Ok(out)
     }
@@ -330,13 +350,13 @@ impl Api {
 
     /// [`Self::send_to_client`] by a parsed id.
     pub async fn send_to_client_id(&self, id: &ClientId, msg: impl Into<Bytes>) -> Result<()> {
-        self.send_to_conn(&id.gateway_addr(), id.conn, msg).await
+        self.send_to_conn(id.gateway(), id.conn, msg).await
     }
 
     /// To connection `conn` of the gateway linked as `gateway`: a worker answering its current
     /// client knows the link the event came over (printing the client id's address to find it
     /// was ≈ 2 000 instructions, 2.5 % of a room message in the worker, docs/BENCHMARKS.md).
-    pub(crate) async fn send_to_conn(&self, gateway: &str, conn: u32, msg: impl Into<Bytes>) -> Result<()> {
+    pub(crate) async fn send_to_conn(&self, gateway: SocketAddrV4, conn: u32, msg: impl Into<Bytes>) -> Result<()> {
         self.send(gateway, Command::SendToOne { conn, msg: Message::text(msg) }).await
     }
 
@@ -349,7 +369,7 @@ impl Api {
     pub async fn send_to_clients(&self, client_ids: &[&str], msg: impl Into<Bytes>) -> Result<()> {
         let msg = Message::text(msg);
         for (g, conns) in by_gateway(client_ids)? {
-            self.send(&g, Command::SendToAll { target: AllTarget::Only(conns), msg: msg.clone() }).await?;
+            self.send(g, Command::SendToAll { target: AllTarget::Only(conns), msg: msg.clone() }).await?;
         }
         Ok(())
     }
@@ -363,7 +383,7 @@ impl Api {
                 Some(conns) => AllTarget::Except(conns),
                 None => AllTarget::Everyone,
             };
-            self.send(&g, Command::SendToAll { target, msg: msg.clone() }).await?;
+            self.send(g, Command::SendToAll { target, msg: msg.clone() }).await?;
         }
         Ok(())
     }
@@ -391,7 +411,7 @@ impl Api {
         let mut per_gateway = by_gateway(exclude)?;
         for g in gateways {
             let exclude = per_gateway.remove(&g);
-            self.send(&g, Command::SendToGroup { groups: groups.clone(), exclude, msg: msg.clone() }).await?;
+            self.send(g, Command::SendToGroup { groups: groups.clone(), exclude, msg: msg.clone() }).await?;
         }
         Ok(())
     }
@@ -399,13 +419,13 @@ impl Api {
     /// CMD_KICK: sends `msg` if given, then closes the client.
     pub async fn close_client(&self, client_id: &str, msg: Option<Bytes>) -> Result<()> {
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway_addr(), Command::Kick { conn: id.conn, message: msg }).await
+        self.send(id.gateway(), Command::Kick { conn: id.conn, message: msg }).await
     }
 
     /// CMD_DESTROY: closes the client at once, dropping anything still queued for it.
     pub async fn destroy_client(&self, client_id: &str) -> Result<()> {
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway_addr(), Command::Destroy { conn: id.conn }).await
+        self.send(id.gateway(), Command::Destroy { conn: id.conn }).await
     }
 
     // ---------------------------------------------------------------- uids and groups
@@ -415,7 +435,7 @@ impl Api {
     pub async fn bind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
         not_empty(uid, "uid")?;
         let id: ClientId = client_id.parse()?;
-        self.bind_settled(&id.gateway_addr(), vec![Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }]).await
+        self.bind_settled(id.gateway(), vec![Command::BindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }]).await
     }
 
     /// CMD_BIND_UID (when `uid` is given) and CMD_JOIN_GROUP for each group, in this order, with
@@ -431,27 +451,27 @@ impl Api {
             not_empty(g, "group")?;
             cmds.push(Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(g.as_bytes()) });
         }
-        self.bind_settled(&id.gateway_addr(), cmds).await
+        self.bind_settled(id.gateway(), cmds).await
     }
 
     /// CMD_UNBIND_UID.
     pub async fn unbind_uid(&self, client_id: &str, uid: &str) -> Result<()> {
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway_addr(), Command::UnbindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
+        self.send(id.gateway(), Command::UnbindUid { conn: id.conn, uid: Bytes::copy_from_slice(uid.as_bytes()) }).await
     }
 
     /// CMD_JOIN_GROUP. Returns once every worker knows, as `bind_uid` does.
     pub async fn join_group(&self, client_id: &str, group: &str) -> Result<()> {
         not_empty(group, "group")?;
         let id: ClientId = client_id.parse()?;
-        self.bind_settled(&id.gateway_addr(), vec![Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }]).await
+        self.bind_settled(id.gateway(), vec![Command::JoinGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }]).await
     }
 
     /// CMD_LEAVE_GROUP.
     pub async fn leave_group(&self, client_id: &str, group: &str) -> Result<()> {
         not_empty(group, "group")?;
         let id: ClientId = client_id.parse()?;
-        self.send(&id.gateway_addr(), Command::LeaveGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
+        self.send(id.gateway(), Command::LeaveGroup { conn: id.conn, group: Bytes::copy_from_slice(group.as_bytes()) }).await
     }
 
     /// CMD_UNGROUP on every gateway: the group is dissolved, members stay connected.
@@ -465,11 +485,11 @@ impl Api {
     /// CMD_IS_ONLINE on the client's gateway. A gateway that cannot be reached counts as offline.
     pub async fn is_online(&self, client_id: &str) -> Result<bool> {
         let id: ClientId = client_id.parse()?;
-        let g = id.gateway_addr();
-        if !self.linked(&g) {
+        let g = id.gateway();
+        if !self.linked(g) {
             return Ok(false);
         }
-        match self.query(&g, Command::IsOnline { conn: id.conn }).await {
+        match self.query(g, Command::IsOnline { conn: id.conn }).await {
             Ok(v) => Ok(int_of(&v) == 1),
             // A gateway that cannot be reached holds no client that can be.
             Err(ApiError::Query(e)) if e.unreachable() => Ok(false),
@@ -483,7 +503,7 @@ impl Api {
     /// Commands travel on the worker's link and queries on pooled connections, so a query
     /// can overtake a `join_group` sent just before it; asking this until the group shows is
     /// how a caller knows its join has been applied before it lists the group.
-    pub async fn groups_of(&self, gateway: &str, conns: &[u32]) -> Result<HashMap<u32, Vec<String>>> {
+    pub async fn groups_of(&self, gateway: SocketAddrV4, conns: &[u32]) -> Result<HashMap<u32, Vec<String>>> {
         let filter = SelectWhere { connection_ids: Some(conns.to_vec()), ..SelectWhere::default() };
         let cmd = Command::Select { fields: vec!["groups".to_string()], filter };
         let reply = self.query(gateway, cmd).await?;
@@ -500,8 +520,7 @@ impl Api {
         let cmd = Command::GetClientIdByUid { uid: Bytes::copy_from_slice(uid.as_bytes()) };
         let replies = self.query_routed(&[Id::from(uid)], &[], cmd).await?;
         let mut out = Vec::new();
-        for (g, v) in replies {
-            let Ok(addr) = g.parse() else { continue };
+        for (addr, v) in replies {
             for (_, c) in v.as_array().into_iter().flatten() {
                 if let Ok(conn) = u32::try_from(int_of(c)) {
                     out.push(ClientId::new(addr, conn));
@@ -519,7 +538,7 @@ impl Api {
     pub async fn get_uid_by_client_id(&self, client_id: &str) -> Result<Option<String>> {
         let id: ClientId = client_id.parse()?;
         let filter = SelectWhere { connection_ids: Some(vec![id.conn]), ..SelectWhere::default() };
-        let v = self.query(&id.gateway_addr(), Command::Select { fields: vec!["uid".into()], filter }).await?;
+        let v = self.query(id.gateway(), Command::Select { fields: vec!["uid".into()], filter }).await?;
         Ok(v.as_array()
             .and_then(|rows| rows.get(&Key::Int(id.conn as i64)))
             .and_then(|row| row.as_array())
@@ -551,7 +570,7 @@ impl Api {
         let replies = self.query_on(&gateways, cmd).await?;
         let mut out = Vec::new();
         for (g, v) in replies {
-            for (id, row) in by_conn(&g, v) {
+            for (id, row) in by_conn(g, v) {
                 if let Value::Array(a) = row {
                     out.push((id, a));
                 }
@@ -610,10 +629,10 @@ impl Api {
         Ok(groups)
     }
 
-    fn sessions_of(replies: Vec<(String, Value)>) -> BTreeMap<ClientId, Option<php::Array>> {
+    fn sessions_of(replies: Vec<(SocketAddrV4, Value)>) -> BTreeMap<ClientId, Option<php::Array>> {
         let mut out = BTreeMap::new();
         for (g, v) in replies {
-            for (id, s) in by_conn(&g, v) {
+            for (id, s) in by_conn(g, v) {
                 let session = match s {
                     Value::Str(bytes) => match Value::unserialize(&bytes) {
                         Ok(Value::Array(a)) => Some(a),
@@ -670,11 +689,11 @@ impl Api {
 
     /// The session bytes as the gateway stores them.
     pub(crate) async fn raw_session(&self, id: &ClientId) -> Result<Bytes> {
-        let g = id.gateway_addr();
-        if !self.linked(&g) {
+        let g = id.gateway();
+        if !self.linked(g) {
             return Ok(Bytes::from_static(b"N;"));
         }
-        Ok(self.inner.pool.query(&g, Command::GetSession { conn: id.conn }.into_packet().to_bytes()).await?)
+        Ok(self.inner.pool.query(g, Command::GetSession { conn: id.conn }.into_packet().to_bytes()).await?)
     }
 
     /// CMD_SET_SESSION: replaces the session.
@@ -684,14 +703,14 @@ impl Api {
     }
 
     pub(crate) async fn set_raw_session(&self, id: &ClientId, bytes: Bytes) -> Result<()> {
-        self.send(&id.gateway_addr(), Command::SetSession { conn: id.conn, session: bytes }).await
+        self.send(id.gateway(), Command::SetSession { conn: id.conn, session: bytes }).await
     }
 
     /// CMD_UPDATE_SESSION: merges into the session (PHP's `array_replace_recursive`).
     pub async fn update_session(&self, client_id: &str, update: &php::Array) -> Result<()> {
         let id: ClientId = client_id.parse()?;
         let bytes = Bytes::from(Value::Array(update.clone()).serialize());
-        self.send(&id.gateway_addr(), Command::UpdateSession { conn: id.conn, session: bytes }).await
+        self.send(id.gateway(), Command::UpdateSession { conn: id.conn, session: bytes }).await
     }
 
     /// Every uid's client ids in one round (CMD_BATCH_GET_CLIENT_ID_BY_UID).
@@ -700,8 +719,7 @@ impl Api {
         let gateways = self.lookup_targets(&names, &[]).await?;
         let replies = self.query_on(&gateways, Command::BatchGetClientIdByUid { uids: names }).await?;
         let mut out: BTreeMap<String, Vec<ClientId>> = uids.iter().map(|u| (u.to_string(), Vec::new())).collect();
-        for (g, v) in replies {
-            let Ok(addr) = g.parse() else { continue };
+        for (addr, v) in replies {
             for (k, list) in v.as_array().into_iter().flatten() {
                 let entry = out.entry(key_text(k)).or_default();
                 for (_, c) in list.as_array().into_iter().flatten() {

@@ -31,7 +31,7 @@ pub(crate) struct ClientEvent {
     pub(crate) body: Body,
     /// The link it came over, by the gateway's address as the worker's links know it: where
     /// an answer to the client goes, found without printing the client id's address.
-    pub(crate) gateway: Arc<str>,
+    pub(crate) gateway: SocketAddrV4,
     /// When the link read it (for `event_wait_seconds`).
     pub(crate) read_at: Instant,
 }
@@ -200,13 +200,13 @@ mod tests {
         }
     }
 
-    const GATEWAY: &str = "127.0.0.9:2900";
+    const GATEWAY: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 9), 2900);
 
     fn event(kind: EventKind, conn: u32, body: &'static [u8]) -> Dispatch {
-        let gw: SocketAddrV4 = GATEWAY.parse().expect("addr");
+        let gw = GATEWAY;
         let origin = Origin { local_ip: u32::from(*gw.ip()), local_port: gw.port(), conn, ..Origin::default() };
         // The gateway holds no session for a new connection, and never got our write (no link).
-        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), gateway: GATEWAY.into(), read_at: Instant::now() })
+        Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), gateway: GATEWAY, read_at: Instant::now() })
     }
 
     /// What each message saw, the events sent all at once.
@@ -258,12 +258,8 @@ mod tests {
         assert_eq!(same, [None, agent.clone()]);
         // The gateway's link was lost, then a new connection came with the same id; its
         // connect went to another worker, so this one sees only the message.
-        let lost = seen_after(vec![
-            event(EventKind::Message, 1, b"login"),
-            Dispatch::GatewayLost(GATEWAY.parse().expect("addr")),
-            event(EventKind::Message, 1, b"who am i"),
-        ])
-        .await;
+        let lost =
+            seen_after(vec![event(EventKind::Message, 1, b"login"), Dispatch::GatewayLost(GATEWAY), event(EventKind::Message, 1, b"who am i")]).await;
         assert_eq!(lost, [None, None]);
         // A connect under a known id is a new connection.
         let reconnect =
@@ -278,7 +274,7 @@ mod tests {
     async fn only_a_changed_session_is_written_back() {
         let (tx, mut rx) = mpsc::channel(64);
         let links = Arc::new(Links::default());
-        links.store(Arc::new(HashMap::from([(GATEWAY.to_string(), tx)])));
+        links.store(Arc::new(HashMap::from([(GATEWAY, tx)])));
         let agent = |n: &str| Some(format!("agent {n}"));
         let events = ["login", "next", "login", "rename", "next"].map(|m| event(EventKind::Message, 1, m.as_bytes())).into();
         let seen = seen_over(links, events, true).await;

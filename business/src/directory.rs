@@ -9,6 +9,7 @@
 use gateway::protocol::directory::{Change, Delta};
 use gateway::protocol::php::Key;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,7 +21,7 @@ pub const SETTLE_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct Directory {
-    gateways: Mutex<HashMap<String, Held>>,
+    gateways: Mutex<HashMap<SocketAddrV4, Held>>,
     waiting: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_token: AtomicU64,
 }
@@ -34,9 +35,9 @@ struct Held {
 
 impl Directory {
     /// Applies a gateway's DIRECTORY packet; the caller acknowledges `delta.seq` afterwards.
-    pub fn apply(&self, gateway: &str, delta: Delta) {
+    pub fn apply(&self, gateway: SocketAddrV4, delta: Delta) {
         let mut all = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
-        let held = all.entry(gateway.to_string()).or_default();
+        let held = all.entry(gateway).or_default();
         if delta.reset {
             *held = Held::default();
         }
@@ -52,17 +53,17 @@ impl Directory {
     }
 
     /// The link to a gateway ended: nothing is known of it until its next snapshot.
-    pub fn forget(&self, gateway: &str) {
-        self.gateways.lock().unwrap_or_else(|p| p.into_inner()).remove(gateway);
+    pub fn forget(&self, gateway: SocketAddrV4) {
+        self.gateways.lock().unwrap_or_else(|p| p.into_inner()).remove(&gateway);
     }
 
     /// Whether the gateway keeps this worker's directory (so barriers mean something there).
-    pub fn knows(&self, gateway: &str) -> bool {
-        self.gateways.lock().unwrap_or_else(|p| p.into_inner()).get(gateway).is_some_and(|h| h.complete)
+    pub fn knows(&self, gateway: SocketAddrV4) -> bool {
+        self.gateways.lock().unwrap_or_else(|p| p.into_inner()).get(&gateway).is_some_and(|h| h.complete)
     }
 
     /// Of `gateways`, those a message to any of `uids` (or `groups`) must go to.
-    pub fn route<'a>(&self, gateways: &'a [String], uids: &[Key], groups: &[Key]) -> Vec<&'a String> {
+    pub fn route(&self, gateways: &[SocketAddrV4], uids: &[Key], groups: &[Key]) -> Vec<SocketAddrV4> {
         let all = self.gateways.lock().unwrap_or_else(|p| p.into_inner());
         gateways
             .iter()
@@ -70,6 +71,7 @@ impl Directory {
                 Some(h) if h.complete => uids.iter().any(|u| h.uids.contains(u)) || groups.iter().any(|g| h.groups.contains(g)),
                 _ => true,
             })
+            .copied()
             .collect()
     }
 
@@ -104,17 +106,18 @@ mod tests {
     #[test]
     fn routes_only_to_gateways_known_to_hold_a_member_and_to_every_unknown_one() {
         let d = Directory::default();
-        let gws: Vec<String> = ["a", "b", "php"].iter().map(|s| s.to_string()).collect();
-        d.apply("a", Delta { reset: true, complete: true, seq: 1, changes: vec![Change::UidAdded("7".into()), Change::GroupAdded("r".into())] });
-        d.apply("b", Delta { reset: true, complete: true, seq: 1, changes: vec![] });
-        assert_eq!(d.route(&gws, &[key("7")], &[]), [&gws[0], &gws[2]], "\"7\" and 7 are one key; php never said");
-        assert_eq!(d.route(&gws, &[], &[key("r")]), [&gws[0], &gws[2]]);
-        d.apply("b", Delta { seq: 2, changes: vec![Change::UidAdded("7".into())], ..Delta::default() });
-        d.apply("a", Delta { seq: 2, changes: vec![Change::UidRemoved("7".into())], ..Delta::default() });
-        assert_eq!(d.route(&gws, &[key("7")], &[]), [&gws[1], &gws[2]]);
-        d.forget("b");
-        assert_eq!(d.route(&gws, &[key("x")], &[]), [&gws[1], &gws[2]], "b forgotten: sent everything again");
-        d.apply("b", Delta { reset: true, complete: false, seq: 3, changes: vec![] });
-        assert!(!d.knows("b") && d.knows("a"), "an incomplete snapshot is not routed by");
+        let gws: Vec<SocketAddrV4> = ["10.0.0.1:2900", "10.0.0.2:2900", "10.0.0.3:2900"].iter().map(|s| s.parse().expect("address")).collect();
+        let (a, b) = (gws[0], gws[1]);
+        d.apply(a, Delta { reset: true, complete: true, seq: 1, changes: vec![Change::UidAdded("7".into()), Change::GroupAdded("r".into())] });
+        d.apply(b, Delta { reset: true, complete: true, seq: 1, changes: vec![] });
+        assert_eq!(d.route(&gws, &[key("7")], &[]), [gws[0], gws[2]], "\"7\" and 7 are one key; php never said");
+        assert_eq!(d.route(&gws, &[], &[key("r")]), [gws[0], gws[2]]);
+        d.apply(b, Delta { seq: 2, changes: vec![Change::UidAdded("7".into())], ..Delta::default() });
+        d.apply(a, Delta { seq: 2, changes: vec![Change::UidRemoved("7".into())], ..Delta::default() });
+        assert_eq!(d.route(&gws, &[key("7")], &[]), [gws[1], gws[2]]);
+        d.forget(b);
+        assert_eq!(d.route(&gws, &[key("x")], &[]), [gws[1], gws[2]], "b forgotten: sent everything again");
+        d.apply(b, Delta { reset: true, complete: false, seq: 3, changes: vec![] });
+        assert!(!d.knows(b) && d.knows(a), "an incomplete snapshot is not routed by");
     }
 }

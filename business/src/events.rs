@@ -10,8 +10,8 @@ use gateway::protocol::php::{self, Key, Value};
 use gateway::protocol::ClientId;
 use std::any::Any;
 use std::borrow::Cow;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::OnceLock;
 
 #[async_trait]
 pub trait Events: Send + Sync + 'static {
@@ -37,7 +37,7 @@ pub struct Context {
     /// The gateway's public port.
     pub gateway_port: u16,
     /// The link the event came over (`ClientEvent::gateway`): where `send` answers.
-    pub(crate) gateway: Arc<str>,
+    pub(crate) gateway: SocketAddrV4,
     /// The client's session (PHP's `$_SESSION`) as the gateway keeps it, serialized. It is
     /// read with [`Context::session_fields`] (a few fields, nothing built) or
     /// [`Context::session`], and changed with [`Context::session_mut`]; written back to the
@@ -70,7 +70,7 @@ impl Context {
 
     /// Sends to the current client (PHP's `sendToCurrentClient`).
     pub async fn send(&self, msg: impl Into<Bytes>) -> Result<()> {
-        self.api.send_to_conn(&self.gateway, self.client_id.conn, msg).await
+        self.api.send_to_conn(self.gateway, self.client_id.conn, msg).await
     }
 
     /// Writes the session to the gateway now rather than after the callback, so that queries
@@ -265,13 +265,14 @@ mod tests {
     use super::*;
     use crate::api::Links;
     use php::Field;
+    use std::sync::Arc;
 
     fn context(raw: &'static [u8]) -> Context {
         Context {
             client_id: "7f0000010b5400000001".parse().expect("a client id"),
             client_addr: SocketAddr::from(([127, 0, 0, 1], 1)),
             gateway_port: 0,
-            gateway: "127.0.0.1:2900".into(),
+            gateway: "127.0.0.1:2900".parse().expect("address"),
             raw: Bytes::from_static(raw),
             decoded: OnceLock::new(),
             index: OnceLock::new(),

@@ -59,7 +59,7 @@ fn array_arg(args: &[J], i: usize) -> gateway::protocol::php::Array {
 async fn call(api: &Api, ctx: &mut Context, method: &str, a: &[J]) -> Result<J, ApiError> {
     Ok(match method {
         "whoami" => json!({"client_id": ctx.id(), "session": ctx.session().map(|s| to_json(&Value::Array(s.clone())))}),
-        "gateways" => api.gateways().await?.into(),
+        "gateways" => api.gateways().await?.iter().map(ToString::to_string).collect::<Vec<_>>().into(),
         "sleep" => {
             let ms = a.first().and_then(J::as_u64).unwrap_or(0).min(10_000);
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;

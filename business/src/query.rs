@@ -13,6 +13,7 @@
 use bytes::{Bytes, BytesMut};
 use gateway::protocol::{Command, FrameError, ReplyCodec, DEFAULT_MAX_PACKET};
 use std::collections::HashMap;
+use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,13 +29,13 @@ type Conn = TcpStream;
 /// A reply's first read: most replies fit, a long listing grows it.
 const READ_CHUNK: usize = 4096;
 
-/// Idle connections per gateway address.
+/// Idle connections per gateway inner address.
 pub struct Pool {
     secret_key: String,
     timeout: Duration,
-    idle: Mutex<HashMap<String, Vec<(Instant, Conn)>>>,
+    idle: Mutex<HashMap<SocketAddrV4, Vec<(Instant, Conn)>>>,
     /// Gateways that timed out, and until when they are not waited for.
-    resting: Mutex<HashMap<String, Instant>>,
+    resting: Mutex<HashMap<SocketAddrV4, Instant>>,
 }
 
 /// A TCP connect between servers takes milliseconds; one that takes this long is into a black
@@ -54,15 +55,15 @@ const MAX_IDLE_PER_GATEWAY: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("cannot connect to gateway {0}: {1}")]
-    Connect(String, std::io::Error),
+    Connect(SocketAddrV4, std::io::Error),
     #[error("gateway {0} did not answer within {1:?}")]
-    Timeout(String, Duration),
+    Timeout(SocketAddrV4, Duration),
     #[error("gateway {0} closed the connection without answering")]
-    Closed(String),
+    Closed(SocketAddrV4),
     #[error("gateway {0}: {1}")]
-    Frame(String, FrameError),
+    Frame(SocketAddrV4, FrameError),
     #[error("gateway {0} timed out a moment ago and is not waited for (a partition?)")]
-    Unreachable(String),
+    Unreachable(SocketAddrV4),
 }
 
 impl QueryError {
@@ -78,25 +79,25 @@ impl Pool {
     }
 
     /// Stops waiting for `addr` for a while: it timed out.
-    pub fn rest(&self, addr: &str) {
+    pub fn rest(&self, addr: SocketAddrV4) {
         if let Ok(mut r) = self.resting.lock() {
-            if r.insert(addr.to_string(), Instant::now() + REST).is_none() {
+            if r.insert(addr, Instant::now() + REST).is_none() {
                 tracing::warn!(gateway = %addr, "gateway unreachable: not waited for during the next {REST:?}");
             }
         }
         // Its pooled connections are as dead as the one that timed out.
         if let Ok(mut idle) = self.idle.lock() {
-            idle.remove(addr);
+            idle.remove(&addr);
         }
     }
 
     /// Fails at once while `addr` rests; forgets it when the rest is over.
-    fn check(&self, addr: &str) -> Result<(), QueryError> {
+    fn check(&self, addr: SocketAddrV4) -> Result<(), QueryError> {
         let Ok(mut r) = self.resting.lock() else { return Ok(()) };
-        match r.get(addr) {
-            Some(until) if Instant::now() < *until => Err(QueryError::Unreachable(addr.to_string())),
+        match r.get(&addr) {
+            Some(until) if Instant::now() < *until => Err(QueryError::Unreachable(addr)),
             Some(_) => {
-                r.remove(addr);
+                r.remove(&addr);
                 Ok(())
             }
             None => Ok(()),
@@ -104,16 +105,16 @@ impl Pool {
     }
 
     /// Marks `addr` resting when `e` says it timed out.
-    fn noted<T>(&self, addr: &str, r: Result<T, QueryError>) -> Result<T, QueryError> {
+    fn noted<T>(&self, addr: SocketAddrV4, r: Result<T, QueryError>) -> Result<T, QueryError> {
         if let Err(QueryError::Timeout(..) | QueryError::Connect(..)) = &r {
             self.rest(addr);
         }
         r
     }
 
-    fn take(&self, addr: &str) -> Option<Conn> {
+    fn take(&self, addr: SocketAddrV4) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(addr)?;
+        let list = idle.get_mut(&addr)?;
         while let Some((since, conn)) = list.pop() {
             if since.elapsed() < IDLE_FOR {
                 return Some(conn);
@@ -122,21 +123,21 @@ impl Pool {
         None
     }
 
-    fn put(&self, addr: &str, conn: Conn) {
+    fn put(&self, addr: SocketAddrV4, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(addr.to_string()).or_default();
+            let list = idle.entry(addr).or_default();
             if list.len() < MAX_IDLE_PER_GATEWAY {
                 list.push((Instant::now(), conn));
             }
         }
     }
 
-    async fn connect(&self, addr: &str) -> Result<Conn, QueryError> {
+    async fn connect(&self, addr: SocketAddrV4) -> Result<Conn, QueryError> {
         let wait = CONNECT_TIMEOUT.min(self.timeout);
         let stream = tokio::time::timeout(wait, TcpStream::connect(addr))
             .await
-            .map_err(|_| QueryError::Timeout(addr.to_string(), wait))?
-            .map_err(|e| QueryError::Connect(addr.to_string(), e))?;
+            .map_err(|_| QueryError::Timeout(addr, wait))?
+            .map_err(|e| QueryError::Connect(addr, e))?;
         let _ = stream.set_nodelay(true);
         let mut conn = stream;
         if !self.secret_key.is_empty() {
@@ -147,7 +148,7 @@ impl Pool {
     }
 
     /// Sends a packet that gets no reply.
-    pub async fn command(&self, addr: &str, packet: Bytes) -> Result<(), QueryError> {
+    pub async fn command(&self, addr: SocketAddrV4, packet: Bytes) -> Result<(), QueryError> {
         self.check(addr)?;
         let mut conn = match self.take(addr) {
             Some(c) => c,
@@ -169,7 +170,7 @@ impl Pool {
     }
 
     /// Sends a query and waits for its reply payload (PHP-serialized bytes).
-    pub async fn query(&self, addr: &str, packet: Bytes) -> Result<Bytes, QueryError> {
+    pub async fn query(&self, addr: SocketAddrV4, packet: Bytes) -> Result<Bytes, QueryError> {
         self.check(addr)?;
         if let Some(conn) = self.take(addr) {
             match self.ask(addr, conn, packet.clone()).await {
@@ -185,36 +186,35 @@ impl Pool {
         self.noted(addr, reply)
     }
 
-    async fn ask(&self, addr: &str, mut conn: Conn, packet: Bytes) -> Result<Bytes, QueryError> {
+    async fn ask(&self, addr: SocketAddrV4, mut conn: Conn, packet: Bytes) -> Result<Bytes, QueryError> {
         write(addr, &mut conn, &packet).await?;
-        let payload = tokio::time::timeout(self.timeout, read_reply(addr, &mut conn))
-            .await
-            .map_err(|_| QueryError::Timeout(addr.to_string(), self.timeout))??;
+        let payload =
+            tokio::time::timeout(self.timeout, read_reply(addr, &mut conn)).await.map_err(|_| QueryError::Timeout(addr, self.timeout))??;
         self.put(addr, conn);
         Ok(payload)
     }
 }
 
-async fn write(addr: &str, conn: &mut Conn, packet: &[u8]) -> Result<(), QueryError> {
-    conn.write_all(packet).await.map_err(|e| QueryError::Frame(addr.to_string(), e.into()))
+async fn write(addr: SocketAddrV4, conn: &mut Conn, packet: &[u8]) -> Result<(), QueryError> {
+    conn.write_all(packet).await.map_err(|e| QueryError::Frame(addr, e.into()))
 }
 
 /// One reply (a length, then that many bytes), read into a buffer of its own. The length is
 /// checked against the limit before the buffer grows to it. A query gets one reply, so nothing
 /// follows it on the connection.
-async fn read_reply(addr: &str, conn: &mut Conn) -> Result<Bytes, QueryError> {
+async fn read_reply(addr: SocketAddrV4, conn: &mut Conn) -> Result<Bytes, QueryError> {
     let mut codec = ReplyCodec { max_len: DEFAULT_MAX_PACKET };
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         // Once the length is known (and allowed), the codec makes room for the rest.
-        if let Some(payload) = codec.decode(&mut buf).map_err(|e| QueryError::Frame(addr.to_string(), e))? {
+        if let Some(payload) = codec.decode(&mut buf).map_err(|e| QueryError::Frame(addr, e))? {
             return Ok(payload);
         }
         // A full buffer would read 0 bytes, which means closed.
         buf.reserve(1);
-        let n = conn.read_buf(&mut buf).await.map_err(|e| QueryError::Frame(addr.to_string(), e.into()))?;
+        let n = conn.read_buf(&mut buf).await.map_err(|e| QueryError::Frame(addr, e.into()))?;
         if n == 0 {
-            return Err(QueryError::Closed(addr.to_string()));
+            return Err(QueryError::Closed(addr));
         }
     }
 }
@@ -238,9 +238,9 @@ mod tests {
 
     /// A gateway's inner port as far as a query needs it: answers every packet with `N;`,
     /// and counts the connections it accepted.
-    async fn fake_gateway() -> (String, Arc<AtomicUsize>) {
+    async fn fake_gateway() -> (SocketAddrV4, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else { panic!("bound to an IPv4 address") };
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -268,8 +268,8 @@ mod tests {
         let packet = packet.to_bytes();
         for wave in 0..3 {
             let queries = (0..100).map(|_| {
-                let (pool, addr, packet) = (pool.clone(), addr.clone(), packet.clone());
-                tokio::spawn(async move { pool.query(&addr, packet).await })
+                let (pool, packet) = (pool.clone(), packet.clone());
+                tokio::spawn(async move { pool.query(addr, packet).await })
             });
             for q in futures_util::future::join_all(queries).await {
                 assert_eq!(&q.unwrap().unwrap()[..], b"N;", "wave {wave}");
@@ -280,9 +280,9 @@ mod tests {
     }
 
     /// A gateway that answers one query with `reply`, written in pieces.
-    async fn answering(reply: Vec<u8>) -> String {
+    async fn answering(reply: Vec<u8>) -> SocketAddrV4 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else { panic!("bound to an IPv4 address") };
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             read_packet(&mut s).await.expect("the query");
@@ -305,11 +305,11 @@ mod tests {
         let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let mut reply = (body.len() as u32).to_be_bytes().to_vec();
         reply.extend_from_slice(&body);
-        let got = pool.query(&answering(reply).await, packet.clone()).await.expect("reply");
+        let got = pool.query(answering(reply).await, packet.clone()).await.expect("reply");
         assert_eq!(&got[..], &body[..]);
 
         let huge = ((DEFAULT_MAX_PACKET + 1) as u32).to_be_bytes().to_vec();
-        match pool.query(&answering(huge).await, packet).await {
+        match pool.query(answering(huge).await, packet).await {
             Err(QueryError::Frame(_, FrameError::TooLarge { .. })) => {}
             other => panic!("an oversized reply must be refused: {other:?}"),
         }

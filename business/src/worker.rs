@@ -5,7 +5,7 @@
 //! to one dispatcher (`clients::dispatch`), so callbacks for one client run in order and
 //! different clients never wait for each other.
 
-use crate::api::{Api, Links};
+use crate::api::{inner_addresses, Api, Links};
 use crate::clients::{dispatch, ClientEvent, Dispatch};
 use crate::directory::Directory;
 use crate::events::Events;
@@ -129,9 +129,9 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
 
     let mut gateways = discover_gateways(ClientConfig::new(config.registers.clone(), config.secret_key.clone()));
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<String>();
-    let mut supervised = HashSet::<String>::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<SocketAddrV4>();
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<SocketAddrV4>();
+    let mut supervised = HashSet::<SocketAddrV4>::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut list_seen = false;
     let mut announced = false;
@@ -141,10 +141,10 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
     loop {
         let list = gateways.borrow_and_update().clone();
         list_seen |= list.is_some();
-        for addr in list.unwrap_or_default() {
-            if supervised.insert(addr.clone()) {
+        for addr in inner_addresses(&list.unwrap_or_default()) {
+            if supervised.insert(addr) {
                 let link = Link {
-                    addr: addr.as_str().into(),
+                    addr,
                     config: config.clone(),
                     links: links.clone(),
                     directory: directory.clone(),
@@ -162,7 +162,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
             changed = gateways.changed() => if changed.is_err() { break },
             Some(addr) = done_rx.recv() => { supervised.remove(&addr); }
             _ = ready_check.tick(), if !announced => {
-                let listed = gateways.borrow().clone().unwrap_or_default();
+                let listed = inner_addresses(gateways.borrow().as_deref().unwrap_or_default());
                 if list_seen && listed.iter().all(|g| links.load().contains_key(g)) {
                     announced = true;
                     crate::ready::announce(&json_ready(&config, listed.len()));
@@ -173,7 +173,7 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
     }
 
     // The hand-over (see `Phase`).
-    let linked: HashSet<String> = links.load().keys().cloned().collect();
+    let linked: HashSet<SocketAddrV4> = links.load().keys().copied().collect();
     info!(gateways = linked.len(), "business worker stopping: draining");
     let _ = phase_tx.send(Phase::Draining);
     let mut acked = HashSet::new();
@@ -208,17 +208,17 @@ fn json_ready(config: &WorkerConfig, gateways: usize) -> String {
 
 /// Keeps one gateway link alive.
 struct Link {
-    /// The gateway's inner address as the register lists it; shared with every event read
-    /// over this link (`ClientEvent::gateway`).
-    addr: Arc<str>,
+    /// The gateway's inner address as the register lists it; given to every event read over
+    /// this link (`ClientEvent::gateway`).
+    addr: SocketAddrV4,
     config: WorkerConfig,
     links: Arc<Links>,
     directory: Arc<Directory>,
     events: mpsc::Sender<Dispatch>,
     listed: watch::Receiver<Option<Vec<String>>>,
-    done: mpsc::UnboundedSender<String>,
+    done: mpsc::UnboundedSender<SocketAddrV4>,
     phase: watch::Receiver<Phase>,
-    acks: mpsc::UnboundedSender<String>,
+    acks: mpsc::UnboundedSender<SocketAddrV4>,
     inflight: Arc<Inflight>,
 }
 
@@ -229,7 +229,7 @@ impl Link {
             if *self.phase.borrow() != Phase::Running {
                 return;
             }
-            match TcpStream::connect(&*self.addr).await {
+            match TcpStream::connect(self.addr).await {
                 Ok(stream) => {
                     delay = self.config.reconnect;
                     info!(gateway = %self.addr, "connected to gateway");
@@ -241,8 +241,8 @@ impl Link {
                 Err(e) => debug!(gateway = %self.addr, "cannot connect to gateway: {e}"),
             }
             // Like PHP, a gateway is retried only while the register still lists it.
-            if !self.listed.borrow().as_ref().is_some_and(|l| l.iter().any(|a| **a == *self.addr)) {
-                let _ = self.done.send(self.addr.to_string());
+            if !self.listed.borrow().as_ref().is_some_and(|l| l.iter().any(|a| a.parse() == Ok(self.addr))) {
+                let _ = self.done.send(self.addr);
                 return;
             }
             tokio::time::sleep(delay).await;
@@ -297,20 +297,20 @@ impl Link {
                     match Command::from_packet(packet) {
                         Ok(Command::Event { kind, origin, session, body }) => {
                             self.inflight.add();
-                            let gateway = self.addr.clone();
+                            let gateway = self.addr;
                             if self.events.send(Dispatch::Event(ClientEvent { kind, origin, session, body, gateway, read_at: Instant::now() })).await.is_err() {
                                 self.inflight.done();
                                 break false;
                             }
                         }
                         Ok(Command::WorkerDrained) => {
-                            let _ = self.acks.send(self.addr.to_string());
+                            let _ = self.acks.send(self.addr);
                         }
                         Ok(Command::Directory(delta)) => {
                             // Applied before it is acknowledged: the gateway's barriers rely on it.
                             // With more already read, one acknowledgement after the last will do.
                             let seq = delta.seq;
-                            self.directory.apply(&self.addr, delta);
+                            self.directory.apply(self.addr, delta);
                             if packets.read_buffer().is_empty() {
                                 let _ = tx.send(Command::DirectoryAck { seq }.into_packet().to_bytes()).await;
                                 unacked = None;
@@ -332,13 +332,8 @@ impl Link {
             }
         };
         self.publish(None);
-        self.directory.forget(&self.addr);
-        match self.addr.parse::<SocketAddrV4>() {
-            Ok(gateway) => {
-                let _ = self.events.send(Dispatch::GatewayLost(gateway)).await;
-            }
-            Err(e) => warn!(gateway = %self.addr, "not an IPv4 inner address, its clients' state is kept: {e}"),
-        }
+        self.directory.forget(self.addr);
+        let _ = self.events.send(Dispatch::GatewayLost(self.addr)).await;
         drop(tx);
         if finished {
             // Let everything queued (the last session writes, then WORKER_DONE) reach the gateway.
@@ -353,8 +348,8 @@ impl Link {
         self.links.rcu(|m| {
             let mut m = HashMap::clone(m);
             match &tx {
-                Some(tx) => m.insert(self.addr.to_string(), tx.clone()),
-                None => m.remove(&*self.addr),
+                Some(tx) => m.insert(self.addr, tx.clone()),
+                None => m.remove(&self.addr),
             };
             m
         });

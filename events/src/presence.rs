@@ -265,7 +265,7 @@ impl Joins {
         let w = JoinWait { conn: client.conn, group: group.to_string(), since: tokio::time::Instant::now(), done };
         let tx = get_or_make(&self.gateways, &client.gateway(), || {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(confirm_loop(api.clone(), client.gateway_addr(), rx));
+            tokio::spawn(confirm_loop(api.clone(), client.gateway(), rx));
             tx
         });
         let sent = tx.send(w).is_ok();
@@ -275,7 +275,7 @@ impl Joins {
     }
 }
 
-async fn confirm_loop(api: Api, gateway: String, mut rx: mpsc::UnboundedReceiver<JoinWait>) {
+async fn confirm_loop(api: Api, gateway: SocketAddrV4, mut rx: mpsc::UnboundedReceiver<JoinWait>) {
     let mut waiting: Vec<JoinWait> = Vec::new();
     loop {
         if waiting.is_empty() {
@@ -288,7 +288,7 @@ async fn confirm_loop(api: Api, gateway: String, mut rx: mpsc::UnboundedReceiver
             waiting.push(w);
         }
         let conns: Vec<u32> = waiting.iter().map(|w| w.conn).collect();
-        match api.groups_of(&gateway, &conns).await {
+        match api.groups_of(gateway, &conns).await {
             Ok(groups) => {
                 let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|w| {
                     let joined = groups.get(&w.conn).is_some_and(|gs| gs.contains(&w.group));

@@ -31,7 +31,7 @@ fn ids(list: Vec<business::ClientId>) -> Value {
 /// connect to any address and port they write into one.
 async fn on_known_gateway(api: &Api, client_id: &str) -> Result<bool, Fail> {
     let id: business::ClientId = client_id.parse().map_err(|e| Fail::bad(format!("{e}")))?;
-    Ok(api.gateways().await?.contains(&id.gateway().to_string()))
+    Ok(api.gateways().await?.contains(&id.gateway()))
 }
 
 /// Runs one Gateway API command; its answer as JSON (`null` for those that only act). A

@@ -23,24 +23,6 @@ impl ClientId {
     pub fn gateway(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.ip, self.port)
     }
-
-    /// `gateway()` as `ip:port`, the name a worker's link to that gateway goes by. Written
-    /// digit by digit: `SocketAddrV4`'s `Display` formats into a buffer of its own to honour
-    /// padding, about 1 900 instructions, and a worker names a client's gateway several times
-    /// an agent's login (docs/BENCHMARKS.md, session 28).
-    pub fn gateway_addr(&self) -> String {
-        let mut out = String::with_capacity(21);
-        let mut digits = itoa::Buffer::new();
-        for (i, octet) in self.ip.octets().into_iter().enumerate() {
-            if i > 0 {
-                out.push('.');
-            }
-            out.push_str(digits.format(octet));
-        }
-        out.push(':');
-        out.push_str(digits.format(self.port));
-        out
-    }
 }
 
 impl fmt::Display for ClientId {
@@ -95,7 +77,6 @@ mod tests {
         fn written_by_hand_as_formatted(ip in any::<u32>(), port in any::<u16>(), conn in any::<u32>()) {
             let id = ClientId { ip: Ipv4Addr::from(ip), port, conn };
             prop_assert_eq!(id.to_string(), format!("{ip:08x}{port:04x}{conn:08x}"));
-            prop_assert_eq!(id.gateway_addr(), id.gateway().to_string());
             prop_assert_eq!(id.to_string().parse::<ClientId>(), Ok(id));
         }
     }
@@ -104,9 +85,9 @@ mod tests {
     fn the_extremes() {
         let low = ClientId { ip: Ipv4Addr::UNSPECIFIED, port: 0, conn: 0 };
         assert_eq!(low.to_string(), "00000000000000000000");
-        assert_eq!(low.gateway_addr(), "0.0.0.0:0");
+        assert_eq!(low.gateway(), "0.0.0.0:0".parse().expect("address"));
         let high = ClientId { ip: Ipv4Addr::BROADCAST, port: u16::MAX, conn: u32::MAX };
         assert_eq!(high.to_string(), "ffffffffffffffffffff");
-        assert_eq!(high.gateway_addr(), "255.255.255.255:65535");
+        assert_eq!(high.gateway(), "255.255.255.255:65535".parse().expect("address"));
     }
 }
