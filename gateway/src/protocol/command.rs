@@ -702,10 +702,16 @@ mod tests {
         });
         let value = prop_oneof![list.clone(), object.clone(), id, Just("null".to_string())];
         let key = prop_oneof![Just("group"), Just("exclude"), Just("other")];
-        let group_ext = proptest::collection::vec((key, value), 0..4).prop_map(|v| {
+        let any_shape = proptest::collection::vec((key, value), 0..4).prop_map(|v| {
             let entries: Vec<String> = v.iter().map(|(k, val)| format!("\"{k}\":{val}")).collect();
             format!("{{{}}}", entries.join(","))
         });
+        // Half of the cases in the shape a worker writes (its values still drawn from the
+        // near-misses): with random keys alone about 1 % of the cases reached the fast reader,
+        // and a run counted 20, under the bound below; now about 280 of 3 000 do.
+        let written_shape = (list.clone(), prop_oneof![object.clone(), list.clone(), Just("null".to_string())])
+            .prop_map(|(group, exclude)| format!("{{\"group\":{group},\"exclude\":{exclude}}}"));
+        let group_ext = prop_oneof![any_shape, written_shape];
         let (fast_groups, fast_lists) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
         proptest!(ProptestConfig::with_cases(3000), |(ext in group_ext, ids in list)| {
             if let Some(fast) = json::fast::group_ext(ext.as_bytes()) {
@@ -719,7 +725,7 @@ mod tests {
         });
         // The generator reaches the fast readers, not only their refusals.
         let (fast_groups, fast_lists) = (fast_groups.get(), fast_lists.get());
-        assert!(fast_groups > 20 && fast_lists > 100, "fast reads: {fast_groups} group, {fast_lists} list");
+        assert!(fast_groups > 100 && fast_lists > 100, "fast reads: {fast_groups} group, {fast_lists} list");
         // The shapes the encoder writes are the fast ones.
         let written = Command::SendToGroup { groups: vec![Id::from("r1"), Id::Int(7)], exclude: Some(vec![3, 9]), msg: Message::text("m") };
         assert!(json::fast::group_ext(&written.into_packet().ext).is_some());
