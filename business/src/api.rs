@@ -746,3 +746,25 @@ impl Api {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ipv4_inner_addresses_are_taken_from_a_register_list() {
+        let list = ["127.0.0.1:2900", "gw.local:2900", "[::1]:2900", "10.0.0.7:2901", "10.0.0.7"].map(String::from);
+        let want: Vec<SocketAddrV4> = ["127.0.0.1:2900", "10.0.0.7:2901"].iter().map(|a| a.parse().expect("address")).collect();
+        assert_eq!(inner_addresses(&list), want);
+    }
+
+    #[test]
+    fn client_ids_are_grouped_by_their_gateway() {
+        let a: SocketAddrV4 = "10.0.0.1:2900".parse().expect("address");
+        let b: SocketAddrV4 = "10.0.0.2:2900".parse().expect("address");
+        let ids = [ClientId::new(a, 1), ClientId::new(b, 2), ClientId::new(a, 3)].map(|c| c.to_string());
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert_eq!(by_gateway(&refs).expect("valid ids"), BTreeMap::from([(a, vec![1, 3]), (b, vec![2])]));
+        assert!(by_gateway(&["not a client id"]).is_err());
+    }
+}
