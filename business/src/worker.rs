@@ -138,10 +138,17 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
     let mut ready_check = tokio::time::interval(Duration::from_millis(100));
     info!(name = %config.name, index = config.index, "business worker started");
     tokio::pin!(stop);
+    // The register's list, parsed when it changes (not on every turn: an address left out is
+    // logged once a change).
+    let mut listed = Vec::new();
+    let mut list_changed = true;
     loop {
-        let list = gateways.borrow_and_update().clone();
-        list_seen |= list.is_some();
-        for addr in inner_addresses(&list.unwrap_or_default()) {
+        if std::mem::take(&mut list_changed) {
+            let list = gateways.borrow_and_update().clone();
+            list_seen |= list.is_some();
+            listed = inner_addresses(&list.unwrap_or_default());
+        }
+        for &addr in &listed {
             if supervised.insert(addr) {
                 let link = Link {
                     addr,
@@ -159,10 +166,14 @@ pub async fn run<E: Events>(config: WorkerConfig, app: Arc<E>, stop: impl std::f
             }
         }
         tokio::select! {
-            changed = gateways.changed() => if changed.is_err() { break },
+            changed = gateways.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                list_changed = true;
+            }
             Some(addr) = done_rx.recv() => { supervised.remove(&addr); }
             _ = ready_check.tick(), if !announced => {
-                let listed = inner_addresses(gateways.borrow().as_deref().unwrap_or_default());
                 if list_seen && listed.iter().all(|g| links.load().contains_key(g)) {
                     announced = true;
                     crate::ready::announce(&json_ready(&config, listed.len()));
