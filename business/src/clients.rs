@@ -203,8 +203,7 @@ mod tests {
     const GATEWAY: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 9), 2900);
 
     fn event(kind: EventKind, conn: u32, body: &'static [u8]) -> Dispatch {
-        let gw = GATEWAY;
-        let origin = Origin { local_ip: u32::from(*gw.ip()), local_port: gw.port(), conn, ..Origin::default() };
+        let origin = Origin { local_ip: u32::from(*GATEWAY.ip()), local_port: GATEWAY.port(), conn, ..Origin::default() };
         // The gateway holds no session for a new connection, and never got our write (no link).
         Dispatch::Event(ClientEvent { kind, origin, session: Bytes::new(), body: Body::text(body), gateway: GATEWAY, read_at: Instant::now() })
     }

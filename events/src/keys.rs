@@ -19,7 +19,7 @@ pub fn new_id() -> String {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         b.copy_from_slice(&nanos.to_be_bytes()[4..]);
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 /// One id, made safe to place between separators.
@@ -133,6 +133,13 @@ pub fn check_agent_ref(entry: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_id_is_24_hex_digits_and_never_the_same() {
+        let (a, b) = (new_id(), new_id());
+        assert!(a.len() == 24 && a.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{a}");
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn ids_cannot_collide_through_the_separator() {

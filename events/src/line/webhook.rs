@@ -65,7 +65,7 @@ async fn webhook(State(line): State<Arc<Line>>, Path(bid): Path<String>, headers
             let event_id = match e.get("webhookEventId").and_then(Value::as_str) {
                 Some(id) if !id.is_empty() => id.to_string(),
                 // LINE always sends one; without it, the event itself names it.
-                _ => format!("sha256:{}", hex(&Sha256::digest(event.as_bytes()))),
+                _ => format!("sha256:{}", hex::encode(Sha256::digest(event.as_bytes()))),
             };
             InboxEvent { event_id, bid: bid.clone(), event }
         })
@@ -82,10 +82,6 @@ async fn webhook(State(line): State<Arc<Line>>, Path(bid): Path<String>, headers
             (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Media names are made here (random hex plus an extension), so anything else is refused.

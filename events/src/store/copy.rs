@@ -30,7 +30,7 @@ impl Cell {
             Cell::S(s) => s.clone(),
             Cell::N => "\u{0}".into(),
             Cell::B(b) => (*b as i64).to_string(),
-            Cell::X(x) => x.iter().map(|b| format!("{b:02x}")).collect(),
+            Cell::X(x) => hex::encode(x),
         }
     }
 }
