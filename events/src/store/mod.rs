@@ -21,6 +21,7 @@ pub mod replica;
 mod runner;
 pub mod sqlite;
 pub mod timed;
+mod vfs;
 mod wal;
 
 use async_trait::async_trait;

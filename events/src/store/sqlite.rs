@@ -232,7 +232,8 @@ impl SqliteStore {
                 Err(e) => return Err(StoreError::Corrupt(format!("{}: {e}", path.display()))),
             }
         }
-        let mut conn = Connection::open(path)?;
+        // Through `vfs`: a commit's WAL frames in one write.
+        let mut conn = super::vfs::open(path, rusqlite::OpenFlags::default())?;
         // Several worker processes write the same file: wait for each other's locks, polling
         // every fraction of a millisecond (SQLite's own busy_timeout sleeps up to 100 ms at a
         // time, which showed as latency spikes with two workers; docs/BENCHMARKS.md).

@@ -65,7 +65,7 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     /// Opens a second connection to `path` (already in WAL mode) and starts the thread.
     pub(super) fn start(path: &Path) -> super::Result<Checkpointer> {
-        let conn = Connection::open(path)?;
+        let conn = super::vfs::open(path, rusqlite::OpenFlags::default())?;
         conn.busy_handler(Some(wait_briefly))?;
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
