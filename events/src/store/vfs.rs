@@ -4,7 +4,7 @@
 //! A room message dirties four pages (the table and its three indexes), so its commit made
 //! eight `pwrite`s, 17 % of a chat worker's CPU at 100 000 deliveries a second (`perf`,
 //! docs/BENCHMARKS.md, session 32). Each one pays the system call and the file system's write
-//! path for two bytes ranges that are next to each other in the file.
+//! path for two byte ranges that lie next to each other in the file.
 //!
 //! This VFS is SQLite's own ("unix") with one change, for WAL files only: frames appended one
 //! after another are gathered in memory and written with one call when the page of the frame
@@ -195,16 +195,32 @@ unsafe extern "C" fn x_write(file: *mut ffi::sqlite3_file, data: *const c_void, 
     ffi::SQLITE_OK
 }
 
-/// A method that sees the file as it is: what is gathered is written first.
+/// A method that sees the file as it is: what is gathered is written first, then the base's
+/// method runs (`$missing` where the base has none).
 macro_rules! flushed {
-    ($w:ident) => {{
-        let rc = flush($w);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+    ($name:ident, $method:ident, $missing:expr, ($($arg:ident: $ty:ty),*)) => {
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file, $($arg: $ty),*) -> c_int {
+            let w = wal(file);
+            let rc = flush(w);
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
+            match methods(w).$method {
+                Some(f) => f(w.inner, $($arg),*),
+                None => $missing,
+            }
         }
-        methods($w)
-    }};
+    };
 }
+
+flushed!(x_read, xRead, ffi::SQLITE_MISUSE, (data: *mut c_void, amount: c_int, offset: i64));
+flushed!(x_truncate, xTruncate, ffi::SQLITE_MISUSE, (size: i64));
+flushed!(x_sync, xSync, ffi::SQLITE_MISUSE, (flags: c_int));
+flushed!(x_file_size, xFileSize, ffi::SQLITE_MISUSE, (size: *mut i64));
+flushed!(x_lock, xLock, ffi::SQLITE_OK, (level: c_int));
+flushed!(x_unlock, xUnlock, ffi::SQLITE_OK, (level: c_int));
+flushed!(x_check_reserved_lock, xCheckReservedLock, ffi::SQLITE_OK, (out: *mut c_int));
+flushed!(x_file_control, xFileControl, ffi::SQLITE_NOTFOUND, (op: c_int, arg: *mut c_void));
 
 unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
     let w = wal(file);
@@ -218,70 +234,6 @@ unsafe extern "C" fn x_close(file: *mut ffi::sqlite3_file) -> c_int {
         flushed
     } else {
         closed
-    }
-}
-
-unsafe extern "C" fn x_read(file: *mut ffi::sqlite3_file, data: *mut c_void, amount: c_int, offset: i64) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xRead {
-        Some(read) => read(w.inner, data, amount, offset),
-        None => ffi::SQLITE_MISUSE,
-    }
-}
-
-unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xTruncate {
-        Some(truncate) => truncate(w.inner, size),
-        None => ffi::SQLITE_MISUSE,
-    }
-}
-
-unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xSync {
-        Some(sync) => sync(w.inner, flags),
-        None => ffi::SQLITE_MISUSE,
-    }
-}
-
-unsafe extern "C" fn x_file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xFileSize {
-        Some(file_size) => file_size(w.inner, size),
-        None => ffi::SQLITE_MISUSE,
-    }
-}
-
-unsafe extern "C" fn x_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xLock {
-        Some(lock) => lock(w.inner, level),
-        None => ffi::SQLITE_OK,
-    }
-}
-
-unsafe extern "C" fn x_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xUnlock {
-        Some(unlock) => unlock(w.inner, level),
-        None => ffi::SQLITE_OK,
-    }
-}
-
-unsafe extern "C" fn x_check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xCheckReservedLock {
-        Some(check) => check(w.inner, out),
-        None => ffi::SQLITE_OK,
-    }
-}
-
-unsafe extern "C" fn x_file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    let w = wal(file);
-    match flushed!(w).xFileControl {
-        Some(control) => control(w.inner, op, arg),
-        None => ffi::SQLITE_NOTFOUND,
     }
 }
 
