@@ -46,8 +46,17 @@ enum Mode {
     Worker(Arc<Links>, Arc<Directory>),
     Remote {
         register: ClientConfig,
-        cache: Mutex<Option<(Instant, Vec<SocketAddrV4>)>>,
+        cache: Mutex<Option<Listed>>,
     },
+}
+
+/// A register's list as a remote API last fetched it: the text, to parse (and log what is
+/// left out) only when it changes, not on every fetch; and the addresses taken from it.
+#[derive(Clone)]
+struct Listed {
+    at: Instant,
+    text: Vec<String>,
+    addresses: Vec<SocketAddrV4>,
 }
 
 struct Inner {
@@ -172,16 +181,21 @@ impl Api {
         match &self.inner.mode {
             Mode::Worker(links, _) => Ok(links.load().keys().copied().collect()),
             Mode::Remote { register, cache } => {
-                if let Some((at, list)) = cache.lock().ok().and_then(|c| c.clone()) {
-                    if at.elapsed() < ADDRESS_CACHE {
-                        return Ok(list);
+                let last = cache.lock().ok().and_then(|c| c.clone());
+                if let Some(last) = &last {
+                    if last.at.elapsed() < ADDRESS_CACHE {
+                        return Ok(last.addresses.clone());
                     }
                 }
-                let list = inner_addresses(&fetch_gateways(register, Duration::from_secs(3)).await?);
+                let text = fetch_gateways(register, Duration::from_secs(3)).await?;
+                let addresses = match last {
+                    Some(last) if last.text == text => last.addresses,
+                    _ => inner_addresses(&text),
+                };
                 if let Ok(mut c) = cache.lock() {
-                    *c = Some((Instant::now(), list.clone()));
+                    *c = Some(Listed { at: Instant::now(), text, addresses: addresses.clone() });
                 }
-                Ok(list)
+                Ok(addresses)
             }
         }
     }
