@@ -188,7 +188,7 @@ fn box_secret(plan: &Plan, name: &str, what: &str) -> anyhow::Result<String> {
     }
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness for the {what}: {e}"))?;
-    let secret: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let secret = hex::encode(b);
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;

@@ -219,7 +219,7 @@ async fn open(addr: SocketAddr, hub: &mpsc::Sender<HubMsg>, polls: &Polls) -> Re
         client.gone();
         return ("500 Internal Server Error", Some(json!({"error": "internal error"})));
     }
-    let sid: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let sid = hex::encode(raw);
     let (tx, rx) = mpsc::channel(16);
     polls.insert(sid.clone(), tx);
     debug!(conn = client.conn, %addr, "long-poll session opened");

@@ -154,9 +154,9 @@ mod tests {
     #[test]
     fn heartbeat_bytes_as_documented() {
         let p = Packet { ver: 1, op: op::HEARTBEAT, seq: 7, body: Bytes::new() };
-        assert_eq!(hex(&p.to_bytes()), "00000010 0010 0001 00000002 00000007".replace(' ', ""));
+        assert_eq!(hex::encode(p.to_bytes()), "00000010 0010 0001 00000002 00000007".replace(' ', ""));
         let reply = Packet { ver: 1, op: op::HEARTBEAT_REPLY, seq: 7, body: Bytes::from(3i32.to_be_bytes().to_vec()) };
-        assert_eq!(hex(&reply.to_bytes()), "00000014001000010000000300000007 00000003".replace(' ', ""));
+        assert_eq!(hex::encode(reply.to_bytes()), "00000014001000010000000300000007 00000003".replace(' ', ""));
     }
 
     #[test]
@@ -186,9 +186,5 @@ mod tests {
         let mut bad_header = Packet::new(op::SEND, 1, Bytes::new()).to_bytes().to_vec();
         bad_header[5] = 12;
         assert_eq!(decode_all(&bad_header, 1024), Err(PacketError::HeaderLen(12)));
-    }
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }
