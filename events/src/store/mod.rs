@@ -6,7 +6,9 @@
 //! MariaDB) and `redis`. Every operation that must be atomic
 //! across workers — giving a message its id, refusing a re-sent `cid`, assigning a conversation —
 //! is atomic in the backend itself, never a read-then-write in Rust. PostgreSQL and MySQL can
-//! serve the reads that may lag from a replica (`replica`).
+//! serve the reads that may lag from a replica (`replica`). The SQLite store's own parts:
+//! `runner` (who runs its jobs, batched), `wal` (copying the WAL back) and `vfs` (writing a
+//! commit's WAL frames in one call).
 
 pub mod copy;
 pub mod line;
