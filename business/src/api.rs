@@ -52,7 +52,6 @@ enum Mode {
 
 /// A register's list as a remote API last fetched it: the text, to parse (and log what is
 /// left out) only when it changes, not on every fetch; and the addresses taken from it.
-#[derive(Clone)]
 struct Listed {
     at: Instant,
     text: Vec<String>,
@@ -181,20 +180,18 @@ impl Api {
         match &self.inner.mode {
             Mode::Worker(links, _) => Ok(links.load().keys().copied().collect()),
             Mode::Remote { register, cache } => {
-                let last = cache.lock().ok().and_then(|c| c.clone());
-                if let Some(last) = &last {
-                    if last.at.elapsed() < ADDRESS_CACHE {
-                        return Ok(last.addresses.clone());
-                    }
+                if let Some(fresh) =
+                    cache.lock().ok().and_then(|c| c.as_ref().filter(|l| l.at.elapsed() < ADDRESS_CACHE).map(|l| l.addresses.clone()))
+                {
+                    return Ok(fresh);
                 }
                 let text = fetch_gateways(register, Duration::from_secs(3)).await?;
-                let addresses = match last {
-                    Some(last) if last.text == text => last.addresses,
+                let Ok(mut c) = cache.lock() else { return Ok(inner_addresses(&text)) };
+                let addresses = match c.as_ref() {
+                    Some(last) if last.text == text => last.addresses.clone(),
                     _ => inner_addresses(&text),
                 };
-                if let Ok(mut c) = cache.lock() {
-                    *c = Some(Listed { at: Instant::now(), text, addresses: addresses.clone() });
-                }
+                *c = Some(Listed { at: Instant::now(), text, addresses: addresses.clone() });
                 Ok(addresses)
             }
         }
