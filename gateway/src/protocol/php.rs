@@ -451,6 +451,20 @@ pub fn int_keyed(input: &[u8]) -> Option<Vec<(i64, Field<'_>)>> {
     Some(out)
 }
 
+/// The top-level entries of a serialized array under integer keys, in order, each value as its
+/// own serialized bytes (a `select` reply's rows, each an array an [`Index`] reads further);
+/// entries under string keys are left out. `None` where the input is not an array
+/// `unserialize` accepts.
+pub fn int_keyed_raw(input: &[u8]) -> Option<Vec<(i64, &[u8])>> {
+    let mut out = Vec::new();
+    walk(input, |key, _, raw| {
+        if let FieldKey::Int(k) = key {
+            out.push((k, raw));
+        }
+    })?;
+    Some(out)
+}
+
 fn parse_php_float(raw: &[u8]) -> Option<f64> {
     match raw {
         b"NAN" => Some(f64::NAN),
@@ -628,6 +642,29 @@ mod tests {
         }
         let deep = format!("a:1:{{i:0;{}i:1;{}}}", "a:1:{i:0;".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
         assert!(fields(deep.as_bytes(), keys).is_none() && Value::unserialize(deep.as_bytes()).is_err());
+    }
+
+    /// `int_keyed_raw` gives each value under an integer key as bytes that unserialize to
+    /// what `unserialize` has there (the last of a repeated key counting), rows of arrays
+    /// included: a `select` reply's rows are read from them.
+    #[test]
+    fn int_keyed_raw_values_unserialize_as_the_whole_does() {
+        let sample: &[u8] =
+            br#"a:4:{i:3;a:2:{s:6:"groups";a:1:{s:5:"bot:1";s:5:"bot:1";}s:7:"session";s:12:"a:1:{i:0;N;}";}s:1:"x";i:1;i:3;N;i:9;a:0:{}}"#;
+        let Ok(Value::Array(whole)) = Value::unserialize(sample) else { panic!("a valid sample") };
+        let mut rows: Vec<(i64, Value)> = Vec::new();
+        for (k, raw) in int_keyed_raw(sample).expect("an array") {
+            let v = Value::unserialize(raw).expect("each value reads alone");
+            match rows.iter_mut().find(|(o, _)| *o == k) {
+                Some(slot) => slot.1 = v,
+                None => rows.push((k, v)),
+            }
+        }
+        let expected: Vec<(i64, Value)> = whole.into_iter().filter_map(|(k, v)| if let Key::Int(i) = k { Some((i, v)) } else { None }).collect();
+        assert_eq!(rows, expected);
+        for cut in 0..sample.len() {
+            assert!(int_keyed_raw(&sample[..cut]).is_none(), "a cut reply is refused");
+        }
     }
 
     /// `int_keyed` must list what `unserialize` has under integer keys, in order (a repeated
