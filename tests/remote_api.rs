@@ -3,7 +3,7 @@
 
 mod common;
 
-use business::Api;
+use business::{Api, ClientId};
 use common::*;
 use serde_json::json;
 
@@ -41,6 +41,37 @@ async fn any_rust_service_can_push_to_clients() {
     }
     assert_eq!(api.get_client_id_by_uid("u1").await.expect("by uid")[0].to_string(), ca.id);
     assert!(api.send_to_client("abc", "x").await.is_err(), "a malformed client_id is an error");
+
+    // The members of several groups in one select per gateway (the chat's roster rounds),
+    // each with its session and the groups it is in; of one group, by its own listing.
+    ca.call("join_group", json!([ca.id, "sports"])).await;
+    ca.call("set_session", json!([ca.id, {"who": "ann"}])).await;
+    cb.call("set_session", json!([cb.id, {"who": "bob"}])).await;
+    let (ida, idb): (ClientId, ClientId) = (ca.id.parse().expect("id"), cb.id.parse().expect("id"));
+    // The calls are commands on the worker's link and this is a query on another connection:
+    // asked again until the gateway has applied them.
+    let deadline = std::time::Instant::now() + WAIT;
+    let found = loop {
+        let found = api.group_members(&["news".into(), "sports".into(), "nobody".into()]).await.expect("group_members");
+        if found.len() == 2 && found.values().all(|m| !m.session.is_empty()) {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "never listed both with their sessions: {found:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.keys().collect::<Vec<_>>(), {
+        let mut k = vec![&ida, &idb];
+        k.sort();
+        k
+    });
+    assert!(found[&ida].in_group("sports") && !found[&ida].in_group("news"), "{:?}", found[&ida]);
+    assert!(found[&idb].in_group("news") && !found[&idb].in_group("sports"), "{:?}", found[&idb]);
+    assert_eq!(&found[&ida].session[..], br#"a:1:{s:3:"who";s:3:"ann";}"#);
+    assert_eq!(&found[&idb].session[..], br#"a:1:{s:3:"who";s:3:"bob";}"#);
+    let news = api.group_members(&["news".into()]).await.expect("one group");
+    assert_eq!(news.keys().collect::<Vec<_>>(), vec![&idb]);
+    assert!(news[&idb].in_group("news") && !news[&idb].in_group("sports"));
+    assert!(api.group_members(&["news".into(), "".into()]).await.is_err(), "an empty group name is refused");
 
     let wrong = Api::remote(vec![reg.clone()], "wrong".into());
     assert!(wrong.get_all_client_count().await.is_err(), "a wrong key gets nothing");

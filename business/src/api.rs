@@ -37,6 +37,9 @@ pub enum ApiError {
     BadReply(SocketAddrV4),
     #[error("a {0} must not be empty (or \"0\")")]
     Empty(&'static str),
+    /// One failure answered to every caller that shared the call (a roster round).
+    #[error(transparent)]
+    Shared(Arc<ApiError>),
 }
 
 pub type Result<T> = std::result::Result<T, ApiError>;
@@ -150,6 +153,57 @@ fn session_bytes(gateway: SocketAddrV4, payload: Bytes) -> Result<Vec<(ClientId,
         _ => (c, Bytes::new()),
     });
     Ok(client_ids(gateway, sessions))
+}
+
+/// A connection [`Api::group_members`] found: its session as the gateway keeps it and the
+/// groups it was found in, slices of the reply (nothing built; a storm lists thousands).
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Empty where the gateway has none.
+    pub session: Bytes,
+    groups: Groups,
+}
+
+#[derive(Debug, Clone)]
+enum Groups {
+    /// A select's `groups`: the serialized array of every group it is in.
+    Listed(Bytes),
+    /// The one group listed (CMD_GET_CLIENT_SESSIONS_BY_GROUP lists its members alone).
+    Only(Bytes),
+}
+
+impl Member {
+    /// A member as a select row gives it: `groups` is the serialized array of its groups.
+    pub fn new(session: Bytes, groups: Bytes) -> Member {
+        Member { session, groups: Groups::Listed(groups) }
+    }
+
+    /// Whether the connection was in `group` when the gateway answered.
+    pub fn in_group(&self, group: &str) -> bool {
+        match &self.groups {
+            Groups::Listed(raw) => php::array_has_str(raw, group.as_bytes()),
+            Groups::Only(g) => g == group.as_bytes(),
+        }
+    }
+}
+
+/// One gateway's reply to a select of `groups` and `session`, read as [`session_bytes`] reads
+/// its listing: rows keyed by connection id, fields sliced out of the reply.
+fn members(gateway: SocketAddrV4, payload: Bytes) -> Result<Vec<(ClientId, Member)>> {
+    let Some(rows) = php::int_keyed_raw(&payload) else {
+        return parse(gateway, &payload).map(|_| Vec::new());
+    };
+    let read = |row: &[u8]| {
+        let index = php::Index::of(row)?;
+        let session = match index.fields(row, ["session"]) {
+            [Some(php::Field::Str(b))] => payload.slice_ref(b),
+            _ => Bytes::new(),
+        };
+        Some(Member::new(session, index.raw(row, "groups").map_or_else(Bytes::new, |g| payload.slice_ref(g))))
+    };
+    // A row that is not an array is no connection a select could give: left out, as a key
+    // that is no connection id is.
+    Ok(client_ids(gateway, rows.into_iter().filter_map(|(c, row)| Some((c, read(row)?)))))
 }
 
 /// Reads one gateway's reply keyed by connection id into client ids.
@@ -677,6 +731,34 @@ impl Api {
         for (_, rows) in self.query_each(&gateways, cmd, session_bytes).await? {
             // In reply order, a later row for the same client replacing an earlier one, as
             // unserialize would have it.
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// The members of `groups`, each with its session, from every gateway that may hold one of
+    /// them: several groups in one query per gateway (the roster lists every bot with a login
+    /// waiting at once), each member with the groups it is in, so a caller can tell whose it
+    /// is. Several groups are a CMD_SELECT of `groups` and `session`; a single one is
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP, whose reply is the sessions alone (half a select's
+    /// bytes, and a storm of one bot's logins lists thousands at each round). Rows are keyed as
+    /// `get_client_session_bytes_by_group` keys them and are slices of the replies as its
+    /// sessions are: copy what is kept.
+    pub async fn group_members(&self, groups: &[String]) -> Result<BTreeMap<ClientId, Member>> {
+        for g in groups {
+            not_empty(g, "group")?;
+        }
+        if let [one] = groups {
+            let only = Bytes::copy_from_slice(one.as_bytes());
+            let sessions = self.get_client_session_bytes_by_group(one).await?;
+            return Ok(sessions.into_iter().map(|(c, session)| (c, Member { session, groups: Groups::Only(only.clone()) })).collect());
+        }
+        let ids = ids(groups.iter().map(String::as_str));
+        let filter = SelectWhere { groups: Some(ids.clone()), ..SelectWhere::default() };
+        let cmd = Command::Select { fields: vec!["groups".to_string(), "session".to_string()], filter };
+        let gateways = self.lookup_targets(&[], &ids).await?;
+        let mut out = BTreeMap::new();
+        for (_, rows) in self.query_each(&gateways, cmd, members).await? {
             out.extend(rows);
         }
         Ok(out)

@@ -19,7 +19,7 @@ pub mod session;
 pub mod stats;
 pub mod worker;
 
-pub use api::{Api, ApiError};
+pub use api::{Api, ApiError, Member};
 pub use events::{Context, Events, WebSocketRequest};
 pub use gateway::protocol::php;
 pub use gateway::protocol::ClientId;
