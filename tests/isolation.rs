@@ -91,6 +91,47 @@ async fn bots_are_isolated_whatever_ids_agents_pick() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_to_many_bots_at_once_each_list_their_own_bot_only() {
+    // A worker lists the agents of bots whose listings run at the same time in one query per
+    // gateway (events/src/presence.rs, `Lister`; whether this run's logins overlap so is up to
+    // timing, and the select itself is checked in remote_api.rs): agents of 30 bots, with the
+    // same ids in every bot, logging in at once on two gateways, must each be listed their own
+    // bot's agents and never another's.
+    let c = chat_system_with(154, "", SECRET).await;
+    const BOTS: usize = 30;
+    let mut clients = Vec::new();
+    for b in 0..BOTS {
+        for i in 0..3 {
+            let url = if (b + i) % 2 == 0 { &c.a.ws } else { &c.b.ws };
+            clients.push((b, Client::chat(url).await));
+        }
+    }
+    for (n, (b, client)) in clients.iter_mut().enumerate() {
+        let (bid, id) = (format!("m{b}"), format!("a{}", n % 3));
+        let login =
+            json!({"method": "login", "bid": bid, "customer_id": id, "customer_name": format!("{bid}-{id}"), "token": mint_token(SECRET, &bid, &id)});
+        client.send_json(login).await;
+    }
+    for (b, client) in clients.iter_mut() {
+        let r = client.next_where(|m| m["method"] == "login").await;
+        assert!(r.get("code").is_none(), "login refused: {r}");
+        for a in r["customer_list"].as_array().expect("customer_list") {
+            let name = a["customer_name"].as_str().expect("a name");
+            assert!(name.starts_with(&format!("m{b}-")), "bot m{b}'s agent was listed {name}: {r}");
+        }
+    }
+    // Once all are in, a login to each bot lists exactly its three agents (and itself).
+    for b in 0..BOTS {
+        let bid = format!("m{b}");
+        let (_late, r) = agent(&c.b.ws, &bid, "late", &format!("{bid}-late")).await;
+        let mut names: Vec<&str> = r["customer_list"].as_array().expect("customer_list").iter().filter_map(|a| a["customer_name"].as_str()).collect();
+        names.sort();
+        let expected: Vec<String> = ["a0", "a1", "a2", "late"].iter().map(|id| format!("{bid}-{id}")).collect();
+        assert_eq!(names, expected, "bot {bid}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_or_revoked_agent_gets_nothing_more() {
     let c = chat_system_with(151, "", SECRET).await;
     let (mut watcher, _) = agent(&c.a.ws, "6", "w1", "Watcher").await;

@@ -7,7 +7,9 @@
 //! * [`Roster`] coalesces listings: a caller needs a list *taken after it asked* (after its own
 //!   join, so two agents logging in at once always learn of each other), and every caller
 //!   waiting while one listing runs shares the next one. A storm of n logins costs as many
-//!   listings as fit in its duration, not n.
+//!   listings as fit in its duration, not n. Listings of different bots running at once are
+//!   one query per gateway (`Lister`): a burst of n logins to n bots costs as many queries
+//!   as fit in its duration too.
 //! * [`Joins`] is an actor per gateway that confirms logins' joins, one query per round for
 //!   every login waiting (see below for why a login waits).
 //! * [`Announcer`] sends each bot's presence changes in order, from a task that runs only while
@@ -30,7 +32,7 @@ use business::{Api, ApiError, ClientId};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -152,18 +154,6 @@ impl Snapshot {
     }
 }
 
-/// Coalesced listings of one bot's agents.
-#[derive(Default)]
-struct Listing {
-    /// Held while a listing runs; holds the newest one while callers that may share it wait.
-    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
-    /// Callers between asking and being answered. The last one out drops the listing: any
-    /// later caller asks after it started, so it could never be shared again, and kept it held
-    /// a bot's every agent and its login's `customer_list` for as long as the bot was quiet
-    /// (a third of an idle worker's heap after a login burst; docs/BENCHMARKS.md).
-    callers: AtomicUsize,
-}
-
 /// The entry of a bot (or gateway) in one of the actors' maps, made by `make` the first time.
 /// The key is copied only then: every login and every presence change comes here.
 fn get_or_make<K, Q, V>(map: &Mutex<HashMap<K, V>>, key: &Q, make: impl FnOnce() -> V) -> V
@@ -179,6 +169,18 @@ where
     let v = make();
     map.insert(key.to_owned(), v.clone());
     v
+}
+
+/// Coalesced listings of one bot's agents.
+#[derive(Default)]
+struct Listing {
+    /// Held while a listing runs; holds the newest one while callers that may share it wait.
+    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// Callers between asking and being answered. The last one out drops the listing: any
+    /// later caller asks after it started, so it could never be shared again, and kept it held
+    /// a bot's every agent and its login's `customer_list` for as long as the bot was quiet
+    /// (a third of an idle worker's heap after a login burst; docs/BENCHMARKS.md).
+    callers: AtomicUsize,
 }
 
 /// A call of `Roster::list` from asking to answered (or given up), in `Listing::callers`.
@@ -208,6 +210,7 @@ impl Drop for Caller<'_> {
 pub struct Roster {
     tickets: AtomicU64,
     bots: Mutex<HashMap<String, Arc<Listing>>>,
+    lister: Lister,
 }
 
 impl Roster {
@@ -228,18 +231,108 @@ impl Roster {
             return Ok(s.clone());
         }
         let started = self.tickets.fetch_add(1, Ordering::SeqCst);
-        let sessions = api.get_client_session_bytes_by_group(&crate::keys::bot_group(bid)).await?;
-        let connections = sessions
-            .into_iter()
-            .filter_map(|(client, s)| match Who::from_session_bytes(&s) {
-                (Who::Agent { bid: b, id, name }, exp) if b == bid => Some(Online { client, id, name, exp }),
-                _ => None,
-            })
-            .collect();
+        let connections = self.lister.list(api, bid).await?;
         let snapshot = Arc::new(Snapshot { started, connections, agents: OnceLock::new(), customer_list: OnceLock::new(), rows: OnceLock::new() });
         *last = Some(snapshot.clone());
         Ok(snapshot)
     }
+}
+
+/// Bots listed in one round at most: the rest wait for the next. A round's reply holds every
+/// agent connection of its bots.
+const ROUND_BOTS: usize = 256;
+
+/// Agent connections of a bot, or why they could not be listed (shared by a round's bots).
+type Listed = Result<Vec<Online>, Arc<ApiError>>;
+
+/// A bot's listing waiting for its round.
+struct Ask {
+    bid: String,
+    answer: oneshot::Sender<Listed>,
+}
+
+/// The listings that bots start at the same time, taken together: an actor per worker that
+/// lists, in rounds, every bot whose listing started since the last round began, with one
+/// query per gateway. Why: in a burst of logins to many bots (a box of many companies after a
+/// restart) each listing was a query round trip of its own, a fifth of a login's CPU in the
+/// worker and more in the gateway. A bot has one listing running at a time (`Roster`), so a
+/// storm of one bot's logins is a round of one bot each time, as before.
+#[derive(Default)]
+struct Lister {
+    asks: Mutex<Option<mpsc::UnboundedSender<Ask>>>,
+}
+
+impl Lister {
+    /// Agent connections of bot `bid`, listed after this call began: a round starts after
+    /// every ask it answers was made.
+    async fn list(&self, api: &Api, bid: &str) -> Result<Vec<Online>, ApiError> {
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut asks = locked(&self.asks);
+            let tx = asks.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(list_loop(api.clone(), rx));
+                tx
+            });
+            // Not sent: the actor is gone, and so is `answer` (seen below).
+            let _ = tx.send(Ask { bid: bid.to_string(), answer });
+        }
+        match answered.await {
+            Ok(listed) => listed.map_err(ApiError::Shared),
+            Err(_) => {
+                // The actor ends only with the runtime: the next call starts another, and this
+                // one lists alone.
+                *locked(&self.asks) = None;
+                let members = api.group_members(&[crate::keys::bot_group(bid)]).await?;
+                Ok(listed(&[bid], &members).remove(bid).unwrap_or_default())
+            }
+        }
+    }
+}
+
+async fn list_loop(api: Api, mut asks: mpsc::UnboundedReceiver<Ask>) {
+    while let Some(first) = asks.recv().await {
+        let mut round: HashMap<String, Vec<oneshot::Sender<Listed>>> = HashMap::new();
+        round.entry(first.bid).or_default().push(first.answer);
+        while round.len() < ROUND_BOTS {
+            let Ok(a) = asks.try_recv() else { break };
+            round.entry(a.bid).or_default().push(a.answer);
+        }
+        let bids: Vec<&str> = round.keys().map(String::as_str).collect();
+        let groups: Vec<String> = bids.iter().map(|b| crate::keys::bot_group(b)).collect();
+        match api.group_members(&groups).await {
+            Ok(members) => {
+                let mut found = listed(&bids, &members);
+                for (bid, answers) in round {
+                    let connections = found.remove(&bid).unwrap_or_default();
+                    for a in answers {
+                        let _ = a.send(Ok(connections.clone()));
+                    }
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for a in round.into_values().flatten() {
+                    let _ = a.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Each bot's agent connections among a round's members: a connection counts for bot `b` only
+/// if it is in `b`'s group and its session says it is an agent of `b` (a member of another
+/// bot's group, or a session of another bot, is never listed as `b`'s).
+fn listed(bids: &[&str], members: &BTreeMap<ClientId, business::Member>) -> HashMap<String, Vec<Online>> {
+    let mut out: HashMap<String, (String, Vec<Online>)> = bids.iter().map(|b| (b.to_string(), (crate::keys::bot_group(b), Vec::new()))).collect();
+    for (client, m) in members {
+        let (Who::Agent { bid, id, name }, exp) = Who::from_session_bytes(&m.session) else { continue };
+        let Some((group, connections)) = out.get_mut(&bid) else { continue };
+        if m.in_group(group) {
+            connections.push(Online { client: *client, id, name, exp });
+        }
+    }
+    out.into_iter().map(|(bid, (_, connections))| (bid, connections)).collect()
 }
 
 /// A login waiting for its join to show on its gateway.
@@ -496,6 +589,38 @@ mod tests {
         assert!(listing.last.lock().await.is_some(), "a caller still waits: kept for it");
         drop(waiting);
         assert!(listing.last.lock().await.is_none(), "nobody left to share it: dropped");
+    }
+
+    /// A round lists several bots at once: each bot gets only connections that are in its
+    /// group and whose session says they are its agents. A visitor, an agent of a bot not in
+    /// the round, or an agent of one bot found in another's group is nobody's.
+    #[test]
+    fn a_round_gives_each_bot_its_own_agents_only() {
+        let session = |bid: &str, id: &str| {
+            format!(r#"a:4:{{s:4:"role";s:5:"agent";s:3:"bid";s:{}:"{bid}";s:2:"id";s:{}:"{id}";s:4:"name";s:1:"N";}}"#, bid.len(), id.len())
+        };
+        let groups = |gs: &[&str]| {
+            let items: String = gs.iter().map(|g| format!(r#"s:{n}:"{g}";s:{n}:"{g}";"#, n = g.len())).collect();
+            format!("a:{}:{{{items}}}", gs.len())
+        };
+        let gw: std::net::SocketAddrV4 = "127.0.0.1:2900".parse().expect("addr");
+        let member = |conn: u32, s: String, g: String| (ClientId::new(gw, conn), business::Member::new(s.into_bytes().into(), g.into_bytes().into()));
+        let (a, b) = (crate::keys::bot_group("A"), crate::keys::bot_group("B"));
+        let members: BTreeMap<ClientId, business::Member> = [
+            member(1, session("A", "a1"), groups(&[&a])),
+            member(2, session("B", "b1"), groups(&[&b])),
+            member(3, session("A", "sneak"), groups(&[&b])),
+            member(4, session("C", "c1"), groups(&[&a, &b])),
+            member(5, r#"a:1:{s:4:"role";s:7:"visitor";}"#.to_string(), groups(&[&a])),
+            member(6, session("A", "a2"), String::new()),
+        ]
+        .into_iter()
+        .collect();
+        let found = listed(&["A", "B"], &members);
+        let ids = |bid: &str| found[bid].iter().map(|o| (o.client.conn, o.id.clone())).collect::<Vec<_>>();
+        assert_eq!(ids("A"), vec![(1, "a1".to_string())]);
+        assert_eq!(ids("B"), vec![(2, "b1".to_string())]);
+        assert_eq!(found.len(), 2, "only the round's bots");
     }
 
     /// The single push and each of a batch's changes, byte for byte as clients have read them.
