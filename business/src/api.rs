@@ -725,13 +725,19 @@ impl Api {
     /// The sessions are slices of the gateways' replies, not copies (a storm of joins lists a
     /// room's members at every join), so one kept keeps its whole reply: copy what is kept.
     pub async fn get_client_session_bytes_by_group(&self, group: &str) -> Result<BTreeMap<ClientId, Bytes>> {
+        self.sessions_by_group(group, |session| session).await
+    }
+
+    /// CMD_GET_CLIENT_SESSIONS_BY_GROUP on every gateway that may hold `group`, each member's
+    /// session made into what the caller keeps as it is read (no second map to convert).
+    async fn sessions_by_group<T>(&self, group: &str, keep: impl Fn(Bytes) -> T) -> Result<BTreeMap<ClientId, T>> {
         let cmd = Command::GetClientSessionsByGroup { group: Bytes::copy_from_slice(group.as_bytes()) };
         let mut out = BTreeMap::new();
         let gateways = self.lookup_targets(&[], &[Id::from(group)]).await?;
         for (_, rows) in self.query_each(&gateways, cmd, session_bytes).await? {
             // In reply order, a later row for the same client replacing an earlier one, as
             // unserialize would have it.
-            out.extend(rows);
+            out.extend(rows.into_iter().map(|(c, session)| (c, keep(session))));
         }
         Ok(out)
     }
@@ -750,8 +756,7 @@ impl Api {
         }
         if let [one] = groups {
             let only = Bytes::copy_from_slice(one.as_bytes());
-            let sessions = self.get_client_session_bytes_by_group(one).await?;
-            return Ok(sessions.into_iter().map(|(c, session)| (c, Member { session, groups: Groups::Only(only.clone()) })).collect());
+            return self.sessions_by_group(one, |session| Member { session, groups: Groups::Only(only.clone()) }).await;
         }
         let ids = ids(groups.iter().map(String::as_str));
         let filter = SelectWhere { groups: Some(ids.clone()), ..SelectWhere::default() };

@@ -154,6 +154,18 @@ impl Snapshot {
     }
 }
 
+/// Coalesced listings of one bot's agents.
+#[derive(Default)]
+struct Listing {
+    /// Held while a listing runs; holds the newest one while callers that may share it wait.
+    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+    /// Callers between asking and being answered. The last one out drops the listing: any
+    /// later caller asks after it started, so it could never be shared again, and kept it held
+    /// a bot's every agent and its login's `customer_list` for as long as the bot was quiet
+    /// (a third of an idle worker's heap after a login burst; docs/BENCHMARKS.md).
+    callers: AtomicUsize,
+}
+
 /// The entry of a bot (or gateway) in one of the actors' maps, made by `make` the first time.
 /// The key is copied only then: every login and every presence change comes here.
 fn get_or_make<K, Q, V>(map: &Mutex<HashMap<K, V>>, key: &Q, make: impl FnOnce() -> V) -> V
@@ -169,18 +181,6 @@ where
     let v = make();
     map.insert(key.to_owned(), v.clone());
     v
-}
-
-/// Coalesced listings of one bot's agents.
-#[derive(Default)]
-struct Listing {
-    /// Held while a listing runs; holds the newest one while callers that may share it wait.
-    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
-    /// Callers between asking and being answered. The last one out drops the listing: any
-    /// later caller asks after it started, so it could never be shared again, and kept it held
-    /// a bot's every agent and its login's `customer_list` for as long as the bot was quiet
-    /// (a third of an idle worker's heap after a login burst; docs/BENCHMARKS.md).
-    callers: AtomicUsize,
 }
 
 /// A call of `Roster::list` from asking to answered (or given up), in `Listing::callers`.
@@ -283,8 +283,7 @@ impl Lister {
                 // The actor ends only with the runtime: the next call starts another, and this
                 // one lists alone.
                 *locked(&self.asks) = None;
-                let members = api.group_members(&[crate::keys::bot_group(bid)]).await?;
-                Ok(listed(&[bid], &members).remove(bid).unwrap_or_default())
+                Ok(round(api, &[bid]).await?.remove(bid).unwrap_or_default())
             }
         }
     }
@@ -292,18 +291,16 @@ impl Lister {
 
 async fn list_loop(api: Api, mut asks: mpsc::UnboundedReceiver<Ask>) {
     while let Some(first) = asks.recv().await {
-        let mut round: HashMap<String, Vec<oneshot::Sender<Listed>>> = HashMap::new();
-        round.entry(first.bid).or_default().push(first.answer);
-        while round.len() < ROUND_BOTS {
+        let mut waiting: HashMap<String, Vec<oneshot::Sender<Listed>>> = HashMap::new();
+        waiting.entry(first.bid).or_default().push(first.answer);
+        while waiting.len() < ROUND_BOTS {
             let Ok(a) = asks.try_recv() else { break };
-            round.entry(a.bid).or_default().push(a.answer);
+            waiting.entry(a.bid).or_default().push(a.answer);
         }
-        let bids: Vec<&str> = round.keys().map(String::as_str).collect();
-        let groups: Vec<String> = bids.iter().map(|b| crate::keys::bot_group(b)).collect();
-        match api.group_members(&groups).await {
-            Ok(members) => {
-                let mut found = listed(&bids, &members);
-                for (bid, answers) in round {
+        let bids: Vec<&str> = waiting.keys().map(String::as_str).collect();
+        match round(&api, &bids).await {
+            Ok(mut found) => {
+                for (bid, answers) in waiting {
                     let connections = found.remove(&bid).unwrap_or_default();
                     for a in answers {
                         let _ = a.send(Ok(connections.clone()));
@@ -312,12 +309,18 @@ async fn list_loop(api: Api, mut asks: mpsc::UnboundedReceiver<Ask>) {
             }
             Err(e) => {
                 let e = Arc::new(e);
-                for a in round.into_values().flatten() {
+                for a in waiting.into_values().flatten() {
                     let _ = a.send(Err(e.clone()));
                 }
             }
         }
     }
+}
+
+/// One round: the agent connections of each of `bids`, with one query per gateway.
+async fn round(api: &Api, bids: &[&str]) -> Result<HashMap<String, Vec<Online>>, ApiError> {
+    let groups: Vec<String> = bids.iter().map(|b| crate::keys::bot_group(b)).collect();
+    Ok(listed(bids, &api.group_members(&groups).await?))
 }
 
 /// Each bot's agent connections among a round's members: a connection counts for bot `b` only
