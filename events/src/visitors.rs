@@ -5,7 +5,7 @@ use crate::config::Assignment;
 use crate::keys::{agent_uid, bot_group, conversation_thread, visitor_uid};
 use crate::protocol::{escape_html, id_field, message_json, text_field};
 use crate::request::Request;
-use crate::store::{Conversation, Store};
+use crate::store::{Conversation, ConversationSummary, Store};
 use crate::who::Who;
 use crate::{Chat, Fail, Outcome};
 use business::{Api, Context};
@@ -192,14 +192,13 @@ impl Chat {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Value>, bool), Fail> {
-        let mut page = s.conversations(bid, after, limit.saturating_add(1)).await?;
+        // One more than the page, to tell whether there are more (its summary is the price).
+        let mut page = s.conversation_summaries(bid, &agent_uid(bid, me), after, limit.saturating_add(1)).await?;
         let more = page.len() > limit;
         page.truncate(limit);
         let mut out = Vec::new();
-        for c in page {
-            let thread = conversation_thread(&c.id);
-            let unread = s.unread(&thread, &agent_uid(bid, me)).await?;
-            let last = s.history(&thread, None, None, 1).await?.first().map(message_json);
+        for ConversationSummary { conversation: c, unread, last } in page {
+            let last = last.as_ref().map(message_json);
             let state = match c.assigned.as_deref() {
                 None => "waiting",
                 Some(a) if a == me => "mine",

@@ -152,6 +152,8 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
     want.sort();
     assert_eq!(ids, want);
 
+    summaries_suite(&a, &b, &c2.id, &c3.id).await;
+
     // Agents and turns.
     a.add_agent("bot", "alice", "Alice").await.expect("agent");
     assert_eq!(b.agent_name("bot", "alice").await.expect("name").as_deref(), Some("Alice"));
@@ -162,6 +164,46 @@ async fn suite(a: Arc<dyn Store>, b: Arc<dyn Store>) {
 
     line_suite(a.clone(), b.clone()).await;
     retention_suite(a, b).await;
+}
+
+/// A page of summaries is what asking for the page, then each conversation's unread count and
+/// newest message, would give: for the reader it is asked for, paged the same way. `open` are
+/// the bot's two open conversations, oldest first.
+async fn summaries_suite(a: &Arc<dyn Store>, b: &Arc<dyn Store>, first: &str, second: &str) {
+    let reader = "a:bot:carol";
+    let t1 = events::keys::conversation_thread(first);
+    let mut from_visitor = msg(&t1, "v2", None, "hello");
+    from_visitor.sender = "v:bot:v2".into();
+    a.insert_message(from_visitor.clone()).await.expect("insert");
+    from_visitor.content = "anyone?".into();
+    let Inserted::New(newest) = b.insert_message(from_visitor).await.expect("insert") else { panic!("new") };
+    let mut own = msg(&t1, "carol", None, "on my way");
+    own.sender = reader.into();
+    let Inserted::New(reply) = a.insert_message(own).await.expect("insert") else { panic!("new") };
+    b.mark_read(&t1, reader, newest.id - 1).await.expect("mark");
+
+    let page = b.conversation_summaries("bot", reader, None, 10).await.expect("summaries");
+    let ids: Vec<&str> = page.iter().map(|s| s.conversation.id.as_str()).collect();
+    let listed = a.conversations("bot", None, 10).await.expect("list");
+    assert_eq!(ids, listed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), "the page, in its order");
+    for s in &page {
+        let thread = events::keys::conversation_thread(&s.conversation.id);
+        assert_eq!(s.unread, a.unread(&thread, reader).await.expect("unread"), "unread in {thread}");
+        assert_eq!(s.last, a.history(&thread, None, None, 1).await.expect("history").pop(), "newest in {thread}");
+    }
+    let by_id = |id: &str| page.iter().find(|s| s.conversation.id == id).expect("listed");
+    // After the mark: the visitor's newest, not the reader's own reply.
+    assert_eq!(by_id(first).unread, 1);
+    assert_eq!(by_id(first).last.as_ref().map(|m| m.id), Some(reply.id));
+    assert_eq!((by_id(second).unread, by_id(second).last.clone()), (0, None), "nothing said there");
+    // Another reader has read nothing, and sent nothing.
+    let other = a.conversation_summaries("bot", "a:bot:dave", None, 10).await.expect("summaries");
+    assert_eq!(other.iter().find(|s| s.conversation.id == first).map(|s| s.unread), Some(3));
+    // Paged as `conversations` pages.
+    let head = a.conversation_summaries("bot", reader, None, 1).await.expect("page");
+    let tail = b.conversation_summaries("bot", reader, Some(&head[0].conversation.id), 10).await.expect("page");
+    assert_eq!(head.iter().chain(&tail).map(|s| s.conversation.id.as_str()).collect::<Vec<_>>(), ids);
+    assert!(a.conversation_summaries("another bot", reader, None, 10).await.expect("summaries").is_empty(), "another bot's are not listed");
 }
 
 /// Retention deletes by age, in batches, across threads, and forgets the deleted `cid`s; what is

@@ -28,6 +28,7 @@ mod wal;
 
 use async_trait::async_trait;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +140,29 @@ pub struct Conversation {
     pub created: i64,
 }
 
+/// An open conversation as an agent's list shows it: how many of its messages the agent has
+/// not read, and its newest message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationSummary {
+    pub conversation: Conversation,
+    pub unread: u64,
+    pub last: Option<StoredMessage>,
+}
+
+impl ConversationSummary {
+    /// A page's summaries from what a SQL backend read for the page's threads in one query:
+    /// each thread's unread count and newest message (a thread missing from `details` has
+    /// neither).
+    fn of_page(page: Vec<Conversation>, mut details: HashMap<String, (u64, Option<StoredMessage>)>) -> Vec<ConversationSummary> {
+        page.into_iter()
+            .map(|conversation| {
+                let (unread, last) = details.remove(&crate::keys::conversation_thread(&conversation.id)).unwrap_or_default();
+                ConversationSummary { conversation, unread, last }
+            })
+            .collect()
+    }
+}
+
 impl Conversation {
     /// `line` for a LINE user's conversation, `web` for a page's.
     pub fn channel(&self) -> &'static str {
@@ -179,6 +203,21 @@ pub trait Store: line::LineStore + Send + Sync + 'static {
     /// `after` (which may have closed since; an unknown one means from the start). Paged here,
     /// not by the caller, so a page costs its own size and not the bot's whole list.
     async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>>;
+    /// A page of `conversations`, each with `reader`'s unread count and its newest message:
+    /// what every agent login and `conversation_list` show. One call for the whole page,
+    /// because asked conversation by conversation it is 1 + 2 × `limit` calls (201 with the
+    /// default page of 100), which a login storm in a bot with many open conversations pays
+    /// for every agent. This default asks in turn; a backend that can answers in one go.
+    async fn conversation_summaries(&self, bid: &str, reader: &str, after: Option<&str>, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let mut out = Vec::new();
+        for conversation in self.conversations(bid, after, limit).await? {
+            let thread = crate::keys::conversation_thread(&conversation.id);
+            let unread = self.unread(&thread, reader).await?;
+            let last = self.history(&thread, None, None, 1).await?.pop();
+            out.push(ConversationSummary { conversation, unread, last });
+        }
+        Ok(out)
+    }
     /// Compare-and-set: assigns `agent` only if the conversation is open and currently
     /// assigned to `expected` (`None` = unassigned). True when it changed.
     async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool>;

@@ -11,7 +11,7 @@
 //! as they are never compared and a binary one would make them BLOBs to the driver. Migrations
 //! run under `GET_LOCK`.
 
-use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
+use super::{now_ms, Conversation, ConversationSummary, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -372,6 +372,41 @@ impl Store for MySqlStore {
         );
         let rows = sqlx::query(&sql).bind(bid).bind(from.0).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(row_conversation).collect()
+    }
+
+    /// Two round trips for the whole page: the page, then every thread's unread count and
+    /// newest message in one query over the page's thread names (a derived table of them:
+    /// MariaDB has no LATERAL and no array parameter).
+    async fn conversation_summaries(&self, bid: &str, reader: &str, after: Option<&str>, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let page = self.conversations(bid, after, limit).await?;
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The table's collation, so that the thread names compare as the keys they are.
+        let one = "SELECT CONVERT(? USING utf8mb4) COLLATE utf8mb4_bin AS thread";
+        let threads = vec![one; page.len()].join(" UNION ALL ");
+        let sql = format!(
+            "SELECT t.thread AS page_thread,
+                (SELECT COUNT(*) FROM messages c WHERE c.thread = t.thread AND c.sender <> ?
+                   AND c.id > COALESCE((SELECT r.id FROM read_marks r WHERE r.thread = t.thread AND r.reader = ?), 0)) AS unread,
+                m.thread, m.id, m.sender, m.from_uid, m.from_name, m.cid, m.content, m.dest, m.ts
+             FROM ({threads}) t
+             LEFT JOIN messages m ON m.thread = t.thread AND m.id = (SELECT MAX(x.id) FROM messages x WHERE x.thread = t.thread)"
+        );
+        let mut query = sqlx::query(&sql).bind(reader).bind(reader);
+        for c in &page {
+            query = query.bind(crate::keys::conversation_thread(&c.id));
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut details = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let last = match r.try_get::<Option<i64>, _>("id")? {
+                Some(_) => Some(row_message(r)?),
+                None => None,
+            };
+            details.insert(r.try_get_unchecked("page_thread")?, (u64::try_from(r.try_get::<i64, _>("unread")?).unwrap_or(0), last));
+        }
+        Ok(ConversationSummary::of_page(page, details))
     }
 
     async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool> {

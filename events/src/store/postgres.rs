@@ -9,7 +9,7 @@
 //! start under an advisory lock, so ten workers starting at once migrate once, and a store
 //! refuses to start on a schema newer than it knows.
 
-use super::{now_ms, Conversation, Inserted, NewMessage, PoolConfig, Result, Store, StoreError, StoredMessage};
+use super::{now_ms, Conversation, ConversationSummary, Inserted, NewMessage, PoolConfig, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -148,6 +148,14 @@ fn row_conversation(r: &PgRow) -> Result<Conversation> {
 
 const MSG_COLS: &str = "thread, id, sender, from_uid, from_name, cid, content, dest, ts";
 const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
+/// For each thread of a page (`$1`): `reader`'s (`$2`) unread count, and the columns of its
+/// newest message (NULL where it has none), each an index lookup.
+const SUMMARIES_SQL: &str = "SELECT t.thread AS page_thread,
+    (SELECT COUNT(*) FROM messages c WHERE c.thread = t.thread AND c.sender <> $2
+       AND c.id > COALESCE((SELECT r.id FROM read_marks r WHERE r.thread = t.thread AND r.reader = $2), 0)) AS unread,
+    m.thread, m.id, m.sender, m.from_uid, m.from_name, m.cid, m.content, m.dest, m.ts
+  FROM UNNEST($1::text[]) AS t(thread)
+  LEFT JOIN LATERAL (SELECT * FROM messages WHERE thread = t.thread ORDER BY id DESC LIMIT 1) m ON TRUE";
 
 #[async_trait]
 impl Store for PgStore {
@@ -305,6 +313,26 @@ impl Store for PgStore {
             format!("SELECT {CONV_COLS} FROM conversations WHERE bid = $1 AND open AND (created, seq) > ($2, $3) ORDER BY created, seq LIMIT $4");
         let rows = sqlx::query(&sql).bind(bid).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(row_conversation).collect()
+    }
+
+    /// Two round trips for the whole page: the page, then every thread's unread count and
+    /// newest message in one query over the page's thread names.
+    async fn conversation_summaries(&self, bid: &str, reader: &str, after: Option<&str>, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let page = self.conversations(bid, after, limit).await?;
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let threads: Vec<String> = page.iter().map(|c| crate::keys::conversation_thread(&c.id)).collect();
+        let rows = sqlx::query(SUMMARIES_SQL).bind(&threads).bind(reader).fetch_all(&self.pool).await?;
+        let mut details = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let last = match r.try_get::<Option<i64>, _>("id")? {
+                Some(_) => Some(row_message(r)?),
+                None => None,
+            };
+            details.insert(r.try_get("page_thread")?, (u64::try_from(r.try_get::<i64, _>("unread")?).unwrap_or(0), last));
+        }
+        Ok(ConversationSummary::of_page(page, details))
     }
 
     async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool> {

@@ -10,7 +10,7 @@
 //! serialises the batches of several processes. A thread of its own copies the WAL back into
 //! the file meanwhile (`wal`).
 
-use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
+use super::{now_ms, Conversation, ConversationSummary, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS read_marks (thread TEXT NOT NULL, uid TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS conversations (id TEXT PRIMARY KEY, bid TEXT NOT NULL, visitor_id TEXT NOT NULL,
     visitor_name TEXT NOT NULL, assigned TEXT, open INTEGER NOT NULL, created INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS conversations_open ON conversations(bid, visitor_id) WHERE open = 1;
+CREATE INDEX IF NOT EXISTS conversations_page ON conversations(bid, created) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS agents (bid TEXT NOT NULL, agent TEXT NOT NULL, name TEXT NOT NULL,
     PRIMARY KEY (bid, agent));
 CREATE TABLE IF NOT EXISTS turns (bid TEXT PRIMARY KEY, n INTEGER NOT NULL);
@@ -196,14 +197,6 @@ fn row_conversation(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conversation> {
     })
 }
 
-/// A bot's open conversations after a cursor (`Store::conversations`).
-fn conversations_sql() -> String {
-    format!(
-        "SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND open = 1 AND (created, rowid) > (?2, ?3)
-         ORDER BY created ASC, rowid ASC LIMIT ?4"
-    )
-}
-
 /// The columns `row_message` reads, in its order (a macro so that SQL built from it is a
 /// constant, not a string formatted on every call).
 macro_rules! msg_cols {
@@ -211,10 +204,67 @@ macro_rules! msg_cols {
         "thread, id, from_uid, from_name, cid, content, dest, ts, sender"
     };
 }
-const MSG_COLS: &str = msg_cols!();
 /// A message already stored under this (thread, sender, cid): the re-sent one's answer.
 const DUPLICATE_SQL: &str = concat!("SELECT ", msg_cols!(), " FROM messages WHERE thread = ?1 AND sender = ?2 AND cid = ?3");
-const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
+/// The columns `row_conversation` reads, in its order (a macro for the same reason as `msg_cols`).
+macro_rules! conv_cols {
+    () => {
+        "id, bid, visitor_id, visitor_name, assigned, open, created"
+    };
+}
+const CONV_COLS: &str = conv_cols!();
+/// A bot's open conversations after a cursor (`Store::conversations`), read in order from the
+/// `conversations_page` index: without it SQLite sorted every open conversation of the bot
+/// into a temporary B-tree at every agent's login, to return the first page.
+const CONVERSATIONS_SQL: &str = concat!(
+    "SELECT ",
+    conv_cols!(),
+    " FROM conversations WHERE bid = ?1 AND open = 1 AND (created, rowid) > (?2, ?3) ORDER BY created ASC, rowid ASC LIMIT ?4"
+);
+/// A thread's newest messages, newest first.
+const NEWEST_SQL: &str = concat!("SELECT ", msg_cols!(), " FROM messages WHERE thread = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
+/// A thread's messages after `id`, oldest first.
+const AFTER_SQL: &str = concat!("SELECT ", msg_cols!(), " FROM messages WHERE thread = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4");
+const UNREAD_SQL: &str = "SELECT COUNT(*) FROM messages WHERE thread = ?1 AND sender != ?2
+     AND id > COALESCE((SELECT id FROM read_marks WHERE thread = ?1 AND uid = ?2), 0)";
+
+/// `Store::history` on a connection.
+fn history(c: &Connection, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> rusqlite::Result<Vec<StoredMessage>> {
+    let before = before.unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    if let Some(after) = after {
+        let mut st = c.prepare_cached(AFTER_SQL)?;
+        let rows = st.query_map(params![thread, after, before, limit], row_message)?;
+        return rows.collect();
+    }
+    let mut st = c.prepare_cached(NEWEST_SQL)?;
+    let rows = st.query_map(params![thread, before, limit], row_message)?;
+    let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    v.reverse();
+    Ok(v)
+}
+
+/// `Store::unread` on a connection.
+fn unread(c: &Connection, thread: &str, uid: &str) -> rusqlite::Result<u64> {
+    let n: i64 = c.row(UNREAD_SQL, params![thread, uid], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// `Store::conversations` on a connection.
+fn conversations(c: &Connection, bid: &str, after: Option<&str>, limit: usize) -> rusqlite::Result<Vec<Conversation>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // The cursor's place in the order (closed conversations keep their row).
+    let from: (i64, i64) = match after {
+        Some(a) => c
+            .row("SELECT created, rowid FROM conversations WHERE id = ?1", [a], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .unwrap_or((i64::MIN, i64::MIN)),
+        None => (i64::MIN, i64::MIN),
+    };
+    let mut st = c.prepare_cached(CONVERSATIONS_SQL)?;
+    let rows = st.query_map(params![bid, from.0, from.1, limit], row_conversation)?;
+    rows.collect()
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file.
@@ -432,26 +482,7 @@ impl Store for SqliteStore {
 
     async fn history(&self, thread: &str, before: Option<i64>, after: Option<i64>, limit: usize) -> Result<Vec<StoredMessage>> {
         let thread = thread.to_string();
-        self.run(move |c| {
-            let before = before.unwrap_or(i64::MAX);
-            let limit = limit as i64;
-            let mut out = if let Some(after) = after {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ?1 AND id > ?2 AND id < ?3 ORDER BY id ASC LIMIT ?4");
-                let mut st = c.prepare_cached(&sql)?;
-                let rows = st.query_map(params![thread, after, before, limit], row_message)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            } else {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3");
-                let mut st = c.prepare_cached(&sql)?;
-                let rows = st.query_map(params![thread, before, limit], row_message)?;
-                let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-                v.reverse();
-                v
-            };
-            out.truncate(limit as usize);
-            Ok(out)
-        })
-        .await
+        self.run(move |c| Ok(history(c, &thread, before, after, limit)?)).await
     }
 
     async fn mark_read(&self, thread: &str, uid: &str, id: i64) -> Result<()> {
@@ -496,16 +527,7 @@ impl Store for SqliteStore {
 
     async fn unread(&self, thread: &str, uid: &str) -> Result<u64> {
         let (thread, uid) = (thread.to_string(), uid.to_string());
-        self.run(move |c| {
-            let n: i64 = c.row(
-                "SELECT COUNT(*) FROM messages WHERE thread = ?1 AND sender != ?2
-                 AND id > COALESCE((SELECT id FROM read_marks WHERE thread = ?1 AND uid = ?2), 0)",
-                params![thread, uid],
-                |r| r.get(0),
-            )?;
-            Ok(n as u64)
-        })
-        .await
+        self.run(move |c| Ok(unread(c, &thread, &uid)?)).await
     }
 
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)> {
@@ -538,19 +560,23 @@ impl Store for SqliteStore {
 
     async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
         let (bid, after) = (bid.to_string(), after.map(str::to_string));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |c| Ok(conversations(c, &bid, after.as_deref(), limit)?)).await
+    }
+
+    /// The page and every conversation's count and newest message in one job: one transaction,
+    /// where asked in turn it was a job (and a transaction) per question.
+    async fn conversation_summaries(&self, bid: &str, reader: &str, after: Option<&str>, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let (bid, reader, after) = (bid.to_string(), reader.to_string(), after.map(str::to_string));
         self.run(move |c| {
-            // The cursor's place in the order (closed conversations keep their row).
-            let from: (i64, i64) = match after {
-                Some(a) => c
-                    .row("SELECT created, rowid FROM conversations WHERE id = ?1", [a], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?
-                    .unwrap_or((i64::MIN, i64::MIN)),
-                None => (i64::MIN, i64::MIN),
-            };
-            let mut st = c.prepare_cached(&conversations_sql())?;
-            let rows = st.query_map(params![bid, from.0, from.1, limit], row_conversation)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let page = conversations(c, &bid, after.as_deref(), limit)?;
+            let mut out = Vec::with_capacity(page.len());
+            for conversation in page {
+                let thread = crate::keys::conversation_thread(&conversation.id);
+                let unread = unread(c, &thread, &reader)?;
+                let last = history(c, &thread, None, None, 1)?.pop();
+                out.push(ConversationSummary { conversation, unread, last });
+            }
+            Ok(out)
         })
         .await
     }
@@ -636,11 +662,37 @@ mod tests {
         for i in 0..20 {
             store.conversations(&format!("b{i}"), None, 50).await.expect("list");
         }
-        let recompiled = store.run(|c| Ok(c.prepare_cached(&conversations_sql())?.get_status(StatementStatus::RePrepare))).await.expect("status");
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let recompiled = store.run(|c| Ok(c.prepare_cached(CONVERSATIONS_SQL)?.get_status(StatementStatus::RePrepare))).await.expect("status");
+        remove_db(&path);
         assert_eq!(recompiled, 0, "compiled again {recompiled} times in 20 calls");
+    }
+
+    /// The reads every agent login makes walk an index in the order they answer in: none
+    /// sorts what it found into a temporary B-tree (a bot's every open conversation, sorted
+    /// at each login to return the first page, before `conversations_page`). The plan is
+    /// SQLite's own account of how it will run the statement.
+    #[tokio::test]
+    async fn a_login_s_reads_sort_nothing() {
+        let path = std::env::temp_dir().join(format!("switchboard-plans-{}.db", std::process::id()));
+        let store = SqliteStore::open(&path).expect("open");
+        let plans = store
+            .run(|c| {
+                let mut plans = Vec::new();
+                for sql in [CONVERSATIONS_SQL, NEWEST_SQL, AFTER_SQL, UNREAD_SQL] {
+                    let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let unbound = rusqlite::params_from_iter(vec![rusqlite::types::Null; st.parameter_count()]);
+                    let steps = st.query_map(unbound, |r| r.get::<_, String>(3))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                    plans.push((sql, steps.join("; ")));
+                }
+                Ok(plans)
+            })
+            .await
+            .expect("plans");
+        remove_db(&path);
+        for (sql, plan) in plans {
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}\nsorts: {plan}");
+            assert!(!plan.contains("SCAN"), "{sql}\nscans a whole table: {plan}");
+        }
     }
 
     fn message(thread: &str, n: usize) -> NewMessage {

@@ -2,7 +2,7 @@
 //! configured, so no backend measures itself and every one is measured the same way.
 
 use super::line::{InboxEvent, LineStore, LineUser, OutItem};
-use super::{Conversation, Inserted, NewMessage, Result, Store, StoredMessage};
+use super::{Conversation, ConversationSummary, Inserted, NewMessage, Result, Store, StoredMessage};
 use crate::metrics::Metrics;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -81,6 +81,13 @@ impl Store for Timed {
         let started = Instant::now();
         let r = self.inner.conversations(bid, after, limit).await;
         self.metrics.store_op("conversations", started);
+        r
+    }
+
+    async fn conversation_summaries(&self, bid: &str, reader: &str, after: Option<&str>, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let started = Instant::now();
+        let r = self.inner.conversation_summaries(bid, reader, after, limit).await;
+        self.metrics.store_op("conversation_summaries", started);
         r
     }
 
