@@ -11,7 +11,7 @@
 //! `threads` (every thread by the time of its oldest message, for retention), `schema` (the
 //! data's version, see `migrate`).
 
-use super::{now_ms, Conversation, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
+use super::{now_ms, Conversation, ConversationSummary, Inserted, NewMessage, Result, Store, StoreError, StoredMessage};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
@@ -388,6 +388,45 @@ impl Store for RedisStore {
             }
         }
         Ok(n)
+    }
+
+    /// The page, then two pipelined round trips for all of it: every thread's read mark and
+    /// newest message, then every thread's messages after its mark (counted as `unread`
+    /// counts them).
+    async fn conversation_summaries(&self, bid: &str, reader: &str, after: Option<&str>, limit: usize) -> Result<Vec<ConversationSummary>> {
+        let page = self.conversations(bid, after, limit).await?;
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let threads: Vec<String> = page.iter().map(|c| crate::keys::conversation_thread(&c.id)).collect();
+        let mut marks_and_newest = redis::pipe();
+        for t in &threads {
+            marks_and_newest.hget(self.key(&["read", t]), reader).zrevrangebyscore_limit(self.key(&["msg", t]), "+inf", "-inf", 0, 1);
+        }
+        let replies: Vec<redis::Value> = marks_and_newest.query_async(&mut conn).await.map_err(err)?;
+        let mut since = redis::pipe();
+        let mut newest = Vec::with_capacity(threads.len());
+        for (t, pair) in threads.iter().zip(replies.chunks(2)) {
+            let [mark, last] = pair else { return Err(StoreError::Corrupt("a pipelined reply is missing".into())) };
+            let unexpected = |e| StoreError::Corrupt(format!("read mark or newest message of {t}: {e}"));
+            let mark: Option<i64> = redis::from_redis_value(mark.clone()).map_err(unexpected)?;
+            let last: Vec<String> = redis::from_redis_value(last.clone()).map_err(unexpected)?;
+            newest.push(last.first().map(|raw| decode(t, raw)).transpose()?);
+            since.zrangebyscore(self.key(&["msg", t]), format!("({}", mark.unwrap_or(0)), "+inf");
+        }
+        let unread: Vec<Vec<String>> = since.query_async(&mut conn).await.map_err(err)?;
+        let mut out = Vec::with_capacity(page.len());
+        for (((conversation, t), last), raw) in page.into_iter().zip(&threads).zip(newest).zip(unread) {
+            let mut unread = 0;
+            for r in &raw {
+                if decode(t, r)?.sender != reader {
+                    unread += 1;
+                }
+            }
+            out.push(ConversationSummary { conversation, unread, last });
+        }
+        Ok(out)
     }
 
     async fn open_conversation(&self, bid: &str, visitor_id: &str, visitor_name: &str) -> Result<(Conversation, bool)> {
