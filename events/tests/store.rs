@@ -413,6 +413,23 @@ async fn postgres_store() {
     suite(Arc::new(a), Arc::new(b)).await;
 }
 
+/// An agent logging in again under the same name leaves its row as it was: PostgreSQL writes a
+/// new row version (and WAL) for every UPDATE, even of a value to itself, and every reconnect
+/// of every agent logs in. The row's `xmin` (the transaction that wrote this version) tells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_agent_logging_in_again_as_it_was_writes_nothing() {
+    let db = SqlDb::postgres("relogin").await;
+    let s = store(&db).await;
+    let version = || sqlx::query_scalar::<_, String>("SELECT xmin::text FROM agents WHERE bid = 'b' AND agent = 'alice'").fetch_one(&s.pool);
+    s.add_agent("b", "alice", "Alice").await.expect("first login");
+    let first = version().await.expect("row");
+    s.add_agent("b", "alice", "Alice").await.expect("again");
+    assert_eq!(version().await.expect("row"), first, "the same name wrote a new row version");
+    s.add_agent("b", "alice", "Alice Liddell").await.expect("renamed");
+    assert_ne!(version().await.expect("row"), first, "a new name is written");
+    assert_eq!(s.agent_name("b", "alice").await.expect("name").as_deref(), Some("Alice Liddell"));
+}
+
 /// Ten workers starting at once on an empty database migrate it once (the advisory lock), and
 /// a store refuses a schema newer than it knows instead of writing into it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,12 +362,16 @@ impl Store for PgStore {
     }
 
     async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()> {
-        sqlx::query("INSERT INTO agents (bid, agent, name) VALUES ($1, $2, $3) ON CONFLICT (bid, agent) DO UPDATE SET name = excluded.name")
-            .bind(bid)
-            .bind(agent)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        // The same name again (every reconnect) updates nothing: no new row version, no WAL.
+        sqlx::query(
+            "INSERT INTO agents (bid, agent, name) VALUES ($1, $2, $3)
+             ON CONFLICT (bid, agent) DO UPDATE SET name = excluded.name WHERE agents.name IS DISTINCT FROM excluded.name",
+        )
+        .bind(bid)
+        .bind(agent)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

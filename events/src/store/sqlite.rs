@@ -612,8 +612,11 @@ impl Store for SqliteStore {
     async fn add_agent(&self, bid: &str, agent: &str, name: &str) -> Result<()> {
         let (bid, agent, name) = (bid.to_string(), agent.to_string(), name.to_string());
         self.run(move |c| {
+            // An agent logging in again under the same name changes nothing, so nothing is
+            // written: every reconnect of every agent comes here.
             c.exec(
-                "INSERT INTO agents (bid, agent, name) VALUES (?1, ?2, ?3) ON CONFLICT(bid, agent) DO UPDATE SET name = excluded.name",
+                "INSERT INTO agents (bid, agent, name) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(bid, agent) DO UPDATE SET name = excluded.name WHERE name IS NOT excluded.name",
                 params![bid, agent, name],
             )?;
             Ok(())
@@ -693,6 +696,25 @@ mod tests {
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\nsorts: {plan}");
             assert!(!plan.contains("SCAN"), "{sql}\nscans a whole table: {plan}");
         }
+    }
+
+    /// A login under an unchanged name updates no row (SQLite then writes no page for it); a
+    /// new name does.
+    #[tokio::test]
+    async fn an_agent_logging_in_again_as_it_was_writes_nothing() {
+        let path = std::env::temp_dir().join(format!("switchboard-relogin-{}.db", std::process::id()));
+        let store = SqliteStore::open(&path).expect("open");
+        let changes = || store.run(|c| Ok(c.total_changes()));
+        store.add_agent("b", "alice", "Alice").await.expect("first login");
+        let before = changes().await.expect("changes");
+        store.add_agent("b", "alice", "Alice").await.expect("again");
+        let unchanged = changes().await.expect("changes") - before;
+        store.add_agent("b", "alice", "Alice Liddell").await.expect("renamed");
+        let renamed = changes().await.expect("changes") - before;
+        let name = store.agent_name("b", "alice").await.expect("name");
+        remove_db(&path);
+        assert_eq!((unchanged, renamed), (0, 1), "rows changed by the same name, then by a new one");
+        assert_eq!(name.as_deref(), Some("Alice Liddell"));
     }
 
     fn message(thread: &str, n: usize) -> NewMessage {
