@@ -304,20 +304,25 @@ impl RedisStore {
 
     async fn conversation_of(&self, conn: &mut ConnectionManager, id: &str) -> Result<Option<Conversation>> {
         let h: HashMap<String, String> = conn.hgetall(self.id_key("conv", &[id])).await.map_err(err)?;
-        if h.is_empty() {
-            return Ok(None);
-        }
-        let g = |k: &str| h.get(k).cloned().unwrap_or_default();
-        Ok(Some(Conversation {
-            id: id.to_string(),
-            bid: g("bid"),
-            visitor_id: g("visitor_id"),
-            visitor_name: g("visitor_name"),
-            assigned: h.get("assigned").cloned(),
-            open: g("open") == "1",
-            created: g("created").parse().unwrap_or(0),
-        }))
+        Ok(conversation_from(id, h))
     }
+}
+
+/// A conversation as its hash holds it; `None` for a hash that is not there.
+fn conversation_from(id: &str, h: HashMap<String, String>) -> Option<Conversation> {
+    if h.is_empty() {
+        return None;
+    }
+    let g = |k: &str| h.get(k).cloned().unwrap_or_default();
+    Some(Conversation {
+        id: id.to_string(),
+        bid: g("bid"),
+        visitor_id: g("visitor_id"),
+        visitor_name: g("visitor_name"),
+        assigned: h.get("assigned").cloned(),
+        open: g("open") == "1",
+        created: g("created").parse().unwrap_or(0),
+    })
 }
 
 #[async_trait]
@@ -473,13 +478,16 @@ impl Store for RedisStore {
             }
             _ => conn.zrange(&key, 0, if count < 0 { -1 } else { count - 1 }).await.map_err(err)?,
         };
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(c) = self.conversation_of(&mut conn, &id).await?.filter(|c| c.open) {
-                out.push(c);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        // Every conversation's hash in one round trip, not one each.
+        let mut hashes = redis::pipe();
+        for id in &ids {
+            hashes.hgetall(self.id_key("conv", &[id]));
+        }
+        let found: Vec<HashMap<String, String>> = hashes.query_async(&mut conn).await.map_err(err)?;
+        Ok(ids.iter().zip(found).filter_map(|(id, h)| conversation_from(id, h)).filter(|c| c.open).collect())
     }
 
     async fn assign(&self, id: &str, agent: &str, expected: Option<&str>) -> Result<bool> {
