@@ -267,6 +267,8 @@ if [ $SMOKE = 1 ]; then
   if [ $HAVE_LOADKIT = 1 ]; then
     reference_runs 200 2 1000 4
     python3 scripts/bench-reference.py --check "$REFS"
+    # An agent's login in a bot with conversations waiting (scripts/busy-login.sh), small.
+    SWITCHBOARD_BIN=$BIN scripts/busy-login.sh sqlite 20 20
   else
     echo "bench smoke: the reference beside the system (workload 0) NOT RUN: no $LOADKIT_SRC here (set LOADKIT_SRC)" >&2
   fi
