@@ -326,10 +326,8 @@ impl Store for PgStore {
         let rows = sqlx::query(SUMMARIES_SQL).bind(&threads).bind(reader).fetch_all(&self.pool).await?;
         let mut details = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let last = match r.try_get::<Option<i64>, _>("id")? {
-                Some(_) => Some(row_message(r)?),
-                None => None,
-            };
+            // A thread without messages has NULL in every message column.
+            let last = r.try_get::<Option<i64>, _>("id")?.map(|_| row_message(r)).transpose()?;
             details.insert(r.try_get("page_thread")?, (u64::try_from(r.try_get::<i64, _>("unread")?).unwrap_or(0), last));
         }
         Ok(ConversationSummary::of_page(page, details))

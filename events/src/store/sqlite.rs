@@ -212,7 +212,10 @@ macro_rules! conv_cols {
         "id, bid, visitor_id, visitor_name, assigned, open, created"
     };
 }
-const CONV_COLS: &str = conv_cols!();
+/// A conversation by id: every message of a conversation reads it (`conversation_for`).
+const CONVERSATION_SQL: &str = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE id = ?1");
+/// A visitor's open conversation with a bot.
+const OPEN_CONVERSATION_SQL: &str = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE bid = ?1 AND visitor_id = ?2 AND open = 1");
 /// A bot's open conversations after a cursor (`Store::conversations`), read in order from the
 /// `conversations_page` index: without it SQLite sorted every open conversation of the bot
 /// into a temporary B-tree at every agent's login, to return the first page.
@@ -534,8 +537,7 @@ impl Store for SqliteStore {
         let (bid, visitor_id, visitor_name) = (bid.to_string(), visitor_id.to_string(), visitor_name.to_string());
         self.run(move |c| {
             let tx = c.savepoint()?;
-            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ?1 AND visitor_id = ?2 AND open = 1");
-            if let Some(conv) = tx.row(&sql, params![bid, visitor_id], row_conversation).optional()? {
+            if let Some(conv) = tx.row(OPEN_CONVERSATION_SQL, params![bid, visitor_id], row_conversation).optional()? {
                 return Ok((conv, false));
             }
             let conv = Conversation { id: crate::keys::new_id(), bid, visitor_id, visitor_name, assigned: None, open: true, created: now_ms() };
@@ -551,11 +553,7 @@ impl Store for SqliteStore {
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
         let id = id.to_string();
-        self.run(move |c| {
-            let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE id = ?1");
-            Ok(c.row(&sql, [id], row_conversation).optional()?)
-        })
-        .await
+        self.run(move |c| Ok(c.row(CONVERSATION_SQL, [id], row_conversation).optional()?)).await
     }
 
     async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
