@@ -73,6 +73,30 @@ async fn agents_log_in_see_each_other_and_log_out_after_the_last_tab() {
     other.expect_none(Duration::from_millis(300), |v| v["method"] == "logout_push").await;
 }
 
+/// An agent alone in its bot has nobody to tell of its login or logout: the gateways get no
+/// presence send for it (a lone login was three group sends). The next agent to come lists
+/// it, and the one already there hears of the newcomer and of its leaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_agent_tells_nobody_and_the_next_one_is_told() {
+    let c = chat_system(174, "").await;
+    let sends = || async { metric(&c.metrics[0], "sends_total").await + metric(&c.metrics[1], "sends_total").await };
+    let logged_out = || c.workers.iter().map(|w| w.log_text().matches("agent logged out").count()).sum::<usize>();
+    let before = sends().await;
+    let (alone, r) = agent(&c.a.ws, "8", "a1", "Ann").await;
+    assert_eq!(ids(&r["customer_list"]), vec!["a1"]);
+    drop(alone);
+    eventually("the lone agent's logout is handled", || async { logged_out() == 1 }).await;
+    assert_eq!(sends().await, before, "no presence send for an agent alone in its bot");
+
+    let (mut a1, _) = agent(&c.a.ws, "8", "a1", "Ann").await;
+    let (b2, r) = agent(&c.b.ws, "8", "b2", "Bob").await;
+    assert_eq!(ids(&r["customer_list"]), vec!["a1", "b2"], "the one already there is listed");
+    a1.next_where(|v| v["method"] == "login_push" && v["customer_id"] == "b2").await;
+    drop(b2);
+    a1.next_where(|v| v["method"] == "logout_push" && v["customer_id"] == "b2").await;
+    assert!(sends().await > before, "with someone to tell, the pushes are sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn visitors_are_assigned_and_converse_with_history_and_unread() {
     let c = chat_system(52, "").await;
@@ -462,7 +486,7 @@ async fn a_login_storm_leaves_every_agent_knowing_every_other() {
     // Agents on two gateways, served by two workers, all logging in at once: each must learn of
     // every other from its login's list or a push (a race lost there leaves an agent blind to
     // a colleague), in the form it asked for, and of every one that leaves.
-    let c = chat_system(59, "").await;
+    let c = chat_system(173, "").await;
     const N: usize = 120;
     let mut clients = Vec::new();
     for i in 0..N {

@@ -159,14 +159,18 @@ impl Chat {
         ctx.api.bind_and_join(&ctx.id(), Some(&keys::agent_uid(bid, id)), &[&keys::bot_group(bid), &pushes]).await?;
         self.store.add_agent(bid, id, &name).await?;
         // Joined (both groups: one link, in order) before listing: see `presence`.
-        self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
+        let confirmed = self.joins.joined(&ctx.api, ctx.client_id, &pushes).await;
         // Announced once joined, not after listing: an agent joining between this one's join
         // and its announcement is told of it twice (in its list and by the push), and in a
-        // storm a listing waits long (docs/BENCHMARKS.md, session 18).
+        // storm a listing waits long (docs/BENCHMARKS.md, session 18). A lone login's change
+        // waits for the listing's verdict in the bot's sender (`presence`, "A lone agent").
         let timestamp = now_secs();
-        let change = Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id) };
+        let (verdict, audience) = presence::audience();
+        let change =
+            Change { method: "login_push", id: id.to_string(), name: name.clone(), timestamp, client: Some(ctx.client_id), audience: Some(audience) };
         self.announcer.announce(&ctx.api, bid, change).await;
         let online = self.roster.list(&ctx.api, bid).await?;
+        verdict.give(!confirmed || online.has_anyone_besides(ctx.client_id));
         if !online.has_agent_besides(id, ctx.client_id) {
             self.record_agent(bid, id, &name, true).await?;
         }
@@ -260,8 +264,12 @@ impl Chat {
         let online = self.roster.list(&ctx.api, bid).await?;
         if !online.has_agent_besides(id, ctx.client_id) {
             self.record_agent(bid, id, name, false).await?;
-            let change = Change { method: "logout_push", id: id.to_string(), name: name.to_string(), timestamp: now_secs(), client: None };
-            self.announcer.announce(&ctx.api, bid, change).await;
+            // Listed after this connection left: whoever listed it since is listed here.
+            if online.has_anyone_besides(ctx.client_id) {
+                let change =
+                    Change { method: "logout_push", id: id.to_string(), name: name.to_string(), timestamp: now_secs(), client: None, audience: None };
+                self.announcer.announce(&ctx.api, bid, change).await;
+            }
             info!(bid = %bid, agent = %id, "agent logged out");
         }
         Ok(())

@@ -20,6 +20,14 @@
 //!   every agent receives); the others get the contract's one `login_push`/`logout_push` per
 //!   change. The first change after a quiet tick goes out at once, so a lone login is not
 //!   delayed. [`Form`] is which of the three an agent asked for.
+//! * A lone agent tells nobody. A login whose listing (taken once its join is confirmed) holds
+//!   no other agent connection has nobody to tell: anyone joining later lists it. Its change
+//!   waits in the bot's sender for that verdict ([`Audience`]) and is dropped on "nobody"; a
+//!   tick holding other changes too goes out at once, as before, so a storm never waits for
+//!   a listing. A logout whose listing holds nobody else is not sent either. Each change was
+//!   three group sends (one per form), about a sixth of a lone login's instructions in the
+//!   worker and more in the gateway (docs/BENCHMARKS.md, session 35); a bot with one agent
+//!   online is the usual case on a box of many small companies.
 //!
 //! Why the join is confirmed first: commands travel on the worker's link and queries on other
 //! connections, so a listing can overtake the caller's own `join_group`. Once each agent's join
@@ -151,6 +159,11 @@ impl Snapshot {
     /// Whether agent `id` has a connection here other than `except`.
     pub fn has_agent_besides(&self, id: &str, except: ClientId) -> bool {
         self.connections.iter().any(|o| o.id == id && o.client != except)
+    }
+
+    /// Whether any agent connection here is not `except`: someone to tell of its change.
+    pub fn has_anyone_besides(&self, except: ClientId) -> bool {
+        self.connections.iter().any(|o| o.client != except)
     }
 }
 
@@ -343,7 +356,8 @@ struct JoinWait {
     conn: u32,
     group: String,
     since: tokio::time::Instant,
-    done: oneshot::Sender<()>,
+    /// `true`: the gateway has it in the group.
+    done: oneshot::Sender<bool>,
 }
 
 /// One actor per gateway confirming joins (see the module doc): every round asks the gateway
@@ -355,8 +369,9 @@ pub struct Joins {
 }
 
 impl Joins {
-    /// Returns once `client`'s gateway has it in `group` (or after `JOIN_WAIT`, logged).
-    pub async fn joined(&self, api: &Api, client: ClientId, group: &str) {
+    /// Returns once `client`'s gateway has it in `group` (`true`), or after `JOIN_WAIT` or
+    /// when that cannot be known (`false`, logged).
+    pub async fn joined(&self, api: &Api, client: ClientId, group: &str) -> bool {
         let (done, wait) = oneshot::channel();
         let w = JoinWait { conn: client.conn, group: group.to_string(), since: tokio::time::Instant::now(), done };
         let tx = get_or_make(&self.gateways, &client.gateway(), || {
@@ -364,10 +379,11 @@ impl Joins {
             tokio::spawn(confirm_loop(api.clone(), client.gateway(), rx));
             tx
         });
-        let sent = tx.send(w).is_ok();
-        if !sent || wait.await.is_err() {
-            warn!(client = %client, "join confirmation unavailable: listing anyway");
+        let confirmed = tx.send(w).is_ok() && wait.await.unwrap_or(false);
+        if !confirmed {
+            warn!(client = %client, "join not confirmed: listing anyway");
         }
+        confirmed
     }
 }
 
@@ -386,23 +402,24 @@ async fn confirm_loop(api: Api, gateway: SocketAddrV4, mut rx: mpsc::UnboundedRe
         let conns: Vec<u32> = waiting.iter().map(|w| w.conn).collect();
         match api.groups_of(gateway, &conns).await {
             Ok(groups) => {
+                let joined = |w: &JoinWait| groups.get(&w.conn).is_some_and(|gs| gs.contains(&w.group));
                 let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|w| {
-                    let joined = groups.get(&w.conn).is_some_and(|gs| gs.contains(&w.group));
-                    if !joined && w.since.elapsed() >= JOIN_WAIT {
+                    if !joined(w) && w.since.elapsed() >= JOIN_WAIT {
                         warn!(gateway = %gateway, conn = w.conn, group = %w.group, "join not applied after {JOIN_WAIT:?}: listing anyway");
                         return true;
                     }
-                    joined
+                    joined(w)
                 });
                 waiting = still;
                 for w in ready {
-                    let _ = w.done.send(());
+                    let applied = joined(&w);
+                    let _ = w.done.send(applied);
                 }
             }
             Err(e) => {
                 warn!(gateway = %gateway, "cannot confirm joins ({e}): listing anyway");
                 for w in waiting.drain(..) {
-                    let _ = w.done.send(());
+                    let _ = w.done.send(false);
                 }
             }
         }
@@ -413,7 +430,7 @@ async fn confirm_loop(api: Api, gateway: SocketAddrV4, mut rx: mpsc::UnboundedRe
 }
 
 /// A presence change, as the contract's push names it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Change {
     /// `login_push` or `logout_push`.
     pub method: &'static str,
@@ -422,6 +439,36 @@ pub struct Change {
     pub timestamp: i64,
     /// The connection that caused it, which its own single push skips.
     pub client: Option<ClientId>,
+    /// Whether anyone is there to hear of it, once known (a login's; see the module doc).
+    pub audience: Option<Audience>,
+}
+
+/// Whether a login has anyone to tell, given once its listing is in ([`audience`]).
+#[derive(Debug)]
+pub struct Audience(oneshot::Receiver<bool>);
+
+/// The login's side of its [`Audience`].
+pub struct Verdict(oneshot::Sender<bool>);
+
+/// A verdict to give and the audience that waits for it.
+pub fn audience() -> (Verdict, Audience) {
+    let (tx, rx) = oneshot::channel();
+    (Verdict(tx), Audience(rx))
+}
+
+impl Verdict {
+    /// `anyone`: the login's listing holds another agent connection, or its join was not
+    /// confirmed (so the listing proves nothing).
+    pub fn give(self, anyone: bool) {
+        let _ = self.0.send(anyone);
+    }
+}
+
+impl Audience {
+    /// A login that ended before its verdict (a failed listing) is told as it always was.
+    async fn anyone(self) -> bool {
+        self.0.await.unwrap_or(true)
+    }
 }
 
 /// A change as the agents that asked for single pushes get it, and as each of a
@@ -537,7 +584,12 @@ impl Announcer {
 async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
     let [single, batch, compact] = Form::ALL.map(|f| f.group(&bid));
     loop {
-        let Some(changes) = locked(&bot).take() else { return };
+        let Some(mut changes) = locked(&bot).take() else { return };
+        if let Some(audience) = lone_audience(&mut changes) {
+            if !audience.anyone().await {
+                continue;
+            }
+        }
         for c in &changes {
             let skip = c.client.map(|id| id.to_string());
             let frame = serde_json::to_string(&c.pushed()).unwrap_or_default();
@@ -558,6 +610,15 @@ async fn announce_loop(api: Api, bid: String, bot: Arc<Mutex<Pending>>) {
         }
         // What comes in meanwhile goes out together in the next frame.
         tokio::time::sleep(TICK).await;
+    }
+}
+
+/// A tick of one login waits for its verdict; in a tick of several (a storm) each change is
+/// news to the others, and nothing waits.
+fn lone_audience(changes: &mut VecDeque<Change>) -> Option<Audience> {
+    match changes.make_contiguous() {
+        [only] => only.audience.take(),
+        _ => None,
     }
 }
 
@@ -629,7 +690,7 @@ mod tests {
     /// The single push and each of a batch's changes, byte for byte as clients have read them.
     #[test]
     fn a_change_is_written_as_it_always_was() {
-        let c = Change { method: "logout_push", id: "a\"7".into(), name: "Ann".into(), timestamp: 9, client: None };
+        let c = Change { method: "logout_push", id: "a\"7".into(), name: "Ann".into(), timestamp: 9, client: None, audience: None };
         let single = serde_json::to_string(&c.pushed()).expect("single");
         assert_eq!(single, r#"{"method":"logout_push","customer_id":"a\"7","customer_name":"Ann","timestamp":9}"#);
         let batch = serde_json::to_string(&PresencePush { method: "presence_push", changes: vec![c.pushed()] }).expect("batch");
@@ -637,7 +698,7 @@ mod tests {
     }
 
     fn change(id: &str) -> Change {
-        Change { method: "login_push", id: id.into(), name: id.into(), timestamp: 0, client: None }
+        Change { method: "login_push", id: id.into(), name: id.into(), timestamp: 0, client: None, audience: None }
     }
 
     fn ids(changes: Option<VecDeque<Change>>) -> Vec<String> {
@@ -660,6 +721,31 @@ mod tests {
         let gone: VecDeque<Change> = [change("a")].into();
         assert_eq!(only_news_for(&gone), None);
         assert_eq!(only_news_for(&VecDeque::new()), None);
+    }
+
+    /// A tick of one login waits for that login's verdict; a tick of several never waits (in
+    /// a storm each is news to the others), and a change without an audience (a logout, whose
+    /// listing came first) goes out.
+    #[tokio::test]
+    async fn only_a_lone_login_waits_for_its_verdict() {
+        let heard = |anyone: Option<bool>| {
+            let (verdict, audience) = audience();
+            if let Some(a) = anyone {
+                verdict.give(a);
+            }
+            Change { audience: Some(audience), ..change("a") }
+        };
+        let mut alone: VecDeque<Change> = [heard(Some(false))].into();
+        let a = lone_audience(&mut alone).expect("a lone login waits");
+        assert!(!a.anyone().await, "nobody else online: nothing to send");
+        let mut seen: VecDeque<Change> = [heard(Some(true))].into();
+        assert!(lone_audience(&mut seen).expect("waits").anyone().await);
+        let mut failed: VecDeque<Change> = [heard(None)].into();
+        assert!(lone_audience(&mut failed).expect("waits").anyone().await, "no verdict (the login failed): sent as always");
+        let mut storm: VecDeque<Change> = [heard(Some(false)), heard(Some(false))].into();
+        assert!(lone_audience(&mut storm).is_none(), "several changes: each is news to the other");
+        let mut logout: VecDeque<Change> = [change("a")].into();
+        assert!(lone_audience(&mut logout).is_none());
     }
 
     /// One sender at a time per bot, taking changes in the order they came; once the queue is

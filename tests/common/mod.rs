@@ -614,6 +614,8 @@ pub struct ChatSystem {
     pub workers: Vec<Proc>,
     pub config: std::path::PathBuf,
     pub dir: TempDir,
+    /// Where gateways `a` and `b` serve `/metrics`.
+    pub metrics: [String; 2],
 }
 
 /// Both workers serve clients at once (these tests race them against each other and send
@@ -629,13 +631,14 @@ pub async fn chat_system_with(net: u8, events_toml: &str, secret: &str) -> ChatS
     let reg = format!("{reg_ip}:{}", free_port(&reg_ip));
     let register = start_register(&format!("n{net}-register"), &reg, &[]);
     wait_listening(&reg).await;
-    let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg, &[]);
-    let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg, &[]);
+    let metrics = [2, 3].map(|h| format!("127.{net}.0.{h}:{}", free_port(&format!("127.{net}.0.{h}"))));
+    let a = start_gateway(&format!("n{net}-gateway-a"), &format!("127.{net}.0.2"), &reg, &["--metrics", &metrics[0]]);
+    let b = start_gateway(&format!("n{net}-gateway-b"), &format!("127.{net}.0.3"), &reg, &["--metrics", &metrics[1]]);
     let cfg = config.to_str().expect("path");
     let workers = start_chat_workers(&format!("n{net}"), cfg, &reg, secret, 2);
     wait_log(&a.proc, "business worker connected", 2).await;
     wait_log(&b.proc, "business worker connected", 2).await;
-    ChatSystem { register, reg, a, b, workers, config, dir: TempDir(dir) }
+    ChatSystem { register, reg, a, b, workers, config, dir: TempDir(dir), metrics }
 }
 
 /// Logs an agent in on a new connection, with a token signed by `secret`; the login answer
