@@ -8,8 +8,7 @@
 //! thousands is neither searched end to end on each join nor shifted on each leave, until it
 //! is down to half of `FEW` again.
 
-use crate::tables::ConnId;
-use std::collections::HashMap;
+use crate::tables::{ConnId, IdMap};
 
 /// How many connections a list holds before it becomes a crowd.
 pub const FEW: usize = 64;
@@ -37,7 +36,7 @@ const HOLE: ConnId = 0;
 #[derive(Debug, Default)]
 pub struct Crowd {
     list: Vec<ConnId>,
-    place: HashMap<ConnId, u32>,
+    place: IdMap<ConnId, u32>,
 }
 
 impl Crowd {

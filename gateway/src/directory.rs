@@ -11,8 +11,8 @@
 use crate::protocol::directory::{Change, Delta};
 use crate::protocol::Command;
 use crate::router::LinkId;
+use crate::tables::IdMap;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// A barrier is answered after this even if a worker has not acknowledged (it is stuck or cut
@@ -26,7 +26,7 @@ const SNAPSHOT_PIECE: usize = 4096;
 pub struct Publisher {
     seq: u64,
     /// Subscribed links → the last sequence number each acknowledged.
-    acked: HashMap<LinkId, u64>,
+    acked: IdMap<LinkId, u64>,
     barriers: Vec<Barrier>,
     /// The last announcement before the last subscriber left: a uid or group that the tables say
     /// was announced by it or an earlier one was announced to nobody now listening.
@@ -34,7 +34,7 @@ pub struct Publisher {
     /// Each link → the latest announcement among the uids and groups its binds and joins have
     /// touched since its last barrier: what that barrier waits for, and nothing else, so a join
     /// of a group held long ago settles at once however busy the other workers are.
-    touched: HashMap<LinkId, u64>,
+    touched: IdMap<LinkId, u64>,
 }
 
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use crate::peer::Peer;
 use crate::protocol::{encode_reply, AllTarget, Body, Command, EventKind, Message, Origin};
 use crate::router::{LinkId, Router};
 use crate::stats::Stats;
-use crate::tables::{id_key, Client, ConnId, Tables};
+use crate::tables::{id_key, Client, ConnId, IdMap, Tables};
 use crate::unheard::{self, Unheard};
 use bytes::Bytes;
 use register::stats::{inc, set};
@@ -156,8 +156,8 @@ pub struct Hub {
     per_ip: HashMap<std::net::IpAddr, usize>,
     max_per_ip: usize,
     tables: Tables<ClientHandle>,
-    draining: HashMap<LinkId, Draining>,
-    links: HashMap<LinkId, LinkHandle>,
+    draining: IdMap<LinkId, Draining>,
+    links: IdMap<LinkId, LinkHandle>,
     workers_by_key: HashMap<String, LinkId>,
     router: Router,
     local_ip: u32,
@@ -196,8 +196,8 @@ impl Hub {
             per_ip: HashMap::new(),
             max_per_ip: config.max_connections_per_ip,
             tables: Tables::starting_after(first_connection_id()),
-            draining: HashMap::new(),
-            links: HashMap::new(),
+            draining: IdMap::default(),
+            links: IdMap::default(),
             workers_by_key: HashMap::new(),
             router: Router::default(),
             local_ip: u32::from(config.lan_ip),

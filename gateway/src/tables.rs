@@ -17,6 +17,13 @@ use std::sync::Arc;
 
 pub type ConnId = u32;
 
+/// A map keyed by an id this gateway counts out itself (a connection, a worker's link), hashed
+/// with rustc-hash's one multiply instead of std's SipHash. SipHash's keyed rounds are what
+/// keep a map of names that strangers choose (uids, groups, addresses) safe from crafted
+/// collisions, and those maps keep it; nobody outside chooses these ids, and SipHash was a
+/// tenth of the gateway's instructions per connection (docs/BENCHMARKS.md, session 35).
+pub type IdMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+
 /// What the tables know about one client connection. `T` is the handle used to reach the
 /// client's socket (the hub's outbound queue); the tables never look inside it.
 #[derive(Debug)]
@@ -114,7 +121,7 @@ pub struct Tables<T> {
     /// in order moved every row after it. A box is its row's size, and the map holds 16 bytes
     /// per slot. Connection order, which PHP's arrays keep and some replies show, is the order
     /// of the ids ([`Tables::in_order`]).
-    clients: HashMap<ConnId, Box<Client<T>>>,
+    clients: IdMap<ConnId, Box<Client<T>>>,
     uids: HashMap<Key, Uid>,
     /// Not an `IndexMap` for the order: removing a group in order (`shift_remove`) moved every
     /// group made after it, so with a group per client each disconnect cost time in the number
@@ -134,7 +141,7 @@ pub struct Tables<T> {
 impl<T> Default for Tables<T> {
     fn default() -> Self {
         Tables {
-            clients: HashMap::new(),
+            clients: IdMap::default(),
             uids: HashMap::new(),
             groups: HashMap::new(),
             groups_made: 0,
