@@ -11,8 +11,17 @@
 # the second baseline minus the first, divided by 100, is the instructions per login (what
 # starting a process costs cancels out of both). Needs valgrind and ../shared/loadkit (built into target/loadkit).
 # Kernel work (syscalls, wakeups) is not counted: callgrind sees user space only.
+#
+#   scripts/callgrind.sh --connect [switchboard binary]
+#
+# Target 5's shape instead: 200, then 1 200 new connections, each an agent of a bot of its own
+# whose login is answered (no join, no message), then closed; the difference ÷ 1 000 is the
+# instructions per connection in the gateway and the chat worker. Runs of one build differ by
+# a few per cent (valgrind's slowness moves how logins fall into the workers' rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CONNECT=0
+[ "${1:-}" = "--connect" ] && { CONNECT=1; shift; }
 BIN=${1:-target/release/switchboard}
 LOADKIT_SRC=${LOADKIT_SRC:-../shared/loadkit}
 CONNS=100 RATE=${RATE:-1} SECS=${SECS:-10}
@@ -45,10 +54,18 @@ run() {
     sleep 0.1
   done
   grep -q "business worker connected" "$dir/gateway.log" || { echo "callgrind.sh: the worker did not connect" >&2; cat "$dir"/*.log >&2; exit 1; }
-  local login='{"method":"login","bid":"b{room}","customer_id":"u{g}-'"$name"'","customer_name":"n{g}","presence":"batch"}'
-  local args=(--url "ws://127.0.0.1:$((base + 1))/" --login "$login" --json --quiet --conns "$conns" --room-size 50 --connect-timeout 120 --max-inflight 8 --grace 120 --source-ips 127.0.0.2-127.0.0.3)
+  local login='{"method":"login","bid":"b{room}","customer_id":"u{g}-'"$name"'","customer_name":"n{g}","presence":"batch"}' rooms=50
+  [ $CONNECT = 1 ] && { login='{"method":"login","bid":"b{g}-'"$name"'","customer_id":"u{g}","customer_name":"n{g}","presence":"batch"}'; rooms=0; }
+  local args=(--url "ws://127.0.0.1:$((base + 1))/" --login "$login" --json --quiet --conns "$conns" --room-size $rooms --connect-timeout 120 --max-inflight 8 --grace 120 --source-ips 127.0.0.2-127.0.0.3)
   if [ "$rate" = 0 ]; then args+=(--hold --duration 2); else args+=(--rate "$rate" --duration "$SECS" --warmup 0); fi
   "$WSLOAD" "${args[@]}" | tail -1 > "$dir/wsload.json"
+  # Every agent's logout handled before the count ends: killed sooner, a run counted however
+  # many of its closes the worker had reached (a tenth of a run's instructions either way).
+  for _ in $(seq 1200); do
+    [ "$(grep -c "agent logged out" "$dir/worker.log" 2>/dev/null)" -ge "$conns" ] && break
+    sleep 0.1
+  done
+  [ "$(grep -c "agent logged out" "$dir/worker.log" 2>/dev/null)" -ge "$conns" ] || { echo "callgrind.sh: not every logout was handled" >&2; exit 1; }
   # callgrind writes its counts when the process exits.
   kill "$gw" "$wk" "$reg"; wait "$gw" "$wk" "$reg" 2>/dev/null || true
   python3 - "$dir" <<'PY'
@@ -73,6 +90,21 @@ print(ir(f"{d}/gateway.cg"), ir(f"{d}/worker.cg"), r.get("sent", 0), r.get("rece
 PY
 }
 
+if [ $CONNECT = 1 ]; then
+  echo "callgrind: 200, then 1200 new connections, each an agent of its own bot, logged in and closed" >&2
+  read -r G0 W0 _ _ _ <<< "$(run few 200 0)"
+  read -r G1 W1 _ _ _ <<< "$(run many 1200 0)"
+  python3 - "$G0" "$W0" "$G1" "$W1" <<'PY'
+import sys
+g0, w0, g1, w1 = map(int, sys.argv[1:])
+print("| instructions (callgrind) | per new connection (login answered, then closed) |")
+print("|---|---:|")
+print(f"| gateway | {(g1 - g0) / 1000:,.0f} |")
+print(f"| chat worker | {(w1 - w0) / 1000:,.0f} |")
+print(f"(totals for 200 / 1200 connections: gateway {g0:,} / {g1:,}, worker {w0:,} / {w1:,})")
+PY
+  exit 0
+fi
 echo "callgrind: $CONNS agents in rooms of 50 at $RATE msgs/s each for $SECS s; then $CONNS and $((2 * CONNS)) logging in and joining only" >&2
 read -r G1 W1 M D S1 <<< "$(run chat $CONNS "$RATE")"
 read -r G0 W0 _ _ S0 <<< "$(run base $CONNS 0)"

@@ -25,9 +25,9 @@
 //!   waits in the bot's sender for that verdict ([`Audience`]) and is dropped on "nobody"; a
 //!   tick holding other changes too goes out at once, as before, so a storm never waits for
 //!   a listing. A logout whose listing holds nobody else is not sent either. Each change was
-//!   three group sends (one per form), about a sixth of a lone login's instructions in the
-//!   worker and more in the gateway (docs/BENCHMARKS.md, session 35); a bot with one agent
-//!   online is the usual case on a box of many small companies.
+//!   three group sends (one per form): with them, a lone agent's connection cost the worker
+//!   and the gateway a fifth more instructions (docs/BENCHMARKS.md, session 35), and a bot
+//!   with one agent online is the usual case on a box of many small companies.
 //!
 //! Why the join is confirmed first: commands travel on the worker's link and queries on other
 //! connections, so a listing can overtake the caller's own `join_group`. Once each agent's join
@@ -379,11 +379,12 @@ impl Joins {
             tokio::spawn(confirm_loop(api.clone(), client.gateway(), rx));
             tx
         });
-        let confirmed = tx.send(w).is_ok() && wait.await.unwrap_or(false);
-        if !confirmed {
-            warn!(client = %client, "join not confirmed: listing anyway");
+        // The actor says why it gave up; only its absence is reported here.
+        let answer = if tx.send(w).is_ok() { wait.await.ok() } else { None };
+        if answer.is_none() {
+            warn!(client = %client, "join confirmation unavailable: listing anyway");
         }
-        confirmed
+        answer.unwrap_or(false)
     }
 }
 
