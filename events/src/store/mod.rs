@@ -10,6 +10,20 @@
 //! `runner` (who runs its jobs, batched), `wal` (copying the WAL back) and `vfs` (writing a
 //! commit's WAL frames in one call).
 
+/// The columns the PostgreSQL and MySQL stores read a message from, in their row reader's
+/// order; macros, so that SQL built from them is a constant, not formatted at every call.
+macro_rules! server_msg_cols {
+    () => {
+        "thread, id, sender, from_uid, from_name, cid, content, dest, ts"
+    };
+}
+/// A conversation's columns, in the order every SQL store's `row_conversation` reads them.
+macro_rules! conv_cols {
+    () => {
+        "id, bid, visitor_id, visitor_name, assigned, open, created"
+    };
+}
+
 pub mod copy;
 pub mod line;
 mod line_mysql;

@@ -110,9 +110,9 @@ impl MySqlStore {
     /// The message this sender already stored under `m`'s `cid` in `m`'s thread.
     async fn sent_before(&self, m: &NewMessage) -> Result<Option<StoredMessage>> {
         let Some(cid) = &m.cid else { return Ok(None) };
-        let sql = format!("SELECT {MSG_COLS} FROM messages WHERE dedup = ?");
+        let sql = concat!("SELECT ", server_msg_cols!(), " FROM messages WHERE dedup = ?");
         let key = dedup_key(&m.thread, &m.sender, cid);
-        sqlx::query(&sql).bind(key).fetch_optional(&self.pool).await?.as_ref().map(row_message).transpose()
+        sqlx::query(sql).bind(key).fetch_optional(&self.pool).await?.as_ref().map(row_message).transpose()
     }
 
     /// The schema version the database is at (0: empty).
@@ -197,9 +197,6 @@ fn row_conversation(r: &MySqlRow) -> Result<Conversation> {
     })
 }
 
-const MSG_COLS: &str = "thread, id, sender, from_uid, from_name, cid, content, dest, ts";
-const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
-
 #[async_trait]
 impl Store for MySqlStore {
     async fn insert_message(&self, m: NewMessage) -> Result<Inserted> {
@@ -255,12 +252,12 @@ impl Store for MySqlStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match after {
             Some(after) => {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ? AND id > ? AND id < ? ORDER BY id ASC LIMIT ?");
-                sqlx::query(&sql).bind(thread).bind(after).bind(before).bind(limit).fetch_all(&self.pool).await?
+                let sql = concat!("SELECT ", server_msg_cols!(), " FROM messages WHERE thread = ? AND id > ? AND id < ? ORDER BY id ASC LIMIT ?");
+                sqlx::query(sql).bind(thread).bind(after).bind(before).bind(limit).fetch_all(&self.pool).await?
             }
             None => {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = ? AND id < ? ORDER BY id DESC LIMIT ?");
-                let mut rows = sqlx::query(&sql).bind(thread).bind(before).bind(limit).fetch_all(&self.pool).await?;
+                let sql = concat!("SELECT ", server_msg_cols!(), " FROM messages WHERE thread = ? AND id < ? ORDER BY id DESC LIMIT ?");
+                let mut rows = sqlx::query(sql).bind(thread).bind(before).bind(limit).fetch_all(&self.pool).await?;
                 rows.reverse();
                 rows
             }
@@ -346,14 +343,14 @@ impl Store for MySqlStore {
         if inserted == 1 {
             return Ok((fresh, true));
         }
-        let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = ? AND open_visitor = ?");
-        let row = sqlx::query(&sql).bind(bid).bind(visitor_id).fetch_one(&self.pool).await?;
+        let sql = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE bid = ? AND open_visitor = ?");
+        let row = sqlx::query(sql).bind(bid).bind(visitor_id).fetch_one(&self.pool).await?;
         Ok((row_conversation(&row)?, false))
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
-        let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE id = ?");
-        sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?.as_ref().map(row_conversation).transpose()
+        let sql = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE id = ?");
+        sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?.as_ref().map(row_conversation).transpose()
     }
 
     async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
@@ -366,11 +363,13 @@ impl Store for MySqlStore {
                 .unwrap_or((i64::MIN, i64::MIN)),
             None => (i64::MIN, i64::MIN),
         };
-        let sql = format!(
-            "SELECT {CONV_COLS} FROM conversations WHERE bid = ? AND open AND (created > ? OR (created = ? AND seq > ?))
+        let sql = concat!(
+            "SELECT ",
+            conv_cols!(),
+            " FROM conversations WHERE bid = ? AND open AND (created > ? OR (created = ? AND seq > ?))
              ORDER BY created, seq LIMIT ?"
         );
-        let rows = sqlx::query(&sql).bind(bid).bind(from.0).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sql).bind(bid).bind(from.0).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(row_conversation).collect()
     }
 

@@ -80,8 +80,8 @@ impl PgStore {
     /// The message this sender already stored under `m`'s `cid` in `m`'s thread.
     async fn sent_before(&self, m: &NewMessage) -> Result<Option<StoredMessage>> {
         let Some(cid) = &m.cid else { return Ok(None) };
-        let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = $1 AND sender = $2 AND cid = $3");
-        sqlx::query(&sql).bind(&m.thread).bind(&m.sender).bind(cid).fetch_optional(&self.pool).await?.as_ref().map(row_message).transpose()
+        let sql = concat!("SELECT ", server_msg_cols!(), " FROM messages WHERE thread = $1 AND sender = $2 AND cid = $3");
+        sqlx::query(sql).bind(&m.thread).bind(&m.sender).bind(cid).fetch_optional(&self.pool).await?.as_ref().map(row_message).transpose()
     }
 
     /// The schema version the database is at (0: empty).
@@ -146,8 +146,6 @@ fn row_conversation(r: &PgRow) -> Result<Conversation> {
     })
 }
 
-const MSG_COLS: &str = "thread, id, sender, from_uid, from_name, cid, content, dest, ts";
-const CONV_COLS: &str = "id, bid, visitor_id, visitor_name, assigned, open, created";
 /// For each thread of a page (`$1`): `reader`'s (`$2`) unread count, and the columns of its
 /// newest message (NULL where it has none), each an index lookup.
 const SUMMARIES_SQL: &str = "SELECT t.thread AS page_thread,
@@ -199,12 +197,12 @@ impl Store for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match after {
             Some(after) => {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = $1 AND id > $2 AND id < $3 ORDER BY id ASC LIMIT $4");
-                sqlx::query(&sql).bind(thread).bind(after).bind(before).bind(limit).fetch_all(&self.pool).await?
+                let sql = concat!("SELECT ", server_msg_cols!(), " FROM messages WHERE thread = $1 AND id > $2 AND id < $3 ORDER BY id ASC LIMIT $4");
+                sqlx::query(sql).bind(thread).bind(after).bind(before).bind(limit).fetch_all(&self.pool).await?
             }
             None => {
-                let sql = format!("SELECT {MSG_COLS} FROM messages WHERE thread = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
-                let mut rows = sqlx::query(&sql).bind(thread).bind(before).bind(limit).fetch_all(&self.pool).await?;
+                let sql = concat!("SELECT ", server_msg_cols!(), " FROM messages WHERE thread = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
+                let mut rows = sqlx::query(sql).bind(thread).bind(before).bind(limit).fetch_all(&self.pool).await?;
                 rows.reverse();
                 rows
             }
@@ -288,14 +286,14 @@ impl Store for PgStore {
         if inserted == 1 {
             return Ok((fresh, true));
         }
-        let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE bid = $1 AND visitor_id = $2 AND open");
-        let row = sqlx::query(&sql).bind(bid).bind(visitor_id).fetch_one(&self.pool).await?;
+        let sql = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE bid = $1 AND visitor_id = $2 AND open");
+        let row = sqlx::query(sql).bind(bid).bind(visitor_id).fetch_one(&self.pool).await?;
         Ok((row_conversation(&row)?, false))
     }
 
     async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
-        let sql = format!("SELECT {CONV_COLS} FROM conversations WHERE id = $1");
-        sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?.as_ref().map(row_conversation).transpose()
+        let sql = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE id = $1");
+        sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?.as_ref().map(row_conversation).transpose()
     }
 
     async fn conversations(&self, bid: &str, after: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
@@ -309,9 +307,12 @@ impl Store for PgStore {
                 .unwrap_or((i64::MIN, i64::MIN)),
             None => (i64::MIN, i64::MIN),
         };
-        let sql =
-            format!("SELECT {CONV_COLS} FROM conversations WHERE bid = $1 AND open AND (created, seq) > ($2, $3) ORDER BY created, seq LIMIT $4");
-        let rows = sqlx::query(&sql).bind(bid).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
+        let sql = concat!(
+            "SELECT ",
+            conv_cols!(),
+            " FROM conversations WHERE bid = $1 AND open AND (created, seq) > ($2, $3) ORDER BY created, seq LIMIT $4"
+        );
+        let rows = sqlx::query(sql).bind(bid).bind(from.0).bind(from.1).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(row_conversation).collect()
     }
 

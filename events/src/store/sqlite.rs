@@ -206,12 +206,6 @@ macro_rules! msg_cols {
 }
 /// A message already stored under this (thread, sender, cid): the re-sent one's answer.
 const DUPLICATE_SQL: &str = concat!("SELECT ", msg_cols!(), " FROM messages WHERE thread = ?1 AND sender = ?2 AND cid = ?3");
-/// The columns `row_conversation` reads, in its order (a macro for the same reason as `msg_cols`).
-macro_rules! conv_cols {
-    () => {
-        "id, bid, visitor_id, visitor_name, assigned, open, created"
-    };
-}
 /// A conversation by id: every message of a conversation reads it (`conversation_for`).
 const CONVERSATION_SQL: &str = concat!("SELECT ", conv_cols!(), " FROM conversations WHERE id = ?1");
 /// A visitor's open conversation with a bot.
