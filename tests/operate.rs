@@ -376,7 +376,7 @@ async fn graceful_stop_says_goodbye_and_finishes_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_fails_with_the_reason() {
-    let (dir, url) = setup(74, "");
+    let (dir, url) = setup(77, "");
     // Someone else holds the gateway's port.
     let addr = url.trim_start_matches("ws://").to_string();
     let _squatter = std::net::TcpListener::bind(&addr).expect("bind");

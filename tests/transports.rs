@@ -518,7 +518,7 @@ impl PollClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_polling_client_chats_with_a_websocket_client() {
-    let c = cluster(67).await;
+    let c = cluster(68).await;
     let mut ws = ws_agent(&c.b.ws, "6", "a1").await;
     let mut p = PollClient::open(&c.a.ws).await;
     p.send(json!({"method": "login", "bid": "6", "customer_id": "p1", "customer_name": "Polly", "token": token("6", "p1")})).await;
