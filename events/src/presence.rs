@@ -403,19 +403,19 @@ async fn confirm_loop(api: Api, gateway: SocketAddrV4, mut rx: mpsc::UnboundedRe
         let conns: Vec<u32> = waiting.iter().map(|w| w.conn).collect();
         match api.groups_of(gateway, &conns).await {
             Ok(groups) => {
-                let joined = |w: &JoinWait| groups.get(&w.conn).is_some_and(|gs| gs.contains(&w.group));
-                let (ready, still): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|w| {
-                    if !joined(w) && w.since.elapsed() >= JOIN_WAIT {
-                        warn!(gateway = %gateway, conn = w.conn, group = %w.group, "join not applied after {JOIN_WAIT:?}: listing anyway");
-                        return true;
+                let mut still = Vec::new();
+                for w in waiting.drain(..) {
+                    let applied = groups.get(&w.conn).is_some_and(|gs| gs.contains(&w.group));
+                    if !applied && w.since.elapsed() < JOIN_WAIT {
+                        still.push(w);
+                        continue;
                     }
-                    joined(w)
-                });
-                waiting = still;
-                for w in ready {
-                    let applied = joined(&w);
+                    if !applied {
+                        warn!(gateway = %gateway, conn = w.conn, group = %w.group, "join not applied after {JOIN_WAIT:?}: listing anyway");
+                    }
                     let _ = w.done.send(applied);
                 }
+                waiting = still;
             }
             Err(e) => {
                 warn!(gateway = %gateway, "cannot confirm joins ({e}): listing anyway");
